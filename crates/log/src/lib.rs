@@ -1,0 +1,401 @@
+//! Niyet's durable event log: the source of truth every later stage reads.
+//!
+//! # On-disk format (version 1)
+//!
+//! A log is a directory of segment files named `{base_offset:020}.seg`. Each segment
+//! starts with a 16-byte header, the magic `NIYLOG01` followed by the base offset
+//! (u64, little endian), then holds records back to back:
+//!
+//! ```text
+//! record := len: u32 LE | crc: u32 LE | body (len bytes)
+//! body   := offset: u64 LE | time_ms: i64 LE | key: u128 LE | payload
+//! crc    := CRC-32 (IEEE) of body
+//! ```
+//!
+//! `offset` numbers records densely from 0 over the whole log; `time_ms` is the receive
+//! time given by the caller; `key` is the idempotency key (0 = none).
+//!
+//! # Guarantees
+//!
+//! * **Durable acknowledgement.** [`Log::append`] calls back only after the records are
+//!   written and `fdatasync`ed. One writer thread drains every pending request into one
+//!   write and one sync (group commit).
+//! * **Crash recovery.** On open, the last segment is scanned and truncated after its last
+//!   whole, checksum-valid record (a torn tail is the normal result of a crash). Damage in
+//!   any earlier segment is reported as [`LogError::Corrupt`], never silently dropped.
+//! * **Fail-stop on I/O errors.** A failed write or sync poisons the log: every later
+//!   append fails with [`LogError::Poisoned`] rather than pretend (after a failed fsync
+//!   the page cache can no longer be trusted).
+//! * **Idempotent appends.** A record with a non-zero key that was already appended within
+//!   the dedup window (by record time) is answered [`Appended::Duplicate`] and not written
+//!   again. The key index is bounded ([`LogConfig::dedup_max_keys`]) and rebuilt from the
+//!   segments on open, so it survives restarts.
+//! * **Retention** by age and total size removes whole, closed segments, oldest first.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod dedup;
+mod segment;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+pub use segment::{RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
+
+/// Errors of the log. Cloneable so that one failed group commit can answer every waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// An I/O operation failed.
+    #[error("{context}: {message}")]
+    Io {
+        /// What the log was doing.
+        context: String,
+        /// The operating system's error.
+        message: String,
+    },
+    /// A closed segment is damaged; this needs an operator.
+    #[error("segment {segment} is corrupt: {detail}")]
+    Corrupt {
+        /// The file.
+        segment: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An earlier write or sync failed; the log accepts nothing more.
+    #[error("the log is poisoned after an earlier I/O failure: {0}")]
+    Poisoned(String),
+    /// The log was closed.
+    #[error("the log is closed")]
+    Closed,
+    /// The requested offset was removed by retention or erasure.
+    #[error("offset {requested} is before the start of the log ({start})")]
+    BeforeStart {
+        /// The offset asked for.
+        requested: u64,
+        /// The first offset still held.
+        start: u64,
+    },
+    /// A record is larger than the log accepts.
+    #[error("record of {0} bytes exceeds the limit")]
+    RecordTooLarge(usize),
+}
+
+impl LogError {
+    fn io(context: impl Into<String>, e: &std::io::Error) -> Self {
+        LogError::Io {
+            context: context.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// How the log is laid out and kept.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Directory of the segment files (created if missing).
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Upper bound of bytes written by one group commit.
+    pub max_commit_bytes: usize,
+    /// How long an idempotency key is remembered, by record time.
+    pub dedup_window_ms: i64,
+    /// At most this many keys are remembered (the oldest are forgotten first).
+    pub dedup_max_keys: usize,
+    /// Remove closed segments whose newest record is older than this.
+    pub retention_max_age_ms: Option<i64>,
+    /// Remove the oldest closed segments while the log is larger than this.
+    pub retention_max_bytes: Option<u64>,
+}
+
+impl LogConfig {
+    /// Defaults: 128 MiB segments, 24 h / 4 M keys of dedup memory, no retention.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 128 << 20,
+            max_commit_bytes: 8 << 20,
+            dedup_window_ms: 24 * 3_600_000,
+            dedup_max_keys: 4_000_000,
+            retention_max_age_ms: None,
+            retention_max_bytes: None,
+        }
+    }
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// Receive time in ms since the epoch (decides dedup window and retention).
+    pub time_ms: i64,
+    /// Idempotency key; 0 means none.
+    pub key: u128,
+    /// The bytes to keep.
+    pub payload: Vec<u8>,
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its position in the log.
+    pub offset: u64,
+    /// Receive time in ms since the epoch.
+    pub time_ms: i64,
+    /// Idempotency key; 0 means none.
+    pub key: u128,
+    /// The bytes.
+    pub payload: Vec<u8>,
+}
+
+/// The fate of one appended record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Durably written at this offset.
+    At(u64),
+    /// Its key was already in the log within the dedup window; nothing written.
+    Duplicate,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segment files removed.
+    pub segments_removed: usize,
+    /// Records removed.
+    pub records_removed: u64,
+    /// Bytes removed.
+    pub bytes_removed: u64,
+}
+
+/// Called once with the outcome of an append, after the data is durable (or not).
+pub type AppendCallback = Box<dyn FnOnce(Result<Vec<Appended>, LogError>) + Send>;
+
+/// One segment as readers see it.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentMeta {
+    pub base: u64,
+    pub path: PathBuf,
+    /// Records durably in the segment.
+    pub count: u64,
+    /// Durable length of the file.
+    pub len: u64,
+    /// Sparse index: (offset, file position) of some records, ascending.
+    pub index: Vec<(u64, u64)>,
+    pub max_time_ms: i64,
+}
+
+pub(crate) struct Shared {
+    pub segments: RwLock<BTreeMap<u64, SegmentMeta>>,
+    pub poisoned: Mutex<Option<String>>,
+    pub is_poisoned: AtomicBool,
+    pub end_offset: AtomicU64,
+    pub start_offset: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+impl Shared {
+    fn poison(&self, why: String) {
+        if let Ok(mut p) = self.poisoned.lock() {
+            p.get_or_insert(why);
+        }
+        self.is_poisoned.store(true, Ordering::SeqCst);
+    }
+}
+
+pub(crate) enum Command {
+    Append {
+        records: Vec<NewRecord>,
+        done: AppendCallback,
+    },
+    Retention {
+        now_ms: i64,
+        done: mpsc::Sender<Result<RetentionReport, LogError>>,
+    },
+    Shutdown,
+}
+
+/// The durable, append-only event log. Cheap to share behind an `Arc`.
+pub struct Log {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// First offset still held.
+    pub start_offset: u64,
+    /// Offset the next record will get.
+    pub end_offset: u64,
+    /// Bytes of all segment files.
+    pub total_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Records refused as duplicates since open.
+    pub duplicates: u64,
+    /// Group commits (fsyncs) since open.
+    pub commits: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `cfg.dir`, recovering from a crash if needed.
+    /// `now_ms` anchors the dedup window used to rebuild the key index.
+    pub fn open(cfg: LogConfig, now_ms: i64) -> Result<Log, LogError> {
+        let recovered = segment::recover(&cfg, now_ms)?;
+        let total: u64 = recovered.segments.values().map(|s| s.len).sum();
+        let start = recovered
+            .segments
+            .values()
+            .next()
+            .map(|s| s.base)
+            .unwrap_or(0);
+        let shared = Arc::new(Shared {
+            end_offset: AtomicU64::new(recovered.end_offset),
+            start_offset: AtomicU64::new(start),
+            total_bytes: AtomicU64::new(total),
+            segments: RwLock::new(recovered.segments),
+            poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
+            duplicates: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let dir = cfg.dir.clone();
+        let w = writer::Writer::new(cfg, shared.clone(), recovered.active, recovered.dedup)?;
+        let thread = std::thread::Builder::new()
+            .name("niyet-log-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| LogError::io("spawning the log writer", &e))?;
+        Ok(Log {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            dir,
+        })
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), Command> {
+        let guard = match self.tx.lock() {
+            Ok(g) => g,
+            Err(_) => return Err(cmd),
+        };
+        match guard.as_ref() {
+            Some(tx) => tx.send(cmd).map_err(|e| e.0),
+            None => Err(cmd),
+        }
+    }
+
+    /// Appends `records` in order; `done` is called from the writer thread once they are
+    /// durable, with one [`Appended`] per record.
+    pub fn append(&self, records: Vec<NewRecord>, done: AppendCallback) {
+        if let Some(why) = self.poison_reason() {
+            done(Err(LogError::Poisoned(why)));
+            return;
+        }
+        if let Some(big) = records
+            .iter()
+            .find(|r| r.payload.len() + RECORD_OVERHEAD > segment::MAX_BODY)
+        {
+            done(Err(LogError::RecordTooLarge(big.payload.len())));
+            return;
+        }
+        if let Err(Command::Append { done, .. }) = self.send(Command::Append { records, done }) {
+            done(Err(LogError::Closed));
+        }
+    }
+
+    /// [`Log::append`], waiting for the outcome on the calling thread.
+    pub fn append_blocking(&self, records: Vec<NewRecord>) -> Result<Vec<Appended>, LogError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append(
+            records,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Runs a retention pass now (removes closed segments past the configured limits).
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let (tx, rx) = mpsc::channel();
+        if self.send(Command::Retention { now_ms, done: tx }).is_err() {
+            return Err(LogError::Closed);
+        }
+        rx.recv().unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Reads up to `max` records starting at offset `from` (fewer at the end of the log).
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        segment::read(&self.shared, from, max)
+    }
+
+    /// Why the log is poisoned, if it is.
+    pub fn poison_reason(&self) -> Option<String> {
+        if !self.shared.is_poisoned.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.shared.poisoned.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> LogStats {
+        let segments = self.shared.segments.read().map(|s| s.len()).unwrap_or(0);
+        LogStats {
+            start_offset: self.shared.start_offset.load(Ordering::Acquire),
+            end_offset: self.shared.end_offset.load(Ordering::Acquire),
+            total_bytes: self.shared.total_bytes.load(Ordering::Relaxed),
+            segments,
+            duplicates: self.shared.duplicates.load(Ordering::Relaxed),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Offset the next record will get (every offset below it is durable).
+    pub fn end_offset(&self) -> u64 {
+        self.shared.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Stops the writer after it has finished the requests already queued.
+    pub fn close(&self) {
+        let tx = self.tx.lock().ok().and_then(|mut t| t.take());
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Shutdown);
+        }
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.seg"))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), &e))
+}

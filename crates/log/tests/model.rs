@@ -1,0 +1,142 @@
+//! Model-based test: random appends, reads and reopenings against a `Vec` model.
+
+mod common;
+use common::*;
+use niyet_log::{Appended, Log, NewRecord};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<(usize, u8)>),
+    Read(u64, usize),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((0usize..900, 0u8..6), 1..8).prop_map(Op::Append),
+        2 => (0u64..200, 1usize..50).prop_map(|(a, b)| Op::Read(a, b)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn log_behaves_like_a_vec_with_idempotent_keys(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Log::open(small_cfg(dir.path()), 0).expect("open");
+        let mut model: Vec<NewRecord> = Vec::new();
+        let mut n = 0u64;
+        for op in ops {
+            match op {
+                Op::Append(items) => {
+                    let recs: Vec<NewRecord> = items.iter().map(|&(len, key)| { n += 1; rec(n, len, u128::from(key)) }).collect();
+                    let got = log.append_blocking(recs.clone()).expect("append");
+                    for (r, g) in recs.into_iter().zip(got) {
+                        let dup = r.key != 0 && model.iter().any(|m| m.key == r.key);
+                        if dup {
+                            prop_assert_eq!(g, Appended::Duplicate);
+                        } else {
+                            prop_assert_eq!(g, Appended::At(model.len() as u64));
+                            model.push(r);
+                        }
+                    }
+                }
+                Op::Read(from, max) => {
+                    let got = log.read(from, max).expect("read");
+                    let want: Vec<_> = model.iter().skip(from as usize).take(max).collect();
+                    prop_assert_eq!(got.len(), want.len());
+                    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                        prop_assert_eq!(g.offset, from + i as u64);
+                        prop_assert_eq!(&g.payload, &w.payload);
+                        prop_assert_eq!(g.key, w.key);
+                    }
+                }
+                Op::Reopen => {
+                    drop(log);
+                    log = Log::open(small_cfg(dir.path()), 1_000).expect("reopen");
+                }
+            }
+            prop_assert_eq!(log.end_offset(), model.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn dedup_survives_restart_and_expires_with_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = small_cfg(dir.path());
+    cfg.dedup_window_ms = 10_000;
+    let key = 0xfeed_u128;
+    let at = |t: i64| NewRecord { time_ms: t, key, payload: b"x".to_vec() };
+    {
+        let log = Log::open(cfg.clone(), 0).expect("open");
+        assert_eq!(log.append_blocking(vec![at(1_000)]).expect("a"), vec![Appended::At(0)]);
+        assert_eq!(log.append_blocking(vec![at(1_001), at(1_002)]).expect("b"), vec![Appended::Duplicate; 2]);
+    }
+    let log = Log::open(cfg.clone(), 5_000).expect("reopen inside the window");
+    assert_eq!(log.append_blocking(vec![at(5_000)]).expect("c"), vec![Appended::Duplicate]);
+    drop(log);
+    let log = Log::open(cfg, 20_000).expect("reopen after the window");
+    assert_eq!(log.append_blocking(vec![at(20_000)]).expect("d"), vec![Appended::At(1)]);
+    assert_eq!(log.stats().duplicates, 0, "counter is per process");
+}
+
+#[test]
+fn retention_removes_old_and_oversized_closed_segments_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = small_cfg(dir.path());
+    cfg.retention_max_age_ms = Some(100_000);
+    let log = Log::open(cfg.clone(), 0).expect("open");
+    for i in 0..60u64 {
+        let t = if i < 30 { 1_000 } else { 500_000 };
+        log.append_blocking(vec![NewRecord { time_ms: t, key: 0, payload: vec![7; 300] }]).expect("append");
+    }
+    let before = log.stats();
+    let report = log.enforce_retention(550_000).expect("retention");
+    let after = log.stats();
+    assert!(report.segments_removed > 0);
+    assert!(after.start_offset > 0 && after.start_offset <= 30, "{after:?}");
+    assert_eq!(after.end_offset, before.end_offset);
+    assert_eq!(after.total_bytes, before.total_bytes - report.bytes_removed);
+    assert!(matches!(log.read(0, 1), Err(niyet_log::LogError::BeforeStart { .. })));
+    assert_eq!(read_all(&log).len() as u64, 60 - after.start_offset);
+    drop(log);
+
+    cfg.retention_max_age_ms = None;
+    cfg.retention_max_bytes = Some(5_000);
+    let log = Log::open(cfg, 0).expect("reopen");
+    log.enforce_retention(550_000).expect("retention by size");
+    let s = log.stats();
+    assert!(s.total_bytes <= 5_000 + 4_096, "{s:?}");
+    assert!(s.segments >= 1);
+    assert_eq!(read_all(&log).last().map(|r| r.offset), Some(59), "the newest records stay");
+}
+
+#[test]
+fn concurrent_appenders_share_commits_and_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(Log::open(niyet_log::LogConfig::new(dir.path()), 0).expect("open"));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..200u64 {
+                    let key = u128::from(t * 1_000 + i + 1);
+                    log.append_blocking(vec![rec(i, 64, key)]).expect("append");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("join");
+    }
+    let all = read_all(&log);
+    assert_eq!(all.len(), 1_600);
+    let mut keys: Vec<u128> = all.iter().map(|r| r.key).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 1_600);
+    assert!(log.stats().commits <= 1_600);
+}

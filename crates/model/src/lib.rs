@@ -1,0 +1,10 @@
+//! Shared vocabulary of Niyet: the [`clock::Clock`] through which all code reads time,
+//! and [`time`], the ISO-8601 timestamp parser and formatter used for event times.
+//!
+//! Pure: no I/O beyond reading the system clock in [`clock::SystemClock`].
+
+pub mod clock;
+pub mod time;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use time::{format_rfc3339_millis, parse_timestamp, TimestampError};
