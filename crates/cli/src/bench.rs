@@ -1,0 +1,357 @@
+//! `niyet bench ingest`: an end-to-end ingest benchmark. The load comes from this process;
+//! the server is a separate `niyet serve` process (started here unless `--url` is given),
+//! talking over loopback, with fsync on every group commit as in production.
+//!
+//! Phases:
+//! 1. **Throughput**: `--connections` clients send batches of `--batch` events in a closed
+//!    loop; durable events/s is what the server acknowledged with 200.
+//! 2. **Latency at half that rate**: batches are sent on a fixed schedule (open loop) at
+//!    half the measured throughput; latency is measured from the scheduled send time,
+//!    so a stall is not hidden by the client waiting (no coordinated omission).
+//! 3. **Single events**: `/v1/track` with one event per request, closed loop.
+//!
+//! At the end the server's log end offset is checked against the acknowledged count.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::client::IngestClient;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable ingest throughput and acknowledgement latency over HTTP.
+    Ingest(IngestBench),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestBench {
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Events per batch request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Benchmark a running server instead of starting one (needs --write-key).
+    #[arg(long)]
+    url: Option<String>,
+    /// Write key for --url.
+    #[arg(long, env = "NIYET_WRITE_KEY")]
+    write_key: Option<String>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+struct Latency {
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn latency(mut us: Vec<u64>) -> Latency {
+    if us.is_empty() {
+        return Latency::default();
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    Latency {
+        p50_ms: at(0.5),
+        p90_ms: at(0.9),
+        p99_ms: at(0.99),
+        max_ms: at(1.0),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    batch_size: usize,
+    connections: usize,
+    phase_seconds: u64,
+    event_bytes: usize,
+    throughput_events_per_s: f64,
+    throughput_requests: u64,
+    throughput_latency: Latency,
+    half_rate_events_per_s: f64,
+    half_rate_latency: Latency,
+    half_rate_late_requests: u64,
+    single_requests_per_s: f64,
+    single_latency: Latency,
+    acknowledged_events: u64,
+    log_end_offset: u64,
+    errors: u64,
+    cores: usize,
+    memory_gib: f64,
+}
+
+/// A request body with a 16-character slot (`################`) in every messageId.
+#[derive(Clone)]
+struct Template {
+    bytes: Vec<u8>,
+    slots: Vec<usize>,
+}
+
+const SLOT: &[u8; 16] = b"################";
+
+impl Template {
+    fn new(batch: Option<usize>) -> Self {
+        let event = |i: usize| {
+            serde_json::json!({
+                "type": "track", "event": "Product Viewed",
+                "anonymousId": format!("anon-{:05}", i * 7919 % 100_000), "userId": format!("user-{:05}", i * 104_729 % 50_000),
+                "messageId": format!("bench-################-{i:04}"),
+                "timestamp": "2026-11-22T10:15:30.123Z",
+                "properties": {"product_id": "SNK-220", "name": "Koşu Ayakkabısı", "category": "Ayakkabı", "price": 2349.0, "currency": "TRY"},
+                "context": {"ip": "88.12.34.56", "library": {"name": "analytics-node", "version": "2.1.0"},
+                    "page": {"path": "/urun/snk-220", "referrer": "https://www.google.com/"},
+                    "campaign": {"source": "google", "medium": "cpc", "name": "kis-indirimi"}}
+            })
+        };
+        let v = match batch {
+            Some(n) => serde_json::json!({"batch": (0..n).map(event).collect::<Vec<_>>(), "sentAt": "2026-11-22T10:15:30.500Z"}),
+            None => event(0),
+        };
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        let slots = bytes
+            .windows(SLOT.len())
+            .enumerate()
+            .filter(|(_, w)| *w == SLOT)
+            .map(|(i, _)| i)
+            .collect();
+        Self { bytes, slots }
+    }
+
+    fn render(&self, id: u64) -> Vec<u8> {
+        let mut b = self.bytes.clone();
+        let hex = format!("{id:016x}");
+        for &s in &self.slots {
+            b[s..s + 16].copy_from_slice(hex.as_bytes());
+        }
+        b
+    }
+}
+
+struct Spawned {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(write_key: &str) -> anyhow::Result<(String, Spawned)> {
+    let dir = tempfile::tempdir_in(".").or_else(|_| tempfile::tempdir())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("NIYET_WRITE_KEY", write_key)
+        .env("NIYET_ADMIN_TOKEN", "bench-admin-token")
+        .env("NIYET_LOG", "warn")
+        .env_remove("NIYET_CONFIG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting niyet serve")?;
+    let spawned = Spawned { child, _dir: dir };
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok((url, spawned));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server did not come up within 15 s")
+}
+
+#[derive(Default)]
+struct PhaseResult {
+    events: u64,
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+fn accepted_of(body: &[u8]) -> u64 {
+    serde_json::from_slice::<crate::client::BatchAnswer>(body)
+        .map(|a| a.accepted)
+        .unwrap_or(0)
+}
+
+async fn closed_loop(client: &IngestClient, path: &'static str, tpl: Arc<Template>, conns: usize, dur: Duration, ids: Arc<std::sync::atomic::AtomicU64>) -> PhaseResult {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let client = client.clone();
+        let tpl = tpl.clone();
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut r = PhaseResult::default();
+            while Instant::now() < deadline {
+                let body = tpl.render(ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                let t0 = Instant::now();
+                match client.post(path, body).await {
+                    Ok((200, b)) => {
+                        r.latencies_us.push(t0.elapsed().as_micros() as u64);
+                        r.events += accepted_of(&b.bytes);
+                        r.requests += 1;
+                    }
+                    _ => r.errors += 1,
+                }
+            }
+            r
+        }));
+    }
+    let mut total = PhaseResult::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.events += r.events;
+            total.requests += r.requests;
+            total.errors += r.errors;
+            total.latencies_us.extend(r.latencies_us);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+async fn open_loop(client: &IngestClient, tpl: Arc<Template>, requests_per_s: f64, dur: Duration, ids: Arc<std::sync::atomic::AtomicU64>) -> (PhaseResult, u64) {
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / requests_per_s.max(1.0));
+    let n = (dur.as_secs_f64() * requests_per_s) as u64;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for k in 0..n {
+        let scheduled = start + interval * k as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let client = client.clone();
+        let body = tpl.render(ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let res = client.post("/v1/batch", body).await;
+            let lat = scheduled.elapsed().as_micros() as u64;
+            let _ = tx.send(match res {
+                Ok((200, b)) => Ok((lat, accepted_of(&b.bytes))),
+                _ => Err(()),
+            });
+        });
+    }
+    drop(tx);
+    let mut r = PhaseResult::default();
+    let mut late = 0;
+    while let Some(x) = rx.recv().await {
+        match x {
+            Ok((lat, ev)) => {
+                if lat > 20_000 {
+                    late += 1;
+                }
+                r.latencies_us.push(lat);
+                r.events += ev;
+                r.requests += 1;
+            }
+            Err(()) => r.errors += 1,
+        }
+    }
+    r.elapsed = start.elapsed();
+    (r, late)
+}
+
+fn machine() -> (usize, f64) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    (cores, mem)
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Ingest(a) = cmd;
+    let key = "bench-write-key";
+    let (url, key, _server) = match &a.url {
+        Some(u) => {
+            let k = a.write_key.clone().context("--url needs --write-key (or NIYET_WRITE_KEY)")?;
+            (u.clone(), k, None)
+        }
+        None => {
+            let (u, s) = start_server(key).await?;
+            (u, key.to_string(), Some(s))
+        }
+    };
+    let client = IngestClient::new(&url, &key)?;
+    let batch_tpl = Arc::new(Template::new(Some(a.batch)));
+    let single_tpl = Arc::new(Template::new(None));
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dur = Duration::from_secs(a.duration);
+    eprintln!("warming up…");
+    closed_loop(&client, "/v1/batch", batch_tpl.clone(), a.connections, Duration::from_secs(2), ids.clone()).await;
+
+    eprintln!("phase 1/3: batches of {} on {} connections for {} s", a.batch, a.connections, a.duration);
+    let p1 = closed_loop(&client, "/v1/batch", batch_tpl.clone(), a.connections, dur, ids.clone()).await;
+    let throughput = p1.events as f64 / p1.elapsed.as_secs_f64();
+
+    let half = throughput / 2.0;
+    eprintln!("phase 2/3: fixed rate of {half:.0} events/s");
+    let (p2, late) = open_loop(&client, batch_tpl.clone(), half / a.batch as f64, dur, ids.clone()).await;
+
+    eprintln!("phase 3/3: single events on {} connections", a.connections);
+    let p3 = closed_loop(&client, "/v1/track", single_tpl, a.connections, dur, ids.clone()).await;
+
+    let end = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix("niyet_log_end_offset ").and_then(|v| v.trim().parse::<u64>().ok()))
+        .unwrap_or(0);
+    let (cores, memory_gib) = machine();
+    let report = Report {
+        batch_size: a.batch,
+        connections: a.connections,
+        phase_seconds: a.duration,
+        event_bytes: batch_tpl.bytes.len() / a.batch.max(1),
+        throughput_events_per_s: throughput,
+        throughput_requests: p1.requests,
+        throughput_latency: latency(p1.latencies_us),
+        half_rate_events_per_s: p2.events as f64 / dur.as_secs_f64(),
+        half_rate_latency: latency(p2.latencies_us),
+        half_rate_late_requests: late,
+        single_requests_per_s: p3.requests as f64 / p3.elapsed.as_secs_f64(),
+        single_latency: latency(p3.latencies_us),
+        acknowledged_events: p1.events + p2.events + p3.events,
+        log_end_offset: end,
+        errors: p1.errors + p2.errors + p3.errors,
+        cores,
+        memory_gib,
+    };
+    println!("niyet bench ingest — {} cores, {:.0} GiB, batches of {}, {} connections, {} s per phase", cores, memory_gib, a.batch, a.connections, a.duration);
+    println!("  batches, max throughput : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms", report.throughput_events_per_s, report.throughput_latency.p50_ms, report.throughput_latency.p99_ms);
+    println!("  batches, at half rate   : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} over 20 ms)", report.half_rate_events_per_s, report.half_rate_latency.p50_ms, report.half_rate_latency.p99_ms, late, p2.requests);
+    println!("  single events           : {:>10.0} requests/s ack p50 {:>6.2} ms  p99 {:>6.2} ms", report.single_requests_per_s, report.single_latency.p50_ms, report.single_latency.p99_ms);
+    println!("  acknowledged events {} · log end offset {} · errors {}", report.acknowledged_events, report.log_end_offset, report.errors);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if a.url.is_none() && report.log_end_offset < report.acknowledged_events {
+        bail!("the log holds fewer events ({}) than were acknowledged ({})", report.log_end_offset, report.acknowledged_events);
+    }
+    Ok(())
+}

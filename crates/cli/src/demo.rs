@@ -1,0 +1,172 @@
+//! `niyet demo`: the server on embedded storage, fed by a synthetic shop through the
+//! public HTTP API, with a live summary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use niyet_model::{Clock, SystemClock};
+use niyet_server::{Config, Server};
+
+use crate::client::IngestClient;
+use crate::shop::Shop;
+
+/// Arguments of `niyet demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on (another free port is used if it is taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory of the demo.
+    #[arg(long, default_value = "./niyet-demo-data")]
+    data_dir: PathBuf,
+    /// Visitors per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seed of the synthetic traffic.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Default)]
+struct Sent {
+    visits: AtomicU64,
+    messages: AtomicU64,
+    failed_requests: AtomicU64,
+}
+
+pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let mk = |listen| Config {
+        listen,
+        data_dir: a.data_dir.clone(),
+        ..Config::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = match Server::bind(mk(a.listen), clock.clone()).await {
+        Ok(s) => s,
+        Err(niyet_server::ServerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("{} is taken; using a free port instead", a.listen);
+            Server::bind(mk(SocketAddr::from(([127, 0, 0, 1], 0))), clock.clone()).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let addr = server.local_addr()?;
+    let state = server.state();
+    let token = server.admin_token.clone();
+    let (_, write_key) = server
+        .write_keys
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no write key"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_task = tokio::spawn(server.run(async move {
+        let _ = server_stop_rx.await;
+    }));
+
+    let base = format!("http://{addr}");
+    println!("Niyet demo — a synthetic shop is sending traffic to a real server.\n");
+    println!("  status page   {base}/");
+    println!("  metrics       {base}/metrics");
+    println!("  latest events curl -s -H 'Authorization: Bearer {token}' '{base}/v1/events?limit=5'");
+    println!("  orders only   curl -s -H 'Authorization: Bearer {token}' '{base}/v1/events?event=Order%20Completed&limit=5'");
+    println!("  quarantine    curl -s -H 'Authorization: Bearer {token}' '{base}/v1/quarantine'");
+    println!("  send your own curl -s -u '{write_key}:' {base}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
+    println!("  data          {}\n", a.data_dir.display());
+
+    let client = IngestClient::new(&base, &write_key)?;
+    let sent = Arc::new(Sent::default());
+    let traffic = {
+        let sent = sent.clone();
+        let clock = clock.clone();
+        let mut stop = stop_rx.clone();
+        let rate = a.rate.max(0.1);
+        let seed = a.seed;
+        tokio::spawn(async move {
+            let mut shop = Shop::new(seed, clock.now_ms());
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            let inflight = Arc::new(tokio::sync::Semaphore::new(32));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                shop.set_time(clock.now_ms());
+                let visit = shop.visit();
+                let body = serde_json::to_vec(&serde_json::json!({"batch": visit, "sentAt": niyet_model::format_rfc3339_millis(clock.now_ms())}))
+                    .unwrap_or_default();
+                let n = visit.len() as u64;
+                let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+                let client = client.clone();
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let _p = permit;
+                    match client.batch_with_retry(body, 5).await {
+                        Ok(_) => {
+                            sent.visits.fetch_add(1, Ordering::Relaxed);
+                            sent.messages.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            sent.failed_requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            // Wait for the requests still in flight.
+            let _ = inflight.acquire_many(32).await;
+        })
+    };
+
+    let started = Instant::now();
+    let deadline = a.duration.map(|d| started + Duration::from_secs(d));
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ctrl_c = Box::pin(crate::serve::shutdown_signal());
+    let mut last_msgs = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut ctrl_c => break,
+        }
+        let s = state.log.stats();
+        let m = &state.metrics;
+        let msgs = sent.messages.load(Ordering::Relaxed);
+        println!(
+            "{:>5.0}s  visits {:>6}  events sent {:>7} ({:>5.0}/s)  stored {:>7}  quarantined {:>3}  duplicates {:>3}  log {:>7.1} KiB  fsyncs {:>6}",
+            started.elapsed().as_secs_f64(),
+            sent.visits.load(Ordering::Relaxed),
+            msgs,
+            (msgs - last_msgs) as f64 / 2.0,
+            s.end_offset - s.start_offset,
+            state.quarantine.pending(),
+            m.events_duplicate.load(Ordering::Relaxed),
+            s.total_bytes as f64 / 1024.0,
+            s.commits,
+        );
+        last_msgs = msgs;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = traffic.await;
+    let _ = server_stop_tx.send(());
+    server_task.await??;
+    let failed = sent.failed_requests.load(Ordering::Relaxed);
+    println!(
+        "\nstopped: {} visits, {} events sent, {} requests failed; data kept in {}",
+        sent.visits.load(Ordering::Relaxed),
+        sent.messages.load(Ordering::Relaxed),
+        failed,
+        a.data_dir.display()
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} requests failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `niyet`: the one binary.
+
+mod bench;
+mod client;
+mod demo;
+mod import;
+mod serve;
+mod shop;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Niyet — a real-time customer data platform in one binary.
+///
+/// Collects events over the Segment Tracking API, stores them durably and turns them into
+/// profiles, segments and actions. Start with `niyet demo`.
+#[derive(Debug, Parser)]
+#[command(name = "niyet", version, propagate_version = true)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, env = "NIYET_LOG", default_value = "info")]
+    log: tracing::Level,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (ingest API, admin API, metrics) on embedded storage.
+    Serve(serve::ServeArgs),
+    /// Run the server with realistic synthetic shop traffic and a live summary.
+    Demo(demo::DemoArgs),
+    /// Import events from an NDJSON or CSV file into a running server.
+    Import(import::ImportArgs),
+    /// Measure the server: `niyet bench ingest`.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file and report every problem in it.
+    Validate {
+        /// The file (default: ./niyet.toml).
+        #[arg(default_value = "niyet.toml")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("niyet")
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Import(a) => import::run(a).await,
+            Command::Bench(b) => bench::run(b).await,
+            Command::Config(ConfigCommand::Validate { file }) => {
+                let cfg = niyet_server::Config::from_file(&file)?;
+                cfg.validate()?;
+                println!("{}: valid", file.display());
+                Ok(())
+            }
+        }
+    })
+}

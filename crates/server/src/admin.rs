@@ -1,0 +1,408 @@
+//! The admin API (Bearer admin token), health, readiness, metrics and the status page.
+//!
+//! * `GET /v1/events?offset=&limit=&type=&event=` — events from the log by offset; without
+//!   `offset`, the newest ones (tail).
+//! * `GET /v1/quarantine?status=pending|replayed|discarded&from=&limit=` — quarantined
+//!   messages with their reasons; `GET /v1/quarantine/{id}` — one of them.
+//! * `POST /v1/quarantine/{id}/replay` — validate again (the body, if given, replaces the
+//!   stored message: send the fixed one) and append to the log; `POST
+//!   /v1/quarantine/{id}/discard` — drop it for good (the decision is recorded).
+//! * `GET /healthz` (process up), `GET /readyz` (storage writable), `GET /metrics`.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use niyet_ingest::{parse_envelope, Disposition, Endpoint, MessageType, NormalizeCtx, Outcome};
+use niyet_log::{Appended, NewRecord, Record};
+use niyet_model::time::format_rfc3339_millis;
+use serde::{Deserialize, Serialize};
+
+use crate::quarantine::Status;
+use crate::{append, ApiError, AppState};
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/events", get(events))
+        .route("/v1/quarantine", get(quarantine_list))
+        .route("/v1/quarantine/{id}", get(quarantine_get))
+        .route("/v1/quarantine/{id}/replay", post(quarantine_replay))
+        .route("/v1/quarantine/{id}/discard", post(quarantine_discard))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(st: &AppState, h: &HeaderMap) -> Result<(), ApiError> {
+    let given = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match given {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_admin_token",
+            "the admin API needs 'Authorization: Bearer <admin token>'",
+        )),
+        Some(t) if !st.admin_token.is_empty() && constant_time_eq(t.as_bytes(), st.admin_token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_admin_token",
+            "the admin token is not valid",
+        )),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("task failed: {e}"))
+    })?
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    match st.log.poison_reason() {
+        None => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Some(why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("the event log refuses writes: {why}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = st.metrics.render(
+        &st.log.stats(),
+        st.quarantine.pending(),
+        st.log.poison_reason().is_some(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    offset: Option<u64>,
+    limit: Option<usize>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TypeAndName {
+    #[serde(rename = "type")]
+    kind: String,
+    event: Option<String>,
+}
+
+/// Most records one `/v1/events` call looks at when filtering.
+const SCAN_BUDGET: u64 = 100_000;
+
+async fn events(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+    authorize(&st, &h)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    if let Some(t) = &q.kind {
+        if MessageType::parse(t).is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("type: unknown message type '{t}'"),
+            ));
+        }
+    }
+    let body = blocking(move || {
+        let stats = st.log.stats();
+        let filtered = q.kind.is_some() || q.event.is_some();
+        let keep = |r: &Record| {
+            if !filtered {
+                return true;
+            }
+            match serde_json::from_slice::<TypeAndName>(&r.payload) {
+                Ok(te) => {
+                    q.kind.as_ref().is_none_or(|k| *k == te.kind)
+                        && q.event.as_ref().is_none_or(|e| Some(e) == te.event.as_ref())
+                }
+                Err(_) => false,
+            }
+        };
+        let (from, tail) = match q.offset {
+            Some(o) => (o.max(stats.start_offset), false),
+            None => {
+                let window = if filtered { SCAN_BUDGET } else { limit as u64 };
+                (stats.end_offset.saturating_sub(window).max(stats.start_offset), true)
+            }
+        };
+        let mut out: Vec<Record> = Vec::new();
+        let mut next = from;
+        let stop = from.saturating_add(SCAN_BUDGET).min(stats.end_offset);
+        while next < stop && (tail || out.len() < limit) {
+            let chunk = st
+                .log
+                .read(next, 1000.min((stop - next) as usize))
+                .map_err(|e| ApiError::from_log(&e))?;
+            let Some(last) = chunk.last() else { break };
+            let last_offset = last.offset;
+            for r in chunk {
+                if !tail && out.len() >= limit {
+                    break;
+                }
+                next = r.offset + 1;
+                if keep(&r) {
+                    out.push(r);
+                }
+            }
+            if tail {
+                next = last_offset + 1;
+                if out.len() > limit {
+                    out.drain(..out.len() - limit);
+                }
+            }
+        }
+        let mut body = Vec::with_capacity(out.iter().map(|r| r.payload.len() + 64).sum::<usize>() + 128);
+        body.extend_from_slice(b"{\"events\":[");
+        for (i, r) in out.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            let _ = write!(
+                Sink(&mut body),
+                "{{\"offset\":{},\"received_at\":\"{}\",\"event\":",
+                r.offset,
+                format_rfc3339_millis(r.time_ms)
+            );
+            body.extend_from_slice(&r.payload);
+            body.push(b'}');
+        }
+        let _ = write!(
+            Sink(&mut body),
+            "],\"next_offset\":{next},\"start_offset\":{},\"end_offset\":{}}}",
+            stats.start_offset, stats.end_offset
+        );
+        Ok(body)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+struct Sink<'a>(&'a mut Vec<u8>);
+impl std::fmt::Write for Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct QuarantineQuery {
+    status: Option<String>,
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct QuarantineItem {
+    id: u64,
+    status: Status,
+    replayed_offset: Option<u64>,
+    #[serde(flatten)]
+    entry: crate::quarantine::Entry,
+}
+
+fn parse_status(s: &str) -> Result<Option<Status>, ApiError> {
+    Ok(Some(match s {
+        "pending" => Status::Pending,
+        "replayed" => Status::Replayed,
+        "discarded" => Status::Discarded,
+        "all" => return Ok(None),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("status: '{s}' is not one of pending, replayed, discarded, all"),
+            ))
+        }
+    }))
+}
+
+async fn quarantine_list(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<QuarantineQuery>) -> Result<Response, ApiError> {
+    authorize(&st, &h)?;
+    let status = parse_status(q.status.as_deref().unwrap_or("pending"))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let from = q.from.unwrap_or(0);
+    let items = blocking(move || {
+        st.quarantine
+            .list(from, limit, status)
+            .map_err(|e| ApiError::from_log(&e))
+    })
+    .await?;
+    let next = items.last().map(|i| i.0 + 1);
+    let items: Vec<QuarantineItem> = items
+        .into_iter()
+        .map(|(id, status, replayed_offset, entry)| QuarantineItem { id, status, replayed_offset, entry })
+        .collect();
+    Ok(axum::Json(serde_json::json!({"items": items, "next_from": next})).into_response())
+}
+
+fn not_found(id: u64) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no quarantined message with id {id}"))
+}
+
+async fn quarantine_get(State(st): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
+    authorize(&st, &h)?;
+    let st2 = st.clone();
+    let entry = blocking(move || st2.quarantine.get(id).map_err(|e| ApiError::from_log(&e))).await?;
+    let (status, replayed_offset) = st.quarantine.status(id).ok_or_else(|| not_found(id))?;
+    let entry = entry.ok_or_else(|| not_found(id))?;
+    Ok(axum::Json(QuarantineItem { id, status, replayed_offset, entry }).into_response())
+}
+
+fn conflict_if_settled(st: &AppState, id: u64) -> Result<(), ApiError> {
+    match st.quarantine.status(id) {
+        None => Err(not_found(id)),
+        Some((Status::Pending, _)) => Ok(()),
+        Some((s, _)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_settled",
+            format!("quarantined message {id} is already {}", if s == Status::Replayed { "replayed" } else { "discarded" }),
+        )),
+    }
+}
+
+async fn quarantine_replay(State(st): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Result<Response, ApiError> {
+    authorize(&st, &h)?;
+    conflict_if_settled(&st, id)?;
+    let st2 = st.clone();
+    let entry = blocking(move || st2.quarantine.get(id).map_err(|e| ApiError::from_log(&e)))
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let message: Vec<u8> = if body.iter().all(|c| c.is_ascii_whitespace()) {
+        entry.raw.clone().into_bytes()
+    } else {
+        body.to_vec()
+    };
+    niyet_ingest::body::check_depth(&message).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.kind.code(), e.message))?;
+    let endpoint = match entry.endpoint_type.as_deref().and_then(MessageType::parse) {
+        Some(t) => Endpoint::Single(t),
+        None => Endpoint::Batch,
+    };
+    // A batch endpoint needs the envelope around the single message.
+    let wrapped;
+    let bytes: &[u8] = match endpoint {
+        Endpoint::Batch => {
+            let mut w = b"{\"batch\":[".to_vec();
+            w.extend_from_slice(&message);
+            w.extend_from_slice(b"]}");
+            wrapped = w;
+            &wrapped
+        }
+        Endpoint::Single(_) => &message,
+    };
+    let env = parse_envelope(endpoint, bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.kind.code(), e.message))?;
+    let source = st.sources_by_name.get(&entry.source);
+    let now = st.clock.now_ms();
+    let ctx = NormalizeCtx {
+        received_ms: now,
+        source: &entry.source,
+        plan: source.and_then(|s| s.plan.as_deref()),
+        request_seq: st.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    };
+    let outcome = env.normalize_all(&ctx).into_iter().next();
+    let normalized = match outcome {
+        Some(Outcome::Valid(n)) => n,
+        Some(Outcome::Invalid(i)) => {
+            let what = if i.disposition == Disposition::Reject { "rejected by the tracking plan" } else { "still invalid" };
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "still_invalid",
+                format!("the message is {what}: {}", i.reason),
+            ));
+        }
+        None => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "no message to replay")),
+    };
+    let appended = append(
+        &st.log,
+        vec![NewRecord { time_ms: now, key: normalized.dedup_key, payload: normalized.payload }],
+    )
+    .await
+    .map_err(|e| ApiError::from_log(&e))?;
+    let offset = match appended.first() {
+        Some(Appended::At(o)) => Some(*o),
+        _ => None,
+    };
+    st.quarantine
+        .settle(id, Status::Replayed, offset, now)
+        .await
+        .map_err(|e| ApiError::from_log(&e))?;
+    Ok(axum::Json(serde_json::json!({
+        "replayed": true, "id": id, "offset": offset, "duplicate": offset.is_none(),
+        "messageId": normalized.message_id,
+    }))
+    .into_response())
+}
+
+async fn quarantine_discard(State(st): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
+    authorize(&st, &h)?;
+    conflict_if_settled(&st, id)?;
+    st.quarantine
+        .settle(id, Status::Discarded, None, st.clock.now_ms())
+        .await
+        .map_err(|e| ApiError::from_log(&e))?;
+    Ok(axum::Json(serde_json::json!({"discarded": true, "id": id})).into_response())
+}
+
+/// A page a person can look at: live counters, no personal data, refreshed every 2 s.
+async fn status_page(State(st): State<Arc<AppState>>) -> Html<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = st.log.stats();
+    let m = &st.metrics;
+    let ready = st.log.poison_reason().map_or("ready".to_string(), |w| format!("NOT READY: {w}"));
+    let mut html = String::with_capacity(4096);
+    let _ = write!(
+        html,
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>Niyet</title><style>
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#1d2430;background:#f6f7f9}}
+h1{{margin:0 0 .2rem}} .sub{{color:#5b6575;margin-bottom:1.5rem}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:1rem}}
+.card{{background:#fff;border-radius:10px;padding:1rem;box-shadow:0 1px 3px #0002}}
+.n{{font-size:1.8rem;font-weight:600}} .l{{color:#5b6575;font-size:.9rem}}
+code{{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}}
+</style></head><body><h1>Niyet</h1><div class="sub">real-time customer data platform · storage {ready}</div>
+<div class="grid">"#
+    );
+    for (label, v) in [
+        ("events stored", s.end_offset - s.start_offset),
+        ("accepted since start", m.events_accepted.load(Relaxed)),
+        ("duplicates dropped", m.events_duplicate.load(Relaxed)),
+        ("quarantined (pending)", st.quarantine.pending() as u64),
+        ("rejected by plans", m.events_rejected.load(Relaxed)),
+        ("log size (KiB)", s.total_bytes / 1024),
+        ("log segments", s.segments as u64),
+        ("group commits", s.commits),
+    ] {
+        let _ = write!(html, r#"<div class="card"><div class="n">{v}</div><div class="l">{label}</div></div>"#);
+    }
+    html.push_str(
+        r#"</div><p>Admin API (with <code>Authorization: Bearer &lt;admin token&gt;</code>):
+<code>GET /v1/events</code> · <code>GET /v1/quarantine</code> · metrics at <a href="/metrics">/metrics</a> ·
+<a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>"#,
+    );
+    Html(html)
+}

@@ -1,0 +1,329 @@
+//! `niyet.toml`: one serde tree, unknown keys refused, every problem reported at once.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data_dir = "./niyet-data"
+//! admin_token = "…"            # or NIYET_ADMIN_TOKEN; generated on first start if absent
+//!
+//! [log]
+//! segment_mb = 128
+//! dedup_window_hours = 24
+//! dedup_max_keys = 4000000
+//! retention_days = 395           # raw events kept ~13 months; omit to keep forever
+//! retention_max_gb = 100
+//!
+//! [limits]
+//! max_batch_bytes = 512000       # per request, after decompression (Segment: 500 KB)
+//! max_message_bytes = 32768      # per message (Segment: 32 KB)
+//! max_pending_requests = 2048    # beyond this many requests waiting for the log: 429
+//!
+//! [[sources]]
+//! name = "web"
+//! write_key = "…"
+//! [sources.tracking_plan]
+//! unplanned = "accept"           # accept | quarantine | reject
+//! invalid = "quarantine"
+//! [sources.tracking_plan.events."Order Completed"]
+//! type = "object"
+//! required = ["revenue"]
+//! properties = { revenue = { type = "number", minimum = 0 } }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use niyet_ingest::{PlanAction, TrackingPlan};
+use serde::Deserialize;
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// Which file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// Which file.
+        path: String,
+        /// What and where.
+        message: String,
+    },
+    /// Values that do not fit together.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where all data lives.
+    pub data_dir: PathBuf,
+    /// Token for the admin API (`Authorization: Bearer …`).
+    pub admin_token: Option<String>,
+    /// Event log settings.
+    pub log: LogSection,
+    /// Request limits.
+    pub limits: Limits,
+    /// Sources and their write keys.
+    pub sources: Vec<SourceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./niyet-data"),
+            admin_token: None,
+            log: LogSection::default(),
+            limits: Limits::default(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Segment size in MiB.
+    pub segment_mb: u64,
+    /// How long a messageId is remembered for deduplication.
+    pub dedup_window_hours: u64,
+    /// How many messageIds are remembered at most.
+    pub dedup_max_keys: usize,
+    /// Keep raw events this many days (none: forever).
+    pub retention_days: Option<u64>,
+    /// Keep at most this many GiB of raw events (none: no limit).
+    pub retention_max_gb: Option<f64>,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            segment_mb: 128,
+            dedup_window_hours: 24,
+            dedup_max_keys: 4_000_000,
+            retention_days: None,
+            retention_max_gb: None,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, after decompression.
+    pub max_batch_bytes: usize,
+    /// Largest single-message request body.
+    pub max_message_bytes: usize,
+    /// Requests waiting for the log before new ones get 429.
+    pub max_pending_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch_bytes: 500 * 1024,
+            max_message_bytes: niyet_ingest::MAX_MESSAGE_BYTES,
+            max_pending_requests: 2048,
+        }
+    }
+}
+
+/// `[[sources]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name, stored with each event as `source`.
+    pub name: String,
+    /// The key SDKs send (HTTP Basic user, or `writeKey` in the body).
+    pub write_key: String,
+    /// Optional tracking plan.
+    #[serde(default)]
+    pub tracking_plan: Option<PlanConfig>,
+}
+
+/// `[sources.tracking_plan]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// What to do with track events that have no schema.
+    #[serde(default = "accept")]
+    pub unplanned: PlanAction,
+    /// What to do with events that fail their schema.
+    #[serde(default)]
+    pub invalid: PlanAction,
+    /// JSON Schema for the properties of each event.
+    #[serde(default)]
+    pub events: HashMap<String, serde_json::Value>,
+}
+
+fn accept() -> PlanAction {
+    PlanAction::Accept
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies `NIYET_*` environment overrides (`NIYET_LISTEN`, `NIYET_DATA_DIR`,
+    /// `NIYET_ADMIN_TOKEN`, `NIYET_WRITE_KEY` for a source named `default`).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("NIYET_LISTEN") {
+            self.listen = v.parse().map_err(|e| {
+                ConfigError::Invalid(vec![format!("NIYET_LISTEN '{v}': {e}")])
+            })?;
+        }
+        if let Some(v) = get("NIYET_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("NIYET_ADMIN_TOKEN") {
+            self.admin_token = Some(v);
+        }
+        if let Some(v) = get("NIYET_WRITE_KEY") {
+            match self.sources.iter_mut().find(|s| s.name == "default") {
+                Some(s) => s.write_key = v,
+                None => self.sources.push(SourceConfig {
+                    name: "default".into(),
+                    write_key: v,
+                    tracking_plan: None,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks everything and reports every problem at once; compiles tracking plans.
+    pub fn validate(&self) -> Result<HashMap<String, TrackingPlan>, ConfigError> {
+        let mut problems = Vec::new();
+        let mut plans = HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.name.trim().is_empty() {
+                problems.push(format!("sources[{i}].name is empty"));
+            }
+            if !names.insert(&s.name) {
+                problems.push(format!("sources[{i}].name '{}' is used twice", s.name));
+            }
+            if s.write_key.len() < 8 {
+                problems.push(format!(
+                    "sources[{i}].write_key is shorter than 8 characters"
+                ));
+            }
+            if !keys.insert(&s.write_key) {
+                problems.push(format!("sources[{i}].write_key is used by another source"));
+            }
+            if let Some(p) = &s.tracking_plan {
+                match TrackingPlan::new(&p.events, p.unplanned, p.invalid) {
+                    Ok(plan) => {
+                        plans.insert(s.name.clone(), plan);
+                    }
+                    Err(errs) => problems.extend(errs.into_iter().map(|e| {
+                        format!("sources[{i}] ('{}') tracking_plan: {e}", s.name)
+                    })),
+                }
+            }
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 12 {
+                problems.push("admin_token is shorter than 12 characters".into());
+            }
+            if self.sources.iter().any(|s| &s.write_key == t) {
+                problems.push("admin_token must differ from every write key".into());
+            }
+        }
+        if self.log.segment_mb == 0 || self.log.segment_mb > 4096 {
+            problems.push("log.segment_mb must be between 1 and 4096".into());
+        }
+        if self.limits.max_batch_bytes < 1024 {
+            problems.push("limits.max_batch_bytes must be at least 1024".into());
+        }
+        if self.limits.max_pending_requests == 0 {
+            problems.push("limits.max_pending_requests must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(plans)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_sensible_defaults() {
+        let c = Config::from_toml("", "test").expect("parses");
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.limits.max_batch_bytes, 512_000);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = Config::from_toml("lsiten = \"x\"", "niyet.toml").expect_err("typo");
+        assert!(e.to_string().contains("lsiten"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            admin_token = "short"
+            [[sources]]
+            name = "web"
+            write_key = "k"
+            [[sources]]
+            name = "web"
+            write_key = "k"
+            [sources.tracking_plan.events."Order Completed"]
+            type = "strng"
+        "#;
+        let c = Config::from_toml(text, "t").expect("parses");
+        let ConfigError::Invalid(p) = c.validate().expect_err("invalid") else {
+            panic!("wrong error")
+        };
+        assert!(p.len() >= 5, "{p:?}");
+        assert!(p.iter().any(|m| m.contains("strng")));
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "NIYET_LISTEN" => Some("127.0.0.1:9999".into()),
+            "NIYET_WRITE_KEY" => Some("from-env-key".into()),
+            _ => None,
+        })
+        .expect("env");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.sources[0].write_key, "from-env-key");
+    }
+}

@@ -1,0 +1,300 @@
+//! Niyet's HTTP server: Segment-compatible ingest, the admin API, health and metrics.
+//!
+//! Request path of an ingest call: size limit → transport decoding (`niyet_ingest::body`)
+//! → envelope and write key → per-message validation and normalisation → one append to
+//! the event log (group commit, acknowledged only once durable) and, for invalid
+//! messages, one append to the quarantine log → `200 {"success":true}`.
+
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod ingest;
+pub mod metrics;
+pub mod quarantine;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use niyet_ingest::TrackingPlan;
+use niyet_log::{Appended, Log, LogConfig, LogError, NewRecord};
+use niyet_model::Clock;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+pub use config::{Config, ConfigError};
+pub use quarantine::Quarantine;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The log could not be opened.
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    /// Network or file trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What Niyet was doing.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A source as the server knows it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its name.
+    pub name: String,
+    /// Its tracking plan.
+    pub plan: Option<Arc<TrackingPlan>>,
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    /// The event log.
+    pub log: Arc<Log>,
+    /// Quarantined messages.
+    pub quarantine: Arc<Quarantine>,
+    /// Write key → source.
+    pub sources: HashMap<String, Source>,
+    /// Source name → source.
+    pub sources_by_name: HashMap<String, Source>,
+    /// Admin token.
+    pub admin_token: String,
+    /// Processing time.
+    pub clock: Arc<dyn Clock>,
+    /// Counters.
+    pub metrics: metrics::Metrics,
+    /// Bounds requests waiting for the log.
+    pub pending: Semaphore,
+    /// Request numbering (for generated message ids).
+    pub seq: AtomicU64,
+    /// Limits from the config.
+    pub limits: config::Limits,
+}
+
+/// An API error: HTTP status plus `{"code","message"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Seconds for `Retry-After`, on 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// Builds one.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn from_log(e: &LogError) -> Self {
+        tracing::error!(error = %e, "event log failure");
+        let mut err = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("events could not be stored durably: {e}"),
+        );
+        err.retry_after = Some(5);
+        err
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&ErrorBody {
+            code: self.code,
+            message: &self.message,
+        })
+        .unwrap_or_default();
+        let mut r = (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// Appends to a log and waits (without blocking the runtime) until durable.
+pub async fn append(log: &Log, records: Vec<NewRecord>) -> Result<Vec<Appended>, LogError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    log.append(
+        records,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.await.unwrap_or(Err(LogError::Closed))
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    /// The admin token in force (generated ones included).
+    pub admin_token: String,
+    /// Write keys in force: (source name, key).
+    pub write_keys: Vec<(String, String)>,
+    retention_every: Duration,
+}
+
+impl Server {
+    /// Opens storage and binds the listener.
+    pub async fn bind(cfg: Config, clock: Arc<dyn Clock>) -> Result<Server, ServerError> {
+        let plans = cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServerError::Io {
+            context: format!("creating data directory {}", cfg.data_dir.display()),
+            source: e,
+        })?;
+        let creds = credentials::resolve(&cfg, &cfg.data_dir)?;
+        let now = clock.now_ms();
+        let mut lc = LogConfig::new(cfg.data_dir.join("events"));
+        lc.segment_bytes = cfg.log.segment_mb << 20;
+        lc.dedup_window_ms = (cfg.log.dedup_window_hours * 3_600_000) as i64;
+        lc.dedup_max_keys = cfg.log.dedup_max_keys;
+        lc.retention_max_age_ms = cfg.log.retention_days.map(|d| (d * 86_400_000) as i64);
+        lc.retention_max_bytes = cfg.log.retention_max_gb.map(|g| (g * (1u64 << 30) as f64) as u64);
+        let data_dir = cfg.data_dir.clone();
+        let (log, qlog) = tokio::task::spawn_blocking(move || {
+            let log = Log::open(lc, now)?;
+            let mut qc = LogConfig::new(data_dir.join("quarantine"));
+            qc.segment_bytes = 16 << 20;
+            qc.dedup_max_keys = 0;
+            let q = Quarantine::open(Log::open(qc, now)?)?;
+            Ok::<_, LogError>((log, q))
+        })
+        .await
+        .map_err(|e| ServerError::Io {
+            context: "opening storage".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        let mut sources = HashMap::new();
+        let mut by_name = HashMap::new();
+        for (name, key) in &creds.write_keys {
+            let s = Source {
+                name: name.clone(),
+                plan: plans.get(name).cloned().map(Arc::new),
+            };
+            sources.insert(key.clone(), s.clone());
+            by_name.insert(name.clone(), s);
+        }
+        let state = Arc::new(AppState {
+            log: Arc::new(log),
+            quarantine: Arc::new(qlog),
+            sources,
+            sources_by_name: by_name,
+            admin_token: creds.admin_token.clone(),
+            clock,
+            metrics: metrics::Metrics::default(),
+            pending: Semaphore::new(cfg.limits.max_pending_requests),
+            seq: AtomicU64::new(0),
+            limits: cfg.limits.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| ServerError::Io {
+                context: format!("listening on {}", cfg.listen),
+                source: e,
+            })?;
+        Ok(Server {
+            listener,
+            state,
+            admin_token: creds.admin_token,
+            write_keys: creds.write_keys,
+            retention_every: Duration::from_secs(60),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener.local_addr().map_err(|e| ServerError::Io {
+            context: "reading the bound address".into(),
+            source: e,
+        })
+    }
+
+    /// Shared state (for in-process tools such as the demo).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes queued appends and closes the log.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let state = self.state.clone();
+        let retention = tokio::spawn(retention_loop(state.clone(), self.retention_every));
+        let app = router(state.clone());
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| ServerError::Io {
+                context: "serving".into(),
+                source: e,
+            });
+        retention.abort();
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            st.log.close();
+            st.quarantine.log().close();
+        })
+        .await;
+        result
+    }
+}
+
+async fn retention_loop(state: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let now = st.clock.now_ms();
+        match tokio::task::spawn_blocking(move || st.log.enforce_retention(now)).await {
+            Ok(Ok(r)) if r.segments_removed > 0 => tracing::info!(
+                segments = r.segments_removed,
+                records = r.records_removed,
+                bytes = r.bytes_removed,
+                "retention removed old events"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
+            _ => {}
+        }
+    }
+}
+
+/// All routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    ingest::routes()
+        .merge(admin::routes())
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}

@@ -1,0 +1,129 @@
+//! Every metric Niyet exports, named in one place, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use niyet_log::LogStats;
+
+/// Upper bounds (seconds) of the acknowledgement latency histogram.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// HTTP statuses counted separately; others are counted as `other`.
+const STATUSES: [u16; 8] = [200, 400, 401, 404, 413, 415, 429, 503];
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [AtomicU64; STATUSES.len() + 1],
+    /// Events durably accepted.
+    pub events_accepted: AtomicU64,
+    /// Events answered as duplicates.
+    pub events_duplicate: AtomicU64,
+    /// Events quarantined.
+    pub events_quarantined: AtomicU64,
+    /// Events rejected by a tracking plan.
+    pub events_rejected: AtomicU64,
+    /// Bytes of request bodies received (before decompression).
+    pub bytes_received: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a finished ingest request.
+    pub fn request(&self, status: u16) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the time from receiving a request to acknowledging it.
+    pub fn ack_latency(&self, micros: u64) {
+        let secs = micros as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, log: &LogStats, quarantine_pending: usize, poisoned: bool) -> String {
+        let mut o = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(o, "# HELP niyet_ingest_requests_total Ingest requests by HTTP status.");
+        let _ = writeln!(o, "# TYPE niyet_ingest_requests_total counter");
+        for (i, s) in STATUSES.iter().enumerate() {
+            let _ = writeln!(o, "niyet_ingest_requests_total{{status=\"{s}\"}} {}", get(&self.requests[i]));
+        }
+        let _ = writeln!(
+            o,
+            "niyet_ingest_requests_total{{status=\"other\"}} {}",
+            get(&self.requests[STATUSES.len()])
+        );
+        let _ = writeln!(o, "# HELP niyet_ingest_events_total Messages received, by outcome.");
+        let _ = writeln!(o, "# TYPE niyet_ingest_events_total counter");
+        for (label, v) in [
+            ("accepted", &self.events_accepted),
+            ("duplicate", &self.events_duplicate),
+            ("quarantined", &self.events_quarantined),
+            ("rejected", &self.events_rejected),
+        ] {
+            let _ = writeln!(o, "niyet_ingest_events_total{{outcome=\"{label}\"}} {}", get(v));
+        }
+        let _ = writeln!(o, "# HELP niyet_ingest_bytes_total Request body bytes received.");
+        let _ = writeln!(o, "# TYPE niyet_ingest_bytes_total counter");
+        let _ = writeln!(o, "niyet_ingest_bytes_total {}", get(&self.bytes_received));
+        let _ = writeln!(o, "# HELP niyet_ingest_ack_seconds Time from request to durable acknowledgement.");
+        let _ = writeln!(o, "# TYPE niyet_ingest_ack_seconds histogram");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += get(&self.latency_buckets[i]);
+            let _ = writeln!(o, "niyet_ingest_ack_seconds_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(o, "niyet_ingest_ack_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(o, "niyet_ingest_ack_seconds_sum {}", get(&self.latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(o, "niyet_ingest_ack_seconds_count {count}");
+        for (name, help, kind, v) in [
+            ("niyet_log_bytes", "Bytes in the event log.", "gauge", log.total_bytes),
+            ("niyet_log_segments", "Segment files in the event log.", "gauge", log.segments as u64),
+            ("niyet_log_start_offset", "First offset held by the log.", "gauge", log.start_offset),
+            ("niyet_log_end_offset", "Offset of the next event.", "gauge", log.end_offset),
+            ("niyet_log_commits_total", "Group commits (fsyncs) since start.", "counter", log.commits),
+            ("niyet_quarantine_pending", "Quarantined events not yet replayed.", "gauge", quarantine_pending as u64),
+            ("niyet_log_poisoned", "1 when the log refuses writes after an I/O failure.", "gauge", u64::from(poisoned)),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.ack_latency(300);
+        m.ack_latency(1_500);
+        m.ack_latency(20_000_000);
+        m.request(200);
+        m.request(418);
+        let stats = LogStats { start_offset: 0, end_offset: 5, total_bytes: 10, segments: 1, duplicates: 0, commits: 2 };
+        let text = m.render(&stats, 3, false);
+        assert!(text.contains("niyet_ingest_ack_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("niyet_ingest_ack_seconds_bucket{le=\"0.002\"} 2\n"));
+        assert!(text.contains("niyet_ingest_ack_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("niyet_ingest_requests_total{status=\"other\"} 1\n"));
+        assert!(text.contains("niyet_quarantine_pending 3\n"));
+        assert!(text.contains("niyet_log_end_offset 5\n"));
+    }
+}

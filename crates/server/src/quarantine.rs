@@ -1,0 +1,192 @@
+//! Quarantine: invalid messages kept durably with their reason until they are replayed
+//! (once fixed) or discarded. Stored in a log of its own, so it has the same durability
+//! as events; its state (pending / replayed / discarded) is rebuilt from that log on start.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use niyet_log::{Log, LogError, NewRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::append;
+
+/// One quarantined message as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// Source name.
+    pub source: String,
+    /// Stable reason code.
+    pub code: String,
+    /// The field and what was wrong with it.
+    pub reason: String,
+    /// Message type forced by a single-message endpoint, if any.
+    pub endpoint_type: Option<String>,
+    /// Position in its request.
+    pub index: usize,
+    /// When it arrived.
+    pub received_at: String,
+    /// The message as received.
+    pub raw: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Stored {
+    Quarantined(Entry),
+    Replayed { id: u64, offset: Option<u64> },
+    Discarded { id: u64 },
+}
+
+/// The state of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for a decision.
+    Pending,
+    /// Replayed into the event log (at this offset; none when it was a duplicate).
+    Replayed,
+    /// Discarded by an operator.
+    Discarded,
+}
+
+/// The quarantine store.
+pub struct Quarantine {
+    log: Log,
+    /// id → (status, offset in the event log once replayed).
+    state: Mutex<BTreeMap<u64, (Status, Option<u64>)>>,
+}
+
+impl Quarantine {
+    /// Opens the store and rebuilds its state.
+    pub fn open(log: Log) -> Result<Self, LogError> {
+        let mut state = BTreeMap::new();
+        let mut from = log.stats().start_offset;
+        loop {
+            let batch = log.read(from, 4096)?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset + 1;
+            for r in batch {
+                match serde_json::from_slice::<Stored>(&r.payload) {
+                    Ok(Stored::Quarantined(_)) => {
+                        state.insert(r.offset, (Status::Pending, None));
+                    }
+                    Ok(Stored::Replayed { id, offset }) => {
+                        state.insert(id, (Status::Replayed, offset));
+                    }
+                    Ok(Stored::Discarded { id }) => {
+                        state.insert(id, (Status::Discarded, None));
+                    }
+                    Err(e) => tracing::warn!(offset = r.offset, error = %e, "unreadable quarantine record"),
+                }
+            }
+        }
+        Ok(Self {
+            log,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Durably stores entries; returns their ids.
+    pub async fn add(&self, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<u64>, LogError> {
+        let recs = entries
+            .into_iter()
+            .map(|e| NewRecord {
+                time_ms: now_ms,
+                key: 0,
+                payload: serde_json::to_vec(&Stored::Quarantined(e)).unwrap_or_default(),
+            })
+            .collect();
+        let done = append(&self.log, recs).await?;
+        let ids: Vec<u64> = done
+            .into_iter()
+            .filter_map(|a| match a {
+                niyet_log::Appended::At(o) => Some(o),
+                niyet_log::Appended::Duplicate => None,
+            })
+            .collect();
+        if let Ok(mut s) = self.state.lock() {
+            for id in &ids {
+                s.insert(*id, (Status::Pending, None));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Records the fate of an entry.
+    pub async fn settle(&self, id: u64, status: Status, offset: Option<u64>, now_ms: i64) -> Result<(), LogError> {
+        let stored = match status {
+            Status::Replayed => Stored::Replayed { id, offset },
+            Status::Discarded => Stored::Discarded { id },
+            Status::Pending => return Ok(()),
+        };
+        let rec = NewRecord {
+            time_ms: now_ms,
+            key: 0,
+            payload: serde_json::to_vec(&stored).unwrap_or_default(),
+        };
+        append(&self.log, vec![rec]).await?;
+        if let Ok(mut s) = self.state.lock() {
+            s.insert(id, (status, offset));
+        }
+        Ok(())
+    }
+
+    /// Entries not yet replayed or discarded.
+    pub fn pending(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.values().filter(|(st, _)| *st == Status::Pending).count())
+            .unwrap_or(0)
+    }
+
+    /// The status of an entry, if it exists.
+    pub fn status(&self, id: u64) -> Option<(Status, Option<u64>)> {
+        self.state.lock().ok().and_then(|s| s.get(&id).copied())
+    }
+
+    /// Reads one entry.
+    pub fn get(&self, id: u64) -> Result<Option<Entry>, LogError> {
+        if self.status(id).is_none() {
+            return Ok(None);
+        }
+        let recs = self.log.read(id, 1)?;
+        Ok(recs.into_iter().next().and_then(|r| {
+            match serde_json::from_slice::<Stored>(&r.payload) {
+                Ok(Stored::Quarantined(e)) => Some(e),
+                _ => None,
+            }
+        }))
+    }
+
+    /// Lists entries with id ≥ `from` and the given status (any when `None`).
+    pub fn list(
+        &self,
+        from: u64,
+        limit: usize,
+        status: Option<Status>,
+    ) -> Result<Vec<(u64, Status, Option<u64>, Entry)>, LogError> {
+        let ids: Vec<(u64, Status, Option<u64>)> = self
+            .state
+            .lock()
+            .map(|s| {
+                s.range(from..)
+                    .filter(|(_, (st, _))| status.is_none_or(|want| *st == want))
+                    .take(limit)
+                    .map(|(id, (st, off))| (*id, *st, *off))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, st, off) in ids {
+            if let Some(e) = self.get(id)? {
+                out.push((id, st, off, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The underlying log (for closing).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+}
