@@ -1,0 +1,8 @@
+//! Integration tests against the real `niyet` binary over real HTTP (one test binary).
+
+mod admin;
+mod bad_input;
+mod common;
+mod crash;
+mod import;
+mod overload;
