@@ -117,7 +117,9 @@ impl Template {
             })
         };
         let v = match batch {
-            Some(n) => serde_json::json!({"batch": (0..n).map(event).collect::<Vec<_>>(), "sentAt": "2026-11-22T10:15:30.500Z"}),
+            Some(n) => {
+                serde_json::json!({"batch": (0..n).map(event).collect::<Vec<_>>(), "sentAt": "2026-11-22T10:15:30.500Z"})
+            }
             None => event(0),
         };
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
@@ -154,9 +156,16 @@ impl Drop for Spawned {
 
 async fn start_server(write_key: &str) -> anyhow::Result<(String, Spawned)> {
     let dir = tempfile::tempdir_in(".").or_else(|_| tempfile::tempdir())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("NIYET_WRITE_KEY", write_key)
         .env("NIYET_ADMIN_TOKEN", "bench-admin-token")
@@ -194,7 +203,14 @@ fn accepted_of(body: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-async fn closed_loop(client: &IngestClient, path: &'static str, tpl: Arc<Template>, conns: usize, dur: Duration, ids: Arc<std::sync::atomic::AtomicU64>) -> PhaseResult {
+async fn closed_loop(
+    client: &IngestClient,
+    path: &'static str,
+    tpl: Arc<Template>,
+    conns: usize,
+    dur: Duration,
+    ids: Arc<std::sync::atomic::AtomicU64>,
+) -> PhaseResult {
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
@@ -232,7 +248,13 @@ async fn closed_loop(client: &IngestClient, path: &'static str, tpl: Arc<Templat
     total
 }
 
-async fn open_loop(client: &IngestClient, tpl: Arc<Template>, requests_per_s: f64, dur: Duration, ids: Arc<std::sync::atomic::AtomicU64>) -> (PhaseResult, u64) {
+async fn open_loop(
+    client: &IngestClient,
+    tpl: Arc<Template>,
+    requests_per_s: f64,
+    dur: Duration,
+    ids: Arc<std::sync::atomic::AtomicU64>,
+) -> (PhaseResult, u64) {
     let start = tokio::time::Instant::now();
     let interval = Duration::from_secs_f64(1.0 / requests_per_s.max(1.0));
     let n = (dur.as_secs_f64() * requests_per_s) as u64;
@@ -273,10 +295,17 @@ async fn open_loop(client: &IngestClient, tpl: Arc<Template>, requests_per_s: f6
 }
 
 fn machine() -> (usize, f64) {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     (cores, mem)
 }
@@ -286,7 +315,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let key = "bench-write-key";
     let (url, key, _server) = match &a.url {
         Some(u) => {
-            let k = a.write_key.clone().context("--url needs --write-key (or NIYET_WRITE_KEY)")?;
+            let k = a
+                .write_key
+                .clone()
+                .context("--url needs --write-key (or NIYET_WRITE_KEY)")?;
             (u.clone(), k, None)
         }
         None => {
@@ -300,18 +332,52 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let dur = Duration::from_secs(a.duration);
     eprintln!("warming up…");
-    closed_loop(&client, "/v1/batch", batch_tpl.clone(), a.connections, Duration::from_secs(2), ids.clone()).await;
+    closed_loop(
+        &client,
+        "/v1/batch",
+        batch_tpl.clone(),
+        a.connections,
+        Duration::from_secs(2),
+        ids.clone(),
+    )
+    .await;
 
-    eprintln!("phase 1/3: batches of {} on {} connections for {} s", a.batch, a.connections, a.duration);
-    let p1 = closed_loop(&client, "/v1/batch", batch_tpl.clone(), a.connections, dur, ids.clone()).await;
+    eprintln!(
+        "phase 1/3: batches of {} on {} connections for {} s",
+        a.batch, a.connections, a.duration
+    );
+    let p1 = closed_loop(
+        &client,
+        "/v1/batch",
+        batch_tpl.clone(),
+        a.connections,
+        dur,
+        ids.clone(),
+    )
+    .await;
     let throughput = p1.events as f64 / p1.elapsed.as_secs_f64();
 
     let half = throughput / 2.0;
     eprintln!("phase 2/3: fixed rate of {half:.0} events/s");
-    let (p2, late) = open_loop(&client, batch_tpl.clone(), half / a.batch as f64, dur, ids.clone()).await;
+    let (p2, late) = open_loop(
+        &client,
+        batch_tpl.clone(),
+        half / a.batch as f64,
+        dur,
+        ids.clone(),
+    )
+    .await;
 
     eprintln!("phase 3/3: single events on {} connections", a.connections);
-    let p3 = closed_loop(&client, "/v1/track", single_tpl, a.connections, dur, ids.clone()).await;
+    let p3 = closed_loop(
+        &client,
+        "/v1/track",
+        single_tpl,
+        a.connections,
+        dur,
+        ids.clone(),
+    )
+    .await;
 
     let end = reqwest::Client::new()
         .get(format!("{url}/metrics"))
@@ -320,7 +386,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         .text()
         .await?
         .lines()
-        .find_map(|l| l.strip_prefix("niyet_log_end_offset ").and_then(|v| v.trim().parse::<u64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("niyet_log_end_offset ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
         .unwrap_or(0);
     let (cores, memory_gib) = machine();
     let report = Report {
@@ -342,16 +411,34 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         cores,
         memory_gib,
     };
-    println!("niyet bench ingest — {} cores, {:.0} GiB, batches of {}, {} connections, {} s per phase", cores, memory_gib, a.batch, a.connections, a.duration);
-    println!("  batches, max throughput : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms", report.throughput_events_per_s, report.throughput_latency.p50_ms, report.throughput_latency.p99_ms);
+    println!(
+        "niyet bench ingest — {} cores, {:.0} GiB, batches of {}, {} connections, {} s per phase",
+        cores, memory_gib, a.batch, a.connections, a.duration
+    );
+    println!(
+        "  batches, max throughput : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms",
+        report.throughput_events_per_s,
+        report.throughput_latency.p50_ms,
+        report.throughput_latency.p99_ms
+    );
     println!("  batches, at half rate   : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} over 20 ms)", report.half_rate_events_per_s, report.half_rate_latency.p50_ms, report.half_rate_latency.p99_ms, late, p2.requests);
-    println!("  single events           : {:>10.0} requests/s ack p50 {:>6.2} ms  p99 {:>6.2} ms", report.single_requests_per_s, report.single_latency.p50_ms, report.single_latency.p99_ms);
-    println!("  acknowledged events {} · log end offset {} · errors {}", report.acknowledged_events, report.log_end_offset, report.errors);
+    println!(
+        "  single events           : {:>10.0} requests/s ack p50 {:>6.2} ms  p99 {:>6.2} ms",
+        report.single_requests_per_s, report.single_latency.p50_ms, report.single_latency.p99_ms
+    );
+    println!(
+        "  acknowledged events {} · log end offset {} · errors {}",
+        report.acknowledged_events, report.log_end_offset, report.errors
+    );
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
     }
     if a.url.is_none() && report.log_end_offset < report.acknowledged_events {
-        bail!("the log holds fewer events ({}) than were acknowledged ({})", report.log_end_offset, report.acknowledged_events);
+        bail!(
+            "the log holds fewer events ({}) than were acknowledged ({})",
+            report.log_end_offset,
+            report.acknowledged_events
+        );
     }
     Ok(())
 }

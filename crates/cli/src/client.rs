@@ -65,24 +65,41 @@ impl IngestClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let bytes = r.bytes().await?;
-        Ok((status, bytes_body::Body { bytes: bytes.to_vec(), retry_after }))
+        Ok((
+            status,
+            bytes_body::Body {
+                bytes: bytes.to_vec(),
+                retry_after,
+            },
+        ))
     }
 
     /// Posts a batch, retrying on 429/5xx and connection errors (same body, so the
     /// messageIds deduplicate). Gives up after `attempts`.
-    pub async fn batch_with_retry(&self, body: Vec<u8>, attempts: u32) -> anyhow::Result<Result<BatchAnswer, String>> {
+    pub async fn batch_with_retry(
+        &self,
+        body: Vec<u8>,
+        attempts: u32,
+    ) -> anyhow::Result<Result<BatchAnswer, String>> {
         let mut delay = Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..attempts {
             match self.post("/v1/batch", body.clone()).await {
-                Ok((200, b)) => return Ok(Ok(serde_json::from_slice(&b.bytes).unwrap_or_default())),
+                Ok((200, b)) => {
+                    return Ok(Ok(serde_json::from_slice(&b.bytes).unwrap_or_default()))
+                }
                 Ok((s, b)) if s == 429 || s >= 500 => {
                     last = format!("HTTP {s}: {}", String::from_utf8_lossy(&b.bytes));
                     if let Some(ra) = b.retry_after {
                         delay = Duration::from_secs(ra);
                     }
                 }
-                Ok((s, b)) => return Ok(Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&b.bytes)))),
+                Ok((s, b)) => {
+                    return Ok(Err(format!(
+                        "HTTP {s}: {}",
+                        String::from_utf8_lossy(&b.bytes)
+                    )))
+                }
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(delay).await;

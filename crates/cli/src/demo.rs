@@ -50,7 +50,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = match Server::bind(mk(a.listen), clock.clone()).await {
         Ok(s) => s,
-        Err(niyet_server::ServerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+        Err(niyet_server::ServerError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
             eprintln!("{} is taken; using a free port instead", a.listen);
             Server::bind(mk(SocketAddr::from(([127, 0, 0, 1], 0))), clock.clone()).await?
         }
@@ -74,7 +76,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("Niyet demo — a synthetic shop is sending traffic to a real server.\n");
     println!("  status page   {base}/");
     println!("  metrics       {base}/metrics");
-    println!("  latest events curl -s -H 'Authorization: Bearer {token}' '{base}/v1/events?limit=5'");
+    println!(
+        "  latest events curl -s -H 'Authorization: Bearer {token}' '{base}/v1/events?limit=5'"
+    );
     println!("  orders only   curl -s -H 'Authorization: Bearer {token}' '{base}/v1/events?event=Order%20Completed&limit=5'");
     println!("  quarantine    curl -s -H 'Authorization: Bearer {token}' '{base}/v1/quarantine'");
     println!("  send your own curl -s -u '{write_key}:' {base}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
@@ -102,7 +106,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                 let body = serde_json::to_vec(&serde_json::json!({"batch": visit, "sentAt": niyet_model::format_rfc3339_millis(clock.now_ms())}))
                     .unwrap_or_default();
                 let n = visit.len() as u64;
-                let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    break;
+                };
                 let client = client.clone();
                 let sent = sent.clone();
                 tokio::spawn(async move {

@@ -157,7 +157,9 @@ fn set_path(msg: &mut Map<String, Value>, path: &[String], v: Value) {
             cur.insert(p.clone(), v);
             return;
         }
-        let next = cur.entry(p.clone()).or_insert_with(|| Value::Object(Map::new()));
+        let next = cur
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
         if !next.is_object() {
             *next = Value::Object(Map::new());
         }
@@ -170,19 +172,25 @@ fn set_path(msg: &mut Map<String, Value>, path: &[String], v: Value) {
 
 /// "12" → 12, "12.5" → 12.5, "true" → true; anything else stays a string.
 fn typed(raw: &str) -> Value {
-    let numeric = raw
-        .strip_prefix('-')
-        .unwrap_or(raw)
-        .split_once('.')
-        .map_or(raw.strip_prefix('-').unwrap_or(raw).bytes().all(|c| c.is_ascii_digit()), |(a, b)| {
+    let numeric = raw.strip_prefix('-').unwrap_or(raw).split_once('.').map_or(
+        raw.strip_prefix('-')
+            .unwrap_or(raw)
+            .bytes()
+            .all(|c| c.is_ascii_digit()),
+        |(a, b)| {
             !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-        });
+        },
+    );
     let leading_zero = raw.len() > 1 && raw.starts_with('0') && !raw.starts_with("0.");
     if numeric && !leading_zero && !raw.is_empty() && raw != "-" {
         if let Ok(n) = raw.parse::<i64>() {
             return Value::from(n);
         }
-        if let Some(n) = raw.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+        if let Some(n) = raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
             return Value::Number(n);
         }
     }
@@ -202,8 +210,10 @@ pub fn build_mapping(
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<Mapping> {
     let mf: MappingFile = match file {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("parsing mapping file {}", p.display()))?,
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing mapping file {}", p.display()))?,
         None => MappingFile::default(),
     };
     let mut fields = mf.fields;
@@ -214,8 +224,16 @@ pub fn build_mapping(
         fields.insert(f.trim().to_string(), c.trim().to_string());
     }
     const TOP: &[&str] = &[
-        "userId", "anonymousId", "messageId", "timestamp", "originalTimestamp", "event", "type",
-        "name", "groupId", "previousUserId",
+        "userId",
+        "anonymousId",
+        "messageId",
+        "timestamp",
+        "originalTimestamp",
+        "event",
+        "type",
+        "name",
+        "groupId",
+        "previousUserId",
     ];
     let mut out = Vec::new();
     for (f, c) in fields {
@@ -226,11 +244,18 @@ pub fn build_mapping(
             [] => false,
         };
         if !ok {
-            bail!("mapping field '{f}': use one of {} or properties.X, traits.X, context.X", TOP.join(", "));
+            bail!(
+                "mapping field '{f}': use one of {} or properties.X, traits.X, context.X",
+                TOP.join(", ")
+            );
         }
         out.push((path, c));
     }
-    let kind = if kind == "track" { mf.kind.unwrap_or_else(|| kind.to_string()) } else { kind.to_string() };
+    let kind = if kind == "track" {
+        mf.kind.unwrap_or_else(|| kind.to_string())
+    } else {
+        kind.to_string()
+    };
     Ok(Mapping {
         kind,
         event: event.map(str::to_string).or(mf.event),
@@ -256,16 +281,26 @@ struct Summary {
 pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
     let format = match a.format {
         Some(f) => f,
-        None => match a.file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        None => match a
+            .file
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("csv") | Some("tsv") => Format::Csv,
             Some("ndjson") | Some("jsonl") | Some("json") => Format::Ndjson,
-            _ => bail!("cannot tell the format of {} from its extension; pass --format ndjson|csv", a.file.display()),
+            _ => bail!(
+                "cannot tell the format of {} from its extension; pass --format ndjson|csv",
+                a.file.display()
+            ),
         },
     };
     if a.batch_size == 0 || a.batch_size > 1000 {
         bail!("--batch-size must be between 1 and 1000");
     }
-    let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+    let file =
+        std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = if a.no_progress {
         indicatif::ProgressBar::hidden()
@@ -273,8 +308,10 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
         indicatif::ProgressBar::new(total)
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let client = IngestClient::new(&a.url, &a.write_key)?;
     let mut summary = Summary::default();
@@ -290,7 +327,8 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
                 summary.lines += 1;
                 match serde_json::from_str::<Value>(&line) {
                     Ok(Value::Object(mut m)) => {
-                        m.entry("type").or_insert_with(|| Value::String(a.kind.clone()));
+                        m.entry("type")
+                            .or_insert_with(|| Value::String(a.kind.clone()));
                         if let Some(e) = &a.event {
                             m.entry("event").or_insert_with(|| Value::String(e.clone()));
                         }
@@ -298,7 +336,9 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
                             .or_insert_with(|| Value::String(import_id(i as u64, line.as_bytes())));
                         batch.push(Value::Object(m));
                     }
-                    Ok(_) => summary.unreadable.push(format!("line {}: not a JSON object", i + 1)),
+                    Ok(_) => summary
+                        .unreadable
+                        .push(format!("line {}: not a JSON object", i + 1)),
                     Err(e) => summary.unreadable.push(format!("line {}: {e}", i + 1)),
                 }
                 if batch.len() >= a.batch_size {
@@ -307,14 +347,34 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
             }
         }
         Format::Csv => {
-            let mapping = build_mapping(&a.kind, a.event.as_deref(), a.rest, &a.maps, a.mapping.as_deref())?;
+            let mapping = build_mapping(
+                &a.kind,
+                a.event.as_deref(),
+                a.rest,
+                &a.maps,
+                a.mapping.as_deref(),
+            )?;
             let mut rdr = csv::ReaderBuilder::new()
-                .delimiter(u8::try_from(a.delimiter).context("--delimiter must be one ASCII character")?)
+                .delimiter(
+                    u8::try_from(a.delimiter).context("--delimiter must be one ASCII character")?,
+                )
                 .flexible(true)
                 .from_reader(reader);
-            let headers: Vec<String> = rdr.headers()?.iter().map(|h| h.trim().to_string()).collect();
-            for missing in mapping.fields.iter().map(|(_, c)| c).filter(|c| !headers.contains(c)) {
-                bail!("mapped column '{missing}' is not in the file (columns: {})", headers.join(", "));
+            let headers: Vec<String> = rdr
+                .headers()?
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect();
+            if let Some(missing) = mapping
+                .fields
+                .iter()
+                .map(|(_, c)| c)
+                .find(|c| !headers.contains(c))
+            {
+                bail!(
+                    "mapped column '{missing}' is not in the file (columns: {})",
+                    headers.join(", ")
+                );
             }
             for (i, row) in rdr.records().enumerate() {
                 summary.lines += 1;
@@ -323,8 +383,9 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
                         let mut msg = mapping.row(&headers, &row);
                         if let Value::Object(m) = &mut msg {
                             let content = row.iter().collect::<Vec<_>>().join("\u{1f}");
-                            m.entry("messageId")
-                                .or_insert_with(|| Value::String(import_id(i as u64, content.as_bytes())));
+                            m.entry("messageId").or_insert_with(|| {
+                                Value::String(import_id(i as u64, content.as_bytes()))
+                            });
                         }
                         batch.push(msg);
                     }
@@ -357,7 +418,10 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
         println!("  failed request: {f}");
     }
     if s.answer.quarantined > 0 {
-        println!("  quarantined messages and their reasons: GET {}/v1/quarantine", a.url.trim_end_matches('/'));
+        println!(
+            "  quarantined messages and their reasons: GET {}/v1/quarantine",
+            a.url.trim_end_matches('/')
+        );
     }
     if !s.failed_requests.is_empty() {
         bail!("{} requests failed", s.failed_requests.len());
@@ -365,7 +429,12 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send(client: &IngestClient, batch: &mut Vec<Value>, s: &mut Summary, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+async fn send(
+    client: &IngestClient,
+    batch: &mut Vec<Value>,
+    s: &mut Summary,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -405,7 +474,11 @@ mod tests {
         assert_eq!(typed("12"), Value::from(12));
         assert_eq!(typed("-3.5"), Value::from(-3.5));
         assert_eq!(typed("true"), Value::Bool(true));
-        assert_eq!(typed("0532"), Value::from("0532"), "leading zeros stay text (phone numbers)");
+        assert_eq!(
+            typed("0532"),
+            Value::from("0532"),
+            "leading zeros stay text (phone numbers)"
+        );
         assert_eq!(typed("1.2.3"), Value::from("1.2.3"));
         assert_eq!(typed("abc"), Value::from("abc"));
     }
@@ -416,11 +489,18 @@ mod tests {
             "track",
             Some("Order Completed"),
             None,
-            &["userId=customer".into(), "properties.revenue=total".into(), "timestamp=date".into()],
+            &[
+                "userId=customer".into(),
+                "properties.revenue=total".into(),
+                "timestamp=date".into(),
+            ],
             None,
         )
         .expect("mapping");
-        let headers: Vec<String> = ["customer", "total", "date", "store"].iter().map(|s| s.to_string()).collect();
+        let headers: Vec<String> = ["customer", "total", "date", "store"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let row = csv::StringRecord::from(vec!["c-1", "149.90", "2025-03-01 14:22", "Kadıköy"]);
         let msg = m.row(&headers, &row);
         assert_eq!(msg["userId"], "c-1");

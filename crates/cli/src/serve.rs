@@ -80,7 +80,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         .context("starting the server")?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "niyet is listening");
-    eprintln!("niyet listening on http://{addr}/  (data in {})", data_dir.display());
+    eprintln!(
+        "niyet listening on http://{addr}/  (data in {})",
+        data_dir.display()
+    );
     for (name, key) in &server.write_keys {
         eprintln!("  write key for source '{name}': {key}");
     }

@@ -44,30 +44,115 @@ struct Product {
 }
 
 const PRODUCTS: &[Product] = &[
-    Product { sku: "TSH-001", name: "Pamuklu Tişört", category: "Giyim", price: 249.9 },
-    Product { sku: "JKT-014", name: "Su Geçirmez Mont", category: "Giyim", price: 1899.0 },
-    Product { sku: "SNK-220", name: "Koşu Ayakkabısı", category: "Ayakkabı", price: 2349.0 },
-    Product { sku: "BOT-031", name: "Deri Bot", category: "Ayakkabı", price: 3199.0 },
-    Product { sku: "CUP-007", name: "Türk Kahvesi Fincan Takımı", category: "Ev", price: 459.0 },
-    Product { sku: "TEA-102", name: "Çaydanlık Seti", category: "Ev", price: 899.0 },
-    Product { sku: "HDP-330", name: "Kablosuz Kulaklık", category: "Elektronik", price: 1299.0 },
-    Product { sku: "PWR-045", name: "Taşınabilir Şarj Cihazı", category: "Elektronik", price: 549.0 },
-    Product { sku: "BAG-018", name: "Sırt Çantası", category: "Aksesuar", price: 799.0 },
-    Product { sku: "WAT-090", name: "Akıllı Saat", category: "Elektronik", price: 4599.0 },
-    Product { sku: "SCF-012", name: "İpek Eşarp", category: "Aksesuar", price: 689.0 },
-    Product { sku: "TWL-005", name: "Pamuk Havlu Seti", category: "Ev", price: 379.0 },
+    Product {
+        sku: "TSH-001",
+        name: "Pamuklu Tişört",
+        category: "Giyim",
+        price: 249.9,
+    },
+    Product {
+        sku: "JKT-014",
+        name: "Su Geçirmez Mont",
+        category: "Giyim",
+        price: 1899.0,
+    },
+    Product {
+        sku: "SNK-220",
+        name: "Koşu Ayakkabısı",
+        category: "Ayakkabı",
+        price: 2349.0,
+    },
+    Product {
+        sku: "BOT-031",
+        name: "Deri Bot",
+        category: "Ayakkabı",
+        price: 3199.0,
+    },
+    Product {
+        sku: "CUP-007",
+        name: "Türk Kahvesi Fincan Takımı",
+        category: "Ev",
+        price: 459.0,
+    },
+    Product {
+        sku: "TEA-102",
+        name: "Çaydanlık Seti",
+        category: "Ev",
+        price: 899.0,
+    },
+    Product {
+        sku: "HDP-330",
+        name: "Kablosuz Kulaklık",
+        category: "Elektronik",
+        price: 1299.0,
+    },
+    Product {
+        sku: "PWR-045",
+        name: "Taşınabilir Şarj Cihazı",
+        category: "Elektronik",
+        price: 549.0,
+    },
+    Product {
+        sku: "BAG-018",
+        name: "Sırt Çantası",
+        category: "Aksesuar",
+        price: 799.0,
+    },
+    Product {
+        sku: "WAT-090",
+        name: "Akıllı Saat",
+        category: "Elektronik",
+        price: 4599.0,
+    },
+    Product {
+        sku: "SCF-012",
+        name: "İpek Eşarp",
+        category: "Aksesuar",
+        price: 689.0,
+    },
+    Product {
+        sku: "TWL-005",
+        name: "Pamuk Havlu Seti",
+        category: "Ev",
+        price: 379.0,
+    },
 ];
 
-const CITIES: &[&str] = &["İstanbul", "Ankara", "İzmir", "Bursa", "Antalya", "Eskişehir"];
+const CITIES: &[&str] = &[
+    "İstanbul",
+    "Ankara",
+    "İzmir",
+    "Bursa",
+    "Antalya",
+    "Eskişehir",
+];
 const SEARCHES: &[&str] = &["mont", "kulaklık", "çanta", "ayakkabı", "fincan", "saat"];
 
 /// Where a visit comes from: (utm source, medium, campaign, referrer).
-const ORIGINS: &[(Option<(&str, &str, &str)>, Option<&str>)] = &[
-    (Some(("google", "cpc", "kis-indirimi")), Some("https://www.google.com/")),
-    (Some(("facebook", "paid_social", "yeni-sezon")), Some("https://m.facebook.com/")),
-    (Some(("instagram", "social", "story-kampanya")), Some("https://l.instagram.com/")),
+/// (utm source, medium, campaign), referrer.
+type Origin = (
+    Option<(&'static str, &'static str, &'static str)>,
+    Option<&'static str>,
+);
+
+const ORIGINS: &[Origin] = &[
+    (
+        Some(("google", "cpc", "kis-indirimi")),
+        Some("https://www.google.com/"),
+    ),
+    (
+        Some(("facebook", "paid_social", "yeni-sezon")),
+        Some("https://m.facebook.com/"),
+    ),
+    (
+        Some(("instagram", "social", "story-kampanya")),
+        Some("https://l.instagram.com/"),
+    ),
     (Some(("newsletter", "email", "haftalik-bulten")), None),
-    (Some(("criteo", "display", "retargeting")), Some("https://www.criteo.com/")),
+    (
+        Some(("criteo", "display", "retargeting")),
+        Some("https://www.criteo.com/"),
+    ),
     (None, Some("https://www.google.com/")),
     (None, Some("https://blog.example-moda.com/kis-kombinleri")),
     (None, None),
@@ -152,30 +237,60 @@ impl Shop {
             m["messageId"] = json!(format!("demo-{n}-{}", msgs.len()));
             msgs.push(m);
         };
-        push(&mut msgs, json!({"type": "page", "name": "Home", "properties": {"path": "/"}}), &mut t, r);
+        push(
+            &mut msgs,
+            json!({"type": "page", "name": "Home", "properties": {"path": "/"}}),
+            &mut t,
+            r,
+        );
         if let Some(c) = &returning {
             *user.borrow_mut() = Some(c.user_id.clone());
-            push(&mut msgs, json!({"type": "identify", "traits": {"email": c.email, "phone": c.phone, "city": c.city}}), &mut t, r);
+            push(
+                &mut msgs,
+                json!({"type": "identify", "traits": {"email": c.email, "phone": c.phone, "city": c.city}}),
+                &mut t,
+                r,
+            );
         }
         if r.chance(0.35) {
             let q = *r.pick(SEARCHES);
-            push(&mut msgs, json!({"type": "track", "event": "Products Searched", "properties": {"query": q}}), &mut t, r);
+            push(
+                &mut msgs,
+                json!({"type": "track", "event": "Products Searched", "properties": {"query": q}}),
+                &mut t,
+                r,
+            );
         }
         let views = 1 + r.below(4);
         let mut viewed = Vec::new();
         for _ in 0..views {
             let p = r.pick(PRODUCTS);
             viewed.push(p);
-            push(&mut msgs, json!({"type": "track", "event": "Product Viewed", "properties": {
-                "product_id": p.sku, "name": p.name, "category": p.category, "price": p.price, "currency": "TRY"}}), &mut t, r);
+            push(
+                &mut msgs,
+                json!({"type": "track", "event": "Product Viewed", "properties": {
+                "product_id": p.sku, "name": p.name, "category": p.category, "price": p.price, "currency": "TRY"}}),
+                &mut t,
+                r,
+            );
         }
         if r.chance(0.45) {
             let p = *r.pick(&viewed);
             let qty = 1 + r.below(2);
-            push(&mut msgs, json!({"type": "track", "event": "Product Added", "properties": {
-                "product_id": p.sku, "name": p.name, "category": p.category, "price": p.price, "quantity": qty, "currency": "TRY"}}), &mut t, r);
+            push(
+                &mut msgs,
+                json!({"type": "track", "event": "Product Added", "properties": {
+                "product_id": p.sku, "name": p.name, "category": p.category, "price": p.price, "quantity": qty, "currency": "TRY"}}),
+                &mut t,
+                r,
+            );
             if r.chance(0.55) {
-                push(&mut msgs, json!({"type": "track", "event": "Checkout Started", "properties": {"value": p.price * qty as f64, "currency": "TRY"}}), &mut t, r);
+                push(
+                    &mut msgs,
+                    json!({"type": "track", "event": "Checkout Started", "properties": {"value": p.price * qty as f64, "currency": "TRY"}}),
+                    &mut t,
+                    r,
+                );
                 if r.chance(0.65) {
                     let c = match &returning {
                         Some(c) => c.clone(),
@@ -183,21 +298,36 @@ impl Shop {
                             let c = Customer {
                                 user_id: format!("cust-{n:06}"),
                                 email: format!("musteri{n}@example-mail.com"),
-                                phone: format!("+90 5{:02} {:03} {:04}", 30 + r.below(20), r.below(1000), r.below(10_000)),
-                                city: *r.pick(CITIES),
+                                phone: format!(
+                                    "+90 5{:02} {:03} {:04}",
+                                    30 + r.below(20),
+                                    r.below(1000),
+                                    r.below(10_000)
+                                ),
+                                city: CITIES[r.below(CITIES.len())],
                             };
                             *user.borrow_mut() = Some(c.user_id.clone());
-                            push(&mut msgs, json!({"type": "identify", "traits": {"email": c.email, "phone": c.phone, "city": c.city, "gender": if r.chance(0.5) {"f"} else {"m"}, "age": 18 + r.below(50)}}), &mut t, r);
+                            push(
+                                &mut msgs,
+                                json!({"type": "identify", "traits": {"email": c.email, "phone": c.phone, "city": c.city, "gender": if r.chance(0.5) {"f"} else {"m"}, "age": 18 + r.below(50)}}),
+                                &mut t,
+                                r,
+                            );
                             self.known.push(c.clone());
                             c
                         }
                     };
                     let coupon = if r.chance(0.3) { Some("KIS20") } else { None };
                     let revenue = p.price * qty as f64 * if coupon.is_some() { 0.8 } else { 1.0 };
-                    push(&mut msgs, json!({"type": "track", "event": "Order Completed", "properties": {
+                    push(
+                        &mut msgs,
+                        json!({"type": "track", "event": "Order Completed", "properties": {
                         "order_id": format!("ORD-{n:07}"), "revenue": (revenue * 100.0).round() / 100.0, "currency": "TRY",
                         "coupon": coupon, "products": [{"product_id": p.sku, "category": p.category, "price": p.price, "quantity": qty}],
-                        "customer": c.user_id}}), &mut t, r);
+                        "customer": c.user_id}}),
+                        &mut t,
+                        r,
+                    );
                 }
             }
         }
@@ -222,13 +352,22 @@ mod tests {
         };
         let a = run();
         assert_eq!(a, run(), "same seed, same traffic");
-        let names: std::collections::HashSet<&str> = a.iter().filter_map(|m| m["event"].as_str()).collect();
-        for want in ["Product Viewed", "Product Added", "Checkout Started", "Order Completed"] {
+        let names: std::collections::HashSet<&str> =
+            a.iter().filter_map(|m| m["event"].as_str()).collect();
+        for want in [
+            "Product Viewed",
+            "Product Added",
+            "Checkout Started",
+            "Order Completed",
+        ] {
             assert!(names.contains(want), "{want} missing");
         }
         assert!(a.iter().any(|m| m["type"] == "identify"));
-        assert!(a.iter().any(|m| m["context"]["campaign"]["medium"] == "cpc"));
-        let ids: std::collections::HashSet<&str> = a.iter().filter_map(|m| m["messageId"].as_str()).collect();
+        assert!(a
+            .iter()
+            .any(|m| m["context"]["campaign"]["medium"] == "cpc"));
+        let ids: std::collections::HashSet<&str> =
+            a.iter().filter_map(|m| m["messageId"].as_str()).collect();
         assert_eq!(ids.len(), a.len(), "message ids are unique");
     }
 }

@@ -19,10 +19,16 @@ pub fn decode<'a>(
     let enc = content_encoding.map(|e| e.trim().to_ascii_lowercase());
     let inflated: Cow<'a, [u8]> = match enc.as_deref() {
         None | Some("") | Some("identity") => Cow::Borrowed(body),
-        Some("gzip") | Some("x-gzip") => {
-            Cow::Owned(inflate(flate2::read::MultiGzDecoder::new(body), limit, "gzip")?)
-        }
-        Some("deflate") => Cow::Owned(inflate(flate2::read::ZlibDecoder::new(body), limit, "deflate")?),
+        Some("gzip") | Some("x-gzip") => Cow::Owned(inflate(
+            flate2::read::MultiGzDecoder::new(body),
+            limit,
+            "gzip",
+        )?),
+        Some("deflate") => Cow::Owned(inflate(
+            flate2::read::ZlibDecoder::new(body),
+            limit,
+            "deflate",
+        )?),
         Some(other) => {
             return Err(IngestError::new(
                 ErrorKind::UnsupportedEncoding,
@@ -56,7 +62,12 @@ fn inflate(r: impl Read, limit: usize, what: &str) -> Result<Vec<u8>, IngestErro
     let mut out = Vec::new();
     r.take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| IngestError::new(ErrorKind::BadEncoding, format!("body is not valid {what}: {e}")))?;
+        .map_err(|e| {
+            IngestError::new(
+                ErrorKind::BadEncoding,
+                format!("body is not valid {what}: {e}"),
+            )
+        })?;
     if out.len() > limit {
         return Err(too_large(out.len(), limit));
     }
@@ -91,10 +102,17 @@ fn percent_decode(s: &[u8]) -> Result<Vec<u8>, IngestError> {
         match s[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = s.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                    IngestError::new(ErrorKind::BadRequest, format!("bad percent-escape at byte {i} of the form body"))
-                })?;
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        IngestError::new(
+                            ErrorKind::BadRequest,
+                            format!("bad percent-escape at byte {i} of the form body"),
+                        )
+                    })?;
                 out.push(byte);
                 i += 2;
             }
@@ -153,22 +171,37 @@ mod tests {
     #[test]
     fn gzip_and_limits() {
         let body = br#"{"batch":[]}"#;
-        assert_eq!(decode(Some("gzip"), None, &gz(body), 100).map(|b| b.into_owned()), Ok(body.to_vec()));
+        assert_eq!(
+            decode(Some("gzip"), None, &gz(body), 100).map(|b| b.into_owned()),
+            Ok(body.to_vec())
+        );
         let bomb = gz(&vec![b' '; 10_000]);
-        assert_eq!(decode(Some("gzip"), None, &bomb, 1000).map_err(|e| e.kind), Err(ErrorKind::TooLarge));
+        assert_eq!(
+            decode(Some("gzip"), None, &bomb, 1000).map_err(|e| e.kind),
+            Err(ErrorKind::TooLarge)
+        );
         let e = decode(Some("gzip"), None, b"not gzip", 1000).expect_err("broken");
         assert_eq!(e.kind, ErrorKind::BadEncoding);
         assert!(e.message.contains("gzip"));
-        assert_eq!(decode(Some("br"), None, body, 100).map_err(|e| e.kind), Err(ErrorKind::UnsupportedEncoding));
+        assert_eq!(
+            decode(Some("br"), None, body, 100).map_err(|e| e.kind),
+            Err(ErrorKind::UnsupportedEncoding)
+        );
     }
 
     #[test]
     fn form_encoded_json() {
         let ct = Some("application/x-www-form-urlencoded");
         let raw = br#"{"a":1}"#;
-        assert_eq!(decode(None, ct, raw, 100).map(|b| b.into_owned()), Ok(raw.to_vec()));
+        assert_eq!(
+            decode(None, ct, raw, 100).map(|b| b.into_owned()),
+            Ok(raw.to_vec())
+        );
         let enc = b"data=%7B%22a%22%3A+1%7D";
-        assert_eq!(decode(None, ct, enc, 100).map(|b| b.into_owned()), Ok(br#"{"a": 1}"#.to_vec()));
+        assert_eq!(
+            decode(None, ct, enc, 100).map(|b| b.into_owned()),
+            Ok(br#"{"a": 1}"#.to_vec())
+        );
         assert!(decode(None, ct, b"x=1", 100).is_err());
     }
 
@@ -176,6 +209,9 @@ mod tests {
     fn depth() {
         assert!(check_depth(br#"{"a":[{"b":"[[[[["}]}"#).is_ok());
         let deep = "[".repeat(65) + &"]".repeat(65);
-        assert_eq!(check_depth(deep.as_bytes()).map_err(|e| e.kind), Err(ErrorKind::TooDeep));
+        assert_eq!(
+            check_depth(deep.as_bytes()).map_err(|e| e.kind),
+            Err(ErrorKind::TooDeep)
+        );
     }
 }

@@ -208,8 +208,9 @@ pub fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Envelope<'_>, I
         None => None,
     };
     let sent_at_ms = match fields.get("sentAt") {
-        Some(v) => time_field(v, "sentAt")
-            .map_err(|(_, m)| IngestError::new(ErrorKind::BadRequest, m))?,
+        Some(v) => {
+            time_field(v, "sentAt").map_err(|(_, m)| IngestError::new(ErrorKind::BadRequest, m))?
+        }
         None => None,
     };
     match endpoint {
@@ -304,10 +305,9 @@ impl Envelope<'_> {
             None => match fields.get("type") {
                 None => return Err(invalid("missing_field", "type: missing".into())),
                 Some(v) => {
-                    let s = string_or_null(v)
-                        .ok()
-                        .flatten()
-                        .ok_or_else(|| invalid("invalid_field", "type: expected a string".into()))?;
+                    let s = string_or_null(v).ok().flatten().ok_or_else(|| {
+                        invalid("invalid_field", "type: expected a string".into())
+                    })?;
                     MessageType::parse(&s).ok_or_else(|| {
                         invalid(
                             "invalid_field",
@@ -348,7 +348,10 @@ impl Envelope<'_> {
                     .flatten()
                     .filter(|s| !s.trim().is_empty())
                     .ok_or_else(|| {
-                        invalid("missing_field", "event: a track message needs an event name".into())
+                        invalid(
+                            "missing_field",
+                            "event: a track message needs an event name".into(),
+                        )
                     })?;
                 event_name = Some(e);
             }
@@ -360,7 +363,10 @@ impl Envelope<'_> {
                 }))?;
             }
             MessageType::Group => {
-                if check_id(&fields, "groupId").map_err(|(c, m)| invalid(c, m))?.is_none() {
+                if check_id(&fields, "groupId")
+                    .map_err(|(c, m)| invalid(c, m))?
+                    .is_none()
+                {
                     return Err(invalid(
                         "missing_field",
                         "groupId: a group message needs a groupId".into(),
@@ -407,7 +413,9 @@ impl Envelope<'_> {
             .or(self.sent_at_ms);
         let timestamp_ms = event_time(ctx.received_ms, ts, original, sent);
 
-        if let (Some(plan), MessageType::Track, Some(name)) = (ctx.plan, kind, event_name.as_deref()) {
+        if let (Some(plan), MessageType::Track, Some(name)) =
+            (ctx.plan, kind, event_name.as_deref())
+        {
             let props = fields.get("properties").map(|p| p.get());
             match plan.check(name, props) {
                 PlanVerdict::Pass => {}
@@ -576,7 +584,9 @@ fn check_id<'a>(
 
 fn string_or_null(v: &RawValue) -> Result<Option<String>, ()> {
     match v.get().as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(v.get()).map(Some).map_err(|_| ()),
+        Some(b'"') => serde_json::from_str::<String>(v.get())
+            .map(Some)
+            .map_err(|_| ()),
         Some(b'n') => Ok(None),
         _ => Err(()),
     }
@@ -593,7 +603,10 @@ fn time_field(v: &RawValue, name: &'static str) -> Result<Option<i64>, (&'static
         }),
         Err(()) => Err((
             "invalid_timestamp",
-            format!("{name}: expected an ISO-8601 string, got {}", json_kind(v.get())),
+            format!(
+                "{name}: expected an ISO-8601 string, got {}",
+                json_kind(v.get())
+            ),
         )),
     }
 }
@@ -605,7 +618,11 @@ struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 impl<'a> Fields<'a> {
     /// The last value of `name` (later duplicates win, as in JavaScript).
     fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
     }
     fn entries(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
         self.0.iter().enumerate().filter_map(|(i, (k, v))| {

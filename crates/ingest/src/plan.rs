@@ -127,13 +127,21 @@ impl Schema {
         }
         if let Some(ts) = &self.types {
             if !ts.iter().any(|t| t.matches(v)) {
-                let want: Vec<String> = ts.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
-                return Err(format!("{path}: expected {}, got {}", want.join(" or "), kind_of(v)));
+                let want: Vec<String> =
+                    ts.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
+                return Err(format!(
+                    "{path}: expected {}, got {}",
+                    want.join(" or "),
+                    kind_of(v)
+                ));
             }
         }
         if let Some(e) = &self.enumeration {
             if !e.contains(v) {
-                return Err(format!("{path}: {v} is not one of {}", Value::Array(e.clone())));
+                return Err(format!(
+                    "{path}: {v} is not one of {}",
+                    Value::Array(e.clone())
+                ));
             }
         }
         if let Some(c) = &self.constant {
@@ -209,7 +217,11 @@ impl Schema {
             return Err(format!("{path}: matches none of anyOf"));
         }
         if !self.one_of.is_empty() {
-            let n = self.one_of.iter().filter(|s| s.validate(v, path).is_ok()).count();
+            let n = self
+                .one_of
+                .iter()
+                .filter(|s| s.validate(v, path).is_ok())
+                .count();
             if n != 1 {
                 return Err(format!("{path}: matches {n} of oneOf, expected exactly 1"));
             }
@@ -258,15 +270,41 @@ fn list(o: &Map<String, Value>, k: &str, path: &str) -> Result<Vec<Schema>, Sche
             .enumerate()
             .map(|(i, s)| compile_at(s, &format!("{path}/{k}/{i}")))
             .collect(),
-        Some(_) => Err(err(&format!("{path}/{k}"), "expected a non-empty array of schemas")),
+        Some(_) => Err(err(
+            &format!("{path}/{k}"),
+            "expected a non-empty array of schemas",
+        )),
     }
 }
 
 const KNOWN: &[&str] = &[
-    "type", "enum", "const", "required", "properties", "additionalProperties", "items",
-    "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "minLength", "maxLength", "allOf", "anyOf", "oneOf", "not", "title", "description",
-    "default", "examples", "format", "$schema", "$id", "$comment",
+    "type",
+    "enum",
+    "const",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "$schema",
+    "$id",
+    "$comment",
 ];
 
 fn compile_at(v: &Value, path: &str) -> Result<Schema, SchemaError> {
@@ -461,17 +499,34 @@ mod tests {
     #[test]
     fn verdicts_name_the_field() {
         let p = plan();
-        assert_eq!(p.check("Order Completed", Some(r#"{"revenue":10,"currency":"TRY"}"#)), PlanVerdict::Pass);
+        assert_eq!(
+            p.check(
+                "Order Completed",
+                Some(r#"{"revenue":10,"currency":"TRY"}"#)
+            ),
+            PlanVerdict::Pass
+        );
         let fail = |props: &str| match p.check("Order Completed", Some(props)) {
             PlanVerdict::Fail { reason, action, .. } => (reason, action),
             PlanVerdict::Pass => panic!("passed: {props}"),
         };
         let (r, a) = fail(r#"{"revenue":"10","currency":"TRY"}"#);
         assert_eq!(a, PlanAction::Quarantine);
-        assert!(r.contains("properties.revenue") && r.contains("expected number"), "{r}");
-        assert!(fail(r#"{"revenue":10}"#).0.contains("properties.currency: required"));
-        assert!(fail(r#"{"revenue":-1,"currency":"TRY"}"#).0.contains("minimum"));
-        assert!(fail(r#"{"revenue":1,"currency":"TRY","products":[{"x":1}]}"#).0.contains("products[0].sku"));
+        assert!(
+            r.contains("properties.revenue") && r.contains("expected number"),
+            "{r}"
+        );
+        assert!(fail(r#"{"revenue":10}"#)
+            .0
+            .contains("properties.currency: required"));
+        assert!(fail(r#"{"revenue":-1,"currency":"TRY"}"#)
+            .0
+            .contains("minimum"));
+        assert!(
+            fail(r#"{"revenue":1,"currency":"TRY","products":[{"x":1}]}"#)
+                .0
+                .contains("products[0].sku")
+        );
         match p.check("Mystery", None) {
             PlanVerdict::Fail { code, action, .. } => {
                 assert_eq!(code, "unplanned_event");
@@ -484,24 +539,37 @@ mod tests {
     #[test]
     fn unsupported_keywords_are_refused_at_load() {
         let mut events = HashMap::new();
-        events.insert("A".to_string(), json!({"type": "object", "patternProperties": {}}));
+        events.insert(
+            "A".to_string(),
+            json!({"type": "object", "patternProperties": {}}),
+        );
         events.insert("B".to_string(), json!({"type": "strin"}));
-        let errs = TrackingPlan::new(&events, PlanAction::Accept, PlanAction::Accept).expect_err("bad");
+        let errs =
+            TrackingPlan::new(&events, PlanAction::Accept, PlanAction::Accept).expect_err("bad");
         assert_eq!(errs.len(), 2);
         assert!(errs.iter().any(|e| e.message.contains("patternProperties")));
     }
 
     #[test]
     fn combinators() {
-        let s = Schema::compile(&json!({"anyOf": [{"type": "string"}, {"type": "integer"}], "not": {"const": 3}})).expect("ok");
+        let s = Schema::compile(
+            &json!({"anyOf": [{"type": "string"}, {"type": "integer"}], "not": {"const": 3}}),
+        )
+        .expect("ok");
         assert!(s.validate(&json!("x"), "v").is_ok());
         assert!(s.validate(&json!(2), "v").is_ok());
         assert!(s.validate(&json!(3), "v").is_err());
         assert!(s.validate(&json!(2.5), "v").is_err());
-        let one = Schema::compile(&json!({"oneOf": [{"minimum": 0}, {"maximum": 10}]})).expect("ok");
+        let one =
+            Schema::compile(&json!({"oneOf": [{"minimum": 0}, {"maximum": 10}]})).expect("ok");
         assert!(one.validate(&json!(5), "v").is_err());
         assert!(one.validate(&json!(50), "v").is_ok());
-        let closed = Schema::compile(&json!({"properties": {"a": {}}, "additionalProperties": false})).expect("ok");
-        assert!(closed.validate(&json!({"b": 1}), "p").unwrap_err().contains("p.b: property is not in the plan"));
+        let closed =
+            Schema::compile(&json!({"properties": {"a": {}}, "additionalProperties": false}))
+                .expect("ok");
+        assert!(closed
+            .validate(&json!({"b": 1}), "p")
+            .unwrap_err()
+            .contains("p.b: property is not in the plan"));
     }
 }

@@ -63,12 +63,9 @@ struct Scanned {
 
 /// Reads a segment record by record from after its header, calling `each` for every whole,
 /// checksum-valid record, and stops at the first damage.
-fn scan(
-    path: &Path,
-    base: u64,
-    mut each: impl FnMut(u64, i64, u128),
-) -> Result<Scanned, LogError> {
-    let file = File::open(path).map_err(|e| LogError::io(format!("opening {}", path.display()), &e))?;
+fn scan(path: &Path, base: u64, mut each: impl FnMut(u64, i64, u128)) -> Result<Scanned, LogError> {
+    let file =
+        File::open(path).map_err(|e| LogError::io(format!("opening {}", path.display()), &e))?;
     let file_len = file
         .metadata()
         .map_err(|e| LogError::io(format!("reading {}", path.display()), &e))?
@@ -163,7 +160,8 @@ pub(crate) struct Recovered {
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let mut out = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), &e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), &e))?;
     for entry in entries {
         let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), &e))?;
         let name = entry.file_name();
@@ -246,7 +244,10 @@ pub(crate) fn recover(cfg: &LogConfig, now_ms: i64) -> Result<Recovered, LogErro
 /// Cuts the last segment after its last whole record (rewriting a torn header).
 fn repair_tail(path: &Path, base: u64, meta: &mut SegmentMeta) -> Result<(), LogError> {
     let ctx = |e: &std::io::Error| LogError::io(format!("repairing {}", path.display()), e);
-    let mut f = OpenOptions::new().write(true).open(path).map_err(|e| ctx(&e))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| ctx(&e))?;
     if meta.len < SEGMENT_HEADER_LEN {
         f.set_len(0).map_err(|e| ctx(&e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| ctx(&e))?;
@@ -362,7 +363,9 @@ fn read_segment(
         }
         let rec_off = le_u64(&body);
         if rec_off != offset {
-            return Err(corrupt(format!("found offset {rec_off} where {offset} belongs")));
+            return Err(corrupt(format!(
+                "found offset {rec_off} where {offset} belongs"
+            )));
         }
         let mut k = [0u8; 16];
         k.copy_from_slice(&body[16..32]);

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::dedup::DedupIndex;
 use crate::segment::{self, INDEX_EVERY_BYTES, RECORD_OVERHEAD};
 use crate::{
-    AppendCallback, Appended, Command, LogConfig, LogError, NewRecord, RetentionReport, SegmentMeta,
-    Shared,
+    AppendCallback, Appended, Command, LogConfig, LogError, NewRecord, RetentionReport,
+    SegmentMeta, Shared,
 };
 
 pub(crate) struct Writer {
@@ -136,7 +136,13 @@ impl Writer {
                 self.active.index.push((self.next_offset, pos));
                 self.last_indexed = Some(pos);
             }
-            segment::encode(&mut self.buf, self.next_offset, r.time_ms, r.key, &r.payload);
+            segment::encode(
+                &mut self.buf,
+                self.next_offset,
+                r.time_ms,
+                r.key,
+                &r.payload,
+            );
             self.dedup.insert(r.key, r.time_ms);
             self.active.max_time_ms = self.active.max_time_ms.max(r.time_ms);
             results.push(Appended::At(self.next_offset));
@@ -165,7 +171,9 @@ impl Writer {
         if let Ok(mut segs) = self.shared.segments.write() {
             segs.insert(self.active.base, self.active.clone());
         }
-        self.shared.total_bytes.fetch_add(written, Ordering::Relaxed);
+        self.shared
+            .total_bytes
+            .fetch_add(written, Ordering::Relaxed);
         self.shared
             .end_offset
             .store(self.next_offset, Ordering::Release);

@@ -69,17 +69,33 @@ fn dedup_survives_restart_and_expires_with_the_window() {
     let mut cfg = small_cfg(dir.path());
     cfg.dedup_window_ms = 10_000;
     let key = 0xfeed_u128;
-    let at = |t: i64| NewRecord { time_ms: t, key, payload: b"x".to_vec() };
+    let at = |t: i64| NewRecord {
+        time_ms: t,
+        key,
+        payload: b"x".to_vec(),
+    };
     {
         let log = Log::open(cfg.clone(), 0).expect("open");
-        assert_eq!(log.append_blocking(vec![at(1_000)]).expect("a"), vec![Appended::At(0)]);
-        assert_eq!(log.append_blocking(vec![at(1_001), at(1_002)]).expect("b"), vec![Appended::Duplicate; 2]);
+        assert_eq!(
+            log.append_blocking(vec![at(1_000)]).expect("a"),
+            vec![Appended::At(0)]
+        );
+        assert_eq!(
+            log.append_blocking(vec![at(1_001), at(1_002)]).expect("b"),
+            vec![Appended::Duplicate; 2]
+        );
     }
     let log = Log::open(cfg.clone(), 5_000).expect("reopen inside the window");
-    assert_eq!(log.append_blocking(vec![at(5_000)]).expect("c"), vec![Appended::Duplicate]);
+    assert_eq!(
+        log.append_blocking(vec![at(5_000)]).expect("c"),
+        vec![Appended::Duplicate]
+    );
     drop(log);
     let log = Log::open(cfg, 20_000).expect("reopen after the window");
-    assert_eq!(log.append_blocking(vec![at(20_000)]).expect("d"), vec![Appended::At(1)]);
+    assert_eq!(
+        log.append_blocking(vec![at(20_000)]).expect("d"),
+        vec![Appended::At(1)]
+    );
     assert_eq!(log.stats().duplicates, 0, "counter is per process");
 }
 
@@ -91,16 +107,27 @@ fn retention_removes_old_and_oversized_closed_segments_only() {
     let log = Log::open(cfg.clone(), 0).expect("open");
     for i in 0..60u64 {
         let t = if i < 30 { 1_000 } else { 500_000 };
-        log.append_blocking(vec![NewRecord { time_ms: t, key: 0, payload: vec![7; 300] }]).expect("append");
+        log.append_blocking(vec![NewRecord {
+            time_ms: t,
+            key: 0,
+            payload: vec![7; 300],
+        }])
+        .expect("append");
     }
     let before = log.stats();
     let report = log.enforce_retention(550_000).expect("retention");
     let after = log.stats();
     assert!(report.segments_removed > 0);
-    assert!(after.start_offset > 0 && after.start_offset <= 30, "{after:?}");
+    assert!(
+        after.start_offset > 0 && after.start_offset <= 30,
+        "{after:?}"
+    );
     assert_eq!(after.end_offset, before.end_offset);
     assert_eq!(after.total_bytes, before.total_bytes - report.bytes_removed);
-    assert!(matches!(log.read(0, 1), Err(niyet_log::LogError::BeforeStart { .. })));
+    assert!(matches!(
+        log.read(0, 1),
+        Err(niyet_log::LogError::BeforeStart { .. })
+    ));
     assert_eq!(read_all(&log).len() as u64, 60 - after.start_offset);
     drop(log);
 
@@ -111,13 +138,18 @@ fn retention_removes_old_and_oversized_closed_segments_only() {
     let s = log.stats();
     assert!(s.total_bytes <= 5_000 + 4_096, "{s:?}");
     assert!(s.segments >= 1);
-    assert_eq!(read_all(&log).last().map(|r| r.offset), Some(59), "the newest records stay");
+    assert_eq!(
+        read_all(&log).last().map(|r| r.offset),
+        Some(59),
+        "the newest records stay"
+    );
 }
 
 #[test]
 fn concurrent_appenders_share_commits_and_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = std::sync::Arc::new(Log::open(niyet_log::LogConfig::new(dir.path()), 0).expect("open"));
+    let log =
+        std::sync::Arc::new(Log::open(niyet_log::LogConfig::new(dir.path()), 0).expect("open"));
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
             let log = log.clone();

@@ -21,15 +21,18 @@ use axum::Router;
 use niyet_ingest::{parse_envelope, Disposition, Endpoint, MessageType, NormalizeCtx, Outcome};
 use niyet_log::{Appended, NewRecord, Record};
 use niyet_model::time::format_rfc3339_millis;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::quarantine::Status;
+use crate::quarantine::{Item, Status};
 use crate::{append, ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(status_page))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/events", get(events))
@@ -59,7 +62,12 @@ fn authorize(st: &AppState, h: &HeaderMap) -> Result<(), ApiError> {
             "missing_admin_token",
             "the admin API needs 'Authorization: Bearer <admin token>'",
         )),
-        Some(t) if !st.admin_token.is_empty() && constant_time_eq(t.as_bytes(), st.admin_token.as_bytes()) => Ok(()),
+        Some(t)
+            if !st.admin_token.is_empty()
+                && constant_time_eq(t.as_bytes(), st.admin_token.as_bytes()) =>
+        {
+            Ok(())
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_admin_token",
@@ -68,9 +76,15 @@ fn authorize(st: &AppState, h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("task failed: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("task failed: {e}"),
+        )
     })?
 }
 
@@ -114,7 +128,11 @@ struct TypeAndName {
 /// Most records one `/v1/events` call looks at when filtering.
 const SCAN_BUDGET: u64 = 100_000;
 
-async fn events(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+async fn events(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
     authorize(&st, &h)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     if let Some(t) = &q.kind {
@@ -136,7 +154,9 @@ async fn events(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<E
             match serde_json::from_slice::<TypeAndName>(&r.payload) {
                 Ok(te) => {
                     q.kind.as_ref().is_none_or(|k| *k == te.kind)
-                        && q.event.as_ref().is_none_or(|e| Some(e) == te.event.as_ref())
+                        && q.event
+                            .as_ref()
+                            .is_none_or(|e| Some(e) == te.event.as_ref())
                 }
                 Err(_) => false,
             }
@@ -145,7 +165,13 @@ async fn events(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<E
             Some(o) => (o.max(stats.start_offset), false),
             None => {
                 let window = if filtered { SCAN_BUDGET } else { limit as u64 };
-                (stats.end_offset.saturating_sub(window).max(stats.start_offset), true)
+                (
+                    stats
+                        .end_offset
+                        .saturating_sub(window)
+                        .max(stats.start_offset),
+                    true,
+                )
             }
         };
         let mut out: Vec<Record> = Vec::new();
@@ -174,7 +200,8 @@ async fn events(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<E
                 }
             }
         }
-        let mut body = Vec::with_capacity(out.iter().map(|r| r.payload.len() + 64).sum::<usize>() + 128);
+        let mut body =
+            Vec::with_capacity(out.iter().map(|r| r.payload.len() + 64).sum::<usize>() + 128);
         body.extend_from_slice(b"{\"events\":[");
         for (i, r) in out.iter().enumerate() {
             if i > 0 {
@@ -192,7 +219,8 @@ async fn events(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<E
         let _ = write!(
             Sink(&mut body),
             "],\"next_offset\":{next},\"start_offset\":{},\"end_offset\":{}}}",
-            stats.start_offset, stats.end_offset
+            stats.start_offset,
+            stats.end_offset
         );
         Ok(body)
     })
@@ -215,15 +243,6 @@ struct QuarantineQuery {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct QuarantineItem {
-    id: u64,
-    status: Status,
-    replayed_offset: Option<u64>,
-    #[serde(flatten)]
-    entry: crate::quarantine::Entry,
-}
-
 fn parse_status(s: &str) -> Result<Option<Status>, ApiError> {
     Ok(Some(match s {
         "pending" => Status::Pending,
@@ -240,7 +259,11 @@ fn parse_status(s: &str) -> Result<Option<Status>, ApiError> {
     }))
 }
 
-async fn quarantine_list(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q): Query<QuarantineQuery>) -> Result<Response, ApiError> {
+async fn quarantine_list(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<QuarantineQuery>,
+) -> Result<Response, ApiError> {
     authorize(&st, &h)?;
     let status = parse_status(q.status.as_deref().unwrap_or("pending"))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -251,25 +274,36 @@ async fn quarantine_list(State(st): State<Arc<AppState>>, h: HeaderMap, Query(q)
             .map_err(|e| ApiError::from_log(&e))
     })
     .await?;
-    let next = items.last().map(|i| i.0 + 1);
-    let items: Vec<QuarantineItem> = items
-        .into_iter()
-        .map(|(id, status, replayed_offset, entry)| QuarantineItem { id, status, replayed_offset, entry })
-        .collect();
+    let next = items.last().map(|i| i.id + 1);
     Ok(axum::Json(serde_json::json!({"items": items, "next_from": next})).into_response())
 }
 
 fn not_found(id: u64) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no quarantined message with id {id}"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no quarantined message with id {id}"),
+    )
 }
 
-async fn quarantine_get(State(st): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
+async fn quarantine_get(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
     authorize(&st, &h)?;
     let st2 = st.clone();
-    let entry = blocking(move || st2.quarantine.get(id).map_err(|e| ApiError::from_log(&e))).await?;
+    let entry =
+        blocking(move || st2.quarantine.get(id).map_err(|e| ApiError::from_log(&e))).await?;
     let (status, replayed_offset) = st.quarantine.status(id).ok_or_else(|| not_found(id))?;
     let entry = entry.ok_or_else(|| not_found(id))?;
-    Ok(axum::Json(QuarantineItem { id, status, replayed_offset, entry }).into_response())
+    Ok(axum::Json(Item {
+        id,
+        status,
+        replayed_offset,
+        entry,
+    })
+    .into_response())
 }
 
 fn conflict_if_settled(st: &AppState, id: u64) -> Result<(), ApiError> {
@@ -279,12 +313,24 @@ fn conflict_if_settled(st: &AppState, id: u64) -> Result<(), ApiError> {
         Some((s, _)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_settled",
-            format!("quarantined message {id} is already {}", if s == Status::Replayed { "replayed" } else { "discarded" }),
+            format!(
+                "quarantined message {id} is already {}",
+                if s == Status::Replayed {
+                    "replayed"
+                } else {
+                    "discarded"
+                }
+            ),
         )),
     }
 }
 
-async fn quarantine_replay(State(st): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Result<Response, ApiError> {
+async fn quarantine_replay(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     authorize(&st, &h)?;
     conflict_if_settled(&st, id)?;
     let st2 = st.clone();
@@ -296,7 +342,8 @@ async fn quarantine_replay(State(st): State<Arc<AppState>>, h: HeaderMap, Path(i
     } else {
         body.to_vec()
     };
-    niyet_ingest::body::check_depth(&message).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.kind.code(), e.message))?;
+    niyet_ingest::body::check_depth(&message)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.kind.code(), e.message))?;
     let endpoint = match entry.endpoint_type.as_deref().and_then(MessageType::parse) {
         Some(t) => Endpoint::Single(t),
         None => Endpoint::Batch,
@@ -327,18 +374,32 @@ async fn quarantine_replay(State(st): State<Arc<AppState>>, h: HeaderMap, Path(i
     let normalized = match outcome {
         Some(Outcome::Valid(n)) => n,
         Some(Outcome::Invalid(i)) => {
-            let what = if i.disposition == Disposition::Reject { "rejected by the tracking plan" } else { "still invalid" };
+            let what = if i.disposition == Disposition::Reject {
+                "rejected by the tracking plan"
+            } else {
+                "still invalid"
+            };
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "still_invalid",
                 format!("the message is {what}: {}", i.reason),
             ));
         }
-        None => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "no message to replay")),
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "no message to replay",
+            ))
+        }
     };
     let appended = append(
         &st.log,
-        vec![NewRecord { time_ms: now, key: normalized.dedup_key, payload: normalized.payload }],
+        vec![NewRecord {
+            time_ms: now,
+            key: normalized.dedup_key,
+            payload: normalized.payload,
+        }],
     )
     .await
     .map_err(|e| ApiError::from_log(&e))?;
@@ -357,7 +418,11 @@ async fn quarantine_replay(State(st): State<Arc<AppState>>, h: HeaderMap, Path(i
     .into_response())
 }
 
-async fn quarantine_discard(State(st): State<Arc<AppState>>, h: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
+async fn quarantine_discard(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
     authorize(&st, &h)?;
     conflict_if_settled(&st, id)?;
     st.quarantine
@@ -372,7 +437,10 @@ async fn status_page(State(st): State<Arc<AppState>>) -> Html<String> {
     use std::sync::atomic::Ordering::Relaxed;
     let s = st.log.stats();
     let m = &st.metrics;
-    let ready = st.log.poison_reason().map_or("ready".to_string(), |w| format!("NOT READY: {w}"));
+    let ready = st
+        .log
+        .poison_reason()
+        .map_or("ready".to_string(), |w| format!("NOT READY: {w}"));
     let mut html = String::with_capacity(4096);
     let _ = write!(
         html,
@@ -397,7 +465,10 @@ code{{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}}
         ("log segments", s.segments as u64),
         ("group commits", s.commits),
     ] {
-        let _ = write!(html, r#"<div class="card"><div class="n">{v}</div><div class="l">{label}</div></div>"#);
+        let _ = write!(
+            html,
+            r#"<div class="card"><div class="n">{v}</div><div class="l">{label}</div></div>"#
+        );
     }
     html.push_str(
         r#"</div><p>Admin API (with <code>Authorization: Bearer &lt;admin token&gt;</code>):

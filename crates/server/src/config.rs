@@ -195,9 +195,9 @@ impl Config {
     /// `NIYET_ADMIN_TOKEN`, `NIYET_WRITE_KEY` for a source named `default`).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("NIYET_LISTEN") {
-            self.listen = v.parse().map_err(|e| {
-                ConfigError::Invalid(vec![format!("NIYET_LISTEN '{v}': {e}")])
-            })?;
+            self.listen = v
+                .parse()
+                .map_err(|e| ConfigError::Invalid(vec![format!("NIYET_LISTEN '{v}': {e}")]))?;
         }
         if let Some(v) = get("NIYET_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -244,9 +244,10 @@ impl Config {
                     Ok(plan) => {
                         plans.insert(s.name.clone(), plan);
                     }
-                    Err(errs) => problems.extend(errs.into_iter().map(|e| {
-                        format!("sources[{i}] ('{}') tracking_plan: {e}", s.name)
-                    })),
+                    Err(errs) => problems.extend(
+                        errs.into_iter()
+                            .map(|e| format!("sources[{i}] ('{}') tracking_plan: {e}", s.name)),
+                    ),
                 }
             }
         }

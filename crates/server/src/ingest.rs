@@ -83,7 +83,7 @@ fn bad(e: IngestError) -> ApiError {
     ApiError::new(status, e.kind.code(), e.message)
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -101,7 +101,12 @@ fn basic_user(h: &HeaderMap) -> Option<String> {
     Some(s.split_once(':').map_or(s.as_str(), |(u, _)| u).to_string())
 }
 
-async fn handle(State(st): State<Arc<AppState>>, h: HeaderMap, b: Body, endpoint: Endpoint) -> Response {
+async fn handle(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    b: Body,
+    endpoint: Endpoint,
+) -> Response {
     let started = Instant::now();
     let r = ingest(&st, &h, b, endpoint).await;
     let resp = match r {
@@ -116,7 +121,12 @@ async fn handle(State(st): State<Arc<AppState>>, h: HeaderMap, b: Body, endpoint
     resp
 }
 
-async fn ingest(st: &AppState, h: &HeaderMap, b: Body, endpoint: Endpoint) -> Result<IngestResponse, ApiError> {
+async fn ingest(
+    st: &AppState,
+    h: &HeaderMap,
+    b: Body,
+    endpoint: Endpoint,
+) -> Result<IngestResponse, ApiError> {
     let limit = match endpoint {
         Endpoint::Batch => st.limits.max_batch_bytes,
         Endpoint::Single(_) => st.limits.max_message_bytes,
@@ -137,7 +147,11 @@ async fn ingest(st: &AppState, h: &HeaderMap, b: Body, endpoint: Endpoint) -> Re
         if is_length_limit(&e) {
             too_large()
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("request body could not be read: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                format!("request body could not be read: {e}"),
+            )
         }
     })?;
     st.metrics
@@ -249,15 +263,29 @@ async fn ingest(st: &AppState, h: &HeaderMap, b: Body, endpoint: Endpoint) -> Re
     let (events, quarantined) = tokio::join!(events, quarantined);
     let events = events.map_err(|e| ApiError::from_log(&e))?;
     quarantined.map_err(|e| ApiError::from_log(&e))?;
-    let duplicates = events.iter().filter(|a| matches!(a, Appended::Duplicate)).count();
+    let duplicates = events
+        .iter()
+        .filter(|a| matches!(a, Appended::Duplicate))
+        .count();
     let accepted = n_valid - duplicates;
-    st.metrics.events_accepted.fetch_add(accepted as u64, Ordering::Relaxed);
-    st.metrics.events_duplicate.fetch_add(duplicates as u64, Ordering::Relaxed);
-    st.metrics.events_quarantined.fetch_add(n_quarantined as u64, Ordering::Relaxed);
-    st.metrics.events_rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+    st.metrics
+        .events_accepted
+        .fetch_add(accepted as u64, Ordering::Relaxed);
+    st.metrics
+        .events_duplicate
+        .fetch_add(duplicates as u64, Ordering::Relaxed);
+    st.metrics
+        .events_quarantined
+        .fetch_add(n_quarantined as u64, Ordering::Relaxed);
+    st.metrics
+        .events_rejected
+        .fetch_add(rejected as u64, Ordering::Relaxed);
 
     if n_valid == 0 {
-        let first = errors.first().map(|e| format!("message {}: {}", e.index, e.message)).unwrap_or_default();
+        let first = errors
+            .first()
+            .map(|e| format!("message {}: {}", e.index, e.message))
+            .unwrap_or_default();
         let kept = if n_quarantined > 0 {
             format!("; {n_quarantined} kept in quarantine")
         } else {

@@ -184,7 +184,10 @@ impl Server {
         lc.dedup_window_ms = (cfg.log.dedup_window_hours * 3_600_000) as i64;
         lc.dedup_max_keys = cfg.log.dedup_max_keys;
         lc.retention_max_age_ms = cfg.log.retention_days.map(|d| (d * 86_400_000) as i64);
-        lc.retention_max_bytes = cfg.log.retention_max_gb.map(|g| (g * (1u64 << 30) as f64) as u64);
+        lc.retention_max_bytes = cfg
+            .log
+            .retention_max_gb
+            .map(|g| (g * (1u64 << 30) as f64) as u64);
         let data_dir = cfg.data_dir.clone();
         let (log, qlog) = tokio::task::spawn_blocking(move || {
             let log = Log::open(lc, now)?;
@@ -250,7 +253,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then finishes queued appends and closes the log.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let state = self.state.clone();
         let retention = tokio::spawn(retention_loop(state.clone(), self.retention_every));
         let app = router(state.clone());

@@ -56,17 +56,27 @@ impl Metrics {
     pub fn render(&self, log: &LogStats, quarantine_pending: usize, poisoned: bool) -> String {
         let mut o = String::with_capacity(4096);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(o, "# HELP niyet_ingest_requests_total Ingest requests by HTTP status.");
+        let _ = writeln!(
+            o,
+            "# HELP niyet_ingest_requests_total Ingest requests by HTTP status."
+        );
         let _ = writeln!(o, "# TYPE niyet_ingest_requests_total counter");
         for (i, s) in STATUSES.iter().enumerate() {
-            let _ = writeln!(o, "niyet_ingest_requests_total{{status=\"{s}\"}} {}", get(&self.requests[i]));
+            let _ = writeln!(
+                o,
+                "niyet_ingest_requests_total{{status=\"{s}\"}} {}",
+                get(&self.requests[i])
+            );
         }
         let _ = writeln!(
             o,
             "niyet_ingest_requests_total{{status=\"other\"}} {}",
             get(&self.requests[STATUSES.len()])
         );
-        let _ = writeln!(o, "# HELP niyet_ingest_events_total Messages received, by outcome.");
+        let _ = writeln!(
+            o,
+            "# HELP niyet_ingest_events_total Messages received, by outcome."
+        );
         let _ = writeln!(o, "# TYPE niyet_ingest_events_total counter");
         for (label, v) in [
             ("accepted", &self.events_accepted),
@@ -74,30 +84,82 @@ impl Metrics {
             ("quarantined", &self.events_quarantined),
             ("rejected", &self.events_rejected),
         ] {
-            let _ = writeln!(o, "niyet_ingest_events_total{{outcome=\"{label}\"}} {}", get(v));
+            let _ = writeln!(
+                o,
+                "niyet_ingest_events_total{{outcome=\"{label}\"}} {}",
+                get(v)
+            );
         }
-        let _ = writeln!(o, "# HELP niyet_ingest_bytes_total Request body bytes received.");
+        let _ = writeln!(
+            o,
+            "# HELP niyet_ingest_bytes_total Request body bytes received."
+        );
         let _ = writeln!(o, "# TYPE niyet_ingest_bytes_total counter");
         let _ = writeln!(o, "niyet_ingest_bytes_total {}", get(&self.bytes_received));
-        let _ = writeln!(o, "# HELP niyet_ingest_ack_seconds Time from request to durable acknowledgement.");
+        let _ = writeln!(
+            o,
+            "# HELP niyet_ingest_ack_seconds Time from request to durable acknowledgement."
+        );
         let _ = writeln!(o, "# TYPE niyet_ingest_ack_seconds histogram");
         let mut cumulative = 0;
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative += get(&self.latency_buckets[i]);
-            let _ = writeln!(o, "niyet_ingest_ack_seconds_bucket{{le=\"{b}\"}} {cumulative}");
+            let _ = writeln!(
+                o,
+                "niyet_ingest_ack_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
         }
         let count = get(&self.latency_count);
         let _ = writeln!(o, "niyet_ingest_ack_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(o, "niyet_ingest_ack_seconds_sum {}", get(&self.latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(
+            o,
+            "niyet_ingest_ack_seconds_sum {}",
+            get(&self.latency_sum_us) as f64 / 1e6
+        );
         let _ = writeln!(o, "niyet_ingest_ack_seconds_count {count}");
         for (name, help, kind, v) in [
-            ("niyet_log_bytes", "Bytes in the event log.", "gauge", log.total_bytes),
-            ("niyet_log_segments", "Segment files in the event log.", "gauge", log.segments as u64),
-            ("niyet_log_start_offset", "First offset held by the log.", "gauge", log.start_offset),
-            ("niyet_log_end_offset", "Offset of the next event.", "gauge", log.end_offset),
-            ("niyet_log_commits_total", "Group commits (fsyncs) since start.", "counter", log.commits),
-            ("niyet_quarantine_pending", "Quarantined events not yet replayed.", "gauge", quarantine_pending as u64),
-            ("niyet_log_poisoned", "1 when the log refuses writes after an I/O failure.", "gauge", u64::from(poisoned)),
+            (
+                "niyet_log_bytes",
+                "Bytes in the event log.",
+                "gauge",
+                log.total_bytes,
+            ),
+            (
+                "niyet_log_segments",
+                "Segment files in the event log.",
+                "gauge",
+                log.segments as u64,
+            ),
+            (
+                "niyet_log_start_offset",
+                "First offset held by the log.",
+                "gauge",
+                log.start_offset,
+            ),
+            (
+                "niyet_log_end_offset",
+                "Offset of the next event.",
+                "gauge",
+                log.end_offset,
+            ),
+            (
+                "niyet_log_commits_total",
+                "Group commits (fsyncs) since start.",
+                "counter",
+                log.commits,
+            ),
+            (
+                "niyet_quarantine_pending",
+                "Quarantined events not yet replayed.",
+                "gauge",
+                quarantine_pending as u64,
+            ),
+            (
+                "niyet_log_poisoned",
+                "1 when the log refuses writes after an I/O failure.",
+                "gauge",
+                u64::from(poisoned),
+            ),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
@@ -117,7 +179,14 @@ mod tests {
         m.ack_latency(20_000_000);
         m.request(200);
         m.request(418);
-        let stats = LogStats { start_offset: 0, end_offset: 5, total_bytes: 10, segments: 1, duplicates: 0, commits: 2 };
+        let stats = LogStats {
+            start_offset: 0,
+            end_offset: 5,
+            total_bytes: 10,
+            segments: 1,
+            duplicates: 0,
+            commits: 2,
+        };
         let text = m.render(&stats, 3, false);
         assert!(text.contains("niyet_ingest_ack_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("niyet_ingest_ack_seconds_bucket{le=\"0.002\"} 2\n"));

@@ -49,6 +49,20 @@ pub enum Status {
     Discarded,
 }
 
+/// An entry with its state, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// Its id (position in the quarantine log).
+    pub id: u64,
+    /// Pending, replayed or discarded.
+    pub status: Status,
+    /// Where it landed in the event log, once replayed.
+    pub replayed_offset: Option<u64>,
+    /// The stored entry.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
 /// The quarantine store.
 pub struct Quarantine {
     log: Log,
@@ -76,7 +90,9 @@ impl Quarantine {
                     Ok(Stored::Discarded { id }) => {
                         state.insert(id, (Status::Discarded, None));
                     }
-                    Err(e) => tracing::warn!(offset = r.offset, error = %e, "unreadable quarantine record"),
+                    Err(e) => {
+                        tracing::warn!(offset = r.offset, error = %e, "unreadable quarantine record")
+                    }
                 }
             }
         }
@@ -113,7 +129,13 @@ impl Quarantine {
     }
 
     /// Records the fate of an entry.
-    pub async fn settle(&self, id: u64, status: Status, offset: Option<u64>, now_ms: i64) -> Result<(), LogError> {
+    pub async fn settle(
+        &self,
+        id: u64,
+        status: Status,
+        offset: Option<u64>,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         let stored = match status {
             Status::Replayed => Stored::Replayed { id, offset },
             Status::Discarded => Stored::Discarded { id },
@@ -164,7 +186,7 @@ impl Quarantine {
         from: u64,
         limit: usize,
         status: Option<Status>,
-    ) -> Result<Vec<(u64, Status, Option<u64>, Entry)>, LogError> {
+    ) -> Result<Vec<Item>, LogError> {
         let ids: Vec<(u64, Status, Option<u64>)> = self
             .state
             .lock()
@@ -178,8 +200,13 @@ impl Quarantine {
             .unwrap_or_default();
         let mut out = Vec::with_capacity(ids.len());
         for (id, st, off) in ids {
-            if let Some(e) = self.get(id)? {
-                out.push((id, st, off, e));
+            if let Some(entry) = self.get(id)? {
+                out.push(Item {
+                    id,
+                    status: st,
+                    replayed_offset: off,
+                    entry,
+                });
             }
         }
         Ok(out)

@@ -43,7 +43,10 @@ async fn events_quarantine_replay_and_dedup_across_restart() {
     assert_eq!(v["accepted"], 4);
     assert_eq!(v["quarantined"], 1);
     assert_eq!(v["errors"][0]["code"], "schema_violation");
-    assert!(v["errors"][0]["message"].as_str().unwrap_or_default().contains("properties.revenue: expected number"));
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("properties.revenue: expected number"));
 
     // Filters and tail.
     let (_, v) = admin_get(&format!("{base}/v1/events?type=track")).await;
@@ -51,8 +54,17 @@ async fn events_quarantine_replay_and_dedup_across_restart() {
     let (_, v) = admin_get(&format!("{base}/v1/events?event=Order%20Completed")).await;
     assert_eq!(v["events"][0]["event"]["messageId"], "m-order");
     let (_, v) = admin_get(&format!("{base}/v1/events?limit=2")).await;
-    let tail: Vec<&str> = v["events"].as_array().expect("events").iter().filter_map(|e| e["event"]["messageId"].as_str()).collect();
-    assert_eq!(tail, vec!["m-order", "m-id"], "without offset: the newest, oldest first");
+    let tail: Vec<&str> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event"]["messageId"].as_str())
+        .collect();
+    assert_eq!(
+        tail,
+        vec!["m-order", "m-id"],
+        "without offset: the newest, oldest first"
+    );
     let (_, v) = admin_get(&format!("{base}/v1/events?offset=1&limit=1")).await;
     assert_eq!(v["events"][0]["offset"], 1);
     assert_eq!(v["next_offset"], 2);
@@ -66,34 +78,75 @@ async fn events_quarantine_replay_and_dedup_across_restart() {
     assert_eq!(item["status"], "pending");
     assert_eq!(item["source"], "web");
     let http = client();
-    let r = http.post(format!("{base}/v1/quarantine/{id}/replay")).bearer_auth(ADMIN).send().await.expect("replay");
+    let r = http
+        .post(format!("{base}/v1/quarantine/{id}/replay"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("replay");
     assert_eq!(r.status().as_u16(), 422);
     let fixed = json!({"type": "track", "userId": "u1", "event": "Order Completed", "properties": {"revenue": 120}, "messageId": "m-bad-order"});
-    let r = http.post(format!("{base}/v1/quarantine/{id}/replay")).bearer_auth(ADMIN).body(fixed.to_string()).send().await.expect("replay");
+    let r = http
+        .post(format!("{base}/v1/quarantine/{id}/replay"))
+        .bearer_auth(ADMIN)
+        .body(fixed.to_string())
+        .send()
+        .await
+        .expect("replay");
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json().await.expect("json");
     assert_eq!(v["offset"], 4);
-    let r = http.post(format!("{base}/v1/quarantine/{id}/replay")).bearer_auth(ADMIN).body(fixed.to_string()).send().await.expect("again");
-    assert_eq!(r.status().as_u16(), 409, "a settled entry cannot be replayed twice");
+    let r = http
+        .post(format!("{base}/v1/quarantine/{id}/replay"))
+        .bearer_auth(ADMIN)
+        .body(fixed.to_string())
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "a settled entry cannot be replayed twice"
+    );
     let (_, q) = admin_get(&format!("{base}/v1/quarantine")).await;
     assert_eq!(q["items"].as_array().map(Vec::len), Some(0));
     let (_, q) = admin_get(&format!("{base}/v1/quarantine?status=replayed")).await;
     assert_eq!(q["items"][0]["replayed_offset"], 4);
 
     // The other source's plan rejects: nothing stored, nothing quarantined, 400 saying why.
-    let r = http.post(format!("{base}/v1/track")).basic_auth("pos-write-key", Some("")).body(r#"{"userId":"u9","event":"Mystery"}"#).send().await.expect("send");
+    let r = http
+        .post(format!("{base}/v1/track"))
+        .basic_auth("pos-write-key", Some(""))
+        .body(r#"{"userId":"u9","event":"Mystery"}"#)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 400);
     let v: serde_json::Value = r.json().await.expect("json");
-    assert!(v["message"].as_str().unwrap_or_default().contains("not in the tracking plan"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in the tracking plan"),
+        "{v}"
+    );
 
     // Dedup: a retried messageId is answered 200 and not stored again, also after a crash.
     let again = json!({"batch": [{"type": "track", "userId": "u1", "event": "Order Completed", "properties": {"revenue": 120}, "messageId": "m-order"}]}).to_string();
     let (s, v, _) = post(&batch, again.clone()).await;
-    assert_eq!((s, v["duplicates"].as_u64(), v["accepted"].as_u64()), (200, Some(1), Some(0)), "{v}");
+    assert_eq!(
+        (s, v["duplicates"].as_u64(), v["accepted"].as_u64()),
+        (200, Some(1), Some(0)),
+        "{v}"
+    );
     srv.kill9();
     srv.spawn();
     let (s, v, _) = post(&batch, again).await;
-    assert_eq!((s, v["duplicates"].as_u64()), (200, Some(1)), "dedup survives a restart: {v}");
+    assert_eq!(
+        (s, v["duplicates"].as_u64()),
+        (200, Some(1)),
+        "dedup survives a restart: {v}"
+    );
     let events = all_events(&base).await;
     assert_eq!(events.len(), 5);
     // Quarantine state survives too.
@@ -103,7 +156,9 @@ async fn events_quarantine_replay_and_dedup_across_restart() {
     // Stored events are normalised.
     let order = &events[2];
     assert_eq!(order["source"], "web");
-    assert!(order["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(order["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     assert!(order.get("writeKey").is_none());
 }
 
@@ -113,23 +168,52 @@ async fn admin_api_requires_the_admin_token_and_metrics_report() {
     let base = srv.url();
     let http = client();
     for path in ["/v1/events", "/v1/quarantine", "/v1/quarantine/0"] {
-        let r = http.get(format!("{base}{path}")).send().await.expect("send");
+        let r = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status().as_u16(), 401, "{path} without a token");
-        let r = http.get(format!("{base}{path}")).bearer_auth(WRITE_KEY).send().await.expect("send");
+        let r = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(WRITE_KEY)
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status().as_u16(), 401, "{path} with a write key");
         let v: serde_json::Value = r.json().await.expect("json");
         assert_eq!(v["code"], "invalid_admin_token");
     }
-    let r = http.post(format!("{base}/v1/quarantine/0/replay")).send().await.expect("send");
+    let r = http
+        .post(format!("{base}/v1/quarantine/0/replay"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 401);
-    let r = http.post(format!("{base}/v1/quarantine/99/discard")).bearer_auth(ADMIN).send().await.expect("send");
+    let r = http
+        .post(format!("{base}/v1/quarantine/99/discard"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 404);
 
-    let (s, _, _) = post(&format!("{base}/v1/identify"), r#"{"userId":"u1","traits":{"city":"İzmir"}}"#).await;
+    let (s, _, _) = post(
+        &format!("{base}/v1/identify"),
+        r#"{"userId":"u1","traits":{"city":"İzmir"}}"#,
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, _, _) = post(&format!("{base}/v1/track"), r#"{"event":"E"}"#).await;
     assert_eq!(s, 400);
-    let text = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for line in [
         "niyet_ingest_events_total{outcome=\"accepted\"} 1",
         "niyet_ingest_events_total{outcome=\"quarantined\"} 1",
@@ -139,8 +223,18 @@ async fn admin_api_requires_the_admin_token_and_metrics_report() {
         "niyet_quarantine_pending 1",
         "niyet_log_end_offset 1",
     ] {
-        assert!(text.lines().any(|l| l == line), "metrics lack {line:?}:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{text}"
+        );
     }
-    let page = http.get(format!("{base}/")).send().await.expect("page").text().await.expect("text");
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
     assert!(page.contains("events stored"));
 }

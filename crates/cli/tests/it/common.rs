@@ -39,7 +39,13 @@ impl TestServer {
             std::fs::write(&p, t).expect("write config");
             p
         });
-        let mut s = TestServer { child: None, port: free_port(), dir, _tmp: Some(tmp), config };
+        let mut s = TestServer {
+            child: None,
+            port: free_port(),
+            dir,
+            _tmp: Some(tmp),
+            config,
+        };
         s.spawn();
         s
     }
@@ -54,13 +60,22 @@ impl TestServer {
 
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_niyet"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
-            .arg(&self.dir)
-            .env("NIYET_ADMIN_TOKEN", ADMIN)
-            .env("NIYET_LOG", "warn")
-            .env_remove("NIYET_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.log_path()).map(Stdio::from).unwrap_or_else(|_| Stdio::null()));
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--data-dir",
+        ])
+        .arg(&self.dir)
+        .env("NIYET_ADMIN_TOKEN", ADMIN)
+        .env("NIYET_LOG", "warn")
+        .env_remove("NIYET_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(self.log_path())
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        );
         match &self.config {
             Some(c) => {
                 cmd.arg("--config").arg(c).env_remove("NIYET_WRITE_KEY");
@@ -78,7 +93,8 @@ impl TestServer {
         while Instant::now() < deadline {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
-                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let _ =
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
                 if buf.starts_with("HTTP/1.1 200") {
@@ -88,7 +104,10 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(30));
         }
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        panic!("server did not become healthy on port {}:\n{log}", self.port);
+        panic!(
+            "server did not become healthy on port {}:\n{log}",
+            self.port
+        );
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -100,7 +119,9 @@ impl TestServer {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -115,11 +136,24 @@ impl Drop for TestServer {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
 }
 
-pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value, reqwest::header::HeaderMap) {
-    let r = client().post(url).basic_auth(WRITE_KEY, Some("")).header("content-type", "application/json").body(body).send().await.expect("send");
+pub async fn post(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let r = client()
+        .post(url)
+        .basic_auth(WRITE_KEY, Some(""))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.expect("body");
@@ -128,7 +162,12 @@ pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value, req
 }
 
 pub async fn admin_get(url: &str) -> (u16, Value) {
-    let r = client().get(url).bearer_auth(ADMIN).send().await.expect("send");
+    let r = client()
+        .get(url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("send");
     let status = r.status().as_u16();
     (status, r.json().await.expect("json"))
 }

@@ -61,17 +61,39 @@ async fn acknowledged_events_survive_sigkill_and_retries_never_double() {
     for t in tasks {
         batches += t.await.expect("client task");
     }
-    assert!(batches > 50, "only {batches} batches were acknowledged; the test did not load the server");
+    assert!(
+        batches > 50,
+        "only {batches} batches were acknowledged; the test did not load the server"
+    );
 
     let events = all_events(&base).await;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for e in &events {
-        *seen.entry(e["messageId"].as_str().expect("messageId").to_string()).or_default() += 1;
+        *seen
+            .entry(e["messageId"].as_str().expect("messageId").to_string())
+            .or_default() += 1;
     }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| k.clone()).collect();
-    assert!(twice.is_empty(), "stored twice: {:?}", &twice[..twice.len().min(5)]);
+    let twice: Vec<_> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "stored twice: {:?}",
+        &twice[..twice.len().min(5)]
+    );
     let acked = acked.lock().expect("ledger");
-    let lost: Vec<_> = acked.iter().filter(|id| !seen.contains_key(*id)).cloned().collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|id| !seen.contains_key(*id))
+        .cloned()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert!(srv.is_running());
 }

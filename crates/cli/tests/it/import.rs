@@ -9,10 +9,17 @@ fn import(srv: &TestServer, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_niyet"))
         .arg("import")
         .args(args)
-        .args(["--url", &srv.url(), "--write-key", WRITE_KEY, "--no-progress"])
+        .args([
+            "--url",
+            &srv.url(),
+            "--write-key",
+            WRITE_KEY,
+            "--no-progress",
+        ])
         .output()
         .expect("run import");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "import failed: {text}");
     text
 }
@@ -28,14 +35,20 @@ async fn csv_and_ndjson_import_with_summary_and_idempotence() {
     let csv_s = csv.to_str().expect("path");
     let map_s = mapping.to_str().expect("path");
     let out = import(&srv, &[csv_s, "--mapping", map_s, "--delimiter", ";"]);
-    assert!(out.contains("3 lines read · 2 imported · 0 duplicates · 1 quarantined"), "{out}");
+    assert!(
+        out.contains("3 lines read · 2 imported · 0 duplicates · 1 quarantined"),
+        "{out}"
+    );
     let out = import(&srv, &[csv_s, "--mapping", map_s, "--delimiter", ";"]);
     assert!(out.contains("0 imported · 2 duplicates"), "{out}");
 
     let nd = dir.path().join("crm.ndjson");
     std::fs::write(&nd, "{\"type\":\"identify\",\"userId\":\"C-1\",\"traits\":{\"email\":\"c1@example.com\"}}\n\nnot json\n{\"userId\":\"C-2\",\"event\":\"Signed Up\"}\n").expect("ndjson");
     let out = import(&srv, &[nd.to_str().expect("path")]);
-    assert!(out.contains("3 lines read · 2 imported") && out.contains("1 unreadable"), "{out}");
+    assert!(
+        out.contains("3 lines read · 2 imported") && out.contains("1 unreadable"),
+        "{out}"
+    );
 
     let events = all_events(&srv.url()).await;
     assert_eq!(events.len(), 4);

@@ -6,7 +6,12 @@ use serde_json::{json, Value};
 const NOW: i64 = 1_763_806_530_000; // 2025-11-22T10:15:30Z
 
 fn ctx() -> NormalizeCtx<'static> {
-    NormalizeCtx { received_ms: NOW, source: "web", plan: None, request_seq: 7 }
+    NormalizeCtx {
+        received_ms: NOW,
+        source: "web",
+        plan: None,
+        request_seq: 7,
+    }
 }
 
 fn run(endpoint: Endpoint, body: &Value) -> Vec<Outcome> {
@@ -31,18 +36,21 @@ fn reason(o: &Outcome) -> String {
 
 #[test]
 fn a_batch_of_all_six_types_normalises() {
-    let out = run(Endpoint::Batch, &json!({
-        "writeKey": "secret",
-        "sentAt": "2025-11-22T10:15:30Z",
-        "batch": [
-            {"type": "identify", "userId": "u1", "traits": {"email": "a@b.c"}, "messageId": "m1"},
-            {"type": "track", "anonymousId": "a1", "userId": null, "event": "Order Completed", "properties": {"revenue": 12.5}, "messageId": "m2"},
-            {"type": "page", "userId": 42, "name": "Home", "messageId": "m3"},
-            {"type": "screen", "userId": "u1", "name": "Cart"},
-            {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}},
-            {"type": "alias", "userId": "u2", "previousUserId": "u1"}
-        ]
-    }));
+    let out = run(
+        Endpoint::Batch,
+        &json!({
+            "writeKey": "secret",
+            "sentAt": "2025-11-22T10:15:30Z",
+            "batch": [
+                {"type": "identify", "userId": "u1", "traits": {"email": "a@b.c"}, "messageId": "m1"},
+                {"type": "track", "anonymousId": "a1", "userId": null, "event": "Order Completed", "properties": {"revenue": 12.5}, "messageId": "m2"},
+                {"type": "page", "userId": 42, "name": "Home", "messageId": "m3"},
+                {"type": "screen", "userId": "u1", "name": "Cart"},
+                {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}},
+                {"type": "alias", "userId": "u2", "previousUserId": "u1"}
+            ]
+        }),
+    );
     assert_eq!(out.len(), 6);
     let v: Vec<Value> = out.iter().map(valid).collect();
     assert_eq!(v[0]["type"], "identify");
@@ -59,7 +67,9 @@ fn a_batch_of_all_six_types_normalises() {
         assert!(e.get("writeKey").is_none(), "the write key is never stored");
         assert!(e["messageId"].as_str().is_some_and(|s| !s.is_empty()));
     }
-    assert!(v[3]["messageId"].as_str().is_some_and(|s| s.starts_with("niyet-")));
+    assert!(v[3]["messageId"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("niyet-")));
 }
 
 #[test]
@@ -68,12 +78,16 @@ fn dedup_keys_are_per_source_and_message_id() {
         {"type": "track", "userId": "u", "event": "E", "messageId": "same"},
         {"type": "track", "userId": "u", "event": "E", "messageId": "same"},
         {"type": "track", "userId": "u", "event": "E"}
-    ]})).expect("json");
+    ]}))
+    .expect("json");
     let env = parse_envelope(Endpoint::Batch, &body).expect("env");
     let keys = |source: &'static str| -> Vec<u128> {
         env.normalize_all(&NormalizeCtx { source, ..ctx() })
             .into_iter()
-            .map(|o| match o { Outcome::Valid(n) => n.dedup_key, Outcome::Invalid(_) => panic!() })
+            .map(|o| match o {
+                Outcome::Valid(n) => n.dedup_key,
+                Outcome::Invalid(_) => panic!(),
+            })
             .collect()
     };
     let web = keys("web");
@@ -85,25 +99,37 @@ fn dedup_keys_are_per_source_and_message_id() {
 
 #[test]
 fn invalid_messages_say_which_field_and_what() {
-    let out = run(Endpoint::Batch, &json!({"batch": [
-        {"type": "track", "event": "E"},
-        {"type": "track", "userId": null, "anonymousId": null, "event": "E"},
-        {"type": "track", "userId": ["x"], "event": "E"},
-        {"type": "track", "userId": "u"},
-        {"type": "bogus", "userId": "u"},
-        {"userId": "u"},
-        {"type": "track", "userId": "u", "event": "E", "properties": [1]},
-        {"type": "track", "userId": "u", "event": "E", "timestamp": "yesterday"},
-        {"type": "group", "userId": "u"},
-        {"type": "alias", "userId": "u"},
-        "not an object",
-        {"type": "identify", "userId": "u", "traits": {"big": "x".repeat(40_000)}}
-    ]}));
+    let out = run(
+        Endpoint::Batch,
+        &json!({"batch": [
+            {"type": "track", "event": "E"},
+            {"type": "track", "userId": null, "anonymousId": null, "event": "E"},
+            {"type": "track", "userId": ["x"], "event": "E"},
+            {"type": "track", "userId": "u"},
+            {"type": "bogus", "userId": "u"},
+            {"userId": "u"},
+            {"type": "track", "userId": "u", "event": "E", "properties": [1]},
+            {"type": "track", "userId": "u", "event": "E", "timestamp": "yesterday"},
+            {"type": "group", "userId": "u"},
+            {"type": "alias", "userId": "u"},
+            "not an object",
+            {"type": "identify", "userId": "u", "traits": {"big": "x".repeat(40_000)}}
+        ]}),
+    );
     let reasons: Vec<String> = out.iter().map(reason).collect();
     let want = [
-        "userId/anonymousId", "userId/anonymousId", "userId: expected a string or number, got an array",
-        "event:", "type: unknown message type 'bogus'", "type: missing", "properties: expected an object, got an array",
-        "timestamp: 'yesterday'", "groupId", "previousUserId", "expected a JSON object", "limit is 32768",
+        "userId/anonymousId",
+        "userId/anonymousId",
+        "userId: expected a string or number, got an array",
+        "event:",
+        "type: unknown message type 'bogus'",
+        "type: missing",
+        "properties: expected an object, got an array",
+        "timestamp: 'yesterday'",
+        "groupId",
+        "previousUserId",
+        "expected a JSON object",
+        "limit is 32768",
     ];
     for (r, w) in reasons.iter().zip(want) {
         assert!(r.contains(w), "{r:?} should contain {w:?}");
@@ -116,11 +142,20 @@ fn request_level_errors() {
     let bad = e(Endpoint::Batch, "{\"batch\": [}");
     assert_eq!(bad.kind, ErrorKind::BadJson);
     assert!(bad.message.contains("line 1, column 12"), "{}", bad.message);
-    assert_eq!(e(Endpoint::Batch, "{\"batch\": []}").kind, ErrorKind::EmptyBatch);
-    assert_eq!(e(Endpoint::Batch, "{\"batch\": {}}").kind, ErrorKind::BadRequest);
+    assert_eq!(
+        e(Endpoint::Batch, "{\"batch\": []}").kind,
+        ErrorKind::EmptyBatch
+    );
+    assert_eq!(
+        e(Endpoint::Batch, "{\"batch\": {}}").kind,
+        ErrorKind::BadRequest
+    );
     assert_eq!(e(Endpoint::Batch, "{}").kind, ErrorKind::BadRequest);
     assert_eq!(e(Endpoint::Batch, "[1]").kind, ErrorKind::BadRequest);
-    assert_eq!(e(Endpoint::Single(MessageType::Track), "{\"writeKey\": 5}").kind, ErrorKind::BadRequest);
+    assert_eq!(
+        e(Endpoint::Single(MessageType::Track), "{\"writeKey\": 5}").kind,
+        ErrorKind::BadRequest
+    );
 }
 
 #[test]
@@ -135,10 +170,13 @@ fn single_endpoints_force_the_type_and_read_the_write_key() {
 
 #[test]
 fn batch_context_fills_messages_without_one() {
-    let out = run(Endpoint::Batch, &json!({"context": {"library": {"name": "x"}}, "batch": [
-        {"type": "track", "userId": "u", "event": "E"},
-        {"type": "track", "userId": "u", "event": "E", "context": {"ip": "1.2.3.4"}}
-    ]}));
+    let out = run(
+        Endpoint::Batch,
+        &json!({"context": {"library": {"name": "x"}}, "batch": [
+            {"type": "track", "userId": "u", "event": "E"},
+            {"type": "track", "userId": "u", "event": "E", "context": {"ip": "1.2.3.4"}}
+        ]}),
+    );
     assert_eq!(valid(&out[0])["context"]["library"]["name"], "x");
     assert_eq!(valid(&out[1])["context"], json!({"ip": "1.2.3.4"}));
 }
@@ -147,20 +185,39 @@ fn batch_context_fills_messages_without_one() {
 fn tracking_plan_decides() {
     use std::collections::HashMap;
     let mut events = HashMap::new();
-    events.insert("Order Completed".to_string(), json!({"required": ["revenue"]}));
-    let plan = TrackingPlan::new(&events, crate::PlanAction::Reject, crate::PlanAction::Quarantine).expect("plan");
+    events.insert(
+        "Order Completed".to_string(),
+        json!({"required": ["revenue"]}),
+    );
+    let plan = TrackingPlan::new(
+        &events,
+        crate::PlanAction::Reject,
+        crate::PlanAction::Quarantine,
+    )
+    .expect("plan");
     let body = serde_json::to_vec(&json!({"batch": [
         {"type": "track", "userId": "u", "event": "Order Completed", "properties": {"revenue": 1}},
         {"type": "track", "userId": "u", "event": "Order Completed", "properties": {}},
         {"type": "track", "userId": "u", "event": "Unplanned"},
         {"type": "identify", "userId": "u"}
-    ]})).expect("json");
+    ]}))
+    .expect("json");
     let env = parse_envelope(Endpoint::Batch, &body).expect("env");
-    let out = env.normalize_all(&NormalizeCtx { plan: Some(&plan), ..ctx() });
+    let out = env.normalize_all(&NormalizeCtx {
+        plan: Some(&plan),
+        ..ctx()
+    });
     assert!(matches!(out[0], Outcome::Valid(_)));
-    assert!(matches!(&out[1], Outcome::Invalid(i) if i.disposition == Disposition::Quarantine && i.code == "schema_violation"));
-    assert!(matches!(&out[2], Outcome::Invalid(i) if i.disposition == Disposition::Reject && i.code == "unplanned_event"));
-    assert!(matches!(out[3], Outcome::Valid(_)), "plans cover track events");
+    assert!(
+        matches!(&out[1], Outcome::Invalid(i) if i.disposition == Disposition::Quarantine && i.code == "schema_violation")
+    );
+    assert!(
+        matches!(&out[2], Outcome::Invalid(i) if i.disposition == Disposition::Reject && i.code == "unplanned_event")
+    );
+    assert!(
+        matches!(out[3], Outcome::Valid(_)),
+        "plans cover track events"
+    );
 }
 
 #[test]
