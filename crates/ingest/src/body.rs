@@ -126,21 +126,26 @@ fn percent_decode(s: &[u8]) -> Result<Vec<u8>, IngestError> {
 /// Refuses JSON nested deeper than [`MAX_DEPTH`], naming the byte where it happens.
 pub fn check_depth(body: &[u8]) -> Result<(), IngestError> {
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut esc = false;
-    for (i, &c) in body.iter().enumerate() {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if c == b'\\' {
-                esc = true;
-            } else if c == b'"' {
-                in_str = false;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip the string: jump between quotes and backslashes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
+                        None => return Ok(()),
+                        Some(j) if body[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j;
+                            break;
+                        }
+                    }
+                    if i >= body.len() {
+                        return Ok(());
+                    }
+                }
             }
-            continue;
-        }
-        match c {
-            b'"' => in_str = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -153,6 +158,7 @@ pub fn check_depth(body: &[u8]) -> Result<(), IngestError> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
 }
@@ -208,10 +214,65 @@ mod tests {
     #[test]
     fn depth() {
         assert!(check_depth(br#"{"a":[{"b":"[[[[["}]}"#).is_ok());
+        assert!(check_depth(br#"{"a":"\\"[[[[[[\\\\","b":1}"#).is_ok());
+        assert!(check_depth(br#"{"a":"unterminated [[["#).is_ok());
+        let deep_in_value = format!(
+            "{{\"a\":\"x\\\\\",\"b\":{}{}}}",
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        assert!(
+            check_depth(deep_in_value.as_bytes()).is_err(),
+            "an escaped backslash ends a string"
+        );
         let deep = "[".repeat(65) + &"]".repeat(65);
         assert_eq!(
             check_depth(deep.as_bytes()).map_err(|e| e.kind),
             Err(ErrorKind::TooDeep)
         );
+    }
+}
+
+#[cfg(test)]
+mod depth_reference {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain byte-by-byte scanner the fast one must agree with.
+    fn reference(body: &[u8]) -> bool {
+        let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+        for &c in body {
+            if in_str {
+                if esc {
+                    esc = false
+                } else if c == b'\\' {
+                    esc = true
+                } else if c == b'"' {
+                    in_str = false
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_str = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return false;
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    proptest! {
+        #[test]
+        fn fast_depth_check_matches_the_reference(
+            body in prop::collection::vec(prop::sample::select(b"[]{}\"\\ax".to_vec()), 0..400)
+        ) {
+            prop_assert_eq!(check_depth(&body).is_ok(), reference(&body));
+        }
     }
 }

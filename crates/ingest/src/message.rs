@@ -87,19 +87,68 @@ pub struct Envelope<'a> {
     pub write_key: Option<String>,
     sent_at_ms: Option<i64>,
     context: Option<&'a RawValue>,
-    items: Vec<&'a RawValue>,
+    messages: Vec<Msg<'a>>,
+    /// The request body (for single-message endpoints: the message itself).
+    source_text: &'a str,
+    /// Raw text of each batch item, computed only when an invalid one must be quarantined.
+    raw_items: std::cell::OnceCell<Vec<&'a RawValue>>,
     forced: Option<MessageType>,
 }
 
-impl Envelope<'_> {
+/// A batch item, read one level deep.
+#[derive(Debug)]
+enum Msg<'a> {
+    Object(Fields<'a>),
+    Broken(String),
+}
+
+impl<'a> Envelope<'a> {
     /// How many messages the request holds.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.messages.len()
     }
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.messages.is_empty()
     }
+
+    /// The message as received (for quarantine).
+    fn raw_of(&self, index: usize) -> &'a str {
+        if self.forced.is_some() {
+            return self.source_text;
+        }
+        self.raw_items
+            .get_or_init(|| {
+                serde_json::from_str::<Fields<'a>>(self.source_text)
+                    .ok()
+                    .and_then(|f| f.get("batch"))
+                    .and_then(|b| serde_json::from_str(b.get()).ok())
+                    .unwrap_or_default()
+            })
+            .get(index)
+            .map_or("", |r| r.get())
+    }
+}
+
+/// Reads batch items one by one, so that one broken item does not spoil the others.
+fn parse_items(batch: &RawValue) -> Result<(Vec<Msg<'_>>, Option<Vec<&RawValue>>), IngestError> {
+    let items: Vec<&RawValue> = serde_json::from_str(batch.get()).map_err(|e| json_error(&e))?;
+    let msgs = items
+        .iter()
+        .map(|raw| {
+            if !raw.get().starts_with('{') {
+                return Msg::Broken(format!(
+                    "message: expected a JSON object, got {}",
+                    json_kind(raw.get())
+                ));
+            }
+            match serde_json::from_str::<Fields<'_>>(raw.get()) {
+                Ok(f) => Msg::Object(f),
+                Err(e) => Msg::Broken(format!("message: {e}")),
+            }
+        })
+        .collect();
+    Ok((msgs, Some(items)))
 }
 
 /// What normalisation needs from outside.
@@ -187,14 +236,25 @@ pub fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Envelope<'_>, I
             format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
         )
     })?;
-    let root: &RawValue = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-    if !root.get().starts_with('{') {
+    if !text.trim_start().starts_with('{') {
+        serde_json::from_str::<&RawValue>(text).map_err(|e| json_error(&e))?;
         return Err(IngestError::new(
             ErrorKind::BadRequest,
             "body must be a JSON object",
         ));
     }
-    let fields: Fields<'_> = serde_json::from_str(root.get()).map_err(|e| json_error(&e))?;
+    // Fast path for batches: one pass from the bytes to the fields of every message.
+    let mut fast_messages = None;
+    let fields: Fields<'_> = match endpoint {
+        Endpoint::Batch => match serde_json::from_str::<FastBatch<'_>>(text) {
+            Ok(fb) => {
+                fast_messages = fb.batch;
+                fb.rest
+            }
+            Err(_) => serde_json::from_str(text).map_err(|e| json_error(&e))?,
+        },
+        Endpoint::Single(_) => serde_json::from_str(text).map_err(|e| json_error(&e))?,
+    };
     let write_key = match fields.get("writeKey") {
         Some(v) => match string_or_null(v) {
             Ok(k) => k,
@@ -215,32 +275,42 @@ pub fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Envelope<'_>, I
     };
     match endpoint {
         Endpoint::Batch => {
-            let Some(batch) = fields.get("batch") else {
-                return Err(IngestError::new(
-                    ErrorKind::BadRequest,
-                    "batch: missing; expected {\"batch\": [messages…]}",
-                ));
+            let (messages, raw) = match fast_messages {
+                Some(m) => (m.into_iter().map(Msg::Object).collect(), None),
+                None => {
+                    let Some(batch) = fields.get("batch") else {
+                        return Err(IngestError::new(
+                            ErrorKind::BadRequest,
+                            "batch: missing; expected {\"batch\": [messages…]}",
+                        ));
+                    };
+                    if !batch.get().starts_with('[') {
+                        return Err(IngestError::new(
+                            ErrorKind::BadRequest,
+                            "batch: expected an array of messages",
+                        ));
+                    }
+                    parse_items(batch)?
+                }
             };
-            if !batch.get().starts_with('[') {
-                return Err(IngestError::new(
-                    ErrorKind::BadRequest,
-                    "batch: expected an array of messages",
-                ));
-            }
-            let items: Vec<&RawValue> =
-                serde_json::from_str(batch.get()).map_err(|e| json_error(&e))?;
-            if items.is_empty() {
+            if messages.is_empty() {
                 return Err(IngestError::new(
                     ErrorKind::EmptyBatch,
                     "batch: the array is empty; send at least one message",
                 ));
             }
             let context = fields.get("context").filter(|c| c.get().starts_with('{'));
+            let raw_items = std::cell::OnceCell::new();
+            if let Some(r) = raw {
+                let _ = raw_items.set(r);
+            }
             Ok(Envelope {
                 write_key,
                 sent_at_ms,
                 context,
-                items,
+                messages,
+                source_text: text,
+                raw_items,
                 forced: None,
             })
         }
@@ -248,7 +318,9 @@ pub fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Envelope<'_>, I
             write_key,
             sent_at_ms,
             context: None,
-            items: vec![root],
+            messages: vec![Msg::Object(fields)],
+            source_text: text,
+            raw_items: std::cell::OnceCell::new(),
             forced: Some(t),
         }),
     }
@@ -257,10 +329,10 @@ pub fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Envelope<'_>, I
 impl Envelope<'_> {
     /// Validates and normalises every message.
     pub fn normalize_all(&self, ctx: &NormalizeCtx<'_>) -> Vec<Outcome> {
-        self.items
+        self.messages
             .iter()
             .enumerate()
-            .map(|(i, raw)| match self.normalize_one(i, raw, ctx) {
+            .map(|(i, msg)| match self.normalize_one(i, msg, ctx) {
                 Ok(n) => Outcome::Valid(n),
                 Err(inv) => Outcome::Invalid(inv),
             })
@@ -270,34 +342,30 @@ impl Envelope<'_> {
     fn normalize_one(
         &self,
         index: usize,
-        raw: &RawValue,
+        msg: &Msg<'_>,
         ctx: &NormalizeCtx<'_>,
     ) -> Result<Normalized, Invalid> {
-        let invalid = |code: &'static str, reason: String| Invalid {
-            index,
-            code,
-            reason,
-            raw: raw.get().as_bytes()[..raw.get().len().min(MAX_QUARANTINED_RAW)].to_vec(),
-            disposition: Disposition::Quarantine,
+        let invalid = |code: &'static str, reason: String| {
+            let raw = self.raw_of(index);
+            Invalid {
+                index,
+                code,
+                reason,
+                raw: raw.as_bytes()[..raw.len().min(MAX_QUARANTINED_RAW)].to_vec(),
+                disposition: Disposition::Quarantine,
+            }
         };
-        let text = raw.get();
-        if text.len() > MAX_MESSAGE_BYTES {
+        let fields = match msg {
+            Msg::Object(f) => f,
+            Msg::Broken(why) => return Err(invalid("invalid_message", why.clone())),
+        };
+        let size = fields.compact_len();
+        if size > MAX_MESSAGE_BYTES {
             return Err(invalid(
                 "message_too_large",
-                format!(
-                    "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
-                    text.len()
-                ),
+                format!("message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"),
             ));
         }
-        if !text.starts_with('{') {
-            return Err(invalid(
-                "invalid_message",
-                "message: expected a JSON object".into(),
-            ));
-        }
-        let fields: Fields<'_> = serde_json::from_str(text)
-            .map_err(|e| invalid("invalid_message", format!("message: {e}")))?;
         let check = |r: Result<(), (&'static str, String)>| r.map_err(|(c, m)| invalid(c, m));
 
         let kind = match self.forced {
@@ -444,15 +512,19 @@ impl Envelope<'_> {
                 (id.into_owned(), key)
             }
             None => {
-                let h = xxhash_rust::xxh3::xxh3_128_with_seed(
-                    text.as_bytes(),
+                let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(
                     ctx.request_seq ^ ((index as u64) << 40) ^ (ctx.received_ms as u64),
                 );
+                for (k, v) in fields.entries() {
+                    hasher.update(k.as_bytes());
+                    hasher.update(v.get().as_bytes());
+                }
+                let h = hasher.digest128();
                 (format!("niyet-{h:032x}"), 0)
             }
         };
 
-        let mut out = Vec::with_capacity(text.len() + 160);
+        let mut out = Vec::with_capacity(size + 160);
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(kind.as_str().as_bytes());
         out.extend_from_slice(b"\",\"messageId\":");
@@ -624,6 +696,16 @@ impl<'a> Fields<'a> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| *v)
     }
+    /// Length of the object written compactly (how the 32 KB message limit is measured).
+    fn compact_len(&self) -> usize {
+        2 + self
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + 4 + v.get().len())
+            .sum::<usize>()
+            .saturating_sub(1)
+    }
+
     fn entries(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
         self.0.iter().enumerate().filter_map(|(i, (k, v))| {
             // Keep only the last occurrence of a duplicated key.
@@ -651,6 +733,43 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                     v.push((k.0, val));
                 }
                 Ok(Fields(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A batch body read in one pass: `batch` straight into the fields of each message,
+/// every other top-level field kept raw. Fails if any item is not an object; the caller
+/// then takes the item-by-item path.
+struct FastBatch<'a> {
+    batch: Option<Vec<Fields<'a>>>,
+    rest: Fields<'a>,
+}
+
+impl<'de> Deserialize<'de> for FastBatch<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FastBatch<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a batch object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<FastBatch<'de>, A::Error> {
+                let mut batch = None;
+                let mut rest = Vec::with_capacity(4);
+                while let Some(k) = m.next_key::<Key<'de>>()? {
+                    if k.0 == "batch" {
+                        batch = Some(m.next_value::<Vec<Fields<'de>>>()?);
+                    } else {
+                        let v: &'de RawValue = m.next_value()?;
+                        rest.push((k.0, v));
+                    }
+                }
+                Ok(FastBatch {
+                    batch,
+                    rest: Fields(rest),
+                })
             }
         }
         d.deserialize_map(V)

@@ -193,21 +193,44 @@ pub fn format_rfc3339_millis(ms: i64) -> String {
 
 /// Appends the `YYYY-MM-DDTHH:MM:SS.mmmZ` form of `ms` to `out`.
 pub fn write_rfc3339_millis(out: &mut String, ms: i64) {
-    use fmt::Write;
     let days = ms.div_euclid(MS_PER_DAY);
     let rem = ms.rem_euclid(MS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        y,
-        m,
-        d,
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    );
+    if !(0..=9999).contains(&y) {
+        use fmt::Write;
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            y,
+            m,
+            d,
+            rem / 3_600_000,
+            rem / 60_000 % 60,
+            rem / 1000 % 60,
+            rem % 1000
+        );
+        return;
+    }
+    // The hot path (every stored event has two of these): digits by hand.
+    let digit = |v: i64| char::from(b'0' + (v % 10) as u8);
+    let y = y as i64;
+    let parts: [(i64, usize, char); 7] = [
+        (y, 4, '-'),
+        (i64::from(m), 2, '-'),
+        (i64::from(d), 2, 'T'),
+        (rem / 3_600_000, 2, ':'),
+        (rem / 60_000 % 60, 2, ':'),
+        (rem / 1000 % 60, 2, '.'),
+        (rem % 1000, 3, 'Z'),
+    ];
+    for (v, width, sep) in parts {
+        let mut div = 10i64.pow(width as u32 - 1);
+        while div > 0 {
+            out.push(digit(v / div));
+            div /= 10;
+        }
+        out.push(sep);
+    }
 }
 
 #[cfg(test)]

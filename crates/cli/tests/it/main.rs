@@ -4,5 +4,6 @@ mod admin;
 mod bad_input;
 mod common;
 mod crash;
+mod demo;
 mod import;
 mod overload;

@@ -274,3 +274,74 @@ proptest! {
         }
     }
 }
+
+fn arb_message() -> impl Strategy<Value = Value> {
+    let id = prop_oneof![
+        Just(Value::Null),
+        "[a-z0-9]{1,8}".prop_map(Value::from),
+        (0i64..1000).prop_map(Value::from),
+        Just(json!(["bad"])),
+    ];
+    let kind = prop::sample::select(vec![
+        "track", "identify", "page", "screen", "group", "alias", "bogus",
+    ]);
+    let props = prop::collection::btree_map(
+        "[a-z\\\\\"é]{1,5}",
+        prop_oneof![
+            (0i64..100).prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+            Just(json!({"nested": [1, {"x": "y\"z"}]})),
+        ],
+        0..4,
+    );
+    (
+        kind,
+        id.clone(),
+        id,
+        prop::option::of("[A-Z][a-z ]{0,10}"),
+        props,
+        prop::option::of(0i64..4_000_000_000_000),
+        any::<bool>(),
+    )
+        .prop_map(|(k, uid, aid, event, props, ts, with_id)| {
+            let mut m = json!({"type": k, "userId": uid, "anonymousId": aid, "properties": props,
+                "groupId": "g", "previousUserId": "p", "name": "n"});
+            if let Some(e) = event {
+                m["event"] = json!(e);
+            }
+            if let Some(t) = ts {
+                m["originalTimestamp"] = json!(format_rfc3339_millis(t));
+            }
+            if with_id {
+                m["messageId"] = json!(format!("id-{}", m.to_string().len()));
+            }
+            m
+        })
+}
+
+proptest! {
+    /// The one-pass batch reader and the item-by-item reader agree on every message.
+    #[test]
+    fn fast_and_item_by_item_batch_readers_agree(msgs in prop::collection::vec(arb_message(), 1..8)) {
+        let fast = run(Endpoint::Batch, &json!({"sentAt": "2025-11-22T10:15:00Z", "batch": msgs}));
+        // A trailing non-object forces the item-by-item path.
+        let mut with_junk = msgs.clone();
+        with_junk.push(json!("junk"));
+        let slow = run(Endpoint::Batch, &json!({"sentAt": "2025-11-22T10:15:00Z", "batch": with_junk}));
+        prop_assert_eq!(slow.len(), fast.len() + 1);
+        for (f, s) in fast.iter().zip(&slow) {
+            match (f, s) {
+                (Outcome::Valid(a), Outcome::Valid(b)) => {
+                    prop_assert_eq!(&a.payload, &b.payload);
+                    prop_assert_eq!(a.dedup_key, b.dedup_key);
+                }
+                (Outcome::Invalid(a), Outcome::Invalid(b)) => {
+                    prop_assert_eq!(&a.reason, &b.reason);
+                    prop_assert_eq!(&a.raw, &b.raw, "the quarantined text is the item as sent");
+                }
+                _ => prop_assert!(false, "paths disagree: {:?} vs {:?}", f, s),
+            }
+        }
+        prop_assert!(matches!(slow.last(), Some(Outcome::Invalid(i)) if i.reason.contains("expected a JSON object")));
+    }
+}
