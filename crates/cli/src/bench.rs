@@ -39,6 +39,9 @@ pub struct IngestBench {
     /// Events per batch request.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Runs of each phase (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Benchmark a running server instead of starting one (needs --write-key).
     #[arg(long)]
     url: Option<String>,
@@ -72,20 +75,70 @@ fn latency(mut us: Vec<u64>) -> Latency {
     }
 }
 
+/// One run of one phase.
+#[derive(Debug, Serialize, Clone, Copy)]
+struct RunFigures {
+    events_per_s: f64,
+    requests_per_s: f64,
+    latency: Latency,
+    /// Requests acknowledged after more than 20 ms.
+    over_20ms: u64,
+    errors: u64,
+}
+
+impl RunFigures {
+    fn of(r: &PhaseResult, late: u64) -> Self {
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        Self {
+            events_per_s: r.events as f64 / secs,
+            requests_per_s: r.requests as f64 / secs,
+            latency: latency(r.latencies_us.clone()),
+            over_20ms: late,
+            errors: r.errors,
+        }
+    }
+}
+
+/// The median of `f` over runs.
+fn median(runs: &[RunFigures], f: impl Fn(&RunFigures) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    events_per_s: f64,
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Summary {
+    fn of(runs: &[RunFigures]) -> Self {
+        Self {
+            events_per_s: median(runs, |r| r.events_per_s),
+            requests_per_s: median(runs, |r| r.requests_per_s),
+            p50_ms: median(runs, |r| r.latency.p50_ms),
+            p99_ms: median(runs, |r| r.latency.p99_ms),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     batch_size: usize,
     connections: usize,
     phase_seconds: u64,
+    runs: usize,
     event_bytes: usize,
-    throughput_events_per_s: f64,
-    throughput_requests: u64,
-    throughput_latency: Latency,
-    half_rate_events_per_s: f64,
-    half_rate_latency: Latency,
-    half_rate_late_requests: u64,
-    single_requests_per_s: f64,
-    single_latency: Latency,
+    /// Medians over runs.
+    throughput: Summary,
+    half_rate: Summary,
+    single: Summary,
+    throughput_runs: Vec<RunFigures>,
+    half_rate_runs: Vec<RunFigures>,
+    single_runs: Vec<RunFigures>,
     acknowledged_events: u64,
     log_end_offset: u64,
     errors: u64,
@@ -331,6 +384,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let single_tpl = Arc::new(Template::new(None));
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let dur = Duration::from_secs(a.duration);
+    let runs = a.runs.max(1);
     eprintln!("warming up…");
     closed_loop(
         &client,
@@ -342,42 +396,65 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     )
     .await;
 
-    eprintln!(
-        "phase 1/3: batches of {} on {} connections for {} s",
-        a.batch, a.connections, a.duration
-    );
-    let p1 = closed_loop(
-        &client,
-        "/v1/batch",
-        batch_tpl.clone(),
-        a.connections,
-        dur,
-        ids.clone(),
-    )
-    .await;
-    let throughput = p1.events as f64 / p1.elapsed.as_secs_f64();
-
-    let half = throughput / 2.0;
-    eprintln!("phase 2/3: fixed rate of {half:.0} events/s");
-    let (p2, late) = open_loop(
-        &client,
-        batch_tpl.clone(),
-        half / a.batch as f64,
-        dur,
-        ids.clone(),
-    )
-    .await;
-
-    eprintln!("phase 3/3: single events on {} connections", a.connections);
-    let p3 = closed_loop(
-        &client,
-        "/v1/track",
-        single_tpl,
-        a.connections,
-        dur,
-        ids.clone(),
-    )
-    .await;
+    let mut acked = 0;
+    let mut throughput_runs = Vec::new();
+    for i in 0..runs {
+        eprintln!(
+            "throughput {}/{runs}: batches of {} on {} connections for {} s",
+            i + 1,
+            a.batch,
+            a.connections,
+            a.duration
+        );
+        let r = closed_loop(
+            &client,
+            "/v1/batch",
+            batch_tpl.clone(),
+            a.connections,
+            dur,
+            ids.clone(),
+        )
+        .await;
+        acked += r.events;
+        throughput_runs.push(RunFigures::of(&r, 0));
+    }
+    let half = median(&throughput_runs, |r| r.events_per_s) / 2.0;
+    let mut half_rate_runs = Vec::new();
+    for i in 0..runs {
+        eprintln!(
+            "half rate {}/{runs}: fixed schedule of {half:.0} events/s",
+            i + 1
+        );
+        let (r, late) = open_loop(
+            &client,
+            batch_tpl.clone(),
+            half / a.batch as f64,
+            dur,
+            ids.clone(),
+        )
+        .await;
+        acked += r.events;
+        half_rate_runs.push(RunFigures::of(&r, late));
+    }
+    let mut single_runs = Vec::new();
+    for i in 0..runs {
+        eprintln!(
+            "single events {}/{runs}: {} connections",
+            i + 1,
+            a.connections
+        );
+        let r = closed_loop(
+            &client,
+            "/v1/track",
+            single_tpl.clone(),
+            a.connections,
+            dur,
+            ids.clone(),
+        )
+        .await;
+        acked += r.events;
+        single_runs.push(RunFigures::of(&r, 0));
+    }
 
     let end = reqwest::Client::new()
         .get(format!("{url}/metrics"))
@@ -392,40 +469,68 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         })
         .unwrap_or(0);
     let (cores, memory_gib) = machine();
+    let errors = throughput_runs
+        .iter()
+        .chain(&half_rate_runs)
+        .chain(&single_runs)
+        .map(|r| r.errors)
+        .sum();
     let report = Report {
         batch_size: a.batch,
         connections: a.connections,
         phase_seconds: a.duration,
+        runs,
         event_bytes: batch_tpl.bytes.len() / a.batch.max(1),
-        throughput_events_per_s: throughput,
-        throughput_requests: p1.requests,
-        throughput_latency: latency(p1.latencies_us),
-        half_rate_events_per_s: p2.events as f64 / dur.as_secs_f64(),
-        half_rate_latency: latency(p2.latencies_us),
-        half_rate_late_requests: late,
-        single_requests_per_s: p3.requests as f64 / p3.elapsed.as_secs_f64(),
-        single_latency: latency(p3.latencies_us),
-        acknowledged_events: p1.events + p2.events + p3.events,
+        throughput: Summary::of(&throughput_runs),
+        half_rate: Summary::of(&half_rate_runs),
+        single: Summary::of(&single_runs),
+        throughput_runs,
+        half_rate_runs,
+        single_runs,
+        acknowledged_events: acked,
         log_end_offset: end,
-        errors: p1.errors + p2.errors + p3.errors,
+        errors,
         cores,
         memory_gib,
     };
     println!(
-        "niyet bench ingest — {} cores, {:.0} GiB, batches of {}, {} connections, {} s per phase",
-        cores, memory_gib, a.batch, a.connections, a.duration
+        "niyet bench ingest — {} cores, {:.0} GiB, batches of {}, {} connections, {} runs of {} s per phase (medians)",
+        cores, memory_gib, a.batch, a.connections, runs, a.duration
     );
+    let (t, h, s1) = (&report.throughput, &report.half_rate, &report.single);
     println!(
         "  batches, max throughput : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms",
-        report.throughput_events_per_s,
-        report.throughput_latency.p50_ms,
-        report.throughput_latency.p99_ms
+        t.events_per_s, t.p50_ms, t.p99_ms
     );
-    println!("  batches, at half rate   : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} over 20 ms)", report.half_rate_events_per_s, report.half_rate_latency.p50_ms, report.half_rate_latency.p99_ms, late, p2.requests);
+    println!(
+        "  batches, at half rate   : {:>10.0} events/s   ack p50 {:>6.2} ms  p99 {:>6.2} ms",
+        h.events_per_s, h.p50_ms, h.p99_ms
+    );
     println!(
         "  single events           : {:>10.0} requests/s ack p50 {:>6.2} ms  p99 {:>6.2} ms",
-        report.single_requests_per_s, report.single_latency.p50_ms, report.single_latency.p99_ms
+        s1.requests_per_s, s1.p50_ms, s1.p99_ms
     );
+    for (name, rs) in [
+        ("throughput", &report.throughput_runs),
+        ("half rate", &report.half_rate_runs),
+        ("single", &report.single_runs),
+    ] {
+        let each: Vec<String> = rs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.0}/s p99 {:.1} ms",
+                    if name == "single" {
+                        r.requests_per_s
+                    } else {
+                        r.events_per_s
+                    },
+                    r.latency.p99_ms
+                )
+            })
+            .collect();
+        println!("    {name:<10} runs: {}", each.join(" · "));
+    }
     println!(
         "  acknowledged events {} · log end offset {} · errors {}",
         report.acknowledged_events, report.log_end_offset, report.errors

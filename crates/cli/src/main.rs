@@ -11,6 +11,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Ingest allocates and frees many small buffers across threads (request bodies on the
+/// runtime, records freed by the log writer); mimalloc measurably beats the system
+/// allocator there (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Niyet — a real-time customer data platform in one binary.
 ///
 /// Collects events over the Segment Tracking API, stores them durably and turns them into

@@ -329,10 +329,26 @@ pub fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Envelope<'_>, I
 impl Envelope<'_> {
     /// Validates and normalises every message.
     pub fn normalize_all(&self, ctx: &NormalizeCtx<'_>) -> Vec<Outcome> {
+        // Times shared by every message of the request are formatted once.
+        let mut shared = String::with_capacity(64);
+        shared.push_str(",\"receivedAt\":\"");
+        write_rfc3339_millis(&mut shared, ctx.received_ms);
+        shared.push('"');
+        let received_len = shared.len();
+        if let Some(sent) = self.sent_at_ms {
+            shared.push_str(",\"sentAt\":\"");
+            write_rfc3339_millis(&mut shared, sent);
+            shared.push('"');
+        }
+        let (received, batch_sent) = shared.split_at(received_len);
+        let times = SharedTimes {
+            received,
+            batch_sent,
+        };
         self.messages
             .iter()
             .enumerate()
-            .map(|(i, msg)| match self.normalize_one(i, msg, ctx) {
+            .map(|(i, msg)| match self.normalize_one(i, msg, ctx, &times) {
                 Ok(n) => Outcome::Valid(n),
                 Err(inv) => Outcome::Invalid(inv),
             })
@@ -344,6 +360,7 @@ impl Envelope<'_> {
         index: usize,
         msg: &Msg<'_>,
         ctx: &NormalizeCtx<'_>,
+        times: &SharedTimes<'_>,
     ) -> Result<Normalized, Invalid> {
         let invalid = |code: &'static str, reason: String| {
             let raw = self.raw_of(index);
@@ -537,13 +554,12 @@ impl Envelope<'_> {
             out.extend_from_slice(b",\"anonymousId\":");
             write_json_str(&mut out, a);
         }
-        let mut stamp = String::with_capacity(26);
+        let mut stamp = String::with_capacity(40);
         stamp.push_str(",\"timestamp\":\"");
         write_rfc3339_millis(&mut stamp, timestamp_ms);
-        stamp.push_str("\",\"receivedAt\":\"");
-        write_rfc3339_millis(&mut stamp, ctx.received_ms);
         stamp.push('"');
         out.extend_from_slice(stamp.as_bytes());
+        out.extend_from_slice(times.received.as_bytes());
         out.extend_from_slice(b",\"source\":");
         write_json_str(&mut out, ctx.source);
         if self.context.is_some() && fields.get("context").is_none() {
@@ -552,11 +568,8 @@ impl Envelope<'_> {
                 out.extend_from_slice(c.get().as_bytes());
             }
         }
-        if let (Some(sent), None) = (self.sent_at_ms, fields.get("sentAt")) {
-            let mut s = String::from(",\"sentAt\":\"");
-            write_rfc3339_millis(&mut s, sent);
-            s.push('"');
-            out.extend_from_slice(s.as_bytes());
+        if fields.get("sentAt").is_none() {
+            out.extend_from_slice(times.batch_sent.as_bytes());
         }
         for (k, v) in fields.entries() {
             if matches!(
@@ -586,6 +599,12 @@ impl Envelope<'_> {
             timestamp_ms,
         })
     }
+}
+
+/// Pre-formatted `,"receivedAt":"…"` and (when the batch has one) `,"sentAt":"…"`.
+struct SharedTimes<'a> {
+    received: &'a str,
+    batch_sent: &'a str,
 }
 
 /// Event time from the message's clocks (see the module docs).

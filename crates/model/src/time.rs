@@ -211,26 +211,23 @@ pub fn write_rfc3339_millis(out: &mut String, ms: i64) {
         );
         return;
     }
-    // The hot path (every stored event has two of these): digits by hand.
-    let digit = |v: i64| char::from(b'0' + (v % 10) as u8);
-    let y = y as i64;
-    let parts: [(i64, usize, char); 7] = [
-        (y, 4, '-'),
-        (i64::from(m), 2, '-'),
-        (i64::from(d), 2, 'T'),
-        (rem / 3_600_000, 2, ':'),
-        (rem / 60_000 % 60, 2, ':'),
-        (rem / 1000 % 60, 2, '.'),
-        (rem % 1000, 3, 'Z'),
-    ];
-    for (v, width, sep) in parts {
-        let mut div = 10i64.pow(width as u32 - 1);
-        while div > 0 {
-            out.push(digit(v / div));
-            div /= 10;
+    // The hot path (every stored event has one): digits by hand, u32 arithmetic.
+    let rem = rem as u32;
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let put = |b: &mut [u8; 24], at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-        out.push(sep);
-    }
+    };
+    put(&mut b, 0, 4, y as u32);
+    put(&mut b, 5, 2, m);
+    put(&mut b, 8, 2, d);
+    put(&mut b, 11, 2, rem / 3_600_000);
+    put(&mut b, 14, 2, rem / 60_000 % 60);
+    put(&mut b, 17, 2, rem / 1000 % 60);
+    put(&mut b, 20, 3, rem % 1000);
+    out.extend(b.iter().map(|&c| char::from(c)));
 }
 
 #[cfg(test)]
