@@ -35,6 +35,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod dedup;
+mod file;
 mod segment;
 mod writer;
 
@@ -112,6 +113,8 @@ pub struct LogConfig {
     pub retention_max_age_ms: Option<i64>,
     /// Remove the oldest closed segments while the log is larger than this.
     pub retention_max_bytes: Option<u64>,
+    /// Write with direct I/O where the filesystem allows it (see the `file` module).
+    pub direct_io: bool,
 }
 
 impl LogConfig {
@@ -125,6 +128,7 @@ impl LogConfig {
             dedup_max_keys: 4_000_000,
             retention_max_age_ms: None,
             retention_max_bytes: None,
+            direct_io: true,
         }
     }
 }
@@ -199,6 +203,7 @@ pub(crate) struct Shared {
     pub total_bytes: AtomicU64,
     pub duplicates: AtomicU64,
     pub commits: AtomicU64,
+    pub direct_io: AtomicBool,
 }
 
 impl Shared {
@@ -245,6 +250,8 @@ pub struct LogStats {
     pub duplicates: u64,
     /// Group commits (fsyncs) since open.
     pub commits: u64,
+    /// Whether the active segment is written with direct I/O.
+    pub direct_io: bool,
 }
 
 impl Log {
@@ -268,6 +275,7 @@ impl Log {
             is_poisoned: AtomicBool::new(false),
             duplicates: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            direct_io: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let dir = cfg.dir.clone();
@@ -363,6 +371,7 @@ impl Log {
             segments,
             duplicates: self.shared.duplicates.load(Ordering::Relaxed),
             commits: self.shared.commits.load(Ordering::Relaxed),
+            direct_io: self.shared.direct_io.load(Ordering::Relaxed),
         }
     }
 

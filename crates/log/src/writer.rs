@@ -1,12 +1,12 @@
 //! The single writer thread: group commit, rotation, retention.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use crate::dedup::DedupIndex;
+use crate::file::AppendFile;
 use crate::segment::{self, INDEX_EVERY_BYTES, RECORD_OVERHEAD};
 use crate::{
     AppendCallback, Appended, Command, LogConfig, LogError, NewRecord, RetentionReport,
@@ -16,7 +16,7 @@ use crate::{
 pub(crate) struct Writer {
     cfg: LogConfig,
     shared: Arc<Shared>,
-    file: File,
+    file: AppendFile,
     active: SegmentMeta,
     /// Position of the last sparse index entry in the active segment.
     last_indexed: Option<u64>,
@@ -39,6 +39,9 @@ impl Writer {
         dedup: DedupIndex,
     ) -> Result<Self, LogError> {
         let (file, meta) = active;
+        drop(file);
+        let file = AppendFile::open(&meta.path, meta.len, cfg.direct_io)?;
+        shared.direct_io.store(file.is_direct(), Ordering::Relaxed);
         let next_offset = meta.base + meta.count;
         let last_indexed = meta.index.last().map(|&(_, p)| p);
         Ok(Self {
@@ -86,6 +89,12 @@ impl Writer {
             }
             self.commit(&mut pending);
             if shutdown {
+                if self.poisoned().is_none() {
+                    let what = self.active.path.display().to_string();
+                    if let Err(e) = self.file.close_at(self.active.len, &what) {
+                        self.shared.poison(e.to_string());
+                    }
+                }
                 return;
             }
         }
@@ -157,12 +166,7 @@ impl Writer {
             return Ok(());
         }
         let path = self.active.path.display().to_string();
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| LogError::io(format!("writing {path}"), &e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {path}"), &e))?;
+        self.file.write_durable(&self.buf, self.active.len, &path)?;
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         let written = self.buf.len() as u64;
         self.active.len += written;
@@ -183,11 +187,14 @@ impl Writer {
     /// Closes the active segment durably and starts the next one.
     fn rotate(&mut self) -> Result<(), LogError> {
         self.flush()?;
+        // The closed segment must end exactly after its last record.
+        self.file
+            .close_at(self.active.len, &self.active.path.display().to_string())?;
         let meta = segment::create_segment(&self.cfg.dir, self.next_offset)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&meta.path)
-            .map_err(|e| LogError::io(format!("opening {}", meta.path.display()), &e))?;
+        let file = AppendFile::open(&meta.path, meta.len, self.cfg.direct_io)?;
+        self.shared
+            .direct_io
+            .store(file.is_direct(), Ordering::Relaxed);
         self.shared
             .total_bytes
             .fetch_add(meta.len, Ordering::Relaxed);

@@ -186,6 +186,7 @@ mod tests {
             segments: 1,
             duplicates: 0,
             commits: 2,
+            direct_io: true,
         };
         let text = m.render(&stats, 3, false);
         assert!(text.contains("niyet_ingest_ack_seconds_bucket{le=\"0.0005\"} 1\n"));
