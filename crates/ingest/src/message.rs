@@ -402,15 +402,15 @@ impl Envelope<'_> {
                 }
             },
         };
-        let user_id = check_id(&fields, "userId").map_err(|(c, m)| invalid(c, m))?;
-        let anonymous_id = check_id(&fields, "anonymousId").map_err(|(c, m)| invalid(c, m))?;
+        let user_id = check_id(fields, "userId").map_err(|(c, m)| invalid(c, m))?;
+        let anonymous_id = check_id(fields, "anonymousId").map_err(|(c, m)| invalid(c, m))?;
         if user_id.is_none() && anonymous_id.is_none() {
             return Err(invalid(
                 "missing_identity",
                 "userId/anonymousId: a message needs a userId or an anonymousId".into(),
             ));
         }
-        let given_id = check_id(&fields, "messageId").map_err(|(c, m)| invalid(c, m))?;
+        let given_id = check_id(fields, "messageId").map_err(|(c, m)| invalid(c, m))?;
         for obj in ["properties", "traits", "context", "integrations"] {
             if let Some(v) = fields.get(obj) {
                 let t = v.get();
@@ -448,7 +448,7 @@ impl Envelope<'_> {
                 }))?;
             }
             MessageType::Group => {
-                if check_id(&fields, "groupId")
+                if check_id(fields, "groupId")
                     .map_err(|(c, m)| invalid(c, m))?
                     .is_none()
                 {
@@ -459,7 +459,7 @@ impl Envelope<'_> {
                 }
             }
             MessageType::Alias => {
-                if check_id(&fields, "previousUserId")
+                if check_id(fields, "previousUserId")
                     .map_err(|(c, m)| invalid(c, m))?
                     .is_none()
                 {
