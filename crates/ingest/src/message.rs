@@ -459,13 +459,15 @@ impl Envelope<'_> {
                 }
             }
             MessageType::Alias => {
-                if check_id(fields, "previousUserId")
+                if check_id(fields, "previousId")
                     .map_err(|(c, m)| invalid(c, m))?
+                    .or(check_id(fields, "previousUserId").map_err(|(c, m)| invalid(c, m))?)
                     .is_none()
                 {
                     return Err(invalid(
                         "missing_field",
-                        "previousUserId: an alias message needs a previousUserId".into(),
+                        "previousId: an alias message needs a previousId (or previousUserId)"
+                            .into(),
                     ));
                 }
                 if user_id.is_none() {
