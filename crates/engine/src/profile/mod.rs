@@ -1,0 +1,518 @@
+//! Per-profile state.
+
+use crate::extract::{EventView, Kind};
+use crate::symbols::{Sym, Symbols};
+use serde::{Deserialize, Serialize};
+
+/// Money is kept in integer units of 1/10,000 so sums never depend on order.
+pub const MONEY_SCALE: f64 = 10_000.0;
+
+/// Channels and devices kept per profile at most.
+const MAX_SEEN: usize = 16;
+/// Accounts kept per profile at most.
+const MAX_ACCOUNTS: usize = 16;
+
+/// A trait value with where and when it was set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trait {
+    /// Trait name.
+    pub key: Sym,
+    /// Source that set it.
+    pub source: Sym,
+    /// Event time it was set at.
+    pub time_ms: i64,
+    /// Log offset of the event that set it (breaks ties of equal times).
+    pub offset: u64,
+    /// The value as JSON text.
+    pub value: Box<str>,
+}
+
+impl Trait {
+    fn newer_than(&self, other: &Trait) -> bool {
+        (self.time_ms, self.offset) > (other.time_ms, other.offset)
+    }
+}
+
+/// Order summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchases {
+    /// Orders completed.
+    pub orders: u32,
+    /// Revenue in 1/10,000 units.
+    pub revenue: i64,
+    /// First order time (meaningless while `orders` is 0).
+    pub first_order_ms: i64,
+    /// Last order time (meaningless while `orders` is 0).
+    pub last_order_ms: i64,
+    /// Orders refunded.
+    pub refunds: u32,
+    /// Refunded amount in 1/10,000 units.
+    pub refunded: i64,
+}
+
+impl Purchases {
+    /// Average basket (revenue per order), in currency units.
+    pub fn average_basket(&self) -> f64 {
+        if self.orders == 0 {
+            0.0
+        } else {
+            self.revenue as f64 / MONEY_SCALE / f64::from(self.orders)
+        }
+    }
+
+    fn add_order(&mut self, time_ms: i64, amount: i64) {
+        if self.orders == 0 {
+            self.first_order_ms = time_ms;
+            self.last_order_ms = time_ms;
+        } else {
+            self.first_order_ms = self.first_order_ms.min(time_ms);
+            self.last_order_ms = self.last_order_ms.max(time_ms);
+        }
+        self.orders += 1;
+        self.revenue += amount;
+    }
+
+    fn absorb(&mut self, o: &Purchases) {
+        if o.orders > 0 && self.orders == 0 {
+            self.first_order_ms = o.first_order_ms;
+            self.last_order_ms = o.last_order_ms;
+        } else if o.orders > 0 {
+            self.first_order_ms = self.first_order_ms.min(o.first_order_ms);
+            self.last_order_ms = self.last_order_ms.max(o.last_order_ms);
+        }
+        self.orders += o.orders;
+        self.revenue += o.revenue;
+        self.refunds += o.refunds;
+        self.refunded += o.refunded;
+    }
+}
+
+/// A B2B account the person belongs to (from `group`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// `groupId`.
+    pub id: Box<str>,
+    /// First `group` call time.
+    pub since_ms: i64,
+    /// The account's traits.
+    pub traits: Vec<Trait>,
+}
+
+/// A profile's event offsets, ascending, delta- and varint-encoded (about two bytes per
+/// event).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventList {
+    bytes: Vec<u8>,
+    len: u32,
+    last: u64,
+}
+
+impl EventList {
+    /// Appends an offset larger than every offset held; smaller ones are merged in.
+    pub fn push(&mut self, offset: u64) {
+        if self.len > 0 && offset <= self.last {
+            if self.iter().any(|o| o == offset) {
+                return;
+            }
+            let mut all: Vec<u64> = self.iter().collect();
+            all.push(offset);
+            all.sort_unstable();
+            *self = Self::from_sorted(&all);
+            return;
+        }
+        let delta = if self.len == 0 { offset } else { offset - self.last };
+        write_varint(&mut self.bytes, delta);
+        self.last = offset;
+        self.len += 1;
+    }
+
+    /// From ascending, distinct offsets.
+    pub fn from_sorted(offsets: &[u64]) -> Self {
+        let mut l = EventList::default();
+        for &o in offsets {
+            l.push(o);
+        }
+        l
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// No events.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offsets, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut pos = 0;
+        let mut acc = 0u64;
+        std::iter::from_fn(move || {
+            if pos >= self.bytes.len() {
+                return None;
+            }
+            let (d, n) = read_varint(&self.bytes[pos..]);
+            pos += n;
+            acc += d;
+            Some(acc)
+        })
+    }
+
+    /// Offsets, newest first.
+    pub fn newest_first(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.iter().collect();
+        v.reverse();
+        v
+    }
+
+    fn absorb(&mut self, other: &EventList) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        let mut all: Vec<u64> = self.iter().chain(other.iter()).collect();
+        all.sort_unstable();
+        all.dedup();
+        *self = Self::from_sorted(&all);
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_varint(b: &[u8]) -> (u64, usize) {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    (v, b.len())
+}
+
+/// What kind of update an event makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateKind {
+    /// A behavioural event (track, page, screen): counted by name.
+    Event,
+    /// identify / group / alias: traits and identity only.
+    Call,
+}
+
+/// One event prepared for a profile: names interned, values copied out of the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// Log offset.
+    pub offset: u64,
+    /// Event time.
+    pub time_ms: i64,
+    /// Counted or not.
+    pub kind: UpdateKind,
+    /// The name counted: track event name, `Page Viewed`, `Screen Viewed`.
+    pub name: Option<Sym>,
+    /// Source.
+    pub source: Sym,
+    /// Person traits set (JSON text values).
+    pub traits: Vec<(Sym, Box<str>)>,
+    /// Channel.
+    pub channel: Sym,
+    /// Device class.
+    pub device: Option<Sym>,
+    /// Order amount (1/10,000 units) for order events.
+    pub order: Option<i64>,
+    /// Refund amount for refund events.
+    pub refund: Option<i64>,
+    /// `group`: account id and its traits.
+    pub account: Option<(Box<str>, Vec<(Sym, Box<str>)>)>,
+}
+
+/// Names of the commerce events that feed the purchase summary.
+#[derive(Debug, Clone)]
+pub struct CommerceNames {
+    /// Completed orders (default `Order Completed`).
+    pub order: String,
+    /// Refunds (default `Order Refunded`).
+    pub refund: String,
+}
+
+impl Default for CommerceNames {
+    fn default() -> Self {
+        Self {
+            order: "Order Completed".into(),
+            refund: "Order Refunded".into(),
+        }
+    }
+}
+
+impl Update {
+    /// Prepares an event, interning names. `None` for events profiles ignore.
+    pub fn from_view(
+        v: &EventView<'_>,
+        offset: u64,
+        syms: &mut Symbols,
+        commerce: &CommerceNames,
+    ) -> Option<Update> {
+        let (kind, name) = match v.kind {
+            Kind::Track => (UpdateKind::Event, v.name.as_deref()),
+            Kind::Page => (UpdateKind::Event, Some("Page Viewed")),
+            Kind::Screen => (UpdateKind::Event, Some("Screen Viewed")),
+            Kind::Identify | Kind::Group | Kind::Alias => (UpdateKind::Call, None),
+            Kind::Control | Kind::Other => return None,
+        };
+        let mut traits = Vec::new();
+        if v.kind == Kind::Identify {
+            for (k, val) in &v.traits.0 {
+                traits.push((syms.intern(k), Box::<str>::from(val.get())));
+            }
+        }
+        for (k, val) in &v.context.traits.0 {
+            let s = syms.intern(k);
+            if !traits.iter().any(|(t, _)| *t == s) {
+                traits.push((s, Box::<str>::from(val.get())));
+            }
+        }
+        let is = |n: &str| v.kind == Kind::Track && v.name.as_deref() == Some(n);
+        let money = |f: f64| (f * MONEY_SCALE).round() as i64;
+        let order = if is(&commerce.order) {
+            Some(v.amount().map(money).unwrap_or(0))
+        } else {
+            None
+        };
+        let refund = if is(&commerce.refund) {
+            Some(v.amount().map(money).unwrap_or(0))
+        } else {
+            None
+        };
+        let account = match (v.kind, &v.group_id) {
+            (Kind::Group, Some(g)) => Some((
+                Box::<str>::from(&**g),
+                v.traits
+                    .0
+                    .iter()
+                    .map(|(k, val)| (syms.intern(k), Box::<str>::from(val.get())))
+                    .collect(),
+            )),
+            _ => None,
+        };
+        Some(Update {
+            offset,
+            time_ms: v.time_ms,
+            kind,
+            name: name.map(|n| syms.intern(n)),
+            source: syms.intern(&v.source),
+            traits,
+            channel: syms.intern(&v.channel()),
+            device: v.device().map(|d| syms.intern(&d)),
+            order,
+            refund,
+            account,
+        })
+    }
+}
+
+/// The state of one customer profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Earliest event time.
+    pub first_seen_ms: i64,
+    /// Latest event time.
+    pub last_seen_ms: i64,
+    /// Offsets of the profile's events.
+    pub events: EventList,
+    /// Traits, sorted by key.
+    pub traits: Vec<Trait>,
+    /// Event counts by name, sorted by name symbol.
+    pub counts: Vec<(Sym, u32)>,
+    /// Channels seen.
+    pub channels: Vec<Sym>,
+    /// Device classes seen.
+    pub devices: Vec<Sym>,
+    /// Purchase summary.
+    pub purchases: Purchases,
+    /// Accounts (B2B).
+    pub accounts: Vec<Account>,
+}
+
+fn set_trait(traits: &mut Vec<Trait>, t: Trait) {
+    match traits.binary_search_by_key(&t.key, |x| x.key) {
+        Ok(i) => {
+            if t.newer_than(&traits[i]) {
+                traits[i] = t;
+            }
+        }
+        Err(i) => traits.insert(i, t),
+    }
+}
+
+fn add_seen(v: &mut Vec<Sym>, s: Sym) {
+    if v.len() < MAX_SEEN && !v.contains(&s) {
+        v.push(s);
+        v.sort_unstable();
+    }
+}
+
+impl Profile {
+    /// Folds one event in.
+    pub fn apply(&mut self, u: &Update) {
+        if self.events.is_empty() {
+            self.first_seen_ms = u.time_ms;
+            self.last_seen_ms = u.time_ms;
+        } else {
+            self.first_seen_ms = self.first_seen_ms.min(u.time_ms);
+            self.last_seen_ms = self.last_seen_ms.max(u.time_ms);
+        }
+        self.events.push(u.offset);
+        for (k, v) in &u.traits {
+            set_trait(
+                &mut self.traits,
+                Trait {
+                    key: *k,
+                    source: u.source,
+                    time_ms: u.time_ms,
+                    offset: u.offset,
+                    value: v.clone(),
+                },
+            );
+        }
+        if let (UpdateKind::Event, Some(n)) = (u.kind, u.name) {
+            match self.counts.binary_search_by_key(&n, |c| c.0) {
+                Ok(i) => self.counts[i].1 += 1,
+                Err(i) => self.counts.insert(i, (n, 1)),
+            }
+        }
+        add_seen(&mut self.channels, u.channel);
+        if let Some(d) = u.device {
+            add_seen(&mut self.devices, d);
+        }
+        if let Some(a) = u.order {
+            self.purchases.add_order(u.time_ms, a);
+        }
+        if let Some(a) = u.refund {
+            self.purchases.refunds += 1;
+            self.purchases.refunded += a;
+        }
+        if let Some((id, traits)) = &u.account {
+            let i = match self.accounts.iter().position(|a| a.id == *id) {
+                Some(i) => i,
+                None if self.accounts.len() < MAX_ACCOUNTS => {
+                    self.accounts.push(Account {
+                        id: id.clone(),
+                        since_ms: u.time_ms,
+                        traits: Vec::new(),
+                    });
+                    self.accounts.sort_by(|a, b| a.id.cmp(&b.id));
+                    self.accounts.iter().position(|a| a.id == *id).unwrap_or(0)
+                }
+                None => return,
+            };
+            let acc = &mut self.accounts[i];
+            acc.since_ms = acc.since_ms.min(u.time_ms);
+            for (k, v) in traits {
+                set_trait(
+                    &mut acc.traits,
+                    Trait {
+                        key: *k,
+                        source: u.source,
+                        time_ms: u.time_ms,
+                        offset: u.offset,
+                        value: v.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Merges another profile into this one (the result equals folding both profiles'
+    /// events into one).
+    pub fn absorb(&mut self, o: Profile) {
+        if o.events.is_empty() {
+            return;
+        }
+        if self.events.is_empty() {
+            *self = o;
+            return;
+        }
+        self.first_seen_ms = self.first_seen_ms.min(o.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(o.last_seen_ms);
+        self.events.absorb(&o.events);
+        for t in o.traits {
+            set_trait(&mut self.traits, t);
+        }
+        for (n, c) in o.counts {
+            match self.counts.binary_search_by_key(&n, |x| x.0) {
+                Ok(i) => self.counts[i].1 += c,
+                Err(i) => self.counts.insert(i, (n, c)),
+            }
+        }
+        for c in o.channels {
+            add_seen(&mut self.channels, c);
+        }
+        for d in o.devices {
+            add_seen(&mut self.devices, d);
+        }
+        self.purchases.absorb(&o.purchases);
+        for a in o.accounts {
+            match self.accounts.iter().position(|x| x.id == a.id) {
+                Some(i) => {
+                    let x = &mut self.accounts[i];
+                    x.since_ms = x.since_ms.min(a.since_ms);
+                    for t in a.traits {
+                        set_trait(&mut x.traits, t);
+                    }
+                }
+                None if self.accounts.len() < MAX_ACCOUNTS => self.accounts.push(a),
+                None => {}
+            }
+        }
+        self.accounts.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+
+    /// The count of events named `name`.
+    pub fn count(&self, name: Sym) -> u32 {
+        self.counts
+            .binary_search_by_key(&name, |c| c.0)
+            .map(|i| self.counts[i].1)
+            .unwrap_or(0)
+    }
+
+    /// A trait by key.
+    pub fn trait_value(&self, key: Sym) -> Option<&Trait> {
+        self.traits
+            .binary_search_by_key(&key, |t| t.key)
+            .ok()
+            .map(|i| &self.traits[i])
+    }
+
+    /// Heap bytes used by this profile (not counting the allocator's rounding).
+    pub fn heap_bytes(&self) -> usize {
+        self.events.heap_bytes()
+            + self.traits.capacity() * std::mem::size_of::<Trait>()
+            + self.traits.iter().map(|t| t.value.len()).sum::<usize>()
+            + self.counts.capacity() * 8
+            + (self.channels.capacity() + self.devices.capacity()) * 4
+            + self
+                .accounts
+                .iter()
+                .map(|a| std::mem::size_of::<Account>() + a.id.len() + a.traits.len() * 48)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,822 @@
+//! The identity graph: identifier → profile, with merge rules, merge history and un-merge.
+
+use crate::{key_of, Ident, KindId, Kinds, ProfileId, Rules};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hasher for keys that are already hashes (identifier keys) or small integers.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u128(&mut self, x: u128) {
+        // Identifier keys are xxh3 outputs: any 64 bits of them are well mixed.
+        self.0 ^= x as u64;
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
+
+/// How an identifier came to its original profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum How {
+    /// It was the first identifier of a new profile.
+    Created,
+    /// It arrived on an event together with identifiers already in the profile.
+    Joined,
+    /// An `alias` call linked it.
+    Alias,
+    /// An admin un-merge moved it here.
+    Split,
+}
+
+/// An identifier held by a profile, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Identifier kind.
+    pub kind: KindId,
+    /// How it joined its original profile.
+    pub how: How,
+    /// The profile it first joined (differs from the holder after a merge).
+    pub origin: ProfileId,
+    /// Log offset of the event that brought it.
+    pub offset: u64,
+    /// Normalised value.
+    pub value: Box<str>,
+}
+
+impl Member {
+    fn ident(&self) -> Ident {
+        Ident::new(self.kind, self.value.clone())
+    }
+    fn key(&self) -> u128 {
+        key_of(self.kind, &self.value)
+    }
+}
+
+/// Something that happened to a profile's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Log offset of the event or admin action that caused it.
+    pub offset: u64,
+    /// Event time.
+    pub time_ms: i64,
+    /// What happened.
+    pub kind: NoteKind,
+}
+
+/// What happened to a profile's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoteKind {
+    /// `from` was merged into `into` because one event carried `kept` (of `into`) and
+    /// `joined` (of `from`).
+    Merged {
+        /// The merged-away profile.
+        from: ProfileId,
+        /// The surviving profile.
+        into: ProfileId,
+        /// Identifier that resolved to the survivor.
+        kept: Ident,
+        /// Identifier that resolved to the merged-away profile.
+        joined: Ident,
+        /// `shared identifier` or `alias`.
+        rule: String,
+    },
+    /// A rule prevented `ident` (of profile `other`, or new) from joining this profile.
+    Blocked {
+        /// The identifier that was not linked.
+        ident: Ident,
+        /// The profile it belongs to (None: it was new and stayed unlinked).
+        other: Option<ProfileId>,
+        /// The rule, e.g. `limit user_id = 1`.
+        rule: String,
+    },
+    /// An admin split `ident` off into profile `new`.
+    Split {
+        /// The identifier removed.
+        ident: Ident,
+        /// The profile that now holds it.
+        new: ProfileId,
+        /// Other profiles created by the split (components no longer connected).
+        others: Vec<ProfileId>,
+    },
+}
+
+/// One profile's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Identifiers, in the order they joined.
+    pub members: Vec<Member>,
+    /// Merges, conflicts and splits, oldest first (conflicts capped per profile).
+    pub notes: Vec<Note>,
+}
+
+/// Conflicts kept per profile; older ones are dropped first.
+const MAX_CONFLICT_NOTES: usize = 64;
+
+/// The outcome of resolving one event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// The profile the event belongs to (None if it carried no usable identifier).
+    pub profile: Option<ProfileId>,
+    /// The profile was created by this event.
+    pub created: bool,
+    /// Merges done, in order: (merged-away, survivor).
+    pub merged: Vec<(ProfileId, ProfileId)>,
+    /// Conflicts recorded.
+    pub conflicts: usize,
+}
+
+/// Why an identifier belongs to a profile, for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The identifier.
+    pub ident: Ident,
+    /// The member record.
+    pub member: Member,
+    /// The merges (oldest first) that brought it from its original profile to this one.
+    pub via_merges: Vec<Note>,
+}
+
+/// Why an un-merge was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// No such profile.
+    #[error("profile {0} does not exist")]
+    NoProfile(ProfileId),
+    /// The identifier is not one of the profile's.
+    #[error("{0} does not belong to profile {1}")]
+    NotMember(String, ProfileId),
+    /// Nothing would be left.
+    #[error("{0} is the only identifier of profile {1}; there is nothing to split")]
+    OnlyMember(String, ProfileId),
+}
+
+/// The result of an un-merge: which events now belong to which profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// The profile split (keeps its id and the events of its main part).
+    pub original: ProfileId,
+    /// The new profile holding the removed identifier.
+    pub new: ProfileId,
+    /// Every profile after the split with its events' offsets, ascending; the first entry
+    /// is `original`.
+    pub groups: Vec<(ProfileId, Vec<u64>)>,
+}
+
+/// Serializable view of a graph (deterministic order), for snapshots.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GraphSnapshot {
+    kinds: Kinds,
+    next_id: u64,
+    nodes: Vec<(ProfileId, Node)>,
+    redirects: Vec<(ProfileId, ProfileId)>,
+    apart: Vec<(u128, Vec<u128>)>,
+}
+
+/// The identity graph.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    kinds: Kinds,
+    rules: Rules,
+    limits: Vec<u32>,
+    ranks: Vec<u16>,
+    blocked: HashSet<String>,
+    index: FastMap<u128, ProfileId>,
+    nodes: FastMap<ProfileId, Node>,
+    redirects: FastMap<ProfileId, ProfileId>,
+    apart: FastMap<u128, Vec<u128>>,
+    next_id: u64,
+}
+
+impl Graph {
+    /// An empty graph with these rules.
+    pub fn new(rules: Rules) -> Self {
+        let blocked = rules
+            .blocked_values
+            .iter()
+            .map(|v| v.trim().to_lowercase())
+            .collect();
+        let mut g = Graph {
+            kinds: Kinds::default(),
+            rules,
+            limits: Vec::new(),
+            ranks: Vec::new(),
+            blocked,
+            index: FastMap::default(),
+            nodes: FastMap::default(),
+            redirects: FastMap::default(),
+            apart: FastMap::default(),
+            next_id: 1,
+        };
+        g.refresh_kind_tables();
+        g
+    }
+
+    fn refresh_kind_tables(&mut self) {
+        let n = self.kinds_len();
+        let star = self.rules.priority.iter().position(|p| p == "*");
+        let listed = self.rules.priority.len();
+        self.limits = (0..n)
+            .map(|k| {
+                let name = self.kinds.name(k as KindId);
+                self.rules
+                    .limits
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, l)| *l)
+                    .unwrap_or(0)
+            })
+            .collect();
+        self.ranks = (0..n)
+            .map(|k| {
+                let name = self.kinds.name(k as KindId);
+                match self.rules.priority.iter().position(|p| p == name) {
+                    Some(i) => i as u16,
+                    None if Kinds::is_external(k as KindId) => star.unwrap_or(listed) as u16,
+                    None => listed as u16 + 1,
+                }
+            })
+            .collect();
+    }
+
+    fn kinds_len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// The kind names.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    /// The id of an external id type, registering it if new.
+    pub fn external_kind(&mut self, name: &str) -> Option<KindId> {
+        let before = self.kinds.get(name);
+        if before.is_some() {
+            return before;
+        }
+        let k = self.kinds.intern(name)?;
+        self.refresh_kind_tables();
+        Some(k)
+    }
+
+    /// Whether a (normalised) value is blocked.
+    pub fn is_blocked(&self, value: &str) -> bool {
+        value.trim().is_empty()
+            || (!self.blocked.is_empty() && self.blocked.contains(&value.trim().to_lowercase()))
+    }
+
+    /// Number of profiles.
+    pub fn profiles(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Number of identifiers held.
+    pub fn identifiers(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The current profile of an identifier.
+    pub fn lookup(&self, ident: &Ident) -> Option<ProfileId> {
+        self.index.get(&ident.key()).copied()
+    }
+
+    /// The live profile a (possibly merged-away) profile id resolves to.
+    pub fn canonical(&self, mut id: ProfileId) -> Option<ProfileId> {
+        for _ in 0..64 {
+            if self.nodes.contains_key(&id) {
+                return Some(id);
+            }
+            id = *self.redirects.get(&id)?;
+        }
+        None
+    }
+
+    /// A profile's identity.
+    pub fn node(&self, id: ProfileId) -> Option<&Node> {
+        self.nodes.get(&id)
+    }
+
+    /// All live profile ids, ascending.
+    pub fn profile_ids(&self) -> Vec<ProfileId> {
+        let mut ids: Vec<ProfileId> = self.nodes.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn rank(&self, kind: KindId) -> u16 {
+        self.ranks.get(kind as usize).copied().unwrap_or(u16::MAX)
+    }
+
+    fn limit(&self, kind: KindId) -> u32 {
+        self.limits.get(kind as usize).copied().unwrap_or(0)
+    }
+
+    fn count_kind(&self, id: ProfileId, kind: KindId) -> u32 {
+        self.nodes
+            .get(&id)
+            .map(|n| n.members.iter().filter(|m| m.kind == kind).count() as u32)
+            .unwrap_or(0)
+    }
+
+    /// The first rule that forbids merging `a` and `b`, if any.
+    fn merge_blocker(&self, a: ProfileId, b: ProfileId, explicit: bool) -> Option<String> {
+        let (na, nb) = (self.nodes.get(&a)?, self.nodes.get(&b)?);
+        if !self.apart.is_empty() {
+            let keys_b: HashSet<u128> = nb.members.iter().map(Member::key).collect();
+            for m in &na.members {
+                if let Some(partners) = self.apart.get(&m.key()) {
+                    if partners.iter().any(|p| keys_b.contains(p)) {
+                        return Some("un-merged by an admin".into());
+                    }
+                }
+            }
+        }
+        if explicit {
+            return None;
+        }
+        for (kind, &limit) in self.limits.iter().enumerate() {
+            if limit == 0 {
+                continue;
+            }
+            let kind = kind as KindId;
+            let ca = na.members.iter().filter(|m| m.kind == kind).count() as u32;
+            let cb = nb.members.iter().filter(|m| m.kind == kind).count() as u32;
+            // Only a merge that brings identifiers of the kind from both sides past the
+            // limit is refused (a profile over the limit by `alias` can still merge with
+            // one that has none of that kind).
+            if ca > 0 && cb > 0 && ca + cb > limit {
+                return Some(format!("limit {} = {limit}", self.kinds.name(kind)));
+            }
+        }
+        None
+    }
+
+    fn apart_from(&self, ident: &Ident, id: ProfileId) -> bool {
+        let Some(partners) = self.apart.get(&ident.key()) else {
+            return false;
+        };
+        self.nodes.get(&id).is_some_and(|n| {
+            n.members
+                .iter()
+                .any(|m| partners.contains(&m.key()))
+        })
+    }
+
+    /// Resolves one event's identifiers (normalised, in any order) to a profile, merging
+    /// and creating as the rules say. `explicit` marks an `alias` call.
+    pub fn resolve(
+        &mut self,
+        idents: &[Ident],
+        offset: u64,
+        time_ms: i64,
+        explicit: bool,
+    ) -> Resolution {
+        let mut ids: Vec<&Ident> = Vec::with_capacity(idents.len());
+        for i in idents {
+            if !self.is_blocked(&i.value) && !ids.iter().any(|j| *j == i) {
+                ids.push(i);
+            }
+        }
+        ids.sort_by_key(|i| self.rank(i.kind));
+        let mut res = Resolution::default();
+        if ids.is_empty() {
+            return res;
+        }
+        let mut target: Option<ProfileId> = None;
+        let mut anchor_ident: Option<&Ident> = None;
+        let mut pending: Vec<&Ident> = Vec::new();
+        let mut conflicts: Vec<(Ident, Option<ProfileId>, String)> = Vec::new();
+
+        for ident in ids {
+            let found = self.lookup(ident);
+            match (found, target) {
+                (Some(q), Some(p)) if p == q => {}
+                (Some(q), Some(p)) => match self.merge_blocker(p, q, explicit) {
+                    None => {
+                        let rule = if explicit { "alias" } else { "shared identifier" };
+                        let kept = anchor_ident.cloned().unwrap_or_else(|| ident.clone());
+                        let survivor =
+                            self.merge(p, q, offset, time_ms, kept, ident.clone(), rule);
+                        res.merged.push((if survivor == p { q } else { p }, survivor));
+                        target = Some(survivor);
+                    }
+                    Some(rule) => conflicts.push((ident.clone(), Some(q), rule)),
+                },
+                (Some(q), None) => {
+                    // New identifiers (of higher priority) want to join q.
+                    match self.join_blocker(q, &pending, explicit) {
+                        None => {
+                            for p in pending.drain(..) {
+                                self.attach(q, p, offset, if explicit { How::Alias } else { How::Joined });
+                            }
+                            target = Some(q);
+                            anchor_ident = Some(ident);
+                        }
+                        Some(rule) => conflicts.push((ident.clone(), Some(q), rule)),
+                    }
+                }
+                (None, Some(p)) => {
+                    let limit = self.limit(ident.kind);
+                    if self.apart_from(ident, p) {
+                        conflicts.push((ident.clone(), None, "un-merged by an admin".into()));
+                    } else if !explicit && limit > 0 && self.count_kind(p, ident.kind) >= limit {
+                        conflicts.push((
+                            ident.clone(),
+                            None,
+                            format!("limit {} = {limit}", self.kinds.name(ident.kind)),
+                        ));
+                    } else {
+                        self.attach(p, ident, offset, if explicit { How::Alias } else { How::Joined });
+                    }
+                }
+                (None, None) => {
+                    let limit = self.limit(ident.kind);
+                    let n = pending.iter().filter(|p| p.kind == ident.kind).count() as u32;
+                    if limit > 0 && n >= limit {
+                        conflicts.push((
+                            ident.clone(),
+                            None,
+                            format!("limit {} = {limit}", self.kinds.name(ident.kind)),
+                        ));
+                    } else {
+                        if anchor_ident.is_none() {
+                            anchor_ident = Some(ident);
+                        }
+                        pending.push(ident);
+                    }
+                }
+            }
+        }
+        let profile = match target {
+            Some(p) => p,
+            None => {
+                let id = ProfileId(self.next_id);
+                self.next_id += 1;
+                self.nodes.insert(id, Node::default());
+                for (i, p) in pending.iter().enumerate() {
+                    self.attach(id, p, offset, if i == 0 { How::Created } else { How::Joined });
+                }
+                res.created = true;
+                id
+            }
+        };
+        res.conflicts = conflicts.len();
+        if let Some(node) = self.nodes.get_mut(&profile) {
+            for (ident, other, rule) in conflicts {
+                node.notes.push(Note {
+                    offset,
+                    time_ms,
+                    kind: NoteKind::Blocked { ident, other, rule },
+                });
+            }
+            trim_conflicts(&mut node.notes);
+        }
+        res.profile = Some(profile);
+        res
+    }
+
+    /// Whether new identifiers `pending` may join profile `q`.
+    fn join_blocker(&self, q: ProfileId, pending: &[&Ident], explicit: bool) -> Option<String> {
+        if pending.iter().any(|i| self.apart_from(i, q)) {
+            return Some("un-merged by an admin".into());
+        }
+        if explicit {
+            return None;
+        }
+        for i in pending {
+            let limit = self.limit(i.kind);
+            if limit == 0 {
+                continue;
+            }
+            let have = self.count_kind(q, i.kind);
+            let add = pending.iter().filter(|p| p.kind == i.kind).count() as u32;
+            if have > 0 && have + add > limit {
+                return Some(format!("limit {} = {limit}", self.kinds.name(i.kind)));
+            }
+        }
+        None
+    }
+
+    fn attach(&mut self, id: ProfileId, ident: &Ident, offset: u64, how: How) {
+        self.index.insert(ident.key(), id);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.members.push(Member {
+                kind: ident.kind,
+                how,
+                origin: id,
+                offset,
+                value: ident.value.clone(),
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn merge(
+        &mut self,
+        a: ProfileId,
+        b: ProfileId,
+        offset: u64,
+        time_ms: i64,
+        kept: Ident,
+        joined: Ident,
+        rule: &str,
+    ) -> ProfileId {
+        let (survivor, gone) = if a < b { (a, b) } else { (b, a) };
+        let Some(mut old) = self.nodes.remove(&gone) else {
+            return survivor;
+        };
+        for m in &old.members {
+            self.index.insert(m.key(), survivor);
+        }
+        self.redirects.insert(gone, survivor);
+        if let Some(node) = self.nodes.get_mut(&survivor) {
+            node.members.append(&mut old.members);
+            node.notes.append(&mut old.notes);
+            node.notes.sort_by_key(|n| n.offset);
+            node.notes.push(Note {
+                offset,
+                time_ms,
+                kind: NoteKind::Merged {
+                    from: gone,
+                    into: survivor,
+                    kept,
+                    joined,
+                    rule: rule.to_string(),
+                },
+            });
+            trim_conflicts(&mut node.notes);
+        }
+        survivor
+    }
+
+    /// Why each identifier belongs to the profile.
+    pub fn explain(&self, id: ProfileId) -> Vec<Explanation> {
+        let Some(node) = self.nodes.get(&id) else {
+            return Vec::new();
+        };
+        node.members
+            .iter()
+            .map(|m| {
+                let mut via = Vec::new();
+                let mut at = m.origin;
+                // Follow the merges from the member's original profile to this one.
+                for note in &node.notes {
+                    if let NoteKind::Merged { from, into, .. } = &note.kind {
+                        if *from == at {
+                            via.push(note.clone());
+                            at = *into;
+                        }
+                    }
+                }
+                Explanation {
+                    ident: m.ident(),
+                    member: m.clone(),
+                    via_merges: via,
+                }
+            })
+            .collect()
+    }
+
+    /// Splits `ident` off profile `id` (un-merge). `events` are the profile's events in
+    /// log order with the identifiers each carried. The events that carried `ident` move
+    /// to a new profile with it (and with identifiers seen only on those events); the
+    /// remaining identifiers stay together as far as the remaining events connect them,
+    /// each disconnected part becoming a profile of its own. The removed identifier is
+    /// kept apart from the profile's remaining identifiers from now on.
+    pub fn split(
+        &mut self,
+        id: ProfileId,
+        ident: &Ident,
+        events: &[(u64, Vec<Ident>)],
+        offset: u64,
+        time_ms: i64,
+    ) -> Result<SplitPlan, SplitError> {
+        let id = self.canonical(id).ok_or(SplitError::NoProfile(id))?;
+        let label = format!("{}:{}", self.kinds.name(ident.kind), ident.value);
+        let node = self.nodes.get(&id).ok_or(SplitError::NoProfile(id))?;
+        let xkey = ident.key();
+        if !node.members.iter().any(|m| m.key() == xkey) {
+            return Err(SplitError::NotMember(label, id));
+        }
+        if node.members.len() < 2 {
+            return Err(SplitError::OnlyMember(label, id));
+        }
+        let members: Vec<Member> = node.members.clone();
+        let pos: HashMap<u128, usize> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.key(), i))
+            .collect();
+        // Union-find over the members, connected by events that do not carry `ident`.
+        let mut parent: Vec<usize> = (0..members.len()).collect();
+        fn find(p: &mut [usize], mut i: usize) -> usize {
+            while p[i] != i {
+                p[i] = p[p[i]];
+                i = p[i];
+            }
+            i
+        }
+        let mut seen_without = vec![false; members.len()];
+        let xi = pos[&xkey];
+        for (_, ids) in events {
+            let idx: Vec<usize> = ids.iter().filter_map(|i| pos.get(&i.key()).copied()).collect();
+            if idx.contains(&xi) {
+                continue;
+            }
+            for w in idx.windows(2) {
+                let (ra, rb) = (find(&mut parent, w[0]), find(&mut parent, w[1]));
+                if ra != rb {
+                    parent[ra.max(rb)] = ra.min(rb);
+                }
+            }
+            for i in idx {
+                seen_without[i] = true;
+            }
+        }
+        // Members never seen without `ident` go with it; members seen on no event at all
+        // stay with the main part.
+        let mut seen_any = vec![false; members.len()];
+        for (_, ids) in events {
+            for i in ids {
+                if let Some(&p) = pos.get(&i.key()) {
+                    seen_any[p] = true;
+                }
+            }
+        }
+        let goes_with_x = |i: usize| i == xi || (seen_any[i] && !seen_without[i]);
+        let main_root = (0..members.len())
+            .filter(|&i| !goes_with_x(i))
+            .map(|i| find(&mut parent, i))
+            .min();
+        let Some(main_root) = main_root else {
+            return Err(SplitError::OnlyMember(label, id));
+        };
+        let new_id = ProfileId(self.next_id);
+        self.next_id += 1;
+        // Assign every member to a profile.
+        let mut root_to_profile: HashMap<usize, ProfileId> = HashMap::new();
+        root_to_profile.insert(main_root, id);
+        let mut others = Vec::new();
+        let mut owner: Vec<ProfileId> = Vec::with_capacity(members.len());
+        for i in 0..members.len() {
+            if goes_with_x(i) {
+                owner.push(new_id);
+                continue;
+            }
+            let r = find(&mut parent, i);
+            let p = match root_to_profile.get(&r) {
+                Some(p) => *p,
+                None => {
+                    let p = ProfileId(self.next_id);
+                    self.next_id += 1;
+                    root_to_profile.insert(r, p);
+                    others.push(p);
+                    p
+                }
+            };
+            owner.push(p);
+        }
+        // Rebuild the nodes.
+        let mut old = self.nodes.remove(&id).unwrap_or_default();
+        let mut groups: Vec<(ProfileId, Vec<u64>)> = std::iter::once(id)
+            .chain(std::iter::once(new_id))
+            .chain(others.iter().copied())
+            .map(|p| (p, Vec::new()))
+            .collect();
+        for p in groups.iter().map(|g| g.0) {
+            self.nodes.insert(p, Node::default());
+        }
+        for (i, mut m) in members.into_iter().enumerate() {
+            let p = owner[i];
+            self.index.insert(m.key(), p);
+            if p != id {
+                m.how = How::Split;
+                m.origin = p;
+                m.offset = offset;
+            }
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.members.push(m);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.notes = std::mem::take(&mut old.notes);
+        }
+        let split_note = Note {
+            offset,
+            time_ms,
+            kind: NoteKind::Split {
+                ident: ident.clone(),
+                new: new_id,
+                others: others.clone(),
+            },
+        };
+        for (p, _) in &groups {
+            if let Some(n) = self.nodes.get_mut(p) {
+                n.notes.push(split_note.clone());
+            }
+        }
+        // Events follow their identifiers.
+        for (off, ids) in events {
+            let carries_x = ids.iter().any(|i| i.key() == xkey);
+            let p = if carries_x {
+                new_id
+            } else {
+                ids.iter()
+                    .find_map(|i| pos.get(&i.key()).map(|&k| owner[k]))
+                    .unwrap_or(id)
+            };
+            if let Some(g) = groups.iter_mut().find(|g| g.0 == p) {
+                g.1.push(*off);
+            }
+        }
+        // Keep the removed identifier apart from what remains.
+        let remaining: Vec<u128> = self
+            .nodes
+            .get(&id)
+            .map(|n| n.members.iter().map(Member::key).collect())
+            .unwrap_or_default();
+        for k in &remaining {
+            self.apart.entry(xkey).or_default().push(*k);
+            self.apart.entry(*k).or_default().push(xkey);
+        }
+        Ok(SplitPlan {
+            original: id,
+            new: new_id,
+            groups,
+        })
+    }
+
+    /// A deterministic, serializable copy of the graph (rules are not included).
+    pub fn snapshot(&self) -> GraphSnapshot {
+        let mut nodes: Vec<(ProfileId, Node)> =
+            self.nodes.iter().map(|(k, v)| (*k, v.clone())).collect();
+        nodes.sort_unstable_by_key(|n| n.0);
+        let mut redirects: Vec<(ProfileId, ProfileId)> =
+            self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
+        redirects.sort_unstable();
+        let mut apart: Vec<(u128, Vec<u128>)> =
+            self.apart.iter().map(|(k, v)| (*k, v.clone())).collect();
+        apart.sort_unstable();
+        GraphSnapshot {
+            kinds: self.kinds.clone(),
+            next_id: self.next_id,
+            nodes,
+            redirects,
+            apart,
+        }
+    }
+
+    /// Rebuilds a graph from a snapshot, with the given rules.
+    pub fn restore(rules: Rules, snap: GraphSnapshot) -> Self {
+        let mut g = Graph::new(rules);
+        g.kinds = snap.kinds;
+        g.refresh_kind_tables();
+        g.next_id = snap.next_id;
+        let members: usize = snap.nodes.iter().map(|(_, n)| n.members.len()).sum();
+        g.index.reserve(members);
+        g.nodes.reserve(snap.nodes.len());
+        for (id, node) in snap.nodes {
+            for m in &node.members {
+                g.index.insert(m.key(), id);
+            }
+            g.nodes.insert(id, node);
+        }
+        g.redirects.extend(snap.redirects);
+        g.apart.extend(snap.apart);
+        g
+    }
+}
+
+fn trim_conflicts(notes: &mut Vec<Note>) {
+    let n = notes
+        .iter()
+        .filter(|n| matches!(n.kind, NoteKind::Blocked { .. }))
+        .count();
+    if n <= MAX_CONFLICT_NOTES {
+        return;
+    }
+    let mut drop = n - MAX_CONFLICT_NOTES;
+    notes.retain(|note| {
+        if drop > 0 && matches!(note.kind, NoteKind::Blocked { .. }) {
+            drop -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
