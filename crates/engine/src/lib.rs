@@ -18,5 +18,7 @@ pub mod extract;
 mod profile;
 mod symbols;
 
-pub use profile::{Account, EventList, Profile, Purchases, Trait, Update, UpdateKind, MONEY_SCALE};
+pub use profile::{
+    Account, CommerceNames, EventList, Profile, Purchases, Trait, Update, UpdateKind, MONEY_SCALE,
+};
 pub use symbols::{Sym, Symbols};

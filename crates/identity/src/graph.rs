@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Hasher for keys that are already hashes (identifier keys) or small integers.
+/// Hasher for keys that are already hashes (identifier keys) or small integers
+/// (profile ids): much cheaper than SipHash, and no untrusted input chooses these keys.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FoldHasher(u64);
+pub struct FoldHasher(u64);
 
 impl Hasher for FoldHasher {
     fn finish(&self) -> u64 {
@@ -29,7 +30,8 @@ impl Hasher for FoldHasher {
     }
 }
 
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
+/// A hash map keyed by identifier keys or profile ids.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
 
 /// How an identifier came to its original profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +188,17 @@ pub struct GraphSnapshot {
     nodes: Vec<(ProfileId, Node)>,
     redirects: Vec<(ProfileId, ProfileId)>,
     apart: Vec<(u128, Vec<u128>)>,
+}
+
+/// Borrowed, serializable view of a graph with the same layout as [`GraphSnapshot`]
+/// (serialize this, deserialize that), so snapshots do not copy the graph.
+#[derive(Debug, Serialize)]
+pub struct GraphView<'a> {
+    kinds: &'a Kinds,
+    next_id: u64,
+    nodes: Vec<(ProfileId, &'a Node)>,
+    redirects: Vec<(ProfileId, ProfileId)>,
+    apart: Vec<(u128, &'a Vec<u128>)>,
 }
 
 /// The identity graph.
@@ -774,6 +787,24 @@ impl Graph {
         apart.sort_unstable();
         GraphSnapshot {
             kinds: self.kinds.clone(),
+            next_id: self.next_id,
+            nodes,
+            redirects,
+            apart,
+        }
+    }
+
+    /// A borrowed, deterministic view for serialization.
+    pub fn view(&self) -> GraphView<'_> {
+        let mut nodes: Vec<(ProfileId, &Node)> = self.nodes.iter().map(|(k, v)| (*k, v)).collect();
+        nodes.sort_unstable_by_key(|n| n.0);
+        let mut redirects: Vec<(ProfileId, ProfileId)> =
+            self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
+        redirects.sort_unstable();
+        let mut apart: Vec<(u128, &Vec<u128>)> = self.apart.iter().map(|(k, v)| (*k, v)).collect();
+        apart.sort_unstable_by_key(|a| a.0);
+        GraphView {
+            kinds: &self.kinds,
             next_id: self.next_id,
             nodes,
             redirects,

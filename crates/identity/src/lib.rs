@@ -28,9 +28,10 @@
 mod graph;
 pub mod normalize;
 
-pub use graph::{
-    Explanation, Graph, GraphSnapshot, How, Member, Note, NoteKind, Resolution, SplitError,
-    SplitPlan,
+pub use graph::{FastMap, FoldHasher,
+    
+    Explanation, Graph, GraphSnapshot, GraphView, How, Member, Node, Note, NoteKind, Resolution,
+    SplitError, SplitPlan,
 };
 
 use serde::{Deserialize, Serialize};

@@ -44,7 +44,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 pub use segment::{RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
@@ -204,6 +204,8 @@ pub(crate) struct Shared {
     pub duplicates: AtomicU64,
     pub commits: AtomicU64,
     pub direct_io: AtomicBool,
+    /// Signalled after each commit that moved `end_offset`.
+    pub grown: (Mutex<()>, Condvar),
 }
 
 impl Shared {
@@ -276,6 +278,7 @@ impl Log {
             duplicates: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             direct_io: AtomicBool::new(false),
+            grown: (Mutex::new(()), Condvar::new()),
         });
         let (tx, rx) = mpsc::channel();
         let dir = cfg.dir.clone();
@@ -378,6 +381,28 @@ impl Log {
     /// Offset the next record will get (every offset below it is durable).
     pub fn end_offset(&self) -> u64 {
         self.shared.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Waits until the log holds a record at or past `offset` (that is, `end_offset() >
+    /// offset`), or `timeout` passes; returns the end offset then.
+    pub fn wait_for(&self, offset: u64, timeout: std::time::Duration) -> u64 {
+        let (lock, cv) = &self.shared.grown;
+        let Ok(mut guard) = lock.lock() else {
+            return self.end_offset();
+        };
+        let mut left = timeout;
+        loop {
+            let end = self.end_offset();
+            if end > offset || left.is_zero() {
+                return end;
+            }
+            let start = std::time::Instant::now();
+            guard = match cv.wait_timeout(guard, left) {
+                Ok((g, _)) => g,
+                Err(_) => return self.end_offset(),
+            };
+            left = left.saturating_sub(start.elapsed());
+        }
     }
 
     /// Stops the writer after it has finished the requests already queued.

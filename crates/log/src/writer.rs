@@ -181,6 +181,9 @@ impl Writer {
         self.shared
             .end_offset
             .store(self.next_offset, Ordering::Release);
+        let (lock, cv) = &self.shared.grown;
+        drop(lock.lock());
+        cv.notify_all();
         Ok(())
     }
 

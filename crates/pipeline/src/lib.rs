@@ -1,1 +1,695 @@
-//! placeholder
+//! The processing pipeline: everything derived from the log.
+//!
+//! ```text
+//!  log ──read in order──▶ router thread ──Apply/Take/Put──▶ partition workers (one owner each)
+//!                         parse · identifiers · identity graph · intern names
+//! ```
+//!
+//! * The **router** reads the log from the last processed offset, resolves each event's
+//!   identifiers in the [`niyet_identity::Graph`] (the only writer of the graph), prepares
+//!   an [`niyet_engine::Update`] and sends it to the partition owning the profile
+//!   (`profile id % partitions`). A merge moves the merged-away profile's state to the
+//!   survivor's partition through the two owners' queues, so every event is applied after
+//!   the state it builds on.
+//! * Each **partition worker** owns its profiles and is the only thread that changes them;
+//!   readers (the admin API) take short read locks.
+//! * **Snapshots** (see [`snapshot`]) are written every `snapshot_every` records and on
+//!   close; on open the newest valid snapshot is restored and the log tail replayed.
+//!   Processing is deterministic (event time and log offsets decide everything), so a
+//!   replay from offset 0 gives the same state as live processing.
+//! * Admin actions that change derived state (un-merge) are written to the log as
+//!   `niyet.*` records and applied by the router like events, so they replay too.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod render;
+mod snapshot;
+
+use niyet_engine::extract::{self, IdentityConfig, Kind};
+use niyet_engine::{Profile, Symbols, Update};
+use niyet_identity::{FastMap, Graph, Ident, ProfileId, Rules};
+use niyet_log::{Log, LogError, NewRecord};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use niyet_engine::CommerceNames;
+pub use render::ProfileQuery;
+
+/// Errors of the pipeline.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipelineError {
+    /// File trouble (snapshots).
+    #[error("{0}")]
+    Io(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Something asked of the pipeline is not possible.
+    #[error("{0}")]
+    Invalid(String),
+    /// The pipeline is stopped.
+    #[error("the processing pipeline is stopped")]
+    Stopped,
+    /// Waiting for processing took too long.
+    #[error("processing did not reach offset {0} in time")]
+    Timeout(u64),
+}
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Where snapshots are kept.
+    pub state_dir: PathBuf,
+    /// Number of profile partitions (each with its own worker thread).
+    pub partitions: usize,
+    /// Write a snapshot after this many log records.
+    pub snapshot_every: u64,
+    /// Merge rules.
+    pub rules: Rules,
+    /// How identifiers are read.
+    pub identity: IdentityConfig,
+    /// Commerce event names.
+    pub commerce: CommerceNames,
+}
+
+impl PipelineConfig {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            partitions: 2,
+            snapshot_every: 1_000_000,
+            rules: Rules::default(),
+            identity: IdentityConfig::default(),
+            commerce: CommerceNames::default(),
+        }
+    }
+
+    /// Hash of everything that shapes derived state.
+    fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            self.rules, self.identity.calling_code, self.identity.trait_ids, self.commerce
+        )
+        .hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Counters of the pipeline.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PipelineStats {
+    /// Every log offset below this is reflected in the state.
+    pub processed_offset: u64,
+    /// The log's end.
+    pub log_end_offset: u64,
+    /// Live profiles.
+    pub profiles: usize,
+    /// Identifiers held.
+    pub identifiers: usize,
+    /// Merges done since start.
+    pub merges: u64,
+    /// Merges refused by a rule since start.
+    pub conflicts: u64,
+    /// Records that could not be read as events (kept in the log, skipped here).
+    pub unreadable: u64,
+    /// Events with no usable identifier.
+    pub unresolved: u64,
+    /// Snapshots written since start.
+    pub snapshots: u64,
+    /// Offset of the snapshot restored at start (None: rebuilt from the log).
+    pub restored_from: Option<u64>,
+    /// Milliseconds spent restoring the snapshot at start.
+    pub restore_ms: u64,
+}
+
+pub(crate) type Partition = FastMap<u64, Profile>;
+
+enum Op {
+    Apply(ProfileId, Update),
+    Take(ProfileId, SyncSender<Option<Profile>>),
+    Put(ProfileId, Profile),
+    Mark(u64),
+    Barrier(SyncSender<()>),
+}
+
+pub(crate) struct Shared {
+    pub graph: RwLock<Graph>,
+    pub symbols: RwLock<Symbols>,
+    pub partitions: Vec<RwLock<Partition>>,
+    marks: Vec<AtomicU64>,
+    progress: (Mutex<()>, Condvar),
+    stats: Mutex<PipelineStats>,
+    outcomes: Mutex<BTreeMap<u64, Result<serde_json::Value, String>>>,
+    pub log: Arc<Log>,
+    pub cfg: PipelineConfig,
+    stop: AtomicBool,
+    failed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn partition_of(&self, id: ProfileId) -> usize {
+        (id.0 % self.partitions.len() as u64) as usize
+    }
+
+    fn processed(&self) -> u64 {
+        self.marks
+            .iter()
+            .map(|m| m.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    router: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Pipeline {
+    /// Restores the newest snapshot (or starts empty) and starts processing the log.
+    pub fn start(log: Arc<Log>, cfg: PipelineConfig) -> Result<Pipeline, PipelineError> {
+        let parts = cfg.partitions.clamp(1, 256);
+        let started = Instant::now();
+        let mut skipped = Vec::new();
+        let loaded = snapshot::load_latest(&cfg.state_dir, cfg.fingerprint(), &mut skipped);
+        for s in &skipped {
+            tracing::warn!(snapshot = %s, "snapshot ignored; state is rebuilt from the log");
+        }
+        let mut partitions: Vec<Partition> = (0..parts).map(|_| Partition::default()).collect();
+        let (graph, symbols, offset, restored_from) = match loaded {
+            Some(l) => {
+                for (id, p) in l.body.profiles {
+                    partitions[(id % parts as u64) as usize].insert(id, p);
+                }
+                tracing::info!(path = %l.path.display(), offset = l.offset, "snapshot restored");
+                (
+                    Graph::restore(cfg.rules.clone(), l.body.graph),
+                    Symbols::from_names(l.body.symbols),
+                    l.offset,
+                    Some(l.offset),
+                )
+            }
+            None => (Graph::new(cfg.rules.clone()), Symbols::default(), 0, None),
+        };
+        let offset = offset.max(log.stats().start_offset);
+        let stats = PipelineStats {
+            restored_from,
+            restore_ms: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        };
+        let shared = Arc::new(Shared {
+            graph: RwLock::new(graph),
+            symbols: RwLock::new(symbols),
+            partitions: partitions.into_iter().map(RwLock::new).collect(),
+            marks: (0..parts).map(|_| AtomicU64::new(offset)).collect(),
+            progress: (Mutex::new(()), Condvar::new()),
+            stats: Mutex::new(stats),
+            outcomes: Mutex::new(BTreeMap::new()),
+            log,
+            cfg,
+            stop: AtomicBool::new(false),
+            failed: Mutex::new(None),
+        });
+        let mut senders = Vec::with_capacity(parts);
+        let mut workers = Vec::with_capacity(parts);
+        for i in 0..parts {
+            let (tx, rx) = mpsc::sync_channel::<Op>(4096);
+            senders.push(tx);
+            let sh = shared.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("niyet-part-{i}"))
+                    .spawn(move || worker(sh, i, rx))
+                    .map_err(|e| PipelineError::Io(format!("spawning a worker: {e}")))?,
+            );
+        }
+        let sh = shared.clone();
+        let router = std::thread::Builder::new()
+            .name("niyet-router".into())
+            .spawn(move || {
+                let mut r = Router {
+                    sh,
+                    senders,
+                    next: offset,
+                    since_snapshot: 0,
+                };
+                r.run();
+                drop(r.senders);
+                for w in workers {
+                    let _ = w.join();
+                }
+            })
+            .map_err(|e| PipelineError::Io(format!("spawning the router: {e}")))?;
+        Ok(Pipeline {
+            shared,
+            router: Mutex::new(Some(router)),
+        })
+    }
+
+    /// Every offset below this is reflected in the state.
+    pub fn processed_offset(&self) -> u64 {
+        self.shared.processed()
+    }
+
+    /// Waits until every record below `offset` is processed.
+    pub fn wait_processed(&self, offset: u64, timeout: Duration) -> Result<(), PipelineError> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &self.shared.progress;
+        let mut g = lock.lock().map_err(|_| PipelineError::Stopped)?;
+        loop {
+            if self.shared.processed() >= offset {
+                return Ok(());
+            }
+            if let Some(why) = self.failure() {
+                return Err(PipelineError::Invalid(why));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PipelineError::Timeout(offset));
+            }
+            g = cv
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(50)))
+                .map_err(|_| PipelineError::Stopped)?
+                .0;
+        }
+    }
+
+    /// Why processing stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PipelineStats {
+        let mut s = self
+            .shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        s.processed_offset = self.shared.processed();
+        s.log_end_offset = self.shared.log.end_offset();
+        if let Ok(g) = self.shared.graph.read() {
+            s.profiles = g.profiles();
+            s.identifiers = g.identifiers();
+        }
+        s
+    }
+
+    /// Read access for queries.
+    pub fn query(&self) -> ProfileQuery<'_> {
+        ProfileQuery::new(&self.shared)
+    }
+
+    /// Splits identifier `kind`:`value` off profile `id` (un-merge). The action is written
+    /// to the log, so it is durable and replays; this returns once it is applied.
+    pub fn unmerge(
+        &self,
+        id: ProfileId,
+        kind: &str,
+        value: &str,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PipelineError> {
+        let q = self.query();
+        let ident = q.parse_identifier(kind, value)?;
+        let canonical = q
+            .canonical(id)
+            .ok_or_else(|| PipelineError::Invalid(format!("profile {id} does not exist")))?;
+        {
+            let g = self.shared.graph.read().map_err(|_| PipelineError::Stopped)?;
+            if g.lookup(&ident) != Some(canonical) {
+                return Err(PipelineError::Invalid(format!(
+                    "{kind}:{} does not belong to profile {canonical}",
+                    ident.value
+                )));
+            }
+        }
+        let payload = serde_json::json!({
+            "type": "niyet.unmerge",
+            "profile": canonical.to_string(),
+            "identifier": {"type": kind, "value": &*ident.value},
+            "timestamp": niyet_model::format_rfc3339_millis(now_ms),
+            "source": "admin",
+        });
+        let rec = NewRecord {
+            time_ms: now_ms,
+            key: 0,
+            payload: serde_json::to_vec(&payload)
+                .map_err(|e| PipelineError::Invalid(e.to_string()))?,
+        };
+        let at = match self.shared.log.append_blocking(vec![rec])?.first() {
+            Some(niyet_log::Appended::At(o)) => *o,
+            _ => return Err(PipelineError::Invalid("the action was not written".into())),
+        };
+        self.wait_processed(at + 1, timeout)?;
+        let outcome = self
+            .shared
+            .outcomes
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&at).cloned());
+        match outcome {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(PipelineError::Invalid(e)),
+            None => Err(PipelineError::Invalid("the action's outcome is unknown".into())),
+        }
+    }
+
+    /// Stops processing after the records already in the log, writes a final snapshot.
+    pub fn close(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let h = self.router.lock().ok().and_then(|mut r| r.take());
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let Ok(mut part) = sh.partitions[idx].write() else {
+            return;
+        };
+        let mut op = Some(first);
+        let mut n = 0;
+        while let Some(o) = op.take() {
+            match o {
+                Op::Apply(id, u) => part.entry(id.0).or_default().apply(&u),
+                Op::Take(id, reply) => {
+                    let _ = reply.send(part.remove(&id.0));
+                }
+                Op::Put(id, p) => match part.get_mut(&id.0) {
+                    Some(existing) => existing.absorb(p),
+                    None => {
+                        part.insert(id.0, p);
+                    }
+                },
+                Op::Mark(off) => {
+                    sh.marks[idx].store(off, Ordering::Release);
+                    let (lock, cv) = &sh.progress;
+                    drop(lock.lock());
+                    cv.notify_all();
+                }
+                Op::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+            n += 1;
+            // Release the lock now and then so readers get in.
+            if n < 256 {
+                op = rx.try_recv().ok();
+            }
+        }
+    }
+}
+
+struct Router {
+    sh: Arc<Shared>,
+    senders: Vec<SyncSender<Op>>,
+    next: u64,
+    since_snapshot: u64,
+}
+
+impl Router {
+    fn run(&mut self) {
+        loop {
+            let stopping = self.sh.stop.load(Ordering::SeqCst);
+            let end = self.sh.log.end_offset();
+            if stopping && self.next >= end {
+                break;
+            }
+            if self.next >= end {
+                self.sh.log.wait_for(self.next, Duration::from_millis(100));
+                continue;
+            }
+            let recs = match self.sh.log.read(self.next, 512) {
+                Ok(r) => r,
+                Err(LogError::BeforeStart { start, .. }) => {
+                    tracing::warn!(from = self.next, start, "log records removed by retention were never processed");
+                    self.next = start;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the log failed; processing stops");
+                    if let Ok(mut f) = self.sh.failed.lock() {
+                        *f = Some(e.to_string());
+                    }
+                    break;
+                }
+            };
+            for r in &recs {
+                self.process(r.offset, &r.payload);
+                self.next = r.offset + 1;
+            }
+            self.since_snapshot += recs.len() as u64;
+            for s in &self.senders {
+                let _ = s.send(Op::Mark(self.next));
+            }
+            if self.since_snapshot >= self.sh.cfg.snapshot_every {
+                self.snapshot();
+            }
+        }
+        if self.since_snapshot > 0 {
+            self.snapshot();
+        }
+    }
+
+    fn send(&self, id: ProfileId, op: Op) {
+        let _ = self.senders[self.sh.partition_of(id)].send(op);
+    }
+
+    fn take(&self, id: ProfileId) -> Option<Profile> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(id, Op::Take(id, tx));
+        rx.recv().ok().flatten()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut PipelineStats)) {
+        if let Ok(mut s) = self.sh.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn process(&mut self, offset: u64, payload: &[u8]) {
+        let view = match extract::parse(payload) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(offset, error = %e, "record skipped by profiles");
+                self.bump(|s| s.unreadable += 1);
+                return;
+            }
+        };
+        match view.kind {
+            Kind::Control => return self.control(offset, &view),
+            Kind::Other => return,
+            _ => {}
+        }
+        let res = {
+            let Ok(mut g) = self.sh.graph.write() else {
+                return;
+            };
+            let (ids, explicit) = view.identifiers(&self.sh.cfg.identity, &mut g);
+            g.resolve(&ids, offset, view.time_ms, explicit)
+        };
+        let Some(pid) = res.profile else {
+            self.bump(|s| s.unresolved += 1);
+            return;
+        };
+        if !res.merged.is_empty() || res.conflicts > 0 {
+            self.bump(|s| {
+                s.merges += res.merged.len() as u64;
+                s.conflicts += res.conflicts as u64;
+            });
+        }
+        for (from, into) in &res.merged {
+            self.move_profile(*from, *into);
+        }
+        let update = match self.sh.symbols.write() {
+            Ok(mut syms) => Update::from_view(&view, offset, &mut syms, &self.sh.cfg.commerce),
+            Err(_) => None,
+        };
+        if let Some(u) = update {
+            self.send(pid, Op::Apply(pid, u));
+        }
+    }
+
+    fn move_profile(&self, from: ProfileId, into: ProfileId) {
+        if let Some(p) = self.take(from) {
+            self.send(into, Op::Put(into, p));
+        }
+    }
+
+    fn control(&mut self, offset: u64, view: &extract::EventView<'_>) {
+        let outcome = match &*view.type_name {
+            "niyet.unmerge" => self.unmerge(offset, view),
+            other => Err(format!("unknown admin action `{other}`")),
+        };
+        if let Ok(mut o) = self.sh.outcomes.lock() {
+            o.insert(offset, outcome);
+            while o.len() > 1024 {
+                o.pop_first();
+            }
+        }
+    }
+
+    fn unmerge(&mut self, offset: u64, view: &extract::EventView<'_>) -> Result<serde_json::Value, String> {
+        #[derive(serde::Deserialize)]
+        struct Action {
+            profile: String,
+            identifier: Id,
+        }
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(rename = "type")]
+            kind: String,
+            value: String,
+        }
+        let raw = self
+            .sh
+            .log
+            .read(offset, 1)
+            .map_err(|e| e.to_string())?
+            .pop()
+            .ok_or("the action is not in the log")?;
+        let a: Action = serde_json::from_slice(&raw.payload).map_err(|e| e.to_string())?;
+        let id: ProfileId = a
+            .profile
+            .parse()
+            .map_err(|_| format!("`{}` is not a profile id", a.profile))?;
+        let (ident, id) = {
+            let g = self.sh.graph.read().map_err(|_| "stopped")?;
+            let kind = g
+                .kinds()
+                .get(&a.identifier.kind)
+                .ok_or_else(|| format!("unknown identifier type `{}`", a.identifier.kind))?;
+            let ident = Ident::new(kind, a.identifier.value.as_str());
+            let id = g.canonical(id).ok_or_else(|| format!("profile {id} does not exist"))?;
+            if g.lookup(&ident) != Some(id) {
+                return Err(format!("{}:{} does not belong to profile {id}", a.identifier.kind, a.identifier.value));
+            }
+            (ident, id)
+        };
+        let profile = self.take(id).unwrap_or_default();
+        let start = self.sh.log.stats().start_offset;
+        let offsets: Vec<u64> = profile.events.iter().collect();
+        if offsets.first().is_some_and(|o| *o < start) {
+            self.send(id, Op::Put(id, profile));
+            return Err("part of the profile's history is no longer in the log (retention); it cannot be split".into());
+        }
+        let mut payloads = Vec::with_capacity(offsets.len());
+        for o in &offsets {
+            match self.sh.log.read(*o, 1) {
+                Ok(mut r) if !r.is_empty() => payloads.push((*o, r.remove(0).payload)),
+                _ => {
+                    self.send(id, Op::Put(id, profile));
+                    return Err(format!("event {o} could not be read back"));
+                }
+            }
+        }
+        let plan = {
+            let Ok(mut g) = self.sh.graph.write() else {
+                return Err("stopped".into());
+            };
+            let mut events = Vec::with_capacity(payloads.len());
+            for (o, p) in &payloads {
+                if let Ok(v) = extract::parse(p) {
+                    let (ids, _) = v.identifiers(&self.sh.cfg.identity, &mut g);
+                    events.push((*o, ids));
+                }
+            }
+            match g.split(id, &ident, &events, offset, view.time_ms) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    drop(g);
+                    self.send(id, Op::Put(id, profile));
+                    return Err(e.to_string());
+                }
+            }
+        };
+        let by_offset: BTreeMap<u64, &Vec<u8>> = payloads.iter().map(|(o, p)| (*o, p)).collect();
+        let mut groups = Vec::new();
+        for (pid, offs) in &plan.groups {
+            let mut p = Profile::default();
+            if let Ok(mut syms) = self.sh.symbols.write() {
+                for o in offs {
+                    let Some(bytes) = by_offset.get(o) else { continue };
+                    if let Ok(v) = extract::parse(bytes) {
+                        if let Some(u) = Update::from_view(&v, *o, &mut syms, &self.sh.cfg.commerce) {
+                            p.apply(&u);
+                        }
+                    }
+                }
+            }
+            groups.push(serde_json::json!({"profile": pid.to_string(), "events": offs.len()}));
+            self.send(*pid, Op::Put(*pid, p));
+        }
+        Ok(serde_json::json!({
+            "profile": plan.original.to_string(),
+            "new_profile": plan.new.to_string(),
+            "profiles": groups,
+        }))
+    }
+
+    fn snapshot(&mut self) {
+        // Let every worker finish what it was sent.
+        let mut waits = Vec::new();
+        for s in &self.senders {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let _ = s.send(Op::Barrier(tx));
+            waits.push(rx);
+        }
+        for w in waits {
+            let _ = w.recv();
+        }
+        let started = Instant::now();
+        let result = (|| {
+            let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
+            let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
+            let parts: Vec<_> = self
+                .sh
+                .partitions
+                .iter()
+                .map(|p| p.read().map_err(|_| PipelineError::Stopped))
+                .collect::<Result<_, _>>()?;
+            let mut profiles: Vec<(u64, &Profile)> = parts
+                .iter()
+                .flat_map(|p| p.iter().map(|(k, v)| (*k, v)))
+                .collect();
+            profiles.sort_unstable_by_key(|p| p.0);
+            let body = snapshot::BodyRef {
+                graph: g.view(),
+                symbols: syms.names(),
+                profiles,
+            };
+            snapshot::write(&self.sh.cfg.state_dir, self.sh.cfg.fingerprint(), self.next, &body)
+        })();
+        match result {
+            Ok(bytes) => {
+                self.since_snapshot = 0;
+                self.bump(|s| s.snapshots += 1);
+                tracing::info!(offset = self.next, bytes, ms = started.elapsed().as_millis() as u64, "snapshot written");
+            }
+            Err(e) => {
+                // Not fatal: the log still holds everything; retry after another interval.
+                self.since_snapshot = 0;
+                tracing::error!(error = %e, "writing a snapshot failed");
+            }
+        }
+    }
+}

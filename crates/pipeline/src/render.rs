@@ -1,0 +1,325 @@
+//! Read access to the derived state, rendered as JSON for the admin API.
+
+use crate::{PipelineError, Shared};
+use niyet_engine::{Profile, Symbols, Trait, MONEY_SCALE};
+use niyet_identity::{normalize, Graph, Ident, NoteKind, ProfileId};
+use niyet_model::format_rfc3339_millis;
+use serde_json::{json, Map, Value};
+
+/// Queries over profiles and identities.
+pub struct ProfileQuery<'a> {
+    sh: &'a Shared,
+}
+
+fn raw_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn traits_json(traits: &[Trait], syms: &Symbols) -> Value {
+    let mut m = Map::new();
+    for t in traits {
+        m.insert(
+            syms.name(t.key).to_string(),
+            json!({
+                "value": raw_json(&t.value),
+                "time": format_rfc3339_millis(t.time_ms),
+                "source": syms.name(t.source),
+            }),
+        );
+    }
+    Value::Object(m)
+}
+
+fn ident_json(g: &Graph, i: &Ident) -> Value {
+    json!({"type": g.kinds().name(i.kind), "value": &*i.value})
+}
+
+fn note_json(g: &Graph, n: &niyet_identity::Note) -> Value {
+    let base = |kind: &str| {
+        json!({
+            "type": kind,
+            "offset": n.offset,
+            "time": format_rfc3339_millis(n.time_ms),
+        })
+    };
+    let mut v = match &n.kind {
+        NoteKind::Merged {
+            from,
+            into,
+            kept,
+            joined,
+            rule,
+        } => {
+            let mut v = base("profile merged");
+            v["merged_profile"] = json!(from.to_string());
+            v["into"] = json!(into.to_string());
+            v["identifiers"] = json!([ident_json(g, kept), ident_json(g, joined)]);
+            v["rule"] = json!(rule);
+            v
+        }
+        NoteKind::Blocked { ident, other, rule } => {
+            let mut v = base("merge blocked");
+            v["identifier"] = ident_json(g, ident);
+            v["other_profile"] = json!(other.map(|o| o.to_string()));
+            v["rule"] = json!(rule);
+            v
+        }
+        NoteKind::Split { ident, new, others } => {
+            let mut v = base("profile split");
+            v["identifier"] = ident_json(g, ident);
+            v["new_profile"] = json!(new.to_string());
+            v["other_new_profiles"] =
+                json!(others.iter().map(|o| o.to_string()).collect::<Vec<_>>());
+            v
+        }
+    };
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+    }
+    v
+}
+
+impl<'a> ProfileQuery<'a> {
+    pub(crate) fn new(sh: &'a Shared) -> Self {
+        Self { sh }
+    }
+
+    /// An identifier from an API kind name and a raw value (normalised like events).
+    pub fn parse_identifier(&self, kind: &str, value: &str) -> Result<Ident, PipelineError> {
+        let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
+        let k = g.kinds().get(kind).ok_or_else(|| {
+            PipelineError::Invalid(format!(
+                "unknown identifier type `{kind}`; use user_id, anonymous_id, email, phone, device_id or an external id type seen in events"
+            ))
+        })?;
+        let v = match k {
+            niyet_identity::EMAIL => normalize::email(value)
+                .ok_or_else(|| PipelineError::Invalid(format!("`{value}` is not an e-mail address")))?,
+            niyet_identity::PHONE => normalize::phone(value, &self.sh.cfg.identity.calling_code)
+                .ok_or_else(|| PipelineError::Invalid(format!("`{value}` is not a phone number")))?,
+            _ => value.to_string(),
+        };
+        Ok(Ident::new(k, v))
+    }
+
+    /// The profile holding an identifier.
+    pub fn find(&self, kind: &str, value: &str) -> Result<Option<ProfileId>, PipelineError> {
+        let ident = self.parse_identifier(kind, value)?;
+        let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
+        Ok(g.lookup(&ident))
+    }
+
+    /// The live profile an id (possibly merged away) resolves to.
+    pub fn canonical(&self, id: ProfileId) -> Option<ProfileId> {
+        self.sh.graph.read().ok()?.canonical(id)
+    }
+
+    fn with_profile<T>(&self, id: ProfileId, f: impl FnOnce(&Profile) -> T) -> Option<T> {
+        let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
+        part.get(&id.0).map(f)
+    }
+
+    /// A profile as JSON (`None` if it does not exist).
+    pub fn profile(&self, id: ProfileId) -> Option<Value> {
+        let g = self.sh.graph.read().ok()?;
+        let id = g.canonical(id)?;
+        let node = g.node(id)?;
+        let syms = self.sh.symbols.read().ok()?;
+        let identifiers: Vec<Value> = node
+            .members
+            .iter()
+            .map(|m| json!({"type": g.kinds().name(m.kind), "value": &*m.value}))
+            .collect();
+        let merged: Vec<String> = node
+            .notes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NoteKind::Merged { from, .. } => Some(from.to_string()),
+                _ => None,
+            })
+            .collect();
+        let body = self
+            .with_profile(id, |p| render_profile(p, &syms))
+            .unwrap_or_else(|| render_profile(&Profile::default(), &syms));
+        let mut v = json!({
+            "id": id.to_string(),
+            "identifiers": identifiers,
+            "merged_profiles": merged,
+        });
+        if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
+            m.extend(b);
+        }
+        Some(v)
+    }
+
+    /// Why each identifier belongs to the profile.
+    pub fn identity(&self, id: ProfileId) -> Option<Value> {
+        let g = self.sh.graph.read().ok()?;
+        let id = g.canonical(id)?;
+        let node = g.node(id)?;
+        let explained: Vec<Value> = g
+            .explain(id)
+            .into_iter()
+            .map(|e| {
+                let how = match e.member.how {
+                    niyet_identity::How::Created => "first identifier of the profile, seen on the event at this offset",
+                    niyet_identity::How::Joined => "arrived on an event together with identifiers already in the profile",
+                    niyet_identity::How::Alias => "linked by an alias call",
+                    niyet_identity::How::Split => "moved here when an admin split a profile",
+                };
+                json!({
+                    "identifier": ident_json(&g, &e.ident),
+                    "joined_profile": e.member.origin.to_string(),
+                    "offset": e.member.offset,
+                    "how": how,
+                    "via_merges": e.via_merges.iter().map(|n| note_json(&g, n)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let history: Vec<Value> = node.notes.iter().map(|n| note_json(&g, n)).collect();
+        Some(json!({
+            "id": id.to_string(),
+            "identifiers": explained,
+            "history": history,
+        }))
+    }
+
+    /// The profile's history, newest first: its events (read from the log) and identity
+    /// changes. `before`: only entries with a smaller offset (the cursor of the next page).
+    pub fn events(&self, id: ProfileId, before: Option<u64>, limit: usize) -> Option<Value> {
+        let (id, notes) = {
+            let g = self.sh.graph.read().ok()?;
+            let id = g.canonical(id)?;
+            let notes: Vec<(u64, Value)> = g
+                .node(id)?
+                .notes
+                .iter()
+                .map(|n| (n.offset, note_json(&g, n)))
+                .collect();
+            (id, notes)
+        };
+        let offsets = self
+            .with_profile(id, |p| p.events.newest_first())
+            .unwrap_or_default();
+        let total = offsets.len();
+        let cut = before.unwrap_or(u64::MAX);
+        let mut entries: Vec<(u64, u8, Value)> = Vec::new();
+        for o in offsets.into_iter().filter(|o| *o < cut).take(limit) {
+            let ev = match self.sh.log.read(o, 1) {
+                Ok(mut r) if !r.is_empty() => {
+                    serde_json::from_slice(&r.remove(0).payload).unwrap_or(Value::Null)
+                }
+                _ => json!({"error": "no longer in the log"}),
+            };
+            entries.push((o, 0, json!({"offset": o, "type": "event", "event": ev})));
+        }
+        for (o, n) in notes.into_iter().filter(|(o, _)| *o < cut) {
+            entries.push((o, 1, n));
+        }
+        entries.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        entries.truncate(limit);
+        let next = if entries.len() == limit {
+            entries.last().map(|e| e.0)
+        } else {
+            None
+        };
+        Some(json!({
+            "profile": id.to_string(),
+            "event_count": total,
+            "entries": entries.into_iter().map(|e| e.2).collect::<Vec<_>>(),
+            "next_before": next,
+        }))
+    }
+
+    /// Profiles whose trait `key` equals `value` (JSON value compared as text for strings,
+    /// or any value when `value` is None), by id, after the cursor `after`.
+    pub fn search(&self, key: &str, value: Option<&str>, after: Option<ProfileId>, limit: usize) -> Value {
+        let Some(sym) = self.sh.symbols.read().ok().and_then(|s| s.get(key)) else {
+            return json!({"profiles": [], "next_after": null});
+        };
+        let mut hits: Vec<u64> = Vec::new();
+        let after = after.map(|a| a.0).unwrap_or(0);
+        for part in &self.sh.partitions {
+            let Ok(p) = part.read() else { continue };
+            for (id, prof) in p.iter() {
+                if *id <= after {
+                    continue;
+                }
+                let Some(t) = prof.trait_value(sym) else { continue };
+                let ok = match value {
+                    None => true,
+                    Some(want) => match raw_json(&t.value) {
+                        Value::String(s) => s == want,
+                        other => other.to_string() == want,
+                    },
+                };
+                if ok {
+                    hits.push(*id);
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.truncate(limit);
+        let next = (hits.len() == limit).then(|| hits.last().map(|h| format!("p_{h}"))).flatten();
+        let profiles: Vec<Value> = hits
+            .into_iter()
+            .filter_map(|h| self.profile(ProfileId(h)))
+            .collect();
+        json!({"profiles": profiles, "next_after": next})
+    }
+}
+
+impl ProfileQuery<'_> {
+    /// Every profile with its identity, by id: a canonical dump of the derived state
+    /// (names, not internal numbers), for comparing two runs.
+    pub fn dump(&self) -> Value {
+        let ids = match self.sh.graph.read() {
+            Ok(g) => g.profile_ids(),
+            Err(_) => return Value::Null,
+        };
+        Value::Array(
+            ids.into_iter()
+                .filter_map(|id| {
+                    Some(json!({
+                        "profile": self.profile(id)?,
+                        "identity": self.identity(id)?,
+                    }))
+                })
+                .collect(),
+        )
+    }
+}
+
+fn render_profile(p: &Profile, syms: &Symbols) -> Value {
+    let counts: Map<String, Value> = p
+        .counts
+        .iter()
+        .map(|(s, c)| (syms.name(*s).to_string(), json!(c)))
+        .collect();
+    let pu = &p.purchases;
+    let time_or_null = |has: bool, t: i64| if has { json!(format_rfc3339_millis(t)) } else { Value::Null };
+    json!({
+        "first_seen": time_or_null(!p.events.is_empty(), p.first_seen_ms),
+        "last_seen": time_or_null(!p.events.is_empty(), p.last_seen_ms),
+        "event_count": p.events.len(),
+        "traits": traits_json(&p.traits, syms),
+        "event_counts": counts,
+        "channels": p.channels.iter().map(|s| syms.name(*s)).collect::<Vec<_>>(),
+        "devices": p.devices.iter().map(|s| syms.name(*s)).collect::<Vec<_>>(),
+        "purchases": {
+            "orders": pu.orders,
+            "revenue": pu.revenue as f64 / MONEY_SCALE,
+            "average_basket": (pu.average_basket() * 100.0).round() / 100.0,
+            "first_order": time_or_null(pu.orders > 0, pu.first_order_ms),
+            "last_order": time_or_null(pu.orders > 0, pu.last_order_ms),
+            "refunds": pu.refunds,
+            "refunded": pu.refunded as f64 / MONEY_SCALE,
+        },
+        "consent": {},
+        "accounts": p.accounts.iter().map(|a| json!({
+            "id": &*a.id,
+            "since": format_rfc3339_millis(a.since_ms),
+            "traits": traits_json(&a.traits, syms),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,154 @@
+//! Derived state is a function of the log: live processing, a replay from offset 0 and a
+//! run interrupted by restarts (snapshot + tail) give the same profiles.
+
+use niyet_log::{Log, LogConfig, NewRecord};
+use niyet_pipeline::{Pipeline, PipelineConfig};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+struct Ev {
+    user: Option<u8>,
+    anon: Option<u8>,
+    email: Option<u8>,
+    kind: u8,
+    time: i64,
+    amount: u16,
+}
+
+fn stored(i: usize, e: &Ev) -> Vec<u8> {
+    let mut m = json!({
+        "messageId": format!("m{i}"),
+        "timestamp": niyet_model::format_rfc3339_millis(1_700_000_000_000 + e.time * 60_000),
+        "source": if i % 3 == 0 { "web" } else { "app" },
+        "context": {"traits": {}},
+    });
+    if let Some(u) = e.user {
+        m["userId"] = json!(format!("u{u}"));
+    }
+    if let Some(a) = e.anon {
+        m["anonymousId"] = json!(format!("a{a}"));
+    }
+    if let Some(x) = e.email {
+        m["context"]["traits"]["email"] = json!(format!("E{x}@Example.com"));
+    }
+    match e.kind {
+        0 => {
+            m["type"] = json!("identify");
+            m["traits"] = json!({"city": format!("c{}", e.amount % 3), "plan": e.amount % 2});
+        }
+        1 => {
+            m["type"] = json!("track");
+            m["event"] = json!("Order Completed");
+            m["properties"] = json!({"revenue": f64::from(e.amount) / 100.0});
+        }
+        2 => {
+            m["type"] = json!("page");
+            m["context"]["userAgent"] = json!("Mozilla/5.0 (iPhone) Mobile");
+        }
+        3 => {
+            m["type"] = json!("alias");
+            m["previousId"] = json!(format!("a{}", e.amount % 4));
+        }
+        _ => {
+            m["type"] = json!("track");
+            m["event"] = json!("Product Viewed");
+        }
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    (
+        prop::option::weighted(0.4, 0..3u8),
+        prop::option::weighted(0.8, 0..5u8),
+        prop::option::weighted(0.3, 0..3u8),
+        0..5u8,
+        0..500i64,
+        0..10_000u16,
+    )
+        .prop_map(|(user, anon, email, kind, time, amount)| Ev {
+            user,
+            anon: if user.is_none() && anon.is_none() { Some(0) } else { anon },
+            email,
+            kind,
+            time,
+            amount,
+        })
+}
+
+fn open_log(dir: &Path) -> Arc<Log> {
+    let mut c = LogConfig::new(dir);
+    c.direct_io = false;
+    Arc::new(Log::open(c, 0).unwrap())
+}
+
+fn cfg(dir: &Path, partitions: usize, every: u64) -> PipelineConfig {
+    let mut c = PipelineConfig::new(dir);
+    c.partitions = partitions;
+    c.snapshot_every = every;
+    c
+}
+
+fn run(log: &Arc<Log>, c: PipelineConfig) -> (Value, niyet_pipeline::PipelineStats) {
+    let p = Pipeline::start(log.clone(), c).unwrap();
+    p.wait_processed(log.end_offset(), Duration::from_secs(20)).unwrap();
+    let dump = p.query().dump();
+    let stats = p.stats();
+    p.close();
+    (dump, stats)
+}
+
+fn append(log: &Log, evs: &[(usize, Ev)]) {
+    let recs = evs
+        .iter()
+        .map(|(i, e)| NewRecord { time_ms: 0, key: 0, payload: stored(*i, e) })
+        .collect();
+    log.append_blocking(recs).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn restart_and_replay_give_the_live_state(evs in prop::collection::vec(ev(), 1..80), cut_at in 0usize..80, parts in 1usize..4) {
+        let tmp = tempfile::tempdir().unwrap();
+        let evs: Vec<(usize, Ev)> = evs.into_iter().enumerate().collect();
+        let cut = cut_at.min(evs.len());
+        let log = open_log(&tmp.path().join("log"));
+
+        // Live, with a restart (snapshot on close) at `cut`.
+        append(&log, &evs[..cut]);
+        run(&log, cfg(&tmp.path().join("live"), parts, 7));
+        append(&log, &evs[cut..]);
+        let (live, stats) = run(&log, cfg(&tmp.path().join("live"), parts, 7));
+        if cut > 0 {
+            // The close wrote a snapshot at `cut`; the second run started from it.
+            prop_assert_eq!(stats.restored_from, Some(cut as u64));
+        }
+
+        // Replay from offset 0 in one go, with another partition count.
+        let (replayed, _) = run(&log, cfg(&tmp.path().join("replay"), 4 - parts, 1_000_000));
+        prop_assert_eq!(&live, &replayed);
+        prop_assert!(live.as_array().map(|a| !a.is_empty()).unwrap_or(false));
+    }
+}
+
+#[test]
+fn changed_rules_rebuild_from_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(&tmp.path().join("log"));
+    let e = |user, anon| Ev { user: Some(user), anon: Some(anon), email: None, kind: 4, time: 1, amount: 0 };
+    append(&log, &[(0, e(1, 1)), (1, e(2, 1))]);
+    let (dump, _) = run(&log, cfg(&tmp.path().join("s"), 2, 1));
+    assert_eq!(dump.as_array().unwrap().len(), 2, "user_id limit 1 keeps two profiles");
+    let mut c = cfg(&tmp.path().join("s"), 2, 1);
+    c.rules.limits = vec![("user_id".into(), 2)];
+    let p = Pipeline::start(log.clone(), c).unwrap();
+    p.wait_processed(log.end_offset(), Duration::from_secs(10)).unwrap();
+    assert_eq!(p.stats().restored_from, None, "snapshot of other rules is ignored");
+    assert_eq!(p.query().dump().as_array().unwrap().len(), 1);
+}
