@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod demo;
 mod import;
+mod profile;
 mod serve;
 mod shop;
 
@@ -39,6 +40,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Import events from an NDJSON or CSV file into a running server.
     Import(import::ImportArgs),
+    /// Look at customer profiles in a running server.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
     /// Measure the server: `niyet bench ingest`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(a) => serve::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Import(a) => import::run(a).await,
+            Command::Profile(p) => profile::run(p).await,
             Command::Bench(b) => bench::run(b).await,
             Command::Config(ConfigCommand::Validate { file }) => {
                 let cfg = niyet_server::Config::from_file(&file)?;

@@ -90,7 +90,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 Ok(None)
             }
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
-                while m.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(None)
             }
             fn visit_seq<S: serde::de::SeqAccess<'de>>(
@@ -108,7 +111,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 
 /// Reads a raw value as text, if it is a string or number.
 pub fn text<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
-    serde_json::from_str::<Text<'a>>(raw.get()).ok().map(|t| t.0)
+    serde_json::from_str::<Text<'a>>(raw.get())
+        .ok()
+        .map(|t| t.0)
 }
 
 /// Reads a raw value as a number (numbers, or strings holding one).
@@ -367,7 +372,11 @@ impl EventView<'_> {
     /// The channel: explicit `channel`/`context.channel`, else `app` for mobile apps,
     /// `web` for pages and browsers, else the source's name.
     pub fn channel(&self) -> Cow<'_, str> {
-        if let Some(c) = self.channel.as_ref().or(self.context.channel.as_ref().map(|t| &t.0)) {
+        if let Some(c) = self
+            .channel
+            .as_ref()
+            .or(self.context.channel.as_ref().map(|t| &t.0))
+        {
             return Cow::Borrowed(&**c);
         }
         if self.context.app.is_some() {
@@ -389,13 +398,15 @@ impl EventView<'_> {
             return Some(Cow::Borrowed(&*t.0));
         }
         let ua = &self.context.user_agent.as_ref()?.0;
-        Some(Cow::Borrowed(if ua.contains("iPad") || ua.contains("Tablet") {
-            "tablet"
-        } else if ua.contains("Mobile") || ua.contains("Android") || ua.contains("iPhone") {
-            "mobile"
-        } else {
-            "desktop"
-        }))
+        Some(Cow::Borrowed(
+            if ua.contains("iPad") || ua.contains("Tablet") {
+                "tablet"
+            } else if ua.contains("Mobile") || ua.contains("Android") || ua.contains("iPhone") {
+                "mobile"
+            } else {
+                "desktop"
+            },
+        ))
     }
 
     /// The amount of an order event: `properties.revenue`, else `total`, else `value`.
@@ -469,7 +480,10 @@ mod tests {
         let v = parse(raw).unwrap();
         let (ids, explicit) = v.identifiers(&IdentityConfig::default(), &mut g);
         assert!(explicit);
-        assert_eq!(ids, vec![Ident::new(USER_ID, "new"), Ident::new(USER_ID, "old")]);
+        assert_eq!(
+            ids,
+            vec![Ident::new(USER_ID, "new"), Ident::new(USER_ID, "old")]
+        );
         let raw = br#"{"type":"alias","userId":"new","previousId":"anon-1","timestamp":"2026-01-02T03:04:05Z","source":"s"}"#;
         let v = parse(raw).unwrap();
         let (ids, _) = v.identifiers(&IdentityConfig::default(), &mut g);

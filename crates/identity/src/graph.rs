@@ -383,11 +383,9 @@ impl Graph {
         let Some(partners) = self.apart.get(&ident.key()) else {
             return false;
         };
-        self.nodes.get(&id).is_some_and(|n| {
-            n.members
-                .iter()
-                .any(|m| partners.contains(&m.key()))
-        })
+        self.nodes
+            .get(&id)
+            .is_some_and(|n| n.members.iter().any(|m| partners.contains(&m.key())))
     }
 
     /// Resolves one event's identifiers (normalised, in any order) to a profile, merging
@@ -401,7 +399,7 @@ impl Graph {
     ) -> Resolution {
         let mut ids: Vec<&Ident> = Vec::with_capacity(idents.len());
         for i in idents {
-            if !self.is_blocked(&i.value) && !ids.iter().any(|j| *j == i) {
+            if !self.is_blocked(&i.value) && !ids.contains(&i) {
                 ids.push(i);
             }
         }
@@ -421,11 +419,15 @@ impl Graph {
                 (Some(q), Some(p)) if p == q => {}
                 (Some(q), Some(p)) => match self.merge_blocker(p, q, explicit) {
                     None => {
-                        let rule = if explicit { "alias" } else { "shared identifier" };
+                        let rule = if explicit {
+                            "alias"
+                        } else {
+                            "shared identifier"
+                        };
                         let kept = anchor_ident.cloned().unwrap_or_else(|| ident.clone());
-                        let survivor =
-                            self.merge(p, q, offset, time_ms, kept, ident.clone(), rule);
-                        res.merged.push((if survivor == p { q } else { p }, survivor));
+                        let survivor = self.merge(p, q, offset, time_ms, kept, ident.clone(), rule);
+                        res.merged
+                            .push((if survivor == p { q } else { p }, survivor));
                         target = Some(survivor);
                     }
                     Some(rule) => conflicts.push((ident.clone(), Some(q), rule)),
@@ -435,7 +437,12 @@ impl Graph {
                     match self.join_blocker(q, &pending, explicit) {
                         None => {
                             for p in pending.drain(..) {
-                                self.attach(q, p, offset, if explicit { How::Alias } else { How::Joined });
+                                self.attach(
+                                    q,
+                                    p,
+                                    offset,
+                                    if explicit { How::Alias } else { How::Joined },
+                                );
                             }
                             target = Some(q);
                             anchor_ident = Some(ident);
@@ -454,7 +461,12 @@ impl Graph {
                             format!("limit {} = {limit}", self.kinds.name(ident.kind)),
                         ));
                     } else {
-                        self.attach(p, ident, offset, if explicit { How::Alias } else { How::Joined });
+                        self.attach(
+                            p,
+                            ident,
+                            offset,
+                            if explicit { How::Alias } else { How::Joined },
+                        );
                     }
                 }
                 (None, None) => {
@@ -482,7 +494,12 @@ impl Graph {
                 self.next_id += 1;
                 self.nodes.insert(id, Node::default());
                 for (i, p) in pending.iter().enumerate() {
-                    self.attach(id, p, offset, if i == 0 { How::Created } else { How::Joined });
+                    self.attach(
+                        id,
+                        p,
+                        offset,
+                        if i == 0 { How::Created } else { How::Joined },
+                    );
                 }
                 res.created = true;
                 id
@@ -647,7 +664,10 @@ impl Graph {
         let mut seen_without = vec![false; members.len()];
         let xi = pos[&xkey];
         for (_, ids) in events {
-            let idx: Vec<usize> = ids.iter().filter_map(|i| pos.get(&i.key()).copied()).collect();
+            let idx: Vec<usize> = ids
+                .iter()
+                .filter_map(|i| pos.get(&i.key()).copied())
+                .collect();
             if idx.contains(&xi) {
                 continue;
             }

@@ -28,10 +28,9 @@
 mod graph;
 pub mod normalize;
 
-pub use graph::{FastMap, FoldHasher,
-    
-    Explanation, Graph, GraphSnapshot, GraphView, How, Member, Node, Note, NoteKind, Resolution,
-    SplitError, SplitPlan,
+pub use graph::{
+    Explanation, FastMap, FoldHasher, Graph, GraphSnapshot, GraphView, How, Member, Node, Note,
+    NoteKind, Resolution, SplitError, SplitPlan,
 };
 
 use serde::{Deserialize, Serialize};
@@ -178,10 +177,17 @@ impl Default for Rules {
     fn default() -> Self {
         Self {
             limits: vec![("user_id".into(), 1)],
-            priority: ["user_id", "email", "phone", "*", "device_id", "anonymous_id"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            priority: [
+                "user_id",
+                "email",
+                "phone",
+                "*",
+                "device_id",
+                "anonymous_id",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             blocked_values: [
                 "unknown",
                 "null",

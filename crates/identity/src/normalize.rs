@@ -102,7 +102,10 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(email("  Ayse.Yilmaz@Example.COM ").as_deref(), Some("ayse.yilmaz@example.com"));
+        assert_eq!(
+            email("  Ayse.Yilmaz@Example.COM ").as_deref(),
+            Some("ayse.yilmaz@example.com")
+        );
         assert_eq!(email("no-at-sign"), None);
         assert_eq!(email("@example.com"), None);
         assert_eq!(email("a@"), None);
@@ -125,7 +128,10 @@ mod tests {
 
     #[test]
     fn foreign_and_bad_phones() {
-        assert_eq!(phone("+49 30 1234567", "90").as_deref(), Some("+49301234567"));
+        assert_eq!(
+            phone("+49 30 1234567", "90").as_deref(),
+            Some("+49301234567")
+        );
         assert_eq!(phone("12", "90"), None);
         assert_eq!(phone("call me", "90"), None);
         assert_eq!(phone("+1234567890123456", "90"), None);

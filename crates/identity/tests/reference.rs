@@ -74,7 +74,10 @@ impl Reference {
                     }
                 }
                 (None, Some(p)) => {
-                    let n = self.profiles[&p].iter().filter(|x| x.kind == i.kind).count();
+                    let n = self.profiles[&p]
+                        .iter()
+                        .filter(|x| x.kind == i.kind)
+                        .count();
                     if explicit || n < limit(i.kind) {
                         self.profiles.get_mut(&p).unwrap().push(i);
                     }
@@ -107,7 +110,10 @@ fn ident() -> impl Strategy<Value = Ident> {
 
 fn events() -> impl Strategy<Value = Vec<(Vec<Ident>, bool)>> {
     prop::collection::vec(
-        (prop::collection::vec(ident(), 1..4), prop::bool::weighted(0.1)),
+        (
+            prop::collection::vec(ident(), 1..4),
+            prop::bool::weighted(0.1),
+        ),
         1..60,
     )
 }
@@ -178,7 +184,12 @@ fn two_logged_in_users_on_one_device_stay_apart() {
     let mut g = Graph::new(Rules::default());
     let device = Ident::new(ANONYMOUS_ID, "shared-tablet");
     let a = g.resolve(&[Ident::new(USER_ID, "ayse"), device.clone()], 1, 1, false);
-    let b = g.resolve(&[Ident::new(USER_ID, "mehmet"), device.clone()], 2, 2, false);
+    let b = g.resolve(
+        &[Ident::new(USER_ID, "mehmet"), device.clone()],
+        2,
+        2,
+        false,
+    );
     assert_ne!(a.profile, b.profile);
     assert_eq!(b.conflicts, 1);
     assert!(b.created);
@@ -186,18 +197,36 @@ fn two_logged_in_users_on_one_device_stay_apart() {
     // The device stays with the first user; the conflict is on the second's profile.
     assert_eq!(g.lookup(&device), a.profile);
     let notes = &g.node(b.profile.unwrap()).unwrap().notes;
-    assert!(format!("{notes:?}").contains("limit user_id = 1"), "{notes:?}");
+    assert!(
+        format!("{notes:?}").contains("limit user_id = 1"),
+        "{notes:?}"
+    );
 }
 
 #[test]
 fn login_merges_anonymous_history_and_old_id_keeps_resolving() {
     let mut g = Graph::new(Rules::default());
-    let mobile = g.resolve(&[Ident::new(ANONYMOUS_ID, "m")], 1, 1, false).profile.unwrap();
-    let desktop = g.resolve(&[Ident::new(ANONYMOUS_ID, "d")], 2, 2, false).profile.unwrap();
-    let login = g.resolve(&[Ident::new(USER_ID, "u"), Ident::new(ANONYMOUS_ID, "d")], 3, 3, false);
+    let mobile = g
+        .resolve(&[Ident::new(ANONYMOUS_ID, "m")], 1, 1, false)
+        .profile
+        .unwrap();
+    let desktop = g
+        .resolve(&[Ident::new(ANONYMOUS_ID, "d")], 2, 2, false)
+        .profile
+        .unwrap();
+    let login = g.resolve(
+        &[Ident::new(USER_ID, "u"), Ident::new(ANONYMOUS_ID, "d")],
+        3,
+        3,
+        false,
+    );
     assert_eq!(login.profile, Some(desktop));
     let r = g.resolve(
-        &[Ident::new(EMAIL, "u@x.tr"), Ident::new(ANONYMOUS_ID, "m"), Ident::new(USER_ID, "u")],
+        &[
+            Ident::new(EMAIL, "u@x.tr"),
+            Ident::new(ANONYMOUS_ID, "m"),
+            Ident::new(USER_ID, "u"),
+        ],
         4,
         4,
         false,
@@ -215,7 +244,10 @@ fn login_merges_anonymous_history_and_old_id_keeps_resolving() {
 fn split_moves_the_events_that_came_through_the_identifier() {
     let mut g = Graph::new(Rules::default());
     let e = Ident::new(EMAIL, "family@x.tr");
-    let (a1, b1) = (Ident::new(ANONYMOUS_ID, "a1"), Ident::new(ANONYMOUS_ID, "b1"));
+    let (a1, b1) = (
+        Ident::new(ANONYMOUS_ID, "a1"),
+        Ident::new(ANONYMOUS_ID, "b1"),
+    );
     let b2 = Ident::new(ANONYMOUS_ID, "b2");
     let evs: Vec<(u64, Vec<Ident>)> = vec![
         (0, vec![a1.clone()]),
@@ -230,7 +262,10 @@ fn split_moves_the_events_that_came_through_the_identifier() {
     assert_eq!(g.profiles(), 1);
     let p = g.lookup(&a1).unwrap();
     let plan = g.split(p, &b1, &evs, 10, 10).unwrap();
-    assert_eq!(plan.groups, vec![(p, vec![0, 1]), (plan.new, vec![2, 3, 4])]);
+    assert_eq!(
+        plan.groups,
+        vec![(p, vec![0, 1]), (plan.new, vec![2, 3, 4])]
+    );
     assert_eq!(g.lookup(&b1), Some(plan.new));
     assert_eq!(g.lookup(&b2), Some(plan.new));
     assert_eq!(g.lookup(&e), Some(p));

@@ -326,7 +326,11 @@ impl Pipeline {
             .canonical(id)
             .ok_or_else(|| PipelineError::Invalid(format!("profile {id} does not exist")))?;
         {
-            let g = self.shared.graph.read().map_err(|_| PipelineError::Stopped)?;
+            let g = self
+                .shared
+                .graph
+                .read()
+                .map_err(|_| PipelineError::Stopped)?;
             if g.lookup(&ident) != Some(canonical) {
                 return Err(PipelineError::Invalid(format!(
                     "{kind}:{} does not belong to profile {canonical}",
@@ -361,7 +365,9 @@ impl Pipeline {
         match outcome {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => Err(PipelineError::Invalid(e)),
-            None => Err(PipelineError::Invalid("the action's outcome is unknown".into())),
+            None => Err(PipelineError::Invalid(
+                "the action's outcome is unknown".into(),
+            )),
         }
     }
 
@@ -441,7 +447,11 @@ impl Router {
             let recs = match self.sh.log.read(self.next, 512) {
                 Ok(r) => r,
                 Err(LogError::BeforeStart { start, .. }) => {
-                    tracing::warn!(from = self.next, start, "log records removed by retention were never processed");
+                    tracing::warn!(
+                        from = self.next,
+                        start,
+                        "log records removed by retention were never processed"
+                    );
                     self.next = start;
                     continue;
                 }
@@ -548,7 +558,11 @@ impl Router {
         }
     }
 
-    fn unmerge(&mut self, offset: u64, view: &extract::EventView<'_>) -> Result<serde_json::Value, String> {
+    fn unmerge(
+        &mut self,
+        offset: u64,
+        view: &extract::EventView<'_>,
+    ) -> Result<serde_json::Value, String> {
         #[derive(serde::Deserialize)]
         struct Action {
             profile: String,
@@ -579,9 +593,14 @@ impl Router {
                 .get(&a.identifier.kind)
                 .ok_or_else(|| format!("unknown identifier type `{}`", a.identifier.kind))?;
             let ident = Ident::new(kind, a.identifier.value.as_str());
-            let id = g.canonical(id).ok_or_else(|| format!("profile {id} does not exist"))?;
+            let id = g
+                .canonical(id)
+                .ok_or_else(|| format!("profile {id} does not exist"))?;
             if g.lookup(&ident) != Some(id) {
-                return Err(format!("{}:{} does not belong to profile {id}", a.identifier.kind, a.identifier.value));
+                return Err(format!(
+                    "{}:{} does not belong to profile {id}",
+                    a.identifier.kind, a.identifier.value
+                ));
             }
             (ident, id)
         };
@@ -628,9 +647,12 @@ impl Router {
             let mut p = Profile::default();
             if let Ok(mut syms) = self.sh.symbols.write() {
                 for o in offs {
-                    let Some(bytes) = by_offset.get(o) else { continue };
+                    let Some(bytes) = by_offset.get(o) else {
+                        continue;
+                    };
                     if let Ok(v) = extract::parse(bytes) {
-                        if let Some(u) = Update::from_view(&v, *o, &mut syms, &self.sh.cfg.commerce) {
+                        if let Some(u) = Update::from_view(&v, *o, &mut syms, &self.sh.cfg.commerce)
+                        {
                             p.apply(&u);
                         }
                     }
@@ -677,13 +699,23 @@ impl Router {
                 symbols: syms.names(),
                 profiles,
             };
-            snapshot::write(&self.sh.cfg.state_dir, self.sh.cfg.fingerprint(), self.next, &body)
+            snapshot::write(
+                &self.sh.cfg.state_dir,
+                self.sh.cfg.fingerprint(),
+                self.next,
+                &body,
+            )
         })();
         match result {
             Ok(bytes) => {
                 self.since_snapshot = 0;
                 self.bump(|s| s.snapshots += 1);
-                tracing::info!(offset = self.next, bytes, ms = started.elapsed().as_millis() as u64, "snapshot written");
+                tracing::info!(
+                    offset = self.next,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
             }
             Err(e) => {
                 // Not fatal: the log still holds everything; retry after another interval.

@@ -93,10 +93,13 @@ impl<'a> ProfileQuery<'a> {
             ))
         })?;
         let v = match k {
-            niyet_identity::EMAIL => normalize::email(value)
-                .ok_or_else(|| PipelineError::Invalid(format!("`{value}` is not an e-mail address")))?,
+            niyet_identity::EMAIL => normalize::email(value).ok_or_else(|| {
+                PipelineError::Invalid(format!("`{value}` is not an e-mail address"))
+            })?,
             niyet_identity::PHONE => normalize::phone(value, &self.sh.cfg.identity.calling_code)
-                .ok_or_else(|| PipelineError::Invalid(format!("`{value}` is not a phone number")))?,
+                .ok_or_else(|| {
+                    PipelineError::Invalid(format!("`{value}` is not a phone number"))
+                })?,
             _ => value.to_string(),
         };
         Ok(Ident::new(k, v))
@@ -162,8 +165,12 @@ impl<'a> ProfileQuery<'a> {
             .into_iter()
             .map(|e| {
                 let how = match e.member.how {
-                    niyet_identity::How::Created => "first identifier of the profile, seen on the event at this offset",
-                    niyet_identity::How::Joined => "arrived on an event together with identifiers already in the profile",
+                    niyet_identity::How::Created => {
+                        "first identifier of the profile, seen on the event at this offset"
+                    }
+                    niyet_identity::How::Joined => {
+                        "arrived on an event together with identifiers already in the profile"
+                    }
                     niyet_identity::How::Alias => "linked by an alias call",
                     niyet_identity::How::Split => "moved here when an admin split a profile",
                 };
@@ -203,37 +210,58 @@ impl<'a> ProfileQuery<'a> {
             .unwrap_or_default();
         let total = offsets.len();
         let cut = before.unwrap_or(u64::MAX);
-        let mut entries: Vec<(u64, u8, Value)> = Vec::new();
-        for o in offsets.into_iter().filter(|o| *o < cut).take(limit) {
+        // (offset, 1 = identity note / 0 = event, index of the note), newest first; a note
+        // sorts before the event at the same offset that caused it.
+        let mut keys: Vec<(u64, u8, usize)> = offsets
+            .into_iter()
+            .filter(|o| *o < cut)
+            .map(|o| (o, 0, 0))
+            .chain(
+                notes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (o, _))| *o < cut)
+                    .map(|(i, (o, _))| (*o, 1, i)),
+            )
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse((k.0, k.1)));
+        // A page never splits the entries of one offset, so `before` loses nothing.
+        let mut end = keys.len().min(limit.max(1));
+        while end < keys.len() && end > 0 && keys[end].0 == keys[end - 1].0 {
+            end += 1;
+        }
+        let next = (end < keys.len()).then(|| keys[end - 1].0);
+        let mut entries: Vec<Value> = Vec::with_capacity(end);
+        for (o, kind, i) in keys.into_iter().take(end) {
+            if kind == 1 {
+                entries.push(notes[i].1.clone());
+                continue;
+            }
             let ev = match self.sh.log.read(o, 1) {
                 Ok(mut r) if !r.is_empty() => {
                     serde_json::from_slice(&r.remove(0).payload).unwrap_or(Value::Null)
                 }
                 _ => json!({"error": "no longer in the log"}),
             };
-            entries.push((o, 0, json!({"offset": o, "type": "event", "event": ev})));
+            entries.push(json!({"offset": o, "type": "event", "event": ev}));
         }
-        for (o, n) in notes.into_iter().filter(|(o, _)| *o < cut) {
-            entries.push((o, 1, n));
-        }
-        entries.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
-        entries.truncate(limit);
-        let next = if entries.len() == limit {
-            entries.last().map(|e| e.0)
-        } else {
-            None
-        };
         Some(json!({
             "profile": id.to_string(),
             "event_count": total,
-            "entries": entries.into_iter().map(|e| e.2).collect::<Vec<_>>(),
+            "entries": entries,
             "next_before": next,
         }))
     }
 
     /// Profiles whose trait `key` equals `value` (JSON value compared as text for strings,
     /// or any value when `value` is None), by id, after the cursor `after`.
-    pub fn search(&self, key: &str, value: Option<&str>, after: Option<ProfileId>, limit: usize) -> Value {
+    pub fn search(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> Value {
         let Some(sym) = self.sh.symbols.read().ok().and_then(|s| s.get(key)) else {
             return json!({"profiles": [], "next_after": null});
         };
@@ -245,12 +273,14 @@ impl<'a> ProfileQuery<'a> {
                 if *id <= after {
                     continue;
                 }
-                let Some(t) = prof.trait_value(sym) else { continue };
+                let Some(t) = prof.trait_value(sym) else {
+                    continue;
+                };
                 let ok = match value {
                     None => true,
                     Some(want) => match raw_json(&t.value) {
                         Value::String(s) => s == want,
-                        other => other.to_string() == want,
+                        other => other == raw_json(want),
                     },
                 };
                 if ok {
@@ -260,7 +290,9 @@ impl<'a> ProfileQuery<'a> {
         }
         hits.sort_unstable();
         hits.truncate(limit);
-        let next = (hits.len() == limit).then(|| hits.last().map(|h| format!("p_{h}"))).flatten();
+        let next = (hits.len() == limit)
+            .then(|| hits.last().map(|h| format!("p_{h}")))
+            .flatten();
         let profiles: Vec<Value> = hits
             .into_iter()
             .filter_map(|h| self.profile(ProfileId(h)))
@@ -270,6 +302,24 @@ impl<'a> ProfileQuery<'a> {
 }
 
 impl ProfileQuery<'_> {
+    /// Profiles by id after the cursor `after`.
+    pub fn list(&self, after: Option<ProfileId>, limit: usize) -> Value {
+        let ids: Vec<ProfileId> = match self.sh.graph.read() {
+            Ok(g) => g
+                .profile_ids()
+                .into_iter()
+                .filter(|id| after.is_none_or(|a| *id > a))
+                .take(limit)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let next = (ids.len() == limit)
+            .then(|| ids.last().map(|i| i.to_string()))
+            .flatten();
+        let profiles: Vec<Value> = ids.into_iter().filter_map(|id| self.profile(id)).collect();
+        json!({"profiles": profiles, "next_after": next})
+    }
+
     /// Every profile with its identity, by id: a canonical dump of the derived state
     /// (names, not internal numbers), for comparing two runs.
     pub fn dump(&self) -> Value {
@@ -297,7 +347,13 @@ fn render_profile(p: &Profile, syms: &Symbols) -> Value {
         .map(|(s, c)| (syms.name(*s).to_string(), json!(c)))
         .collect();
     let pu = &p.purchases;
-    let time_or_null = |has: bool, t: i64| if has { json!(format_rfc3339_millis(t)) } else { Value::Null };
+    let time_or_null = |has: bool, t: i64| {
+        if has {
+            json!(format_rfc3339_millis(t))
+        } else {
+            Value::Null
+        }
+    };
     json!({
         "first_seen": time_or_null(!p.events.is_empty(), p.first_seen_ms),
         "last_seen": time_or_null(!p.events.is_empty(), p.last_seen_ms),

@@ -137,13 +137,17 @@ fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
             let _ = fs::remove_file(e.path());
         }
     }
-    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
     out
 }
 
 /// Loads the newest valid snapshot taken under `fingerprint`. Unreadable or mismatching
 /// files are reported through `skipped` and ignored.
-pub(crate) fn load_latest(dir: &Path, fingerprint: u64, skipped: &mut Vec<String>) -> Option<Loaded> {
+pub(crate) fn load_latest(
+    dir: &Path,
+    fingerprint: u64,
+    skipped: &mut Vec<String>,
+) -> Option<Loaded> {
     for (_, path) in list(dir) {
         match load(&path, fingerprint) {
             Ok(l) => return Some(l),

@@ -23,7 +23,7 @@ fn stored(i: usize, e: &Ev) -> Vec<u8> {
     let mut m = json!({
         "messageId": format!("m{i}"),
         "timestamp": niyet_model::format_rfc3339_millis(1_700_000_000_000 + e.time * 60_000),
-        "source": if i % 3 == 0 { "web" } else { "app" },
+        "source": if i.is_multiple_of(3) { "web" } else { "app" },
         "context": {"traits": {}},
     });
     if let Some(u) = e.user {
@@ -72,7 +72,11 @@ fn ev() -> impl Strategy<Value = Ev> {
     )
         .prop_map(|(user, anon, email, kind, time, amount)| Ev {
             user,
-            anon: if user.is_none() && anon.is_none() { Some(0) } else { anon },
+            anon: if user.is_none() && anon.is_none() {
+                Some(0)
+            } else {
+                anon
+            },
             email,
             kind,
             time,
@@ -95,7 +99,8 @@ fn cfg(dir: &Path, partitions: usize, every: u64) -> PipelineConfig {
 
 fn run(log: &Arc<Log>, c: PipelineConfig) -> (Value, niyet_pipeline::PipelineStats) {
     let p = Pipeline::start(log.clone(), c).unwrap();
-    p.wait_processed(log.end_offset(), Duration::from_secs(20)).unwrap();
+    p.wait_processed(log.end_offset(), Duration::from_secs(20))
+        .unwrap();
     let dump = p.query().dump();
     let stats = p.stats();
     p.close();
@@ -105,7 +110,11 @@ fn run(log: &Arc<Log>, c: PipelineConfig) -> (Value, niyet_pipeline::PipelineSta
 fn append(log: &Log, evs: &[(usize, Ev)]) {
     let recs = evs
         .iter()
-        .map(|(i, e)| NewRecord { time_ms: 0, key: 0, payload: stored(*i, e) })
+        .map(|(i, e)| NewRecord {
+            time_ms: 0,
+            key: 0,
+            payload: stored(*i, e),
+        })
         .collect();
     log.append_blocking(recs).unwrap();
 }
@@ -141,14 +150,30 @@ proptest! {
 fn changed_rules_rebuild_from_the_log() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(&tmp.path().join("log"));
-    let e = |user, anon| Ev { user: Some(user), anon: Some(anon), email: None, kind: 4, time: 1, amount: 0 };
+    let e = |user, anon| Ev {
+        user: Some(user),
+        anon: Some(anon),
+        email: None,
+        kind: 4,
+        time: 1,
+        amount: 0,
+    };
     append(&log, &[(0, e(1, 1)), (1, e(2, 1))]);
     let (dump, _) = run(&log, cfg(&tmp.path().join("s"), 2, 1));
-    assert_eq!(dump.as_array().unwrap().len(), 2, "user_id limit 1 keeps two profiles");
+    assert_eq!(
+        dump.as_array().unwrap().len(),
+        2,
+        "user_id limit 1 keeps two profiles"
+    );
     let mut c = cfg(&tmp.path().join("s"), 2, 1);
     c.rules.limits = vec![("user_id".into(), 2)];
     let p = Pipeline::start(log.clone(), c).unwrap();
-    p.wait_processed(log.end_offset(), Duration::from_secs(10)).unwrap();
-    assert_eq!(p.stats().restored_from, None, "snapshot of other rules is ignored");
+    p.wait_processed(log.end_offset(), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        p.stats().restored_from,
+        None,
+        "snapshot of other rules is ignored"
+    );
     assert_eq!(p.query().dump().as_array().unwrap().len(), 1);
 }

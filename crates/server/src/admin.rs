@@ -49,7 +49,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(st: &AppState, h: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(st: &AppState, h: &HeaderMap) -> Result<(), ApiError> {
     let given = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -76,7 +76,7 @@ fn authorize(st: &AppState, h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -101,11 +101,12 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let text = st.metrics.render(
+    let mut text = st.metrics.render(
         &st.log.stats(),
         st.quarantine.pending(),
         st.log.poison_reason().is_some(),
     );
+    crate::metrics::Metrics::render_pipeline(&mut text, &st.pipeline.stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -29,7 +29,7 @@
 //! properties = { revenue = { type = "number", minimum = 0 } }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -76,6 +76,10 @@ pub struct Config {
     pub limits: Limits,
     /// Sources and their write keys.
     pub sources: Vec<SourceConfig>,
+    /// Identity resolution.
+    pub identity: IdentitySection,
+    /// Profile processing.
+    pub profiles: ProfilesSection,
 }
 
 impl Default for Config {
@@ -87,7 +91,87 @@ impl Default for Config {
             log: LogSection::default(),
             limits: Limits::default(),
             sources: Vec::new(),
+            identity: IdentitySection::default(),
+            profiles: ProfilesSection::default(),
         }
+    }
+}
+
+/// `[identity]`: how events are resolved to profiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Country of phone numbers written without a country code (ISO 3166, e.g. `TR`).
+    pub default_country: String,
+    /// Most identifiers of one type per profile, e.g. `{ user_id = 1, email = 3 }`.
+    pub limits: BTreeMap<String, u32>,
+    /// Identifier types from highest to lowest priority; `*` stands for external ids.
+    pub priority: Vec<String>,
+    /// Values never used as identifiers (case-insensitive).
+    pub blocked_values: Vec<String>,
+    /// Trait names whose values are external ids of that name (e.g. `loyalty_card`).
+    pub external_id_traits: Vec<String>,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        let r = niyet_identity::Rules::default();
+        Self {
+            default_country: "TR".into(),
+            limits: r.limits.into_iter().collect(),
+            priority: r.priority,
+            blocked_values: r.blocked_values,
+            external_id_traits: Vec::new(),
+        }
+    }
+}
+
+/// `[profiles]`: profile processing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesSection {
+    /// Profile partitions, each owned by one worker thread.
+    pub partitions: usize,
+    /// Write a state snapshot after this many log records (and on shutdown).
+    pub snapshot_every: u64,
+    /// Event name of completed orders.
+    pub order_event: String,
+    /// Event name of refunds.
+    pub refund_event: String,
+}
+
+impl Default for ProfilesSection {
+    fn default() -> Self {
+        Self {
+            partitions: 2,
+            snapshot_every: 1_000_000,
+            order_event: "Order Completed".into(),
+            refund_event: "Order Refunded".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The pipeline settings this config describes (call after `validate`).
+    pub fn pipeline(&self) -> niyet_pipeline::PipelineConfig {
+        let mut c = niyet_pipeline::PipelineConfig::new(self.data_dir.join("state"));
+        c.partitions = self.profiles.partitions;
+        c.snapshot_every = self.profiles.snapshot_every;
+        c.rules = niyet_identity::Rules {
+            limits: self.identity.limits.clone().into_iter().collect(),
+            priority: self.identity.priority.clone(),
+            blocked_values: self.identity.blocked_values.clone(),
+        };
+        c.identity.calling_code =
+            niyet_identity::normalize::calling_code(&self.identity.default_country)
+                .unwrap_or("90")
+                .to_string();
+        c.identity.trait_ids = self.identity.external_id_traits.clone();
+        c.commerce = niyet_pipeline::CommerceNames {
+            order: self.profiles.order_event.clone(),
+            refund: self.profiles.refund_event.clone(),
+        };
+        c
     }
 }
 
@@ -250,6 +334,27 @@ impl Config {
                     ),
                 }
             }
+        }
+        if niyet_identity::normalize::calling_code(&self.identity.default_country).is_none() {
+            problems.push(format!(
+                "identity.default_country '{}' is not one of {}",
+                self.identity.default_country,
+                niyet_identity::normalize::known_countries()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let rules = niyet_identity::Rules {
+            limits: self.identity.limits.clone().into_iter().collect(),
+            priority: self.identity.priority.clone(),
+            blocked_values: self.identity.blocked_values.clone(),
+        };
+        problems.extend(rules.validate());
+        if self.profiles.partitions == 0 || self.profiles.partitions > 256 {
+            problems.push("profiles.partitions must be between 1 and 256".into());
+        }
+        if self.profiles.snapshot_every == 0 {
+            problems.push("profiles.snapshot_every must be at least 1".into());
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 12 {

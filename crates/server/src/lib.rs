@@ -10,6 +10,7 @@ pub mod config;
 pub mod credentials;
 pub mod ingest;
 pub mod metrics;
+pub mod profiles;
 pub mod quarantine;
 
 use std::collections::HashMap;
@@ -39,6 +40,9 @@ pub enum ServerError {
     /// The log could not be opened.
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    /// Profile state could not be restored.
+    #[error("profiles: {0}")]
+    Pipeline(#[from] niyet_pipeline::PipelineError),
     /// Network or file trouble.
     #[error("{context}: {source}")]
     Io {
@@ -62,6 +66,8 @@ pub struct Source {
 pub struct AppState {
     /// The event log.
     pub log: Arc<Log>,
+    /// Identity and profiles derived from the log.
+    pub pipeline: Arc<niyet_pipeline::Pipeline>,
     /// Quarantined messages.
     pub quarantine: Arc<Quarantine>,
     /// Write key → source.
@@ -189,13 +195,15 @@ impl Server {
             .retention_max_gb
             .map(|g| (g * (1u64 << 30) as f64) as u64);
         let data_dir = cfg.data_dir.clone();
-        let (log, qlog) = tokio::task::spawn_blocking(move || {
-            let log = Log::open(lc, now)?;
+        let pcfg = cfg.pipeline();
+        let (log, qlog, pipeline) = tokio::task::spawn_blocking(move || {
+            let log = Arc::new(Log::open(lc, now)?);
             let mut qc = LogConfig::new(data_dir.join("quarantine"));
             qc.segment_bytes = 16 << 20;
             qc.dedup_max_keys = 0;
             let q = Quarantine::open(Log::open(qc, now)?)?;
-            Ok::<_, LogError>((log, q))
+            let p = niyet_pipeline::Pipeline::start(log.clone(), pcfg)?;
+            Ok::<_, ServerError>((log, q, p))
         })
         .await
         .map_err(|e| ServerError::Io {
@@ -213,7 +221,8 @@ impl Server {
             by_name.insert(name.clone(), s);
         }
         let state = Arc::new(AppState {
-            log: Arc::new(log),
+            log,
+            pipeline: Arc::new(pipeline),
             quarantine: Arc::new(qlog),
             sources,
             sources_by_name: by_name,
@@ -270,6 +279,7 @@ impl Server {
         retention.abort();
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            st.pipeline.close();
             st.log.close();
             st.quarantine.log().close();
         })
@@ -301,6 +311,7 @@ async fn retention_loop(state: Arc<AppState>, every: Duration) {
 pub fn router(state: Arc<AppState>) -> Router {
     ingest::routes()
         .merge(admin::routes())
+        .merge(profiles::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

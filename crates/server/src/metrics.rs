@@ -165,6 +165,62 @@ impl Metrics {
         }
         o
     }
+
+    /// Profile pipeline gauges and counters, appended to [`Metrics::render`]'s output.
+    pub fn render_pipeline(o: &mut String, p: &niyet_pipeline::PipelineStats) {
+        for (name, help, kind, v) in [
+            (
+                "niyet_profiles",
+                "Live customer profiles.",
+                "gauge",
+                p.profiles as u64,
+            ),
+            (
+                "niyet_identifiers",
+                "Identifiers held by the identity graph.",
+                "gauge",
+                p.identifiers as u64,
+            ),
+            (
+                "niyet_pipeline_processed_offset",
+                "Every log offset below this is reflected in profiles.",
+                "gauge",
+                p.processed_offset,
+            ),
+            (
+                "niyet_pipeline_lag_events",
+                "Log records not yet reflected in profiles.",
+                "gauge",
+                p.log_end_offset.saturating_sub(p.processed_offset),
+            ),
+            (
+                "niyet_identity_merges_total",
+                "Profile merges since start.",
+                "counter",
+                p.merges,
+            ),
+            (
+                "niyet_identity_conflicts_total",
+                "Merges refused by a merge-protection rule since start.",
+                "counter",
+                p.conflicts,
+            ),
+            (
+                "niyet_pipeline_unreadable_total",
+                "Log records profiles could not read (skipped) since start.",
+                "counter",
+                p.unreadable,
+            ),
+            (
+                "niyet_pipeline_snapshots_total",
+                "State snapshots written since start.",
+                "counter",
+                p.snapshots,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+    }
 }
 
 #[cfg(test)]

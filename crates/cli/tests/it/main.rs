@@ -7,3 +7,4 @@ mod crash;
 mod demo;
 mod import;
 mod overload;
+mod profiles;

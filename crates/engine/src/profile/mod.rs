@@ -120,7 +120,11 @@ impl EventList {
             *self = Self::from_sorted(&all);
             return;
         }
-        let delta = if self.len == 0 { offset } else { offset - self.last };
+        let delta = if self.len == 0 {
+            offset
+        } else {
+            offset - self.last
+        };
         write_varint(&mut self.bytes, delta);
         self.last = offset;
         self.len += 1;
@@ -206,6 +210,9 @@ fn read_varint(b: &[u8]) -> (u64, usize) {
     (v, b.len())
 }
 
+/// Trait names with JSON text values.
+pub type TraitValues = Vec<(Sym, Box<str>)>;
+
 /// What kind of update an event makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpdateKind {
@@ -229,7 +236,7 @@ pub struct Update {
     /// Source.
     pub source: Sym,
     /// Person traits set (JSON text values).
-    pub traits: Vec<(Sym, Box<str>)>,
+    pub traits: TraitValues,
     /// Channel.
     pub channel: Sym,
     /// Device class.
@@ -239,7 +246,7 @@ pub struct Update {
     /// Refund amount for refund events.
     pub refund: Option<i64>,
     /// `group`: account id and its traits.
-    pub account: Option<(Box<str>, Vec<(Sym, Box<str>)>)>,
+    pub account: Option<(Box<str>, TraitValues)>,
 }
 
 /// Names of the commerce events that feed the purchase summary.

@@ -1,25 +1,44 @@
 use super::*;
 use proptest::prelude::*;
 
-fn update(offset: u64, time: i64, name: u32, trait_key: u32, val: u8, order: Option<i64>) -> Update {
+fn update(
+    offset: u64,
+    time: i64,
+    name: u32,
+    trait_key: u32,
+    val: u8,
+    order: Option<i64>,
+) -> Update {
     Update {
         offset,
         time_ms: time,
-        kind: if name == 0 { UpdateKind::Call } else { UpdateKind::Event },
+        kind: if name == 0 {
+            UpdateKind::Call
+        } else {
+            UpdateKind::Event
+        },
         name: (name > 0).then_some(Sym(name)),
         source: Sym(100 + (offset % 2) as u32),
         traits: vec![(Sym(trait_key), format!("\"v{val}\"").into())],
         channel: Sym(200 + name % 3),
-        device: (val % 2 == 0).then_some(Sym(300 + u32::from(val % 4))),
+        device: (val.is_multiple_of(2)).then_some(Sym(300 + u32::from(val % 4))),
         order,
         refund: None,
-        account: (name == 0).then(|| (format!("g{val}").into(), vec![(Sym(trait_key), "1".into())])),
+        account: (name == 0)
+            .then(|| (format!("g{val}").into(), vec![(Sym(trait_key), "1".into())])),
     }
 }
 
 fn arb_updates() -> impl Strategy<Value = Vec<(Update, bool)>> {
     prop::collection::vec(
-        (0i64..50, 0u32..4, 0u32..3, 0u8..6, prop::option::of(0i64..1_000_000), any::<bool>()),
+        (
+            0i64..50,
+            0u32..4,
+            0u32..3,
+            0u8..6,
+            prop::option::of(0i64..1_000_000),
+            any::<bool>(),
+        ),
         1..40,
     )
     .prop_map(|v| {

@@ -1,0 +1,225 @@
+//! Admin API over profiles: lookup by any identifier, profile, identity explanation,
+//! history, search by trait, un-merge, pipeline status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use niyet_identity::ProfileId;
+use niyet_pipeline::PipelineError;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::admin::{authorize, blocking};
+use crate::{ApiError, AppState};
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/profiles", get(find))
+        .route("/v1/profiles/{id}", get(profile))
+        .route("/v1/profiles/{id}/identity", get(identity))
+        .route("/v1/profiles/{id}/events", get(history))
+        .route("/v1/profiles/{id}/unmerge", post(unmerge))
+        .route("/v1/pipeline", get(status))
+}
+
+fn not_found(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "profile_not_found",
+        format!("no profile for {what}"),
+    )
+}
+
+fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, msg)
+}
+
+fn pipeline_error(e: PipelineError) -> ApiError {
+    match e {
+        PipelineError::Invalid(m) => bad("invalid_request", m),
+        PipelineError::Timeout(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "processing_behind",
+            format!("{e}; try again shortly"),
+        ),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
+    raw.parse().map_err(|_| {
+        bad(
+            "invalid_parameter",
+            format!("'{raw}' is not a profile id (profile ids look like p_123)"),
+        )
+    })
+}
+
+fn limit_of(q: &BTreeMap<String, String>, default: usize) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "invalid_parameter",
+                    "limit: expected a number from 1 to 1000",
+                )
+            }),
+    }
+}
+
+/// `GET /v1/profiles?email=…` (any identifier type: one answer), `?trait.city=İzmir`
+/// (search), or no filter (all profiles, by id).
+async fn find(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let limit = limit_of(&q, 50)?;
+    let after = q.get("after").map(|a| parse_id(a)).transpose()?;
+    let filters: Vec<(String, String)> = q
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "limit" | "after"))
+        .collect();
+    blocking(move || {
+        let query = st.pipeline.query();
+        match filters.as_slice() {
+            [] => Ok(Json(query.list(after, limit))),
+            [(k, v)] if k.starts_with("trait.") => {
+                let key = &k["trait.".len()..];
+                let value = (!v.is_empty()).then_some(v.as_str());
+                Ok(Json(query.search(key, value, after, limit)))
+            }
+            [(k, v)] => {
+                let id = query
+                    .find(k, v)
+                    .map_err(pipeline_error)?
+                    .ok_or_else(|| not_found(format!("{k} '{v}'")))?;
+                query.profile(id).map(Json).ok_or_else(|| not_found(id))
+            }
+            _ => Err(bad(
+                "invalid_parameter",
+                "give one identifier (email=…, user_id=…, anonymous_id=…, phone=…, device_id=… or an external id type) or one trait.NAME=VALUE",
+            )),
+        }
+    })
+    .await
+}
+
+async fn profile(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    blocking(move || {
+        st.pipeline
+            .query()
+            .profile(id)
+            .map(Json)
+            .ok_or_else(|| not_found(id))
+    })
+    .await
+}
+
+async fn identity(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    blocking(move || {
+        st.pipeline
+            .query()
+            .identity(id)
+            .map(Json)
+            .ok_or_else(|| not_found(id))
+    })
+    .await
+}
+
+async fn history(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    let limit = limit_of(&q, 50)?;
+    let before = match q.get("before") {
+        None => None,
+        Some(b) => Some(
+            b.parse::<u64>()
+                .map_err(|_| bad("invalid_parameter", "before: expected a log offset"))?,
+        ),
+    };
+    blocking(move || {
+        st.pipeline
+            .query()
+            .events(id, before, limit)
+            .map(Json)
+            .ok_or_else(|| not_found(id))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnmergeBody {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+/// `POST /v1/profiles/{id}/unmerge {"type": "anonymous_id", "value": "…"}`.
+async fn unmerge(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    let b: UnmergeBody = serde_json::from_slice(&body).map_err(|e| {
+        bad(
+            "invalid_json",
+            format!("expected {{\"type\": identifier type, \"value\": identifier}}: {e}"),
+        )
+    })?;
+    blocking(move || {
+        if st.pipeline.query().canonical(id).is_none() {
+            return Err(not_found(id));
+        }
+        let now = st.clock.now_ms();
+        st.pipeline
+            .unmerge(id, &b.kind, &b.value, now, Duration::from_secs(30))
+            .map(Json)
+            .map_err(pipeline_error)
+    })
+    .await
+}
+
+async fn status(State(st): State<Arc<AppState>>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let s = st.pipeline.stats();
+    let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+    v["caught_up"] = Value::Bool(s.processed_offset >= s.log_end_offset);
+    v["failure"] = serde_json::to_value(st.pipeline.failure()).unwrap_or(Value::Null);
+    Ok(Json(v))
+}
