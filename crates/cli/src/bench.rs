@@ -26,6 +26,9 @@ use crate::client::IngestClient;
 pub enum BenchCommand {
     /// Durable ingest throughput and acknowledgement latency over HTTP.
     Ingest(IngestBench),
+    /// Ingest + identity + profile update throughput with a million profiles, lookup
+    /// latency, memory per profile and restart time.
+    Profiles(crate::bench_profiles::ProfilesBench),
 }
 
 #[derive(Debug, Args)]
@@ -54,14 +57,14 @@ pub struct IngestBench {
 }
 
 #[derive(Debug, Serialize, Clone, Copy, Default)]
-struct Latency {
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+pub(crate) struct Latency {
+    pub(crate) p50_ms: f64,
+    pub(crate) p90_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
-fn latency(mut us: Vec<u64>) -> Latency {
+pub(crate) fn latency(mut us: Vec<u64>) -> Latency {
     if us.is_empty() {
         return Latency::default();
     }
@@ -195,9 +198,11 @@ impl Template {
     }
 }
 
-struct Spawned {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
+/// A `niyet serve` child process on a data directory of its own.
+pub(crate) struct Spawned {
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
 }
 
 impl Drop for Spawned {
@@ -207,38 +212,53 @@ impl Drop for Spawned {
     }
 }
 
-async fn start_server(write_key: &str) -> anyhow::Result<(String, Spawned)> {
-    let dir = tempfile::tempdir_in(".").or_else(|_| tempfile::tempdir())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = std::process::Command::new(std::env::current_exe()?)
+pub(crate) const BENCH_ADMIN: &str = "bench-admin-token";
+
+/// Starts `niyet serve` on `dir` and waits until it answers.
+pub(crate) async fn spawn_server(
+    dir: &std::path::Path,
+    port: u16,
+    write_key: &str,
+) -> anyhow::Result<std::process::Child> {
+    let mut child = std::process::Command::new(std::env::current_exe()?)
         .args([
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(dir.path())
+        .arg(dir)
         .env("NIYET_WRITE_KEY", write_key)
-        .env("NIYET_ADMIN_TOKEN", "bench-admin-token")
+        .env("NIYET_ADMIN_TOKEN", BENCH_ADMIN)
         .env("NIYET_LOG", "warn")
         .env_remove("NIYET_CONFIG")
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("starting niyet serve")?;
-    let spawned = Spawned { child, _dir: dir };
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..300 {
+    for _ in 0..1200 {
         if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
             if r.status().is_success() {
-                return Ok((url, spawned));
+                return Ok(child);
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(st)) = child.try_wait() {
+            bail!("niyet serve exited: {st}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    bail!("the server did not come up within 15 s")
+    let _ = child.kill();
+    bail!("the server did not come up within 30 s")
+}
+
+pub(crate) async fn start_server(write_key: &str) -> anyhow::Result<(String, Spawned)> {
+    let dir = tempfile::tempdir_in(".").or_else(|_| tempfile::tempdir())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = spawn_server(dir.path(), port, write_key).await?;
+    Ok((format!("http://127.0.0.1:{port}"), Spawned { child, dir, port }))
 }
 
 #[derive(Default)]
@@ -347,7 +367,7 @@ async fn open_loop(
     (r, late)
 }
 
-fn machine() -> (usize, f64) {
+pub(crate) fn machine() -> (usize, f64) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -364,7 +384,10 @@ fn machine() -> (usize, f64) {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ingest(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Ingest(a) => a,
+        BenchCommand::Profiles(p) => return crate::bench_profiles::run(p).await,
+    };
     let key = "bench-write-key";
     let (url, key, _server) = match &a.url {
         Some(u) => {

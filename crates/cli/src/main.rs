@@ -1,6 +1,7 @@
 //! `niyet`: the one binary.
 
 mod bench;
+mod bench_profiles;
 mod client;
 mod demo;
 mod import;
