@@ -258,7 +258,10 @@ pub(crate) async fn start_server(write_key: &str) -> anyhow::Result<(String, Spa
         .local_addr()?
         .port();
     let child = spawn_server(dir.path(), port, write_key).await?;
-    Ok((format!("http://127.0.0.1:{port}"), Spawned { child, dir, port }))
+    Ok((
+        format!("http://127.0.0.1:{port}"),
+        Spawned { child, dir, port },
+    ))
 }
 
 #[derive(Default)]

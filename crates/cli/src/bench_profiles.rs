@@ -85,7 +85,8 @@ fn customer_batch(first: u64, n: u64, t0: i64) -> Vec<u8> {
         }
         let ts = |k: i64| niyet_model::format_rfc3339_millis(t0 + (i as i64 % 86_400) * 1000 + k);
         let city = TRAITS_CITIES[(i % 6) as usize];
-        let ctx = "\"context\":{\"userAgent\":\"Mozilla/5.0 (iPhone) Mobile\",\"page\":{\"path\":\"/\"}}";
+        let ctx =
+            "\"context\":{\"userAgent\":\"Mozilla/5.0 (iPhone) Mobile\",\"page\":{\"path\":\"/\"}}";
         out.push_str(&format!(
             "{{\"type\":\"identify\",\"userId\":\"u{i}\",\"anonymousId\":\"a{i}\",\"timestamp\":\"{}\",\"traits\":{{\"email\":\"customer{i}@example.com\",\"phone\":\"+90532{:07}\",\"name\":\"Müşteri {i}\",\"city\":\"{city}\",\"gender\":\"{}\",\"birthYear\":{}}},{ctx}}},",
             ts(0),
@@ -179,7 +180,11 @@ async fn pipeline(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 
 /// Waits until the pipeline has processed everything in the log (and, if given, holds
 /// `profiles` profiles).
-async fn caught_up(http: &reqwest::Client, url: &str, profiles: Option<u64>) -> anyhow::Result<Value> {
+async fn caught_up(
+    http: &reqwest::Client,
+    url: &str,
+    profiles: Option<u64>,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Ok(v) = pipeline(http, url).await {
@@ -232,7 +237,13 @@ async fn send_all(
     Ok((events, extra))
 }
 
-async fn lookups(http: &reqwest::Client, url: &str, n: usize, customers: u64, kind: &str) -> anyhow::Result<Latency> {
+async fn lookups(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+    customers: u64,
+    kind: &str,
+) -> anyhow::Result<Latency> {
     let mut rng = crate::shop::Rng::new(42);
     let mut us = Vec::with_capacity(n);
     for _ in 0..n {
@@ -257,9 +268,17 @@ async fn lookups(http: &reqwest::Client, url: &str, n: usize, customers: u64, ki
     Ok(latency(us))
 }
 
-async fn restart(server: &mut Spawned, url: &str, key: &str, signal: &str, profiles: u64) -> anyhow::Result<(f64, Value)> {
+async fn restart(
+    server: &mut Spawned,
+    url: &str,
+    key: &str,
+    signal: &str,
+    profiles: u64,
+) -> anyhow::Result<(f64, Value)> {
     let pid = server.child.id().to_string();
-    std::process::Command::new("kill").args([signal, &pid]).status()?;
+    std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()?;
     server.child.wait()?;
     let http = reqwest::Client::new();
     let t = Instant::now();
@@ -284,9 +303,15 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     eprintln!("loading {n} customers ({batches} batches)…");
     let started = Instant::now();
     let make: Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync> = Arc::new(move |b| {
-        (b < batches).then(|| (customer_batch(b * per_batch, per_batch.min(n - b * per_batch), t0), 0))
+        (b < batches).then(|| {
+            (
+                customer_batch(b * per_batch, per_batch.min(n - b * per_batch), t0),
+                0,
+            )
+        })
     });
-    let (load_events, _) = send_all(&client, a.connections, Arc::new(AtomicU64::new(0)), make).await?;
+    let (load_events, _) =
+        send_all(&client, a.connections, Arc::new(AtomicU64::new(0)), make).await?;
     caught_up(&http, &url, Some(n)).await?;
     let load_s = started.elapsed().as_secs_f64();
     let rss_after = rss_mib(pid);
@@ -296,7 +321,8 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs(a.duration);
     let make: Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync> =
         Arc::new(move |s| (Instant::now() < deadline).then(|| traffic_batch(s, n, t0)));
-    let (traffic_events, merges) = send_all(&client, a.connections, Arc::new(AtomicU64::new(0)), make).await?;
+    let (traffic_events, merges) =
+        send_all(&client, a.connections, Arc::new(AtomicU64::new(0)), make).await?;
     let after_traffic = caught_up(&http, &url, None).await?;
     let traffic_s = started.elapsed().as_secs_f64();
     let profiles_now = after_traffic["profiles"].as_u64().context("profiles")?;

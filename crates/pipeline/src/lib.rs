@@ -32,8 +32,8 @@ use niyet_log::{Log, LogError, NewRecord};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -133,18 +133,30 @@ pub struct PipelineStats {
 pub(crate) type Partition = FastMap<u64, Profile>;
 
 enum Op {
+    /// Fold an event into a profile.
     Apply(ProfileId, Update),
+    /// Remove a profile and hand it back.
     Take(ProfileId, SyncSender<Option<Profile>>),
+    /// Absorb a profile (create it if missing).
     Put(ProfileId, Profile),
-    Mark(u64),
+    /// Merge: remove `from` and send it as a `Put` to the owner of `into`. Absorbing is
+    /// order-independent, so events for `into` may be applied before or after it arrives.
+    MoveTo(ProfileId, ProfileId),
+    /// Progress marker travelling the ring of workers twice (see [`worker`]).
+    Mark(u64, usize),
     Barrier(SyncSender<()>),
+    Stop,
 }
+
+/// Most operations queued for one worker before the router waits.
+const MAX_QUEUED: usize = 16_384;
 
 pub(crate) struct Shared {
     pub graph: RwLock<Graph>,
     pub symbols: RwLock<Symbols>,
     pub partitions: Vec<RwLock<Partition>>,
-    marks: Vec<AtomicU64>,
+    processed: AtomicU64,
+    queued: Vec<AtomicUsize>,
     progress: (Mutex<()>, Condvar),
     stats: Mutex<PipelineStats>,
     outcomes: Mutex<BTreeMap<u64, Result<serde_json::Value, String>>>,
@@ -160,11 +172,7 @@ impl Shared {
     }
 
     fn processed(&self) -> u64 {
-        self.marks
-            .iter()
-            .map(|m| m.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
+        self.processed.load(Ordering::Acquire)
     }
 }
 
@@ -210,7 +218,8 @@ impl Pipeline {
             graph: RwLock::new(graph),
             symbols: RwLock::new(symbols),
             partitions: partitions.into_iter().map(RwLock::new).collect(),
-            marks: (0..parts).map(|_| AtomicU64::new(offset)).collect(),
+            processed: AtomicU64::new(offset),
+            queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
             progress: (Mutex::new(()), Condvar::new()),
             stats: Mutex::new(stats),
             outcomes: Mutex::new(BTreeMap::new()),
@@ -219,16 +228,16 @@ impl Pipeline {
             stop: AtomicBool::new(false),
             failed: Mutex::new(None),
         });
-        let mut senders = Vec::with_capacity(parts);
+        let (senders, receivers): (Vec<Sender<Op>>, Vec<Receiver<Op>>) =
+            (0..parts).map(|_| mpsc::channel::<Op>()).unzip();
         let mut workers = Vec::with_capacity(parts);
-        for i in 0..parts {
-            let (tx, rx) = mpsc::sync_channel::<Op>(4096);
-            senders.push(tx);
+        for (i, rx) in receivers.into_iter().enumerate() {
             let sh = shared.clone();
+            let peers = senders.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("niyet-part-{i}"))
-                    .spawn(move || worker(sh, i, rx))
+                    .spawn(move || worker(sh, i, rx, peers))
                     .map_err(|e| PipelineError::Io(format!("spawning a worker: {e}")))?,
             );
         }
@@ -241,9 +250,13 @@ impl Pipeline {
                     senders,
                     next: offset,
                     since_snapshot: 0,
+                    moved_into: Default::default(),
                 };
                 r.run();
-                drop(r.senders);
+                r.flush();
+                for s in &r.senders {
+                    let _ = s.send(Op::Stop);
+                }
                 for w in workers {
                     let _ = w.join();
                 }
@@ -387,14 +400,23 @@ impl Drop for Pipeline {
     }
 }
 
-fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>) {
+/// A partition's owner: the only thread that changes its profiles.
+///
+/// Progress: the router sends `Mark(offset, hops)` to worker 0 after a chunk of records;
+/// each worker passes it on to the next, around the ring twice. Every `Put` a worker
+/// forwards for a merge is queued before that worker passes the first round on, so by
+/// the end of the second round every forwarded `Put` has been absorbed; only then is
+/// `offset` published as processed.
+fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>, peers: Vec<Sender<Op>>) {
+    let n = peers.len();
     while let Ok(first) = rx.recv() {
         let Ok(mut part) = sh.partitions[idx].write() else {
             return;
         };
         let mut op = Some(first);
-        let mut n = 0;
+        let mut done = 0;
         while let Some(o) = op.take() {
+            sh.queued[idx].fetch_sub(1, Ordering::Relaxed);
             match o {
                 Op::Apply(id, u) => part.entry(id.0).or_default().apply(&u),
                 Op::Take(id, reply) => {
@@ -406,19 +428,37 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>) {
                         part.insert(id.0, p);
                     }
                 },
-                Op::Mark(off) => {
-                    sh.marks[idx].store(off, Ordering::Release);
-                    let (lock, cv) = &sh.progress;
-                    drop(lock.lock());
-                    cv.notify_all();
+                Op::MoveTo(from, into) => {
+                    if let Some(p) = part.remove(&from.0) {
+                        let to = sh.partition_of(into);
+                        if to == idx {
+                            part.entry(into.0).or_default().absorb(p);
+                        } else {
+                            sh.queued[to].fetch_add(1, Ordering::Relaxed);
+                            let _ = peers[to].send(Op::Put(into, p));
+                        }
+                    }
+                }
+                Op::Mark(off, hops) => {
+                    if hops == 0 {
+                        sh.processed.store(off, Ordering::Release);
+                        let (lock, cv) = &sh.progress;
+                        drop(lock.lock());
+                        cv.notify_all();
+                    } else {
+                        let next = (idx + 1) % n;
+                        sh.queued[next].fetch_add(1, Ordering::Relaxed);
+                        let _ = peers[next].send(Op::Mark(off, hops - 1));
+                    }
                 }
                 Op::Barrier(reply) => {
                     let _ = reply.send(());
                 }
+                Op::Stop => return,
             }
-            n += 1;
+            done += 1;
             // Release the lock now and then so readers get in.
-            if n < 256 {
+            if done < 256 {
                 op = rx.try_recv().ok();
             }
         }
@@ -427,9 +467,11 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>) {
 
 struct Router {
     sh: Arc<Shared>,
-    senders: Vec<SyncSender<Op>>,
+    senders: Vec<Sender<Op>>,
     next: u64,
     since_snapshot: u64,
+    /// Profiles a `Put` was forwarded to since the last flush.
+    moved_into: std::collections::HashSet<u64>,
 }
 
 impl Router {
@@ -468,9 +510,7 @@ impl Router {
                 self.next = r.offset + 1;
             }
             self.since_snapshot += recs.len() as u64;
-            for s in &self.senders {
-                let _ = s.send(Op::Mark(self.next));
-            }
+            self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
             if self.since_snapshot >= self.sh.cfg.snapshot_every {
                 self.snapshot();
             }
@@ -480,11 +520,44 @@ impl Router {
         }
     }
 
-    fn send(&self, id: ProfileId, op: Op) {
-        let _ = self.senders[self.sh.partition_of(id)].send(op);
+    fn send_to(&self, part: usize, op: Op) {
+        // Back-pressure: never queue without bound ahead of a slow worker.
+        let mut spins = 0u32;
+        while self.sh.queued[part].load(Ordering::Relaxed) >= MAX_QUEUED {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        self.sh.queued[part].fetch_add(1, Ordering::Relaxed);
+        let _ = self.senders[part].send(op);
     }
 
-    fn take(&self, id: ProfileId) -> Option<Profile> {
+    fn send(&self, id: ProfileId, op: Op) {
+        self.send_to(self.sh.partition_of(id), op);
+    }
+
+    /// Waits until every operation sent so far, and every `Put` forwarded because of one,
+    /// is applied.
+    fn flush(&mut self) {
+        self.moved_into.clear();
+        for _ in 0..2 {
+            let mut waits = Vec::new();
+            for i in 0..self.senders.len() {
+                let (tx, rx) = mpsc::sync_channel(1);
+                self.send_to(i, Op::Barrier(tx));
+                waits.push(rx);
+            }
+            for w in waits {
+                let _ = w.recv();
+            }
+        }
+    }
+
+    fn take(&mut self, id: ProfileId) -> Option<Profile> {
+        self.flush();
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(id, Op::Take(id, tx));
         rx.recv().ok().flatten()
@@ -539,10 +612,18 @@ impl Router {
         }
     }
 
-    fn move_profile(&self, from: ProfileId, into: ProfileId) {
-        if let Some(p) = self.take(from) {
-            self.send(into, Op::Put(into, p));
+    fn move_profile(&mut self, from: ProfileId, into: ProfileId) {
+        // A profile that is the target of a forwarded `Put` still on its way must not
+        // move before that `Put` arrives (it would land on a profile that no longer
+        // exists): wait for the queues to drain first. Rare: it takes two merges of one
+        // profile in a short time.
+        if self.moved_into.contains(&from.0) {
+            self.flush();
         }
+        if self.sh.partition_of(from) != self.sh.partition_of(into) {
+            self.moved_into.insert(into.0);
+        }
+        self.send(from, Op::MoveTo(from, into));
     }
 
     fn control(&mut self, offset: u64, view: &extract::EventView<'_>) {
@@ -670,15 +751,7 @@ impl Router {
 
     fn snapshot(&mut self) {
         // Let every worker finish what it was sent.
-        let mut waits = Vec::new();
-        for s in &self.senders {
-            let (tx, rx) = mpsc::sync_channel(1);
-            let _ = s.send(Op::Barrier(tx));
-            waits.push(rx);
-        }
-        for w in waits {
-            let _ = w.recv();
-        }
+        self.flush();
         let started = Instant::now();
         let result = (|| {
             let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
