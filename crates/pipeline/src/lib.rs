@@ -84,7 +84,7 @@ impl PipelineConfig {
         Self {
             state_dir: state_dir.into(),
             partitions: 2,
-            snapshot_every: 1_000_000,
+            snapshot_every: 5_000_000,
             rules: Rules::default(),
             identity: IdentityConfig::default(),
             commerce: CommerceNames::default(),
@@ -130,15 +130,17 @@ pub struct PipelineStats {
     pub restore_ms: u64,
 }
 
-pub(crate) type Partition = FastMap<u64, Profile>;
+/// A partition's profiles (boxed: the map's slots stay small, so its spare capacity
+/// costs little).
+pub(crate) type Partition = FastMap<u64, Box<Profile>>;
 
 enum Op {
     /// Fold an event into a profile.
     Apply(ProfileId, Update),
     /// Remove a profile and hand it back.
-    Take(ProfileId, SyncSender<Option<Profile>>),
+    Take(ProfileId, SyncSender<Option<Box<Profile>>>),
     /// Absorb a profile (create it if missing).
-    Put(ProfileId, Profile),
+    Put(ProfileId, Box<Profile>),
     /// Merge: remove `from` and send it as a `Put` to the owner of `into`. Absorbing is
     /// order-independent, so events for `into` may be applied before or after it arrives.
     MoveTo(ProfileId, ProfileId),
@@ -196,7 +198,7 @@ impl Pipeline {
         let (graph, symbols, offset, restored_from) = match loaded {
             Some(l) => {
                 for (id, p) in l.body.profiles {
-                    partitions[(id % parts as u64) as usize].insert(id, p);
+                    partitions[(id % parts as u64) as usize].insert(id, Box::new(p));
                 }
                 tracing::info!(path = %l.path.display(), offset = l.offset, "snapshot restored");
                 (
@@ -228,8 +230,8 @@ impl Pipeline {
             stop: AtomicBool::new(false),
             failed: Mutex::new(None),
         });
-        let (senders, receivers): (Vec<Sender<Op>>, Vec<Receiver<Op>>) =
-            (0..parts).map(|_| mpsc::channel::<Op>()).unzip();
+        let (senders, receivers): (Vec<Sender<Vec<Op>>>, Vec<Receiver<Vec<Op>>>) =
+            (0..parts).map(|_| mpsc::channel::<Vec<Op>>()).unzip();
         let mut workers = Vec::with_capacity(parts);
         for (i, rx) in receivers.into_iter().enumerate() {
             let sh = shared.clone();
@@ -251,11 +253,12 @@ impl Pipeline {
                     next: offset,
                     since_snapshot: 0,
                     moved_into: Default::default(),
+                    outbox: (0..parts).map(|_| Vec::new()).collect(),
                 };
                 r.run();
                 r.flush();
                 for s in &r.senders {
-                    let _ = s.send(Op::Stop);
+                    let _ = s.send(vec![Op::Stop]);
                 }
                 for w in workers {
                     let _ = w.join();
@@ -407,23 +410,21 @@ impl Drop for Pipeline {
 /// forwards for a merge is queued before that worker passes the first round on, so by
 /// the end of the second round every forwarded `Put` has been absorbed; only then is
 /// `offset` published as processed.
-fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>, peers: Vec<Sender<Op>>) {
+fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Vec<Op>>, peers: Vec<Sender<Vec<Op>>>) {
     let n = peers.len();
-    while let Ok(first) = rx.recv() {
+    while let Ok(ops) = rx.recv() {
         let Ok(mut part) = sh.partitions[idx].write() else {
             return;
         };
-        let mut op = Some(first);
-        let mut done = 0;
-        while let Some(o) = op.take() {
-            sh.queued[idx].fetch_sub(1, Ordering::Relaxed);
+        sh.queued[idx].fetch_sub(ops.len(), Ordering::Relaxed);
+        for o in ops {
             match o {
                 Op::Apply(id, u) => part.entry(id.0).or_default().apply(&u),
                 Op::Take(id, reply) => {
                     let _ = reply.send(part.remove(&id.0));
                 }
                 Op::Put(id, p) => match part.get_mut(&id.0) {
-                    Some(existing) => existing.absorb(p),
+                    Some(existing) => existing.absorb(*p),
                     None => {
                         part.insert(id.0, p);
                     }
@@ -432,10 +433,10 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>, peers: Vec<Sender<Op>>)
                     if let Some(p) = part.remove(&from.0) {
                         let to = sh.partition_of(into);
                         if to == idx {
-                            part.entry(into.0).or_default().absorb(p);
+                            part.entry(into.0).or_default().absorb(*p);
                         } else {
                             sh.queued[to].fetch_add(1, Ordering::Relaxed);
-                            let _ = peers[to].send(Op::Put(into, p));
+                            let _ = peers[to].send(vec![Op::Put(into, p)]);
                         }
                     }
                 }
@@ -448,7 +449,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>, peers: Vec<Sender<Op>>)
                     } else {
                         let next = (idx + 1) % n;
                         sh.queued[next].fetch_add(1, Ordering::Relaxed);
-                        let _ = peers[next].send(Op::Mark(off, hops - 1));
+                        let _ = peers[next].send(vec![Op::Mark(off, hops - 1)]);
                     }
                 }
                 Op::Barrier(reply) => {
@@ -456,18 +457,15 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Op>, peers: Vec<Sender<Op>>)
                 }
                 Op::Stop => return,
             }
-            done += 1;
-            // Release the lock now and then so readers get in.
-            if done < 256 {
-                op = rx.try_recv().ok();
-            }
         }
     }
 }
 
 struct Router {
     sh: Arc<Shared>,
-    senders: Vec<Sender<Op>>,
+    senders: Vec<Sender<Vec<Op>>>,
+    /// Operations not yet sent, per partition (sent in batches to spare wake-ups).
+    outbox: Vec<Vec<Op>>,
     next: u64,
     since_snapshot: u64,
     /// Profiles a `Put` was forwarded to since the last flush.
@@ -511,6 +509,7 @@ impl Router {
             }
             self.since_snapshot += recs.len() as u64;
             self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
+            self.ship_all();
             if self.since_snapshot >= self.sh.cfg.snapshot_every {
                 self.snapshot();
             }
@@ -520,7 +519,17 @@ impl Router {
         }
     }
 
-    fn send_to(&self, part: usize, op: Op) {
+    fn send_to(&mut self, part: usize, op: Op) {
+        self.outbox[part].push(op);
+        if self.outbox[part].len() >= 256 {
+            self.ship(part);
+        }
+    }
+
+    fn ship(&mut self, part: usize) {
+        if self.outbox[part].is_empty() {
+            return;
+        }
         // Back-pressure: never queue without bound ahead of a slow worker.
         let mut spins = 0u32;
         while self.sh.queued[part].load(Ordering::Relaxed) >= MAX_QUEUED {
@@ -531,11 +540,18 @@ impl Router {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
-        self.sh.queued[part].fetch_add(1, Ordering::Relaxed);
-        let _ = self.senders[part].send(op);
+        let ops = std::mem::take(&mut self.outbox[part]);
+        self.sh.queued[part].fetch_add(ops.len(), Ordering::Relaxed);
+        let _ = self.senders[part].send(ops);
     }
 
-    fn send(&self, id: ProfileId, op: Op) {
+    fn ship_all(&mut self) {
+        for p in 0..self.outbox.len() {
+            self.ship(p);
+        }
+    }
+
+    fn send(&mut self, id: ProfileId, op: Op) {
         self.send_to(self.sh.partition_of(id), op);
     }
 
@@ -550,16 +566,18 @@ impl Router {
                 self.send_to(i, Op::Barrier(tx));
                 waits.push(rx);
             }
+            self.ship_all();
             for w in waits {
                 let _ = w.recv();
             }
         }
     }
 
-    fn take(&mut self, id: ProfileId) -> Option<Profile> {
+    fn take(&mut self, id: ProfileId) -> Option<Box<Profile>> {
         self.flush();
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(id, Op::Take(id, tx));
+        self.ship_all();
         rx.recv().ok().flatten()
     }
 
@@ -740,7 +758,7 @@ impl Router {
                 }
             }
             groups.push(serde_json::json!({"profile": pid.to_string(), "events": offs.len()}));
-            self.send(*pid, Op::Put(*pid, p));
+            self.send(*pid, Op::Put(*pid, Box::new(p)));
         }
         Ok(serde_json::json!({
             "profile": plan.original.to_string(),
@@ -764,7 +782,7 @@ impl Router {
                 .collect::<Result<_, _>>()?;
             let mut profiles: Vec<(u64, &Profile)> = parts
                 .iter()
-                .flat_map(|p| p.iter().map(|(k, v)| (*k, v)))
+                .flat_map(|p| p.iter().map(|(k, v)| (*k, &**v)))
                 .collect();
             profiles.sort_unstable_by_key(|p| p.0);
             let body = snapshot::BodyRef {

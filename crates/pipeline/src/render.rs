@@ -119,7 +119,7 @@ impl<'a> ProfileQuery<'a> {
 
     fn with_profile<T>(&self, id: ProfileId, f: impl FnOnce(&Profile) -> T) -> Option<T> {
         let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
-        part.get(&id.0).map(f)
+        part.get(&id.0).map(|p| f(p))
     }
 
     /// A profile as JSON (`None` if it does not exist).

@@ -144,7 +144,7 @@ impl Default for ProfilesSection {
     fn default() -> Self {
         Self {
             partitions: 2,
-            snapshot_every: 1_000_000,
+            snapshot_every: 5_000_000,
             order_event: "Order Completed".into(),
             refund_event: "Order Refunded".into(),
         }
