@@ -6,8 +6,8 @@
 //!   numbers instead of strings.
 //! * [`Update`] is one event prepared for a profile (names interned, values copied out);
 //!   [`Profile::apply`] folds it in and [`Profile::absorb`] merges two profiles. Both are
-//!   order-independent where it matters (last-writer-wins by event time, then log
-//!   offset; sums in integer minor units), so merging two profiles gives the same state as
+//!   order-independent where it matters (last-writer-wins by event time, then by
+//!   value; sums in integer minor units), so merging two profiles gives the same state as
 //!   folding all their events into one.
 //!
 //! Pure: no I/O, no clock, no threads.
@@ -19,6 +19,7 @@ mod profile;
 mod symbols;
 
 pub use profile::{
-    Account, CommerceNames, EventList, Profile, Purchases, Trait, Update, UpdateKind, MONEY_SCALE,
+    Account, CommerceNames, EventList, Profile, Purchases, Trait, TraitValues, Update, UpdateKind,
+    DEVICE_TAG, MONEY_SCALE,
 };
 pub use symbols::{Sym, Symbols};

@@ -28,10 +28,17 @@ impl Hasher for FoldHasher {
         // Identifier keys are xxh3 outputs: any 64 bits of them are well mixed.
         self.0 ^= x as u64;
     }
+    fn write_usize(&mut self, _: usize) {
+        // The length prefix of a `[u64; 2]` key carries nothing.
+    }
 }
 
 /// A hash map keyed by identifier keys or profile ids.
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
+
+fn split_key(k: u128) -> [u64; 2] {
+    [k as u64, (k >> 64) as u64]
+}
 
 /// How an identifier came to its original profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,8 +130,20 @@ pub enum NoteKind {
 pub struct Node {
     /// Identifiers, in the order they joined.
     pub members: Vec<Member>,
-    /// Merges, conflicts and splits, oldest first (conflicts capped per profile).
-    pub notes: Vec<Note>,
+    /// Merges, conflicts and splits, oldest first (conflicts capped per profile). Boxed:
+    /// most profiles have none, and an empty box costs 8 bytes where a `Vec` costs 24.
+    pub notes: Option<Box<Vec<Note>>>,
+}
+
+impl Node {
+    /// The notes, oldest first.
+    pub fn notes(&self) -> &[Note] {
+        self.notes.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn notes_mut(&mut self) -> &mut Vec<Note> {
+        self.notes.get_or_insert_with(Default::default)
+    }
 }
 
 /// Conflicts kept per profile; older ones are dropped first.
@@ -209,7 +228,9 @@ pub struct Graph {
     limits: Vec<u32>,
     ranks: Vec<u16>,
     blocked: HashSet<String>,
-    index: FastMap<u128, ProfileId>,
+    /// Identifier key → profile. Keys as two u64 (8-byte aligned, so a slot is 24 bytes,
+    /// not the 32 a 16-byte-aligned u128 would take).
+    index: FastMap<[u64; 2], ProfileId>,
     nodes: FastMap<ProfileId, Node>,
     redirects: FastMap<ProfileId, ProfileId>,
     apart: FastMap<u128, Vec<u128>>,
@@ -305,7 +326,7 @@ impl Graph {
 
     /// The current profile of an identifier.
     pub fn lookup(&self, ident: &Ident) -> Option<ProfileId> {
-        self.index.get(&ident.key()).copied()
+        self.index.get(&split_key(ident.key())).copied()
     }
 
     /// The live profile a (possibly merged-away) profile id resolves to.
@@ -508,13 +529,13 @@ impl Graph {
         res.conflicts = conflicts.len();
         if let Some(node) = self.nodes.get_mut(&profile) {
             for (ident, other, rule) in conflicts {
-                node.notes.push(Note {
+                node.notes_mut().push(Note {
                     offset,
                     time_ms,
                     kind: NoteKind::Blocked { ident, other, rule },
                 });
             }
-            trim_conflicts(&mut node.notes);
+            trim_conflicts(node.notes_mut());
         }
         res.profile = Some(profile);
         res
@@ -543,7 +564,7 @@ impl Graph {
     }
 
     fn attach(&mut self, id: ProfileId, ident: &Ident, offset: u64, how: How) {
-        self.index.insert(ident.key(), id);
+        self.index.insert(split_key(ident.key()), id);
         if let Some(node) = self.nodes.get_mut(&id) {
             node.members.push(Member {
                 kind: ident.kind,
@@ -571,14 +592,16 @@ impl Graph {
             return survivor;
         };
         for m in &old.members {
-            self.index.insert(m.key(), survivor);
+            self.index.insert(split_key(m.key()), survivor);
         }
         self.redirects.insert(gone, survivor);
         if let Some(node) = self.nodes.get_mut(&survivor) {
             node.members.append(&mut old.members);
-            node.notes.append(&mut old.notes);
-            node.notes.sort_by_key(|n| n.offset);
-            node.notes.push(Note {
+            if let Some(mut old_notes) = old.notes.take() {
+                node.notes_mut().append(&mut old_notes);
+            }
+            node.notes_mut().sort_by_key(|n| n.offset);
+            node.notes_mut().push(Note {
                 offset,
                 time_ms,
                 kind: NoteKind::Merged {
@@ -589,7 +612,7 @@ impl Graph {
                     rule: rule.to_string(),
                 },
             });
-            trim_conflicts(&mut node.notes);
+            trim_conflicts(node.notes_mut());
         }
         survivor
     }
@@ -605,7 +628,7 @@ impl Graph {
                 let mut via = Vec::new();
                 let mut at = m.origin;
                 // Follow the merges from the member's original profile to this one.
-                for note in &node.notes {
+                for note in node.notes() {
                     if let NoteKind::Merged { from, into, .. } = &note.kind {
                         if *from == at {
                             via.push(note.clone());
@@ -736,7 +759,7 @@ impl Graph {
         }
         for (i, mut m) in members.into_iter().enumerate() {
             let p = owner[i];
-            self.index.insert(m.key(), p);
+            self.index.insert(split_key(m.key()), p);
             if p != id {
                 m.how = How::Split;
                 m.origin = p;
@@ -760,7 +783,7 @@ impl Graph {
         };
         for (p, _) in &groups {
             if let Some(n) = self.nodes.get_mut(p) {
-                n.notes.push(split_note.clone());
+                n.notes_mut().push(split_note.clone());
             }
         }
         // Events follow their identifiers.
@@ -843,7 +866,7 @@ impl Graph {
         g.nodes.reserve(snap.nodes.len());
         for (id, node) in snap.nodes {
             for m in &node.members {
-                g.index.insert(m.key(), id);
+                g.index.insert(split_key(m.key()), id);
             }
             g.nodes.insert(id, node);
         }

@@ -196,7 +196,7 @@ fn two_logged_in_users_on_one_device_stay_apart() {
     assert_eq!(g.profiles(), 2);
     // The device stays with the first user; the conflict is on the second's profile.
     assert_eq!(g.lookup(&device), a.profile);
-    let notes = &g.node(b.profile.unwrap()).unwrap().notes;
+    let notes = &g.node(b.profile.unwrap()).unwrap().notes();
     assert!(
         format!("{notes:?}").contains("limit user_id = 1"),
         "{notes:?}"

@@ -134,7 +134,7 @@ impl<'a> ProfileQuery<'a> {
             .map(|m| json!({"type": g.kinds().name(m.kind), "value": &*m.value}))
             .collect();
         let merged: Vec<String> = node
-            .notes
+            .notes()
             .iter()
             .filter_map(|n| match &n.kind {
                 NoteKind::Merged { from, .. } => Some(from.to_string()),
@@ -183,7 +183,7 @@ impl<'a> ProfileQuery<'a> {
                 })
             })
             .collect();
-        let history: Vec<Value> = node.notes.iter().map(|n| note_json(&g, n)).collect();
+        let history: Vec<Value> = node.notes().iter().map(|n| note_json(&g, n)).collect();
         Some(json!({
             "id": id.to_string(),
             "identifiers": explained,
@@ -199,7 +199,7 @@ impl<'a> ProfileQuery<'a> {
             let id = g.canonical(id)?;
             let notes: Vec<(u64, Value)> = g
                 .node(id)?
-                .notes
+                .notes()
                 .iter()
                 .map(|n| (n.offset, note_json(&g, n)))
                 .collect();
@@ -360,8 +360,8 @@ fn render_profile(p: &Profile, syms: &Symbols) -> Value {
         "event_count": p.events.len(),
         "traits": traits_json(&p.traits, syms),
         "event_counts": counts,
-        "channels": p.channels.iter().map(|s| syms.name(*s)).collect::<Vec<_>>(),
-        "devices": p.devices.iter().map(|s| syms.name(*s)).collect::<Vec<_>>(),
+        "channels": p.channels().map(|s| syms.name(s)).collect::<Vec<_>>(),
+        "devices": p.devices().map(|s| syms.name(s)).collect::<Vec<_>>(),
         "purchases": {
             "orders": pu.orders,
             "revenue": pu.revenue as f64 / MONEY_SCALE,
@@ -372,7 +372,7 @@ fn render_profile(p: &Profile, syms: &Symbols) -> Value {
             "refunded": pu.refunded as f64 / MONEY_SCALE,
         },
         "consent": {},
-        "accounts": p.accounts.iter().map(|a| json!({
+        "accounts": p.accounts().iter().map(|a| json!({
             "id": &*a.id,
             "since": format_rfc3339_millis(a.since_ms),
             "traits": traits_json(&a.traits, syms),

@@ -21,15 +21,15 @@ pub struct Trait {
     pub source: Sym,
     /// Event time it was set at.
     pub time_ms: i64,
-    /// Log offset of the event that set it (breaks ties of equal times).
-    pub offset: u64,
     /// The value as JSON text.
     pub value: Box<str>,
 }
 
 impl Trait {
+    /// Last writer wins by event time; equal times are decided by the value, then the
+    /// source, so the outcome never depends on the order events are applied in.
     fn newer_than(&self, other: &Trait) -> bool {
-        (self.time_ms, self.offset) > (other.time_ms, other.offset)
+        (self.time_ms, &self.value, self.source) > (other.time_ms, &other.value, other.source)
     }
 }
 
@@ -346,15 +346,16 @@ pub struct Profile {
     pub traits: Vec<Trait>,
     /// Event counts by name, sorted by name symbol.
     pub counts: Vec<(Sym, u32)>,
-    /// Channels seen.
-    pub channels: Vec<Sym>,
-    /// Device classes seen.
-    pub devices: Vec<Sym>,
+    /// Channels and device classes seen (devices tagged with [`DEVICE_TAG`]), sorted.
+    pub seen: Vec<Sym>,
     /// Purchase summary.
     pub purchases: Purchases,
-    /// Accounts (B2B).
-    pub accounts: Vec<Account>,
+    /// Accounts (B2B); boxed because most shop customers have none.
+    pub accounts: Option<Box<Vec<Account>>>,
 }
+
+/// Marks a device class in [`Profile::seen`].
+pub const DEVICE_TAG: u32 = 1 << 31;
 
 fn set_trait(traits: &mut Vec<Trait>, t: Trait) {
     match traits.binary_search_by_key(&t.key, |x| x.key) {
@@ -363,14 +364,21 @@ fn set_trait(traits: &mut Vec<Trait>, t: Trait) {
                 traits[i] = t;
             }
         }
-        Err(i) => traits.insert(i, t),
+        Err(i) => {
+            // Profiles hold a handful of traits that rarely grow: no spare capacity.
+            traits.reserve_exact(1);
+            traits.insert(i, t)
+        }
     }
 }
 
 fn add_seen(v: &mut Vec<Sym>, s: Sym) {
-    if v.len() < MAX_SEEN && !v.contains(&s) {
-        v.push(s);
-        v.sort_unstable();
+    let kind = s.0 & DEVICE_TAG;
+    if let Err(i) = v.binary_search(&s) {
+        if v.iter().filter(|x| x.0 & DEVICE_TAG == kind).count() < MAX_SEEN {
+            v.reserve_exact(1);
+            v.insert(i, s);
+        }
     }
 }
 
@@ -392,7 +400,6 @@ impl Profile {
                     key: *k,
                     source: u.source,
                     time_ms: u.time_ms,
-                    offset: u.offset,
                     value: v.clone(),
                 },
             );
@@ -403,9 +410,9 @@ impl Profile {
                 Err(i) => self.counts.insert(i, (n, 1)),
             }
         }
-        add_seen(&mut self.channels, u.channel);
+        add_seen(&mut self.seen, u.channel);
         if let Some(d) = u.device {
-            add_seen(&mut self.devices, d);
+            add_seen(&mut self.seen, Sym(d.0 | DEVICE_TAG));
         }
         if let Some(a) = u.order {
             self.purchases.add_order(u.time_ms, a);
@@ -415,20 +422,21 @@ impl Profile {
             self.purchases.refunded += a;
         }
         if let Some((id, traits)) = &u.account {
-            let i = match self.accounts.iter().position(|a| a.id == *id) {
+            let accounts = self.accounts.get_or_insert_with(Default::default);
+            let i = match accounts.iter().position(|a| a.id == *id) {
                 Some(i) => i,
-                None if self.accounts.len() < MAX_ACCOUNTS => {
-                    self.accounts.push(Account {
+                None if accounts.len() < MAX_ACCOUNTS => {
+                    accounts.push(Account {
                         id: id.clone(),
                         since_ms: u.time_ms,
                         traits: Vec::new(),
                     });
-                    self.accounts.sort_by(|a, b| a.id.cmp(&b.id));
-                    self.accounts.iter().position(|a| a.id == *id).unwrap_or(0)
+                    accounts.sort_by(|a, b| a.id.cmp(&b.id));
+                    accounts.iter().position(|a| a.id == *id).unwrap_or(0)
                 }
                 None => return,
             };
-            let acc = &mut self.accounts[i];
+            let acc = &mut accounts[i];
             acc.since_ms = acc.since_ms.min(u.time_ms);
             for (k, v) in traits {
                 set_trait(
@@ -437,7 +445,6 @@ impl Profile {
                         key: *k,
                         source: u.source,
                         time_ms: u.time_ms,
-                        offset: u.offset,
                         value: v.clone(),
                     },
                 );
@@ -467,27 +474,47 @@ impl Profile {
                 Err(i) => self.counts.insert(i, (n, c)),
             }
         }
-        for c in o.channels {
-            add_seen(&mut self.channels, c);
-        }
-        for d in o.devices {
-            add_seen(&mut self.devices, d);
+        for c in o.seen {
+            add_seen(&mut self.seen, c);
         }
         self.purchases.absorb(&o.purchases);
-        for a in o.accounts {
-            match self.accounts.iter().position(|x| x.id == a.id) {
+        let theirs = o.accounts.map(|a| *a).unwrap_or_default();
+        if theirs.is_empty() {
+            return;
+        }
+        let accounts = self.accounts.get_or_insert_with(Default::default);
+        for a in theirs {
+            match accounts.iter().position(|x| x.id == a.id) {
                 Some(i) => {
-                    let x = &mut self.accounts[i];
+                    let x = &mut accounts[i];
                     x.since_ms = x.since_ms.min(a.since_ms);
                     for t in a.traits {
                         set_trait(&mut x.traits, t);
                     }
                 }
-                None if self.accounts.len() < MAX_ACCOUNTS => self.accounts.push(a),
+                None if accounts.len() < MAX_ACCOUNTS => accounts.push(a),
                 None => {}
             }
         }
-        self.accounts.sort_by(|a, b| a.id.cmp(&b.id));
+        accounts.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+
+    /// Channels seen.
+    pub fn channels(&self) -> impl Iterator<Item = Sym> + '_ {
+        self.seen.iter().filter(|s| s.0 & DEVICE_TAG == 0).copied()
+    }
+
+    /// Device classes seen.
+    pub fn devices(&self) -> impl Iterator<Item = Sym> + '_ {
+        self.seen
+            .iter()
+            .filter(|s| s.0 & DEVICE_TAG != 0)
+            .map(|s| Sym(s.0 & !DEVICE_TAG))
+    }
+
+    /// Accounts (B2B).
+    pub fn accounts(&self) -> &[Account] {
+        self.accounts.as_deref().map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The count of events named `name`.
@@ -512,11 +539,11 @@ impl Profile {
             + self.traits.capacity() * std::mem::size_of::<Trait>()
             + self.traits.iter().map(|t| t.value.len()).sum::<usize>()
             + self.counts.capacity() * 8
-            + (self.channels.capacity() + self.devices.capacity()) * 4
+            + self.seen.capacity() * 4
             + self
-                .accounts
+                .accounts()
                 .iter()
-                .map(|a| std::mem::size_of::<Account>() + a.id.len() + a.traits.len() * 48)
+                .map(|a| std::mem::size_of::<Account>() + a.id.len() + a.traits.len() * 40)
                 .sum::<usize>()
     }
 }
