@@ -150,6 +150,11 @@ enum Op {
     Stop,
 }
 
+/// Sending side of a worker's queue (operations travel in batches).
+type Outbox = Sender<Vec<Op>>;
+/// Receiving side of a worker's queue.
+type Inbox = Receiver<Vec<Op>>;
+
 /// Most operations queued for one worker before the router waits.
 const MAX_QUEUED: usize = 16_384;
 
@@ -230,7 +235,7 @@ impl Pipeline {
             stop: AtomicBool::new(false),
             failed: Mutex::new(None),
         });
-        let (senders, receivers): (Vec<Sender<Vec<Op>>>, Vec<Receiver<Vec<Op>>>) =
+        let (senders, receivers): (Vec<Outbox>, Vec<Inbox>) =
             (0..parts).map(|_| mpsc::channel::<Vec<Op>>()).unzip();
         let mut workers = Vec::with_capacity(parts);
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -410,7 +415,7 @@ impl Drop for Pipeline {
 /// forwards for a merge is queued before that worker passes the first round on, so by
 /// the end of the second round every forwarded `Put` has been absorbed; only then is
 /// `offset` published as processed.
-fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Vec<Op>>, peers: Vec<Sender<Vec<Op>>>) {
+fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     let n = peers.len();
     while let Ok(ops) = rx.recv() {
         let Ok(mut part) = sh.partitions[idx].write() else {
@@ -463,7 +468,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Receiver<Vec<Op>>, peers: Vec<Sender<
 
 struct Router {
     sh: Arc<Shared>,
-    senders: Vec<Sender<Vec<Op>>>,
+    senders: Vec<Outbox>,
     /// Operations not yet sent, per partition (sent in batches to spare wake-ups).
     outbox: Vec<Vec<Op>>,
     next: u64,
