@@ -204,11 +204,14 @@ async fn caught_up(
     }
 }
 
+/// Makes request body number `i` (and a count to add up), or None when done.
+type BatchMaker = Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync>;
+
 async fn send_all(
     client: &IngestClient,
     conns: usize,
     next: Arc<AtomicU64>,
-    make: Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync>,
+    make: BatchMaker,
 ) -> anyhow::Result<(u64, u64)> {
     let mut tasks = Vec::new();
     for _ in 0..conns {
@@ -302,7 +305,7 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
 
     eprintln!("loading {n} customers ({batches} batches)…");
     let started = Instant::now();
-    let make: Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync> = Arc::new(move |b| {
+    let make: BatchMaker = Arc::new(move |b| {
         (b < batches).then(|| {
             (
                 customer_batch(b * per_batch, per_batch.min(n - b * per_batch), t0),
@@ -319,7 +322,7 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     eprintln!("traffic on {n} customers for {} s…", a.duration);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.duration);
-    let make: Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync> =
+    let make: BatchMaker =
         Arc::new(move |s| (Instant::now() < deadline).then(|| traffic_batch(s, n, t0)));
     let (traffic_events, merges) =
         send_all(&client, a.connections, Arc::new(AtomicU64::new(0)), make).await?;
