@@ -1,7 +1,7 @@
 //! Read access to the derived state, rendered as JSON for the admin API.
 
 use crate::{PipelineError, Shared};
-use niyet_engine::{Profile, Symbols, Trait, MONEY_SCALE};
+use niyet_engine::{Profile, Symbols, TraitSet, MONEY_SCALE};
 use niyet_identity::{normalize, Graph, Ident, NoteKind, ProfileId};
 use niyet_model::format_rfc3339_millis;
 use serde_json::{json, Map, Value};
@@ -15,13 +15,13 @@ fn raw_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-fn traits_json(traits: &[Trait], syms: &Symbols) -> Value {
+fn traits_json(traits: &TraitSet, syms: &Symbols) -> Value {
     let mut m = Map::new();
-    for t in traits {
+    for t in traits.iter() {
         m.insert(
             syms.name(t.key).to_string(),
             json!({
-                "value": raw_json(&t.value),
+                "value": raw_json(t.value),
                 "time": format_rfc3339_millis(t.time_ms),
                 "source": syms.name(t.source),
             }),

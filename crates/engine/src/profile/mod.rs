@@ -4,6 +4,9 @@ use crate::extract::{EventView, Kind};
 use crate::symbols::{Sym, Symbols};
 use serde::{Deserialize, Serialize};
 
+mod traits;
+pub use traits::{Trait, TraitSet};
+
 /// Money is kept in integer units of 1/10,000 so sums never depend on order.
 pub const MONEY_SCALE: f64 = 10_000.0;
 
@@ -11,27 +14,6 @@ pub const MONEY_SCALE: f64 = 10_000.0;
 const MAX_SEEN: usize = 16;
 /// Accounts kept per profile at most.
 const MAX_ACCOUNTS: usize = 16;
-
-/// A trait value with where and when it was set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Trait {
-    /// Trait name.
-    pub key: Sym,
-    /// Source that set it.
-    pub source: Sym,
-    /// Event time it was set at.
-    pub time_ms: i64,
-    /// The value as JSON text.
-    pub value: Box<str>,
-}
-
-impl Trait {
-    /// Last writer wins by event time; equal times are decided by the value, then the
-    /// source, so the outcome never depends on the order events are applied in.
-    fn newer_than(&self, other: &Trait) -> bool {
-        (self.time_ms, &self.value, self.source) > (other.time_ms, &other.value, other.source)
-    }
-}
 
 /// Order summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +77,7 @@ pub struct Account {
     /// First `group` call time.
     pub since_ms: i64,
     /// The account's traits.
-    pub traits: Vec<Trait>,
+    pub traits: TraitSet,
 }
 
 /// A profile's event offsets, ascending, delta- and varint-encoded (about two bytes per
@@ -342,12 +324,12 @@ pub struct Profile {
     pub last_seen_ms: i64,
     /// Offsets of the profile's events.
     pub events: EventList,
-    /// Traits, sorted by key.
-    pub traits: Vec<Trait>,
+    /// Traits.
+    pub traits: TraitSet,
     /// Event counts by name, sorted by name symbol.
-    pub counts: Vec<(Sym, u32)>,
+    pub counts: Box<[(Sym, u32)]>,
     /// Channels and device classes seen (devices tagged with [`DEVICE_TAG`]), sorted.
-    pub seen: Vec<Sym>,
+    pub seen: Box<[Sym]>,
     /// Purchase summary.
     pub purchases: Purchases,
     /// Accounts (B2B); boxed because most shop customers have none.
@@ -357,28 +339,29 @@ pub struct Profile {
 /// Marks a device class in [`Profile::seen`].
 pub const DEVICE_TAG: u32 = 1 << 31;
 
-fn set_trait(traits: &mut Vec<Trait>, t: Trait) {
-    match traits.binary_search_by_key(&t.key, |x| x.key) {
-        Ok(i) => {
-            if t.newer_than(&traits[i]) {
-                traits[i] = t;
-            }
-        }
-        Err(i) => {
-            // Profiles hold a handful of traits that rarely grow: no spare capacity.
-            traits.reserve_exact(1);
-            traits.insert(i, t)
+/// Inserts into a sorted boxed slice (profiles hold a handful of names that rarely grow,
+/// so no spare capacity is kept).
+fn insert_at<T: Copy>(v: &mut Box<[T]>, i: usize, x: T) {
+    let mut grown = Vec::with_capacity(v.len() + 1);
+    grown.extend_from_slice(&v[..i]);
+    grown.push(x);
+    grown.extend_from_slice(&v[i..]);
+    *v = grown.into_boxed_slice();
+}
+
+fn add_seen(v: &mut Box<[Sym]>, s: Sym) {
+    let kind = s.0 & DEVICE_TAG;
+    if let Err(i) = v.binary_search(&s) {
+        if v.iter().filter(|x| x.0 & DEVICE_TAG == kind).count() < MAX_SEEN {
+            insert_at(v, i, s);
         }
     }
 }
 
-fn add_seen(v: &mut Vec<Sym>, s: Sym) {
-    let kind = s.0 & DEVICE_TAG;
-    if let Err(i) = v.binary_search(&s) {
-        if v.iter().filter(|x| x.0 & DEVICE_TAG == kind).count() < MAX_SEEN {
-            v.reserve_exact(1);
-            v.insert(i, s);
-        }
+fn add_count(counts: &mut Box<[(Sym, u32)]>, n: Sym, c: u32) {
+    match counts.binary_search_by_key(&n, |x| x.0) {
+        Ok(i) => counts[i].1 += c,
+        Err(i) => insert_at(counts, i, (n, c)),
     }
 }
 
@@ -393,22 +376,14 @@ impl Profile {
             self.last_seen_ms = self.last_seen_ms.max(u.time_ms);
         }
         self.events.push(u.offset);
-        for (k, v) in &u.traits {
-            set_trait(
-                &mut self.traits,
-                Trait {
-                    key: *k,
-                    source: u.source,
-                    time_ms: u.time_ms,
-                    value: v.clone(),
-                },
-            );
-        }
+        self.traits.merge(u.traits.iter().map(|(k, v)| Trait {
+            key: *k,
+            source: u.source,
+            time_ms: u.time_ms,
+            value: v,
+        }));
         if let (UpdateKind::Event, Some(n)) = (u.kind, u.name) {
-            match self.counts.binary_search_by_key(&n, |c| c.0) {
-                Ok(i) => self.counts[i].1 += 1,
-                Err(i) => self.counts.insert(i, (n, 1)),
-            }
+            add_count(&mut self.counts, n, 1);
         }
         add_seen(&mut self.seen, u.channel);
         if let Some(d) = u.device {
@@ -429,7 +404,7 @@ impl Profile {
                     accounts.push(Account {
                         id: id.clone(),
                         since_ms: u.time_ms,
-                        traits: Vec::new(),
+                        traits: TraitSet::default(),
                     });
                     accounts.sort_by(|a, b| a.id.cmp(&b.id));
                     accounts.iter().position(|a| a.id == *id).unwrap_or(0)
@@ -438,17 +413,12 @@ impl Profile {
             };
             let acc = &mut accounts[i];
             acc.since_ms = acc.since_ms.min(u.time_ms);
-            for (k, v) in traits {
-                set_trait(
-                    &mut acc.traits,
-                    Trait {
-                        key: *k,
-                        source: u.source,
-                        time_ms: u.time_ms,
-                        value: v.clone(),
-                    },
-                );
-            }
+            acc.traits.merge(traits.iter().map(|(k, v)| Trait {
+                key: *k,
+                source: u.source,
+                time_ms: u.time_ms,
+                value: v,
+            }));
         }
     }
 
@@ -465,16 +435,11 @@ impl Profile {
         self.first_seen_ms = self.first_seen_ms.min(o.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.last_seen_ms);
         self.events.absorb(&o.events);
-        for t in o.traits {
-            set_trait(&mut self.traits, t);
+        self.traits.merge(o.traits.iter());
+        for &(n, c) in o.counts.iter() {
+            add_count(&mut self.counts, n, c);
         }
-        for (n, c) in o.counts {
-            match self.counts.binary_search_by_key(&n, |x| x.0) {
-                Ok(i) => self.counts[i].1 += c,
-                Err(i) => self.counts.insert(i, (n, c)),
-            }
-        }
-        for c in o.seen {
+        for &c in o.seen.iter() {
             add_seen(&mut self.seen, c);
         }
         self.purchases.absorb(&o.purchases);
@@ -488,9 +453,7 @@ impl Profile {
                 Some(i) => {
                     let x = &mut accounts[i];
                     x.since_ms = x.since_ms.min(a.since_ms);
-                    for t in a.traits {
-                        set_trait(&mut x.traits, t);
-                    }
+                    x.traits.merge(a.traits.iter());
                 }
                 None if accounts.len() < MAX_ACCOUNTS => accounts.push(a),
                 None => {}
@@ -526,24 +489,20 @@ impl Profile {
     }
 
     /// A trait by key.
-    pub fn trait_value(&self, key: Sym) -> Option<&Trait> {
-        self.traits
-            .binary_search_by_key(&key, |t| t.key)
-            .ok()
-            .map(|i| &self.traits[i])
+    pub fn trait_value(&self, key: Sym) -> Option<Trait<'_>> {
+        self.traits.get(key)
     }
 
     /// Heap bytes used by this profile (not counting the allocator's rounding).
     pub fn heap_bytes(&self) -> usize {
         self.events.heap_bytes()
-            + self.traits.capacity() * std::mem::size_of::<Trait>()
-            + self.traits.iter().map(|t| t.value.len()).sum::<usize>()
-            + self.counts.capacity() * 8
-            + self.seen.capacity() * 4
+            + self.traits.heap_bytes()
+            + self.counts.len() * 8
+            + self.seen.len() * 4
             + self
                 .accounts()
                 .iter()
-                .map(|a| std::mem::size_of::<Account>() + a.id.len() + a.traits.len() * 40)
+                .map(|a| std::mem::size_of::<Account>() + a.id.len() + a.traits.heap_bytes())
                 .sum::<usize>()
     }
 }
