@@ -19,7 +19,7 @@ mod profile;
 mod symbols;
 
 pub use profile::{
-    Account, CommerceNames, EventList, Profile, Purchases, Trait, TraitSet, TraitValues, Update, UpdateKind,
-    DEVICE_TAG, MONEY_SCALE,
+    Account, CommerceNames, EventList, Profile, Purchases, Trait, TraitSet, TraitValues, Update,
+    UpdateKind, DEVICE_TAG, MONEY_SCALE,
 };
 pub use symbols::{Sym, Symbols};

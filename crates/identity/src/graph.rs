@@ -69,11 +69,148 @@ pub struct Member {
 }
 
 impl Member {
-    fn ident(&self) -> Ident {
-        Ident::new(self.kind, self.value.clone())
-    }
     fn key(&self) -> u128 {
         key_of(self.kind, &self.value)
+    }
+}
+
+/// A member read from a [`MemberSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberRef<'a> {
+    /// Identifier kind.
+    pub kind: KindId,
+    /// How it joined its original profile.
+    pub how: How,
+    /// The profile it first joined.
+    pub origin: ProfileId,
+    /// Log offset of the event that brought it.
+    pub offset: u64,
+    /// Normalised value.
+    pub value: &'a str,
+}
+
+impl MemberRef<'_> {
+    /// The identifier.
+    pub fn ident(&self) -> Ident {
+        Ident::new(self.kind, self.value)
+    }
+    /// Its index key.
+    pub fn key(&self) -> u128 {
+        key_of(self.kind, self.value)
+    }
+    /// An owned copy.
+    pub fn to_member(&self) -> Member {
+        Member {
+            kind: self.kind,
+            how: self.how,
+            origin: self.origin,
+            offset: self.offset,
+            value: self.value.into(),
+        }
+    }
+}
+
+const MEMBER_HEAD: usize = 1 + 1 + 8 + 8 + 2;
+
+/// A profile's identifiers packed in one allocation, in the order they joined:
+/// `kind u8 | how u8 | origin u64 | offset u64 | len u16 | value` per member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSet {
+    bytes: Box<[u8]>,
+}
+
+fn how_code(h: How) -> u8 {
+    match h {
+        How::Created => 0,
+        How::Joined => 1,
+        How::Alias => 2,
+        How::Split => 3,
+    }
+}
+
+fn how_of(c: u8) -> How {
+    match c {
+        0 => How::Created,
+        1 => How::Joined,
+        2 => How::Alias,
+        _ => How::Split,
+    }
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    b.get(i..i + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+impl MemberSet {
+    /// The members, in joining order.
+    pub fn iter(&self) -> impl Iterator<Item = MemberRef<'_>> + '_ {
+        let b = &self.bytes;
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos + MEMBER_HEAD > b.len() {
+                return None;
+            }
+            let len = u16::from_le_bytes([b[pos + 18], b[pos + 19]]) as usize;
+            let start = pos + MEMBER_HEAD;
+            let value = b
+                .get(start..start + len)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("");
+            let m = MemberRef {
+                kind: b[pos],
+                how: how_of(b[pos + 1]),
+                origin: ProfileId(u64_at(b, pos + 2)),
+                offset: u64_at(b, pos + 10),
+                value,
+            };
+            pos = start + len;
+            Some(m)
+        })
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// No members.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn encode(out: &mut Vec<u8>, m: &MemberRef<'_>) {
+        // Identifier values are capped at 64 KiB (ingest limits events to 32 KB).
+        let v = &m.value.as_bytes()[..m.value.len().min(u16::MAX as usize)];
+        out.push(m.kind);
+        out.push(how_code(m.how));
+        out.extend_from_slice(&m.origin.0.to_le_bytes());
+        out.extend_from_slice(&m.offset.to_le_bytes());
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+
+    /// Adds a member at the end.
+    pub fn push(&mut self, m: MemberRef<'_>) {
+        let mut out = Vec::with_capacity(self.bytes.len() + MEMBER_HEAD + m.value.len());
+        out.extend_from_slice(&self.bytes);
+        Self::encode(&mut out, &m);
+        self.bytes = out.into_boxed_slice();
+    }
+
+    /// Adds another set's members at the end.
+    pub fn append(&mut self, other: &MemberSet) {
+        let mut out = Vec::with_capacity(self.bytes.len() + other.bytes.len());
+        out.extend_from_slice(&self.bytes);
+        out.extend_from_slice(&other.bytes);
+        self.bytes = out.into_boxed_slice();
+    }
+
+    /// Members of one kind.
+    pub fn count_kind(&self, kind: KindId) -> usize {
+        self.iter().filter(|m| m.kind == kind).count()
     }
 }
 
@@ -129,7 +266,7 @@ pub enum NoteKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Identifiers, in the order they joined.
-    pub members: Vec<Member>,
+    pub members: MemberSet,
     /// Merges, conflicts and splits, oldest first (conflicts capped per profile). Boxed:
     /// most profiles have none, and an empty box costs 8 bytes where a `Vec` costs 24.
     pub notes: Option<Box<Vec<Note>>>,
@@ -363,7 +500,7 @@ impl Graph {
     fn count_kind(&self, id: ProfileId, kind: KindId) -> u32 {
         self.nodes
             .get(&id)
-            .map(|n| n.members.iter().filter(|m| m.kind == kind).count() as u32)
+            .map(|n| n.members.count_kind(kind) as u32)
             .unwrap_or(0)
     }
 
@@ -371,8 +508,8 @@ impl Graph {
     fn merge_blocker(&self, a: ProfileId, b: ProfileId, explicit: bool) -> Option<String> {
         let (na, nb) = (self.nodes.get(&a)?, self.nodes.get(&b)?);
         if !self.apart.is_empty() {
-            let keys_b: HashSet<u128> = nb.members.iter().map(Member::key).collect();
-            for m in &na.members {
+            let keys_b: HashSet<u128> = nb.members.iter().map(|m| m.key()).collect();
+            for m in na.members.iter() {
                 if let Some(partners) = self.apart.get(&m.key()) {
                     if partners.iter().any(|p| keys_b.contains(p)) {
                         return Some("un-merged by an admin".into());
@@ -388,8 +525,8 @@ impl Graph {
                 continue;
             }
             let kind = kind as KindId;
-            let ca = na.members.iter().filter(|m| m.kind == kind).count() as u32;
-            let cb = nb.members.iter().filter(|m| m.kind == kind).count() as u32;
+            let ca = na.members.count_kind(kind) as u32;
+            let cb = nb.members.count_kind(kind) as u32;
             // Only a merge that brings identifiers of the kind from both sides past the
             // limit is refused (a profile over the limit by `alias` can still merge with
             // one that has none of that kind).
@@ -566,12 +703,12 @@ impl Graph {
     fn attach(&mut self, id: ProfileId, ident: &Ident, offset: u64, how: How) {
         self.index.insert(split_key(ident.key()), id);
         if let Some(node) = self.nodes.get_mut(&id) {
-            node.members.push(Member {
+            node.members.push(MemberRef {
                 kind: ident.kind,
                 how,
                 origin: id,
                 offset,
-                value: ident.value.clone(),
+                value: &ident.value,
             });
         }
     }
@@ -591,12 +728,12 @@ impl Graph {
         let Some(mut old) = self.nodes.remove(&gone) else {
             return survivor;
         };
-        for m in &old.members {
+        for m in old.members.iter() {
             self.index.insert(split_key(m.key()), survivor);
         }
         self.redirects.insert(gone, survivor);
         if let Some(node) = self.nodes.get_mut(&survivor) {
-            node.members.append(&mut old.members);
+            node.members.append(&old.members);
             if let Some(mut old_notes) = old.notes.take() {
                 node.notes_mut().append(&mut old_notes);
             }
@@ -638,7 +775,7 @@ impl Graph {
                 }
                 Explanation {
                     ident: m.ident(),
-                    member: m.clone(),
+                    member: m.to_member(),
                     via_merges: via,
                 }
             })
@@ -669,7 +806,7 @@ impl Graph {
         if node.members.len() < 2 {
             return Err(SplitError::OnlyMember(label, id));
         }
-        let members: Vec<Member> = node.members.clone();
+        let members: Vec<Member> = node.members.iter().map(|m| m.to_member()).collect();
         let pos: HashMap<u128, usize> = members
             .iter()
             .enumerate()
@@ -766,7 +903,13 @@ impl Graph {
                 m.offset = offset;
             }
             if let Some(n) = self.nodes.get_mut(&p) {
-                n.members.push(m);
+                n.members.push(MemberRef {
+                    kind: m.kind,
+                    how: m.how,
+                    origin: m.origin,
+                    offset: m.offset,
+                    value: &m.value,
+                });
             }
         }
         if let Some(n) = self.nodes.get_mut(&id) {
@@ -804,7 +947,7 @@ impl Graph {
         let remaining: Vec<u128> = self
             .nodes
             .get(&id)
-            .map(|n| n.members.iter().map(Member::key).collect())
+            .map(|n| n.members.iter().map(|m| m.key()).collect())
             .unwrap_or_default();
         for k in &remaining {
             self.apart.entry(xkey).or_default().push(*k);
@@ -865,7 +1008,7 @@ impl Graph {
         g.index.reserve(members);
         g.nodes.reserve(snap.nodes.len());
         for (id, node) in snap.nodes {
-            for m in &node.members {
+            for m in node.members.iter() {
                 g.index.insert(split_key(m.key()), id);
             }
             g.nodes.insert(id, node);

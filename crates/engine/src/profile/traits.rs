@@ -101,15 +101,17 @@ impl TraitSet {
             return;
         }
         // Newest first within one key, so the first of each key is the one that counts.
-        inc.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| {
-            if a.newer_than(b) {
-                std::cmp::Ordering::Less
-            } else if b.newer_than(a) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        }));
+        inc.sort_by(|a, b| {
+            a.key.cmp(&b.key).then_with(|| {
+                if a.newer_than(b) {
+                    std::cmp::Ordering::Less
+                } else if b.newer_than(a) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+        });
         inc.dedup_by_key(|t| t.key);
         let mut out = Vec::with_capacity(self.bytes.len() + inc.len() * (HEAD + 16));
         let mut changed = false;
