@@ -99,7 +99,7 @@ impl MemberRef<'_> {
         key_of(self.kind, self.value)
     }
     /// An owned copy.
-    pub fn to_member(&self) -> Member {
+    pub fn to_member(self) -> Member {
         Member {
             kind: self.kind,
             how: self.how,
