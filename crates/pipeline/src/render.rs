@@ -131,7 +131,7 @@ impl<'a> ProfileQuery<'a> {
         let identifiers: Vec<Value> = node
             .members
             .iter()
-            .map(|m| json!({"type": g.kinds().name(m.kind), "value": &*m.value}))
+            .map(|m| json!({"type": g.kinds().name(m.kind), "value": m.value}))
             .collect();
         let merged: Vec<String> = node
             .notes()
@@ -278,7 +278,7 @@ impl<'a> ProfileQuery<'a> {
                 };
                 let ok = match value {
                     None => true,
-                    Some(want) => match raw_json(&t.value) {
+                    Some(want) => match raw_json(t.value) {
                         Value::String(s) => s == want,
                         other => other == raw_json(want),
                     },

@@ -94,5 +94,5 @@ fn purchase_summary() {
     assert_eq!(p.count(Sym(1)), 2);
     assert_eq!(p.count(Sym(2)), 1);
     // Last writer by event time wins, not last applied.
-    assert_eq!(&*p.trait_value(Sym(1)).unwrap().value, "\"v1\"");
+    assert_eq!(p.trait_value(Sym(1)).unwrap().value, "\"v1\"");
 }
