@@ -127,7 +127,7 @@ fn partition(g: &Graph) -> BTreeMap<u64, Vec<Ident>> {
                 .unwrap()
                 .members
                 .iter()
-                .map(|m| Ident::new(m.kind, m.value.clone()))
+                .map(|m| Ident::new(m.kind, m.value))
                 .collect();
             ids.sort();
             (p.0, ids)
