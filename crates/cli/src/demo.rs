@@ -81,6 +81,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  orders only   curl -s -H 'Authorization: Bearer {token}' '{base}/v1/events?event=Order%20Completed&limit=5'");
     println!("  quarantine    curl -s -H 'Authorization: Bearer {token}' '{base}/v1/quarantine'");
+    println!(
+        "  profiles      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/profiles?limit=5'"
+    );
+    println!("  one customer  niyet profile show musteri1@example-mail.com --url {base} --admin-token {token}");
+    println!("  pipeline      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/pipeline'");
     println!("  send your own curl -s -u '{write_key}:' {base}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
     println!("  data          {}\n", a.data_dir.display());
 
@@ -142,8 +147,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let s = state.log.stats();
         let m = &state.metrics;
         let msgs = sent.messages.load(Ordering::Relaxed);
+        let p = state.pipeline.stats();
         println!(
-            "{:>5.0}s  visits {:>6}  events sent {:>7} ({:>5.0}/s)  stored {:>7}  quarantined {:>3}  duplicates {:>3}  log {:>7.1} KiB  fsyncs {:>6}",
+            "{:>5.0}s  visits {:>6}  events sent {:>7} ({:>5.0}/s)  stored {:>7}  quarantined {:>3}  duplicates {:>3}  log {:>7.1} KiB  fsyncs {:>6}  profiles {:>6}  merges {:>5}  blocked {:>4}",
             started.elapsed().as_secs_f64(),
             sent.visits.load(Ordering::Relaxed),
             msgs,
@@ -153,6 +159,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             m.events_duplicate.load(Ordering::Relaxed),
             s.total_bytes as f64 / 1024.0,
             s.commits,
+            p.profiles,
+            p.merges,
+            p.conflicts,
         );
         last_msgs = msgs;
         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -364,7 +364,9 @@ pub struct Graph {
     rules: Rules,
     limits: Vec<u32>,
     ranks: Vec<u16>,
+    /// Blocked values, lower-cased, and the lengths they have (a quick first filter).
     blocked: HashSet<String>,
+    blocked_lens: u64,
     /// Identifier key → profile. Keys as two u64 (8-byte aligned, so a slot is 24 bytes,
     /// not the 32 a 16-byte-aligned u128 would take).
     index: FastMap<[u64; 2], ProfileId>,
@@ -387,6 +389,7 @@ impl Graph {
             rules,
             limits: Vec::new(),
             ranks: Vec::new(),
+            blocked_lens: blocked_lens(&blocked),
             blocked,
             index: FastMap::default(),
             nodes: FastMap::default(),
@@ -447,8 +450,15 @@ impl Graph {
 
     /// Whether a (normalised) value is blocked.
     pub fn is_blocked(&self, value: &str) -> bool {
-        value.trim().is_empty()
-            || (!self.blocked.is_empty() && self.blocked.contains(&value.trim().to_lowercase()))
+        let v = value.trim();
+        if v.is_empty() {
+            return true;
+        }
+        // Most values are longer than any blocked one: no lower-casing needed for them.
+        if v.len() >= 64 || self.blocked_lens & (1 << v.len()) == 0 {
+            return false;
+        }
+        self.blocked.contains(&v.to_lowercase())
     }
 
     /// Number of profiles.
@@ -1017,6 +1027,13 @@ impl Graph {
         g.apart.extend(snap.apart);
         g
     }
+}
+
+fn blocked_lens(blocked: &HashSet<String>) -> u64 {
+    blocked
+        .iter()
+        .filter(|b| b.len() < 64)
+        .fold(0, |acc, b| acc | (1 << b.len()))
 }
 
 fn trim_conflicts(notes: &mut Vec<Note>) {

@@ -81,30 +81,32 @@ pub(crate) fn write(
     fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(offset));
     let tmp = dir.join(format!("{}.tmp", file_name(offset)));
-    let file = fs::File::create(&tmp).map_err(|e| io(format!("creating {}", tmp.display()), e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut file =
+        fs::File::create(&tmp).map_err(|e| io(format!("creating {}", tmp.display()), e))?;
     let mut head = Vec::with_capacity(HEADER);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&VERSION.to_le_bytes());
     head.extend_from_slice(&fingerprint.to_le_bytes());
     head.extend_from_slice(&offset.to_le_bytes());
-    w.write_all(&head)
+    file.write_all(&head)
         .map_err(|e| io(format!("writing {}", tmp.display()), e))?;
-    let mut cw = CrcWriter {
-        inner: w,
+    // The encoder writes many tiny pieces: buffer them before the checksum and the file
+    // see them, so both work on 1 MiB chunks.
+    let cw = CrcWriter {
+        inner: file,
         crc: crc32fast::Hasher::new(),
         len: 0,
     };
-    postcard::to_io(body, &mut cw)
+    let mut w = BufWriter::with_capacity(1 << 20, cw);
+    postcard::to_io(body, &mut w)
         .map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}")))?;
-    let (mut w, crc, len) = (cw.inner, cw.crc.finalize(), cw.len);
-    w.write_all(&crc.to_le_bytes())
-        .and_then(|_| w.write_all(&len.to_le_bytes()))
-        .and_then(|_| w.flush())
-        .map_err(|e| io(format!("writing {}", tmp.display()), e))?;
-    let file = w
+    let cw = w
         .into_inner()
         .map_err(|e| PipelineError::Io(format!("writing {}: {e}", tmp.display())))?;
+    let (mut file, crc, len) = (cw.inner, cw.crc.finalize(), cw.len);
+    file.write_all(&crc.to_le_bytes())
+        .and_then(|_| file.write_all(&len.to_le_bytes()))
+        .map_err(|e| io(format!("writing {}", tmp.display()), e))?;
     file.sync_all()
         .map_err(|e| io(format!("syncing {}", tmp.display()), e))?;
     fs::rename(&tmp, &path).map_err(|e| io(format!("renaming {}", tmp.display()), e))?;

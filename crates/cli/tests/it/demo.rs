@@ -38,6 +38,24 @@ fn demo_runs_stores_traffic_and_stops_cleanly() {
         stored >= 50,
         "the demo stored only {stored} events:\n{text}"
     );
+    // The traffic became customer profiles, and some visitors were recognised on login.
+    let last_of = |label: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| l.split(label).nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .filter_map(|n| n.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(last_of("profiles") >= 5, "no profiles:\n{text}");
+    assert!(
+        data.join("state")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            >= 1,
+        "a snapshot is written at shutdown"
+    );
     assert!(
         data.join("events")
             .read_dir()
