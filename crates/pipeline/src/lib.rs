@@ -147,6 +147,8 @@ enum Op {
     /// Progress marker travelling the ring of workers twice (see [`worker`]).
     Mark(u64, usize),
     Barrier(SyncSender<()>),
+    /// Encode the partition for a snapshot.
+    Encode(SyncSender<Result<Vec<u8>, PipelineError>>),
     Stop,
 }
 
@@ -195,25 +197,28 @@ impl Pipeline {
         let parts = cfg.partitions.clamp(1, 256);
         let started = Instant::now();
         let mut skipped = Vec::new();
-        let loaded = snapshot::load_latest(&cfg.state_dir, cfg.fingerprint(), &mut skipped);
+        let loaded = snapshot::load_latest(
+            &cfg.state_dir,
+            cfg.fingerprint(),
+            &cfg.rules,
+            parts,
+            &mut skipped,
+        );
         for s in &skipped {
             tracing::warn!(snapshot = %s, "snapshot ignored; state is rebuilt from the log");
         }
-        let mut partitions: Vec<Partition> = (0..parts).map(|_| Partition::default()).collect();
-        let (graph, symbols, offset, restored_from) = match loaded {
-            Some(l) => {
-                for (id, p) in l.body.profiles {
-                    partitions[(id % parts as u64) as usize].insert(id, Box::new(p));
-                }
-                tracing::info!(path = %l.path.display(), offset = l.offset, "snapshot restored");
-                (
-                    Graph::restore(cfg.rules.clone(), l.body.graph),
-                    Symbols::from_names(l.body.symbols),
-                    l.offset,
-                    Some(l.offset),
-                )
+        let (graph, symbols, partitions, offset, restored_from) = match loaded {
+            Some(r) => {
+                tracing::info!(path = %r.path.display(), offset = r.offset, "snapshot restored");
+                (r.graph, r.symbols, r.partitions, r.offset, Some(r.offset))
             }
-            None => (Graph::new(cfg.rules.clone()), Symbols::default(), 0, None),
+            None => (
+                Graph::new(cfg.rules.clone()),
+                Symbols::default(),
+                (0..parts).map(|_| Partition::default()).collect(),
+                0,
+                None,
+            ),
         };
         let offset = offset.max(log.stats().start_offset);
         let stats = PipelineStats {
@@ -459,6 +464,9 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 }
                 Op::Barrier(reply) => {
                     let _ = reply.send(());
+                }
+                Op::Encode(reply) => {
+                    let _ = reply.send(snapshot::encode_partition(&part));
                 }
                 Op::Stop => return,
             }
@@ -776,30 +784,31 @@ impl Router {
         // Let every worker finish what it was sent.
         self.flush();
         let started = Instant::now();
+        let mut waits = Vec::new();
+        for i in 0..self.senders.len() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            self.send_to(i, Op::Encode(tx));
+            waits.push(rx);
+        }
+        self.ship_all();
         let result = (|| {
-            let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
-            let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
-            let parts: Vec<_> = self
-                .sh
-                .partitions
-                .iter()
-                .map(|p| p.read().map_err(|_| PipelineError::Stopped))
-                .collect::<Result<_, _>>()?;
-            let mut profiles: Vec<(u64, &Profile)> = parts
-                .iter()
-                .flat_map(|p| p.iter().map(|(k, v)| (*k, &**v)))
-                .collect();
-            profiles.sort_unstable_by_key(|p| p.0);
-            let body = snapshot::BodyRef {
-                graph: g.view(),
-                symbols: syms.names(),
-                profiles,
+            // The graph and names are encoded here while each worker encodes its profiles.
+            let mut sections = {
+                let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
+                let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
+                vec![
+                    snapshot::encode(&g.view())?,
+                    snapshot::encode(syms.names())?,
+                ]
             };
+            for w in waits {
+                sections.push(w.recv().map_err(|_| PipelineError::Stopped)??);
+            }
             snapshot::write(
                 &self.sh.cfg.state_dir,
                 self.sh.cfg.fingerprint(),
                 self.next,
-                &body,
+                &sections,
             )
         })();
         match result {

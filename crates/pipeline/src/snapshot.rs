@@ -1,10 +1,15 @@
 //! Snapshot files of the derived state.
 //!
 //! ```text
-//! file    := "NIYSNAP1" | version u32 LE | fingerprint u64 LE | offset u64 LE | body | trailer
-//! body    := postcard(graph, symbols, profiles)
-//! trailer := crc32(body) u32 LE | len(body) u64 LE
+//! file     := "NIYSNAP1" | version u32 LE | fingerprint u64 LE | offset u64 LE | body | trailer
+//! body     := count u32 LE | section*            (count sections)
+//! section  := len u64 LE | bytes                 (postcard encodings)
+//! sections := graph | symbols | profiles of partition 0 | profiles of partition 1 | …
+//! trailer  := crc32(body) u32 LE | len(body) u64 LE
 //! ```
+//!
+//! Sections are encoded in parallel (each partition's owner encodes its own profiles while
+//! the router encodes the graph) and decoded in parallel on restore.
 //!
 //! `offset` is the first log offset *not* reflected in the state. `fingerprint` hashes the
 //! configuration that shapes derived state (merge rules, identifier settings); a snapshot
@@ -12,71 +17,54 @@
 //! a changed rule applies to the whole history. Files are written to a temporary name,
 //! synced and renamed; the newest valid file wins and older ones are removed.
 
-use crate::PipelineError;
-use niyet_engine::Profile;
-use niyet_identity::{GraphSnapshot, GraphView};
-use serde::{Deserialize, Serialize};
+use crate::{Partition, PipelineError};
+use niyet_engine::{Profile, Symbols};
+use niyet_identity::{Graph, GraphSnapshot, Rules};
+use serde::Serialize;
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"NIYSNAP1";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 8;
 const TRAILER: usize = 4 + 8;
 
-#[derive(Serialize)]
-pub(crate) struct BodyRef<'a> {
-    pub graph: GraphView<'a>,
-    pub symbols: &'a [Box<str>],
-    pub profiles: Vec<(u64, &'a Profile)>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct Body {
-    pub graph: GraphSnapshot,
-    pub symbols: Vec<Box<str>>,
-    pub profiles: Vec<(u64, Profile)>,
-}
-
-pub(crate) struct Loaded {
+/// A restored state.
+pub(crate) struct Restored {
     pub offset: u64,
-    pub body: Body,
+    pub graph: Graph,
+    pub symbols: Symbols,
+    pub partitions: Vec<Partition>,
     pub path: PathBuf,
+}
+
+/// Encodes one partition's profiles (sorted by id) as a section.
+pub(crate) fn encode_partition(part: &Partition) -> Result<Vec<u8>, PipelineError> {
+    let mut v: Vec<(u64, &Profile)> = part.iter().map(|(k, p)| (*k, &**p)).collect();
+    v.sort_unstable_by_key(|e| e.0);
+    encode(&v)
+}
+
+/// Encodes any serializable value as a section.
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, PipelineError> {
+    postcard::to_allocvec(v).map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}")))
 }
 
 fn io(context: String, e: std::io::Error) -> PipelineError {
     PipelineError::Io(format!("{context}: {e}"))
 }
 
-struct CrcWriter<W: Write> {
-    inner: W,
-    crc: crc32fast::Hasher,
-    len: u64,
-}
-
-impl<W: Write> Write for CrcWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.crc.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 fn file_name(offset: u64) -> String {
     format!("snapshot-{offset:020}.bin")
 }
 
-/// Writes a snapshot durably; returns its size in bytes.
+/// Writes a snapshot of `sections` durably; returns its size in bytes.
 pub(crate) fn write(
     dir: &Path,
     fingerprint: u64,
     offset: u64,
-    body: &BodyRef<'_>,
+    sections: &[Vec<u8>],
 ) -> Result<u64, PipelineError> {
     fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(offset));
@@ -88,25 +76,27 @@ pub(crate) fn write(
     head.extend_from_slice(&VERSION.to_le_bytes());
     head.extend_from_slice(&fingerprint.to_le_bytes());
     head.extend_from_slice(&offset.to_le_bytes());
-    file.write_all(&head)
-        .map_err(|e| io(format!("writing {}", tmp.display()), e))?;
-    // The encoder writes many tiny pieces: buffer them before the checksum and the file
-    // see them, so both work on 1 MiB chunks.
-    let cw = CrcWriter {
-        inner: file,
-        crc: crc32fast::Hasher::new(),
-        len: 0,
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    let count = (sections.len() as u32).to_le_bytes();
+    crc.update(&count);
+    len += 4;
+    let w = |file: &mut fs::File, b: &[u8]| {
+        file.write_all(b)
+            .map_err(|e| io(format!("writing {}", tmp.display()), e))
     };
-    let mut w = BufWriter::with_capacity(1 << 20, cw);
-    postcard::to_io(body, &mut w)
-        .map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}")))?;
-    let cw = w
-        .into_inner()
-        .map_err(|e| PipelineError::Io(format!("writing {}: {e}", tmp.display())))?;
-    let (mut file, crc, len) = (cw.inner, cw.crc.finalize(), cw.len);
-    file.write_all(&crc.to_le_bytes())
-        .and_then(|_| file.write_all(&len.to_le_bytes()))
-        .map_err(|e| io(format!("writing {}", tmp.display()), e))?;
+    w(&mut file, &head)?;
+    w(&mut file, &count)?;
+    for sec in sections {
+        let l = (sec.len() as u64).to_le_bytes();
+        crc.update(&l);
+        crc.update(sec);
+        len += 8 + sec.len() as u64;
+        w(&mut file, &l)?;
+        w(&mut file, sec)?;
+    }
+    w(&mut file, &crc.finalize().to_le_bytes())?;
+    w(&mut file, &len.to_le_bytes())?;
     file.sync_all()
         .map_err(|e| io(format!("syncing {}", tmp.display()), e))?;
     fs::rename(&tmp, &path).map_err(|e| io(format!("renaming {}", tmp.display()), e))?;
@@ -143,23 +133,25 @@ fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// Loads the newest valid snapshot taken under `fingerprint`. Unreadable or mismatching
-/// files are reported through `skipped` and ignored.
+/// Restores the newest valid snapshot taken under `fingerprint` into `parts` partitions.
+/// Unreadable or mismatching files are reported through `skipped` and ignored.
 pub(crate) fn load_latest(
     dir: &Path,
     fingerprint: u64,
+    rules: &Rules,
+    parts: usize,
     skipped: &mut Vec<String>,
-) -> Option<Loaded> {
+) -> Option<Restored> {
     for (_, path) in list(dir) {
-        match load(&path, fingerprint) {
-            Ok(l) => return Some(l),
+        match load(&path, fingerprint, rules, parts) {
+            Ok(r) => return Some(r),
             Err(why) => skipped.push(format!("{}: {why}", path.display())),
         }
     }
     None
 }
 
-fn load(path: &Path, fingerprint: u64) -> Result<Loaded, String> {
+fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Restored, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
         return Err("not a snapshot file".into());
@@ -179,10 +171,53 @@ fn load(path: &Path, fingerprint: u64) -> Result<Loaded, String> {
     if body.len() as u64 != len || crc32fast::hash(body) != crc {
         return Err("checksum mismatch (torn or damaged file)".into());
     }
-    let body: Body = postcard::from_bytes(body).map_err(|e| format!("undecodable: {e}"))?;
-    Ok(Loaded {
-        offset,
-        body,
-        path: path.to_path_buf(),
+    let mut sections: Vec<&[u8]> = Vec::new();
+    let count = u32_at(HEADER) as usize;
+    let mut pos = HEADER + 4;
+    for _ in 0..count {
+        let l = u64_at(pos) as usize;
+        let sec = bytes
+            .get(pos + 8..pos + 8 + l)
+            .ok_or("a section runs past the end")?;
+        sections.push(sec);
+        pos += 8 + l;
+    }
+    let [graph_bytes, symbol_bytes, profile_sections @ ..] = sections.as_slice() else {
+        return Err("missing sections".into());
+    };
+    let undecodable = |e: postcard::Error| format!("undecodable: {e}");
+    // Decode the graph and each section of profiles on threads of their own.
+    std::thread::scope(|s| {
+        let graph = s.spawn(|| {
+            postcard::from_bytes::<GraphSnapshot>(graph_bytes)
+                .map(|g| Graph::restore(rules.clone(), g))
+                .map_err(undecodable)
+        });
+        let decoders: Vec<_> = profile_sections
+            .iter()
+            .map(|sec| {
+                s.spawn(move || {
+                    postcard::from_bytes::<Vec<(u64, Profile)>>(sec).map_err(undecodable)
+                })
+            })
+            .collect();
+        let symbols = postcard::from_bytes::<Vec<Box<str>>>(symbol_bytes).map_err(undecodable)?;
+        let mut partitions: Vec<Partition> = (0..parts).map(|_| Partition::default()).collect();
+        for d in decoders {
+            let profiles = d.join().map_err(|_| "a decoder panicked".to_string())??;
+            for (id, p) in profiles {
+                partitions[(id % parts as u64) as usize].insert(id, Box::new(p));
+            }
+        }
+        let graph = graph
+            .join()
+            .map_err(|_| "a decoder panicked".to_string())??;
+        Ok(Restored {
+            offset,
+            graph,
+            symbols: Symbols::from_names(symbols),
+            partitions,
+            path: path.to_path_buf(),
+        })
     })
 }

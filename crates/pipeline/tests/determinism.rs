@@ -177,3 +177,41 @@ fn changed_rules_rebuild_from_the_log() {
     );
     assert_eq!(p.query().dump().as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(&tmp.path().join("log"));
+    let evs: Vec<(usize, Ev)> = (0..30)
+        .map(|i| {
+            let e = Ev {
+                user: Some((i % 3) as u8),
+                anon: Some((i % 5) as u8),
+                email: None,
+                kind: (i % 5) as u8,
+                time: i as i64,
+                amount: 100,
+            };
+            (i, e)
+        })
+        .collect();
+    append(&log, &evs);
+    let state = tmp.path().join("s");
+    let (before, _) = run(&log, cfg(&state, 2, 1_000_000));
+    let snap = std::fs::read_dir(&state)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&snap, bytes).unwrap();
+    let (after, stats) = run(&log, cfg(&state, 2, 1_000_000));
+    assert_eq!(
+        stats.restored_from, None,
+        "the damaged snapshot was not used"
+    );
+    assert_eq!(before, after);
+}
