@@ -168,6 +168,29 @@ pub struct Context<'a> {
     /// `context.channel`.
     #[serde(borrow, default)]
     pub channel: Option<Text<'a>>,
+    /// `context.ip`.
+    #[serde(borrow, default)]
+    pub ip: Option<Text<'a>>,
+    /// `context.timezone`.
+    #[serde(borrow, default)]
+    pub timezone: Option<Text<'a>>,
+    /// `context.locale`.
+    #[serde(borrow, default)]
+    pub locale: Option<Text<'a>>,
+    /// `context.screen`.
+    #[serde(default)]
+    pub screen: Option<Screen>,
+}
+
+/// `context.screen`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Screen {
+    /// Width in pixels.
+    #[serde(default)]
+    pub width: Option<f64>,
+    /// Height in pixels.
+    #[serde(default)]
+    pub height: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -407,6 +430,62 @@ impl EventView<'_> {
                 "desktop"
             },
         ))
+    }
+
+    /// The weak signals probabilistic matching compares (see `niyet_identity::probable`).
+    pub fn signals(&self) -> niyet_identity::probable::Signals {
+        use niyet_identity::probable::normalize_name;
+        let text_of = |t: &Option<Text<'_>>| {
+            t.as_ref()
+                .map(|t| t.0.trim())
+                .filter(|s| !s.is_empty())
+                .map(Box::<str>::from)
+        };
+        let name = self
+            .person_trait("name")
+            .and_then(text)
+            .map(|n| n.into_owned())
+            .or_else(|| {
+                let first = self.person_trait("firstName").and_then(text)?;
+                let last = self.person_trait("lastName").and_then(text)?;
+                Some(format!("{first} {last}"))
+            })
+            .map(|n| normalize_name(&n))
+            .filter(|n| !n.is_empty())
+            .map(Box::<str>::from);
+        let postcode = ["postalCode", "postcode", "zip"]
+            .iter()
+            .find_map(|k| self.person_trait(k).and_then(text))
+            .or_else(|| {
+                #[derive(Deserialize)]
+                struct Address<'a> {
+                    #[serde(borrow, default, rename = "postalCode")]
+                    postal_code: Option<Text<'a>>,
+                }
+                let raw = self.person_trait("address")?;
+                let a: Address<'_> = serde_json::from_str(raw.get()).ok()?;
+                a.postal_code.map(|t| Cow::Owned(t.0.into_owned()))
+            })
+            .map(|p| p.split_whitespace().collect::<String>().to_uppercase())
+            .filter(|p| !p.is_empty())
+            .map(Box::<str>::from);
+        let screen = self
+            .context
+            .screen
+            .as_ref()
+            .and_then(|s| match (s.width, s.height) {
+                (Some(w), Some(h)) => Some(format!("{w}x{h}").into()),
+                _ => None,
+            });
+        niyet_identity::probable::Signals {
+            ip: text_of(&self.context.ip),
+            user_agent: text_of(&self.context.user_agent),
+            screen,
+            timezone: text_of(&self.context.timezone),
+            locale: text_of(&self.context.locale),
+            name,
+            postcode,
+        }
     }
 
     /// The amount of an order event: `properties.revenue`, else `total`, else `value`.

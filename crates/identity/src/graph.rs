@@ -764,6 +764,38 @@ impl Graph {
         survivor
     }
 
+    /// Links two profiles found likely to be one person (probabilistic matching): merges
+    /// them unless a merge rule forbids it. Returns (merged-away, survivor), or the rule
+    /// that prevented the merge.
+    pub fn link(
+        &mut self,
+        a: ProfileId,
+        b: ProfileId,
+        offset: u64,
+        time_ms: i64,
+        probability: f64,
+    ) -> Result<(ProfileId, ProfileId), String> {
+        let a = self.canonical(a).ok_or("the profile no longer exists")?;
+        let b = self.canonical(b).ok_or("the profile no longer exists")?;
+        if a == b {
+            return Err("already one profile".into());
+        }
+        if let Some(rule) = self.merge_blocker(a, b, false) {
+            return Err(rule);
+        }
+        let first = |p: ProfileId| {
+            self.nodes
+                .get(&p)
+                .and_then(|n| n.members.iter().next().map(|m| m.ident()))
+        };
+        let (Some(kept), Some(joined)) = (first(a), first(b)) else {
+            return Err("a profile without identifiers".into());
+        };
+        let rule = format!("probabilistic match ({probability:.3})");
+        let survivor = self.merge(a, b, offset, time_ms, kept, joined, &rule);
+        Ok((if survivor == a { b } else { a }, survivor))
+    }
+
     /// Why each identifier belongs to the profile.
     pub fn explain(&self, id: ProfileId) -> Vec<Explanation> {
         let Some(node) = self.nodes.get(&id) else {

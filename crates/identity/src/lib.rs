@@ -27,6 +27,7 @@
 
 mod graph;
 pub mod normalize;
+pub mod probable;
 
 pub use graph::{
     Explanation, FastMap, FoldHasher, Graph, GraphSnapshot, GraphView, How, Member, Node, Note,

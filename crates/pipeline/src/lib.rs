@@ -27,6 +27,7 @@ mod snapshot;
 
 use niyet_engine::extract::{self, IdentityConfig, Kind};
 use niyet_engine::{Profile, Symbols, Update};
+use niyet_identity::probable::{MatchConfig, Matcher};
 use niyet_identity::{FastMap, Graph, Ident, ProfileId, Rules};
 use niyet_log::{Log, LogError, NewRecord};
 use std::collections::BTreeMap;
@@ -76,6 +77,8 @@ pub struct PipelineConfig {
     pub identity: IdentityConfig,
     /// Commerce event names.
     pub commerce: CommerceNames,
+    /// Probabilistic matching (off by default).
+    pub matching: MatchConfig,
 }
 
 impl PipelineConfig {
@@ -88,6 +91,7 @@ impl PipelineConfig {
             rules: Rules::default(),
             identity: IdentityConfig::default(),
             commerce: CommerceNames::default(),
+            matching: MatchConfig::default(),
         }
     }
 
@@ -95,8 +99,12 @@ impl PipelineConfig {
     fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!(
-            "{:?}|{:?}|{:?}|{:?}",
-            self.rules, self.identity.calling_code, self.identity.trait_ids, self.commerce
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.rules,
+            self.identity.calling_code,
+            self.identity.trait_ids,
+            self.commerce,
+            self.matching
         )
         .hash(&mut h);
         h.finish()
@@ -118,6 +126,10 @@ pub struct PipelineStats {
     pub merges: u64,
     /// Merges refused by a rule since start.
     pub conflicts: u64,
+    /// Merges by probabilistic matching since start.
+    pub probable_merges: u64,
+    /// Suggested links (below the merge threshold) since start.
+    pub suggestions: u64,
     /// Records that could not be read as events (kept in the log, skipped here).
     pub unreadable: u64,
     /// Events with no usable identifier.
@@ -163,6 +175,7 @@ const MAX_QUEUED: usize = 16_384;
 pub(crate) struct Shared {
     pub graph: RwLock<Graph>,
     pub symbols: RwLock<Symbols>,
+    pub matcher: RwLock<Matcher>,
     pub partitions: Vec<RwLock<Partition>>,
     processed: AtomicU64,
     queued: Vec<AtomicUsize>,
@@ -207,14 +220,22 @@ impl Pipeline {
         for s in &skipped {
             tracing::warn!(snapshot = %s, "snapshot ignored; state is rebuilt from the log");
         }
-        let (graph, symbols, partitions, offset, restored_from) = match loaded {
+        let (graph, symbols, matcher, partitions, offset, restored_from) = match loaded {
             Some(r) => {
                 tracing::info!(path = %r.path.display(), offset = r.offset, "snapshot restored");
-                (r.graph, r.symbols, r.partitions, r.offset, Some(r.offset))
+                (
+                    r.graph,
+                    r.symbols,
+                    r.matcher,
+                    r.partitions,
+                    r.offset,
+                    Some(r.offset),
+                )
             }
             None => (
                 Graph::new(cfg.rules.clone()),
                 Symbols::default(),
+                Matcher::default(),
                 (0..parts).map(|_| Partition::default()).collect(),
                 0,
                 None,
@@ -229,6 +250,7 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             graph: RwLock::new(graph),
             symbols: RwLock::new(symbols),
+            matcher: RwLock::new(matcher),
             partitions: partitions.into_iter().map(RwLock::new).collect(),
             processed: AtomicU64::new(offset),
             queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
@@ -521,8 +543,10 @@ impl Router {
                 self.next = r.offset + 1;
             }
             self.since_snapshot += recs.len() as u64;
-            self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
+            // Everything for this chunk must be queued before the marker starts its round.
             self.ship_all();
+            self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
+            self.ship(0);
             if self.since_snapshot >= self.sh.cfg.snapshot_every {
                 self.snapshot();
             }
@@ -621,7 +645,7 @@ impl Router {
             let (ids, explicit) = view.identifiers(&self.sh.cfg.identity, &mut g);
             g.resolve(&ids, offset, view.time_ms, explicit)
         };
-        let Some(pid) = res.profile else {
+        let Some(mut pid) = res.profile else {
             self.bump(|s| s.unresolved += 1);
             return;
         };
@@ -634,6 +658,9 @@ impl Router {
         for (from, into) in &res.merged {
             self.move_profile(*from, *into);
         }
+        if self.sh.cfg.matching.enabled {
+            pid = self.match_probable(pid, offset, &view);
+        }
         let update = match self.sh.symbols.write() {
             Ok(mut syms) => Update::from_view(&view, offset, &mut syms, &self.sh.cfg.commerce),
             Err(_) => None,
@@ -641,6 +668,53 @@ impl Router {
         if let Some(u) = update {
             self.send(pid, Op::Apply(pid, u));
         }
+    }
+
+    /// Probabilistic matching for the event's profile; returns the profile the event
+    /// belongs to afterwards (it may have been merged into another).
+    fn match_probable(
+        &mut self,
+        pid: ProfileId,
+        offset: u64,
+        view: &extract::EventView<'_>,
+    ) -> ProfileId {
+        let signals = view.signals();
+        if signals.is_empty() {
+            return pid;
+        }
+        let cfg = self.sh.cfg.matching.clone();
+        let candidates = match (self.sh.matcher.write(), self.sh.graph.read()) {
+            (Ok(mut m), Ok(g)) => m.observe(&cfg, &g, pid, &signals, view.time_ms),
+            _ => return pid,
+        };
+        let mut current = pid;
+        for c in candidates {
+            let linked = if c.probability >= cfg.merge_threshold {
+                match self.sh.graph.write() {
+                    Ok(mut g) => g.link(current, c.other, offset, view.time_ms, c.probability),
+                    Err(_) => return current,
+                }
+            } else {
+                Err(String::new())
+            };
+            match linked {
+                Ok((from, into)) => {
+                    self.move_profile(from, into);
+                    current = into;
+                    self.bump(|s| {
+                        s.merges += 1;
+                        s.probable_merges += 1;
+                    });
+                }
+                Err(_) => {
+                    if let Ok(mut m) = self.sh.matcher.write() {
+                        m.suggest(current, &c, offset);
+                    }
+                    self.bump(|s| s.suggestions += 1);
+                }
+            }
+        }
+        current
     }
 
     fn move_profile(&mut self, from: ProfileId, into: ProfileId) {
@@ -796,9 +870,11 @@ impl Router {
             let mut sections = {
                 let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
                 let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
+                let m = self.sh.matcher.read().map_err(|_| PipelineError::Stopped)?;
                 vec![
                     snapshot::encode(&g.view())?,
                     snapshot::encode(syms.names())?,
+                    snapshot::encode(&*m)?,
                 ]
             };
             for w in waits {

@@ -302,6 +302,26 @@ impl<'a> ProfileQuery<'a> {
 }
 
 impl ProfileQuery<'_> {
+    /// Likely links found by probabilistic matching but not merged.
+    pub fn suggestions(&self, id: ProfileId) -> Option<Value> {
+        let g = self.sh.graph.read().ok()?;
+        let id = g.canonical(id)?;
+        let m = self.sh.matcher.read().ok()?;
+        let list: Vec<Value> = m
+            .suggestions(&g, id)
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "profile": s.other.to_string(),
+                    "probability": (s.probability * 1000.0).round() / 1000.0,
+                    "agreeing_fields": s.fields,
+                    "offset": s.offset,
+                })
+            })
+            .collect();
+        Some(json!({"id": id.to_string(), "suggestions": list}))
+    }
+
     /// Profiles by id after the cursor `after`.
     pub fn list(&self, after: Option<ProfileId>, limit: usize) -> Value {
         let ids: Vec<ProfileId> = match self.sh.graph.read() {

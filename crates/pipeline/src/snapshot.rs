@@ -4,7 +4,7 @@
 //! file     := "NIYSNAP1" | version u32 LE | fingerprint u64 LE | offset u64 LE | body | trailer
 //! body     := count u32 LE | section*            (count sections)
 //! section  := len u64 LE | bytes                 (postcard encodings)
-//! sections := graph | symbols | profiles of partition 0 | profiles of partition 1 | …
+//! sections := graph | symbols | matcher | profiles of partition 0 | profiles of partition 1 | …
 //! trailer  := crc32(body) u32 LE | len(body) u64 LE
 //! ```
 //!
@@ -19,6 +19,7 @@
 
 use crate::{Partition, PipelineError};
 use niyet_engine::{Profile, Symbols};
+use niyet_identity::probable::Matcher;
 use niyet_identity::{Graph, GraphSnapshot, Rules};
 use serde::Serialize;
 use std::fs;
@@ -26,7 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"NIYSNAP1";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8 + 8;
 const TRAILER: usize = 4 + 8;
 
@@ -35,6 +36,7 @@ pub(crate) struct Restored {
     pub offset: u64,
     pub graph: Graph,
     pub symbols: Symbols,
+    pub matcher: Matcher,
     pub partitions: Vec<Partition>,
     pub path: PathBuf,
 }
@@ -182,7 +184,8 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
         sections.push(sec);
         pos += 8 + l;
     }
-    let [graph_bytes, symbol_bytes, profile_sections @ ..] = sections.as_slice() else {
+    let [graph_bytes, symbol_bytes, matcher_bytes, profile_sections @ ..] = sections.as_slice()
+    else {
         return Err("missing sections".into());
     };
     let undecodable = |e: postcard::Error| format!("undecodable: {e}");
@@ -202,6 +205,7 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
             })
             .collect();
         let symbols = postcard::from_bytes::<Vec<Box<str>>>(symbol_bytes).map_err(undecodable)?;
+        let matcher = postcard::from_bytes::<Matcher>(matcher_bytes).map_err(undecodable)?;
         let mut partitions: Vec<Partition> = (0..parts).map(|_| Partition::default()).collect();
         for d in decoders {
             let profiles = d.join().map_err(|_| "a decoder panicked".to_string())??;
@@ -216,6 +220,7 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
             offset,
             graph,
             symbols: Symbols::from_names(symbols),
+            matcher,
             partitions,
             path: path.to_path_buf(),
         })

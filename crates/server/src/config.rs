@@ -111,6 +111,34 @@ pub struct IdentitySection {
     pub blocked_values: Vec<String>,
     /// Trait names whose values are external ids of that name (e.g. `loyalty_card`).
     pub external_id_traits: Vec<String>,
+    /// Probabilistic matching.
+    pub matching: MatchingSection,
+}
+
+/// `[identity.matching]`: probabilistic matching (see `niyet_identity::probable`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchingSection {
+    /// Off by default.
+    pub enabled: bool,
+    /// Merge at or above this probability.
+    pub merge_threshold: f64,
+    /// Keep as a suggestion at or above this probability.
+    pub suggest_threshold: f64,
+    /// IP address and user agent count as one device within this many minutes.
+    pub window_minutes: u64,
+}
+
+impl Default for MatchingSection {
+    fn default() -> Self {
+        let d = niyet_identity::probable::MatchConfig::default();
+        Self {
+            enabled: d.enabled,
+            merge_threshold: d.merge_threshold,
+            suggest_threshold: d.suggest_threshold,
+            window_minutes: (d.window_ms / 60_000) as u64,
+        }
+    }
 }
 
 impl Default for IdentitySection {
@@ -122,6 +150,7 @@ impl Default for IdentitySection {
             priority: r.priority,
             blocked_values: r.blocked_values,
             external_id_traits: Vec::new(),
+            matching: MatchingSection::default(),
         }
     }
 }
@@ -167,6 +196,14 @@ impl Config {
                 .unwrap_or("90")
                 .to_string();
         c.identity.trait_ids = self.identity.external_id_traits.clone();
+        let m = &self.identity.matching;
+        c.matching = niyet_identity::probable::MatchConfig {
+            enabled: m.enabled,
+            merge_threshold: m.merge_threshold,
+            suggest_threshold: m.suggest_threshold,
+            window_ms: (m.window_minutes * 60_000) as i64,
+            ..Default::default()
+        };
         c.commerce = niyet_pipeline::CommerceNames {
             order: self.profiles.order_event.clone(),
             refund: self.profiles.refund_event.clone(),
@@ -350,6 +387,14 @@ impl Config {
             blocked_values: self.identity.blocked_values.clone(),
         };
         problems.extend(rules.validate());
+        let m = &self.identity.matching;
+        if !(m.merge_threshold > 0.0 && m.merge_threshold <= 1.0) {
+            problems.push("identity.matching.merge_threshold must be in (0, 1]".into());
+        }
+        if !(m.suggest_threshold > 0.0 && m.suggest_threshold <= m.merge_threshold) {
+            problems
+                .push("identity.matching.suggest_threshold must be in (0, merge_threshold]".into());
+        }
         if self.profiles.partitions == 0 || self.profiles.partitions > 256 {
             problems.push("profiles.partitions must be between 1 and 256".into());
         }

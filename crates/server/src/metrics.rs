@@ -206,6 +206,18 @@ impl Metrics {
                 p.conflicts,
             ),
             (
+                "niyet_identity_probable_merges_total",
+                "Merges by probabilistic matching since start.",
+                "counter",
+                p.probable_merges,
+            ),
+            (
+                "niyet_identity_suggestions_total",
+                "Probable links kept as suggestions since start.",
+                "counter",
+                p.suggestions,
+            ),
+            (
                 "niyet_pipeline_unreadable_total",
                 "Log records profiles could not read (skipped) since start.",
                 "counter",

@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/profiles/{id}", get(profile))
         .route("/v1/profiles/{id}/identity", get(identity))
         .route("/v1/profiles/{id}/events", get(history))
+        .route("/v1/profiles/{id}/suggestions", get(suggestions))
         .route("/v1/profiles/{id}/unmerge", post(unmerge))
         .route("/v1/pipeline", get(status))
 }
@@ -147,6 +148,24 @@ async fn identity(
         st.pipeline
             .query()
             .identity(id)
+            .map(Json)
+            .ok_or_else(|| not_found(id))
+    })
+    .await
+}
+
+/// Likely links from probabilistic matching that were not merged.
+async fn suggestions(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    blocking(move || {
+        st.pipeline
+            .query()
+            .suggestions(id)
             .map(Json)
             .ok_or_else(|| not_found(id))
     })
