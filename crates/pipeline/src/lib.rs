@@ -285,9 +285,11 @@ impl Pipeline {
                     next: offset,
                     since_snapshot: 0,
                     moved_into: Default::default(),
+                    snapshot_writer: None,
                     outbox: (0..parts).map(|_| Vec::new()).collect(),
                 };
                 r.run();
+                r.finish_snapshot_write();
                 r.flush();
                 for s in &r.senders {
                     let _ = s.send(vec![Op::Stop]);
@@ -505,6 +507,8 @@ struct Router {
     since_snapshot: u64,
     /// Profiles a `Put` was forwarded to since the last flush.
     moved_into: std::collections::HashSet<u64>,
+    /// The thread writing the latest snapshot file.
+    snapshot_writer: Option<JoinHandle<()>>,
 }
 
 impl Router {
@@ -865,7 +869,7 @@ impl Router {
             waits.push(rx);
         }
         self.ship_all();
-        let result = (|| {
+        let encoded = (|| {
             // The graph and names are encoded here while each worker encodes its profiles.
             let mut sections = {
                 let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
@@ -880,29 +884,55 @@ impl Router {
             for w in waits {
                 sections.push(w.recv().map_err(|_| PipelineError::Stopped)??);
             }
-            snapshot::write(
-                &self.sh.cfg.state_dir,
-                self.sh.cfg.fingerprint(),
-                self.next,
-                &sections,
-            )
+            Ok::<_, PipelineError>(sections)
         })();
-        match result {
-            Ok(bytes) => {
-                self.since_snapshot = 0;
-                self.bump(|s| s.snapshots += 1);
-                tracing::info!(
-                    offset = self.next,
-                    bytes,
-                    ms = started.elapsed().as_millis() as u64,
-                    "snapshot written"
-                );
-            }
+        // Not fatal either way: the log still holds everything; the next interval retries.
+        self.since_snapshot = 0;
+        let sections = match encoded {
+            Ok(s) => s,
             Err(e) => {
-                // Not fatal: the log still holds everything; retry after another interval.
-                self.since_snapshot = 0;
-                tracing::error!(error = %e, "writing a snapshot failed");
+                tracing::error!(error = %e, "encoding a snapshot failed");
+                return;
             }
+        };
+        // Writing and syncing the file happens on a thread of its own, so processing goes
+        // on; one write at a time.
+        self.finish_snapshot_write();
+        let (dir, fp, offset) = (
+            self.sh.cfg.state_dir.clone(),
+            self.sh.cfg.fingerprint(),
+            self.next,
+        );
+        let sh = self.sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name("niyet-snapshot".into())
+            .spawn(move || {
+                let r = snapshot::write(&dir, fp, offset, &sections);
+                match &r {
+                    Ok(bytes) => {
+                        if let Ok(mut s) = sh.stats.lock() {
+                            s.snapshots += 1;
+                        }
+                        tracing::info!(
+                            offset,
+                            bytes,
+                            ms = started.elapsed().as_millis() as u64,
+                            "snapshot written"
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "writing a snapshot failed"),
+                }
+            });
+        match spawned {
+            Ok(h) => self.snapshot_writer = Some(h),
+            Err(e) => tracing::error!(error = %e, "starting the snapshot writer failed"),
+        }
+    }
+
+    /// Waits for the snapshot being written, if any.
+    fn finish_snapshot_write(&mut self) {
+        if let Some(h) = self.snapshot_writer.take() {
+            let _ = h.join();
         }
     }
 }
