@@ -1,13 +1,14 @@
 //! The bounded, windowed set of idempotency keys the writer consults before appending.
 
-use std::collections::{HashSet, VecDeque};
+use niyet_model::hash::FastSet;
+use std::collections::VecDeque;
 
 /// Keys seen within `window_ms` of the newest record time, at most `max_keys` of them.
 #[derive(Debug)]
 pub(crate) struct DedupIndex {
     window_ms: i64,
     max_keys: usize,
-    keys: HashSet<u128, BuildKeyHasher>,
+    keys: FastSet<u128>,
     order: VecDeque<(i64, u128)>,
     newest_ms: i64,
 }
@@ -17,7 +18,7 @@ impl DedupIndex {
         Self {
             window_ms,
             max_keys,
-            keys: HashSet::with_hasher(BuildKeyHasher),
+            keys: FastSet::default(),
             order: VecDeque::new(),
             newest_ms: i64::MIN,
         }
@@ -50,36 +51,6 @@ impl DedupIndex {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.len()
-    }
-}
-
-/// Keys are already uniform hashes; fold them instead of hashing again.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct BuildKeyHasher;
-
-impl std::hash::BuildHasher for BuildKeyHasher {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
     }
 }
 

@@ -506,7 +506,7 @@ struct Router {
     next: u64,
     since_snapshot: u64,
     /// Profiles a `Put` was forwarded to since the last flush.
-    moved_into: std::collections::HashSet<u64>,
+    moved_into: niyet_model::hash::FastSet<u64>,
     /// The thread writing the latest snapshot file.
     snapshot_writer: Option<JoinHandle<()>>,
 }
