@@ -372,7 +372,7 @@ impl Graph {
     }
 
     fn refresh_kind_tables(&mut self) {
-        let n = self.kinds_len();
+        let n = self.kinds.len();
         let star = self.rules.priority.iter().position(|p| p == "*");
         let listed = self.rules.priority.len();
         self.limits = (0..n)
@@ -396,10 +396,6 @@ impl Graph {
                 }
             })
             .collect();
-    }
-
-    fn kinds_len(&self) -> usize {
-        self.kinds.len()
     }
 
     /// The kind names.

@@ -305,11 +305,6 @@ impl Pipeline {
         })
     }
 
-    /// Every offset below this is reflected in the state.
-    pub fn processed_offset(&self) -> u64 {
-        self.shared.processed()
-    }
-
     /// Waits until every record below `offset` is processed.
     pub fn wait_processed(&self, offset: u64, timeout: Duration) -> Result<(), PipelineError> {
         let deadline = Instant::now() + timeout;

@@ -166,11 +166,6 @@ impl EventList {
         all.dedup();
         *self = Self::from_sorted(&all);
     }
-
-    /// Heap bytes used.
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
-    }
 }
 
 fn write_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -491,19 +486,6 @@ impl Profile {
     /// A trait by key.
     pub fn trait_value(&self, key: Sym) -> Option<Trait<'_>> {
         self.traits.get(key)
-    }
-
-    /// Heap bytes used by this profile (not counting the allocator's rounding).
-    pub fn heap_bytes(&self) -> usize {
-        self.events.heap_bytes()
-            + self.traits.heap_bytes()
-            + self.counts.len() * 8
-            + self.seen.len() * 4
-            + self
-                .accounts()
-                .iter()
-                .map(|a| std::mem::size_of::<Account>() + a.id.len() + a.traits.heap_bytes())
-                .sum::<usize>()
     }
 }
 

@@ -89,11 +89,6 @@ impl TraitSet {
         self.bytes.is_empty()
     }
 
-    /// Heap bytes used.
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// Sets traits, each kept only where it is newer than the one held.
     pub fn merge<'a>(&mut self, incoming: impl IntoIterator<Item = Trait<'a>>) {
         let mut inc: Vec<Trait<'a>> = incoming.into_iter().collect();
