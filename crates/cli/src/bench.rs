@@ -370,19 +370,21 @@ async fn open_loop(
     (r, late)
 }
 
+/// A `Key: N kB` figure from a /proc file such as /proc/meminfo or /proc/PID/status.
+pub(crate) fn proc_kib(path: &str, key: &str) -> Option<f64> {
+    std::fs::read_to_string(path).ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse::<f64>().ok())
+    })
+}
+
 pub(crate) fn machine() -> (usize, f64) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let mem = proc_kib("/proc/meminfo", "MemTotal:").map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     (cores, mem)
 }
 

@@ -120,21 +120,29 @@ async fn find(
     .await
 }
 
+/// Authorizes, parses the profile id and answers `view` of it (404 if there is none).
+async fn profile_view(
+    st: Arc<AppState>,
+    h: &HeaderMap,
+    id: &str,
+    view: impl FnOnce(&niyet_pipeline::ProfileQuery<'_>, ProfileId) -> Option<Value> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, h)?;
+    let id = parse_id(id)?;
+    blocking(move || {
+        view(&st.pipeline.query(), id)
+            .map(Json)
+            .ok_or_else(|| not_found(id))
+    })
+    .await
+}
+
 async fn profile(
     State(st): State<Arc<AppState>>,
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
-    let id = parse_id(&id)?;
-    blocking(move || {
-        st.pipeline
-            .query()
-            .profile(id)
-            .map(Json)
-            .ok_or_else(|| not_found(id))
-    })
-    .await
+    profile_view(st, &h, &id, |q, id| q.profile(id)).await
 }
 
 async fn identity(
@@ -142,16 +150,7 @@ async fn identity(
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
-    let id = parse_id(&id)?;
-    blocking(move || {
-        st.pipeline
-            .query()
-            .identity(id)
-            .map(Json)
-            .ok_or_else(|| not_found(id))
-    })
-    .await
+    profile_view(st, &h, &id, |q, id| q.identity(id)).await
 }
 
 /// Likely links from probabilistic matching that were not merged.
@@ -160,16 +159,7 @@ async fn suggestions(
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
-    let id = parse_id(&id)?;
-    blocking(move || {
-        st.pipeline
-            .query()
-            .suggestions(id)
-            .map(Json)
-            .ok_or_else(|| not_found(id))
-    })
-    .await
+    profile_view(st, &h, &id, |q, id| q.suggestions(id)).await
 }
 
 async fn history(
@@ -179,7 +169,6 @@ async fn history(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
-    let id = parse_id(&id)?;
     let limit = limit_of(&q, 50)?;
     let before = match q.get("before") {
         None => None,
@@ -188,14 +177,7 @@ async fn history(
                 .map_err(|_| bad("invalid_parameter", "before: expected a log offset"))?,
         ),
     };
-    blocking(move || {
-        st.pipeline
-            .query()
-            .events(id, before, limit)
-            .map(Json)
-            .ok_or_else(|| not_found(id))
-    })
-    .await
+    profile_view(st, &h, &id, move |q, id| q.events(id, before, limit)).await
 }
 
 #[derive(Deserialize)]
