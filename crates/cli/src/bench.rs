@@ -380,6 +380,21 @@ pub(crate) fn proc_kib(path: &str, key: &str) -> Option<f64> {
     })
 }
 
+/// CPU seconds (user + system) a process has used so far; `None` for "self".
+pub(crate) fn proc_cpu_s(pid: Option<u32>) -> f64 {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) close with ')'.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 pub(crate) fn machine() -> (usize, f64) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -30,7 +30,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bench::{latency, machine, spawn_server, start_server, Latency, Spawned, BENCH_ADMIN};
+use crate::bench::{latency, machine, proc_cpu_s, spawn_server, start_server, Latency, Spawned, BENCH_ADMIN};
 use crate::client::IngestClient;
 
 /// Arguments of `niyet bench profiles`.
@@ -69,6 +69,8 @@ struct Report {
     traffic_events: u64,
     traffic_events_per_s: f64,
     traffic_runs: Vec<f64>,
+    traffic_server_cores: f64,
+    traffic_client_cores: f64,
     traffic_merges: u64,
     events_after_shutdown_snapshot: u64,
     lookup_email: Latency,
@@ -250,18 +252,47 @@ async fn traffic(
     seq: Arc<AtomicU64>,
     customers: u64,
     t0: i64,
-) -> anyhow::Result<(u64, u64, f64)> {
+    server_pid: u32,
+) -> anyhow::Result<Traffic> {
+    // Request bodies are made before the clock starts, so the load generator, which
+    // shares this machine's cores with the server, spends its time sending. More than
+    // can be sent in `secs` at 400,000 events/s; past that, bodies are made on the fly.
+    let first = seq.load(Ordering::Relaxed);
+    let ahead = secs * 4_000;
+    let made: Vec<(Vec<u8>, u64)> = (first..first + ahead)
+        .rev()
+        .map(|s| traffic_batch(s, customers, t0))
+        .collect();
+    let pool = Arc::new(std::sync::Mutex::new(made));
+    let (cpu_server, cpu_self) = (proc_cpu_s(Some(server_pid)), proc_cpu_s(None));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
-    let make: BatchMaker =
-        Arc::new(move |s| (Instant::now() < deadline).then(|| traffic_batch(s, customers, t0)));
+    let make: BatchMaker = Arc::new(move |s| {
+        (Instant::now() < deadline).then(|| {
+            let pooled = pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+            pooled.unwrap_or_else(|| traffic_batch(s, customers, t0))
+        })
+    });
     let (events, merges) = send_all(client, conns, seq, make).await?;
     caught_up(http, url, None).await?;
-    Ok((
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Traffic {
         events,
         merges,
-        events as f64 / started.elapsed().as_secs_f64(),
-    ))
+        per_s: events as f64 / secs,
+        server_cores: (proc_cpu_s(Some(server_pid)) - cpu_server) / secs,
+        client_cores: (proc_cpu_s(None) - cpu_self) / secs,
+    })
+}
+
+/// One traffic phase's result.
+struct Traffic {
+    events: u64,
+    merges: u64,
+    per_s: f64,
+    /// CPU used by the server and by this load generator, in cores (CPU s ÷ wall s).
+    server_cores: f64,
+    client_cores: f64,
 }
 
 async fn lookups(
@@ -344,7 +375,7 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     let rss_after = rss_mib(pid);
 
     let seq = Arc::new(AtomicU64::new(0));
-    let mut runs = Vec::new();
+    let (mut runs, mut run_cpu) = (Vec::new(), Vec::new());
     let (mut traffic_events, mut merges) = (0, 0);
     for run in 0..a.runs.max(1) {
         eprintln!(
@@ -353,7 +384,7 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
             run + 1,
             a.runs.max(1)
         );
-        let (events, m, per_s) = traffic(
+        let t = traffic(
             &client,
             &http,
             &url,
@@ -362,15 +393,19 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
             seq.clone(),
             n,
             t0,
+            pid,
         )
         .await?;
-        traffic_events += events;
-        merges += m;
-        runs.push(per_s);
+        traffic_events += t.events;
+        merges += t.merges;
+        runs.push(t.per_s);
+        run_cpu.push((t.server_cores, t.client_cores));
     }
     let mut sorted = runs.clone();
     sorted.sort_by(f64::total_cmp);
     let traffic_median = sorted[sorted.len() / 2];
+    let median_run = runs.iter().position(|r| *r == traffic_median).unwrap_or(0);
+    let (server_cores, client_cores) = run_cpu[median_run];
     let profiles_now = pipeline(&http, &url).await?["profiles"]
         .as_u64()
         .context("profiles")?;
@@ -382,7 +417,9 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     eprintln!("restart after SIGTERM…");
     let (term_s, term) = restart(&mut server, &url, key, "-TERM", profiles_now).await?;
     // More traffic after the shutdown snapshot, so the restart after SIGKILL replays it.
-    let (more, _, _) = traffic(&client, &http, &url, a.connections, 3, seq.clone(), n, t0).await?;
+    let more = traffic(&client, &http, &url, a.connections, 3, seq.clone(), n, t0, pid)
+        .await?
+        .events;
     let profiles_now = pipeline(&http, &url).await?["profiles"]
         .as_u64()
         .context("profiles")?;
@@ -404,6 +441,8 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
         traffic_events,
         traffic_events_per_s: traffic_median,
         traffic_runs: runs.clone(),
+        traffic_server_cores: server_cores,
+        traffic_client_cores: client_cores,
         traffic_merges: merges,
         events_after_shutdown_snapshot: more,
         lookup_email,
@@ -430,6 +469,10 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
         runs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" · "),
         r.traffic_events,
         r.traffic_merges
+    );
+    println!(
+        "  CPU in the median traffic run: server {:.2} cores, load generator {:.2} cores",
+        r.traffic_server_cores, r.traffic_client_cores
     );
     println!(
         "  lookup by email:   p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
