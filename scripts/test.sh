@@ -21,6 +21,21 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+step "fuzzing the rule parser (30 s)"
+# cargo fuzz passes nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain accept them. libFuzzer is built from source, so a C++ compiler is needed.
+# A crash (panic, or a rule that does not print back to itself) fails the suite; its
+# input is saved under crates/rules/fuzz/artifacts/parse/.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+(
+  cd crates/rules/fuzz
+  mkdir -p corpus/parse
+  RUSTC_BOOTSTRAP=1 cargo fuzz run parse corpus/parse seeds/parse -- \
+    -dict=parse.dict -max_total_time=30
+)
+
 step "tracking SDKs (Python and Node) against the real server"
 cargo build --locked -p niyet
 bash scripts/sdk-setup.sh

@@ -382,7 +382,10 @@ pub(crate) fn proc_kib(path: &str, key: &str) -> Option<f64> {
 
 /// CPU seconds (user + system) a process has used so far; `None` for "self".
 pub(crate) fn proc_cpu_s(pid: Option<u32>) -> f64 {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {

@@ -30,7 +30,9 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bench::{latency, machine, proc_cpu_s, spawn_server, start_server, Latency, Spawned, BENCH_ADMIN};
+use crate::bench::{
+    latency, machine, proc_cpu_s, spawn_server, start_server, Latency, Spawned, BENCH_ADMIN,
+};
 use crate::client::IngestClient;
 
 /// Arguments of `niyet bench profiles`.
@@ -417,9 +419,19 @@ pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     eprintln!("restart after SIGTERM…");
     let (term_s, term) = restart(&mut server, &url, key, "-TERM", profiles_now).await?;
     // More traffic after the shutdown snapshot, so the restart after SIGKILL replays it.
-    let more = traffic(&client, &http, &url, a.connections, 3, seq.clone(), n, t0, pid)
-        .await?
-        .events;
+    let more = traffic(
+        &client,
+        &http,
+        &url,
+        a.connections,
+        3,
+        seq.clone(),
+        n,
+        t0,
+        pid,
+    )
+    .await?
+    .events;
     let profiles_now = pipeline(&http, &url).await?["profiles"]
         .as_u64()
         .context("profiles")?;

@@ -10,12 +10,17 @@
 //!   value; sums in integer minor units), so merging two profiles gives the same state as
 //!   folding all their events into one.
 //!
+//! * [`segments`] connects profiles to the rule engine ([`niyet_rules`]): the part of an
+//!   event segment features read, a profile's traits as rules see them, and the
+//!   per-profile segment state.
+//!
 //! Pure: no I/O, no clock, no threads.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod extract;
 mod profile;
+pub mod segments;
 mod symbols;
 
 pub use profile::{

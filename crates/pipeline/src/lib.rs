@@ -26,14 +26,17 @@ mod render;
 mod snapshot;
 
 use niyet_engine::extract::{self, IdentityConfig, Kind};
+use niyet_engine::segments::{seg_event, SegState, Segments};
 use niyet_engine::{Profile, Symbols, Update};
 use niyet_identity::probable::{MatchConfig, Matcher};
 use niyet_identity::{FastMap, Graph, Ident, ProfileId, Rules};
 use niyet_log::{Log, LogError, NewRecord};
-use std::collections::BTreeMap;
+use niyet_model::Clock;
+use niyet_rules::{Change, Rule};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -79,6 +82,23 @@ pub struct PipelineConfig {
     pub commerce: CommerceNames,
     /// Probabilistic matching (off by default).
     pub matching: MatchConfig,
+    /// Segments (name, rule), in definition order.
+    pub segments: Vec<(String, Rule)>,
+    /// Processing time for timers while no events arrive.
+    pub clock: SharedClock,
+    /// Timers fire this long behind the clock, so records received just before a tick
+    /// are processed first (and replay gives the same result).
+    pub timer_lag_ms: i64,
+}
+
+/// A clock shared by the pipeline's threads.
+#[derive(Clone)]
+pub struct SharedClock(pub Arc<dyn Clock>);
+
+impl std::fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.0.now_ms())
+    }
 }
 
 impl PipelineConfig {
@@ -92,6 +112,9 @@ impl PipelineConfig {
             identity: IdentityConfig::default(),
             commerce: CommerceNames::default(),
             matching: MatchConfig::default(),
+            segments: Vec::new(),
+            clock: SharedClock(Arc::new(niyet_model::SystemClock)),
+            timer_lag_ms: 1_000,
         }
     }
 
@@ -99,12 +122,13 @@ impl PipelineConfig {
     fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.rules,
             self.identity.calling_code,
             self.identity.trait_ids,
             self.commerce,
-            self.matching
+            self.matching,
+            self.segments
         )
         .hash(&mut h);
         h.finish()
@@ -151,11 +175,13 @@ enum Op {
     Apply(ProfileId, Update),
     /// Remove a profile and hand it back.
     Take(ProfileId, SyncSender<Option<Box<Profile>>>),
-    /// Absorb a profile (create it if missing).
-    Put(ProfileId, Box<Profile>),
+    /// Absorb a profile (create it if missing), at processing time `i64`.
+    Put(ProfileId, Box<Profile>, i64),
     /// Merge: remove `from` and send it as a `Put` to the owner of `into`. Absorbing is
     /// order-independent, so events for `into` may be applied before or after it arrives.
-    MoveTo(ProfileId, ProfileId),
+    MoveTo(ProfileId, ProfileId, i64),
+    /// Processing time moved on with no event: fire the timers due by then.
+    Tick(i64),
     /// Progress marker travelling the ring of workers twice (see [`worker`]).
     Mark(u64, usize),
     Barrier(SyncSender<()>),
@@ -177,6 +203,10 @@ pub(crate) struct Shared {
     pub symbols: RwLock<Symbols>,
     pub matcher: RwLock<Matcher>,
     pub partitions: Vec<RwLock<Partition>>,
+    /// The segments in force.
+    pub segments: RwLock<Arc<Segments>>,
+    /// Members per segment (by index in the set in force).
+    pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
     processed: AtomicU64,
     queued: Vec<AtomicUsize>,
     progress: (Mutex<()>, Condvar),
@@ -242,6 +272,19 @@ impl Pipeline {
             ),
         };
         let offset = offset.max(log.stats().start_offset);
+        let mut symbols = symbols;
+        let segments = Segments::new(&cfg.segments, &mut symbols)
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let sizes: Vec<AtomicI64> = (0..segments.set.len()).map(|_| AtomicI64::new(0)).collect();
+        for part in &partitions {
+            for p in part.values() {
+                for (i, _) in p.segments.iter().flat_map(|s| s.m.member.iter()) {
+                    if let Some(c) = sizes.get(*i as usize) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
         let stats = PipelineStats {
             restored_from,
             restore_ms: started.elapsed().as_millis() as u64,
@@ -252,6 +295,8 @@ impl Pipeline {
             symbols: RwLock::new(symbols),
             matcher: RwLock::new(matcher),
             partitions: partitions.into_iter().map(RwLock::new).collect(),
+            segments: RwLock::new(Arc::new(segments)),
+            sizes: RwLock::new(Arc::new(sizes)),
             processed: AtomicU64::new(offset),
             queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
             progress: (Mutex::new(()), Condvar::new()),
@@ -287,6 +332,7 @@ impl Pipeline {
                     moved_into: Default::default(),
                     snapshot_writer: None,
                     outbox: (0..parts).map(|_| Vec::new()).collect(),
+                    ticked: i64::MIN,
                 };
                 r.run();
                 r.finish_snapshot_write();
@@ -441,34 +487,65 @@ impl Drop for Pipeline {
 /// `offset` published as processed.
 fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     let n = peers.len();
+    let mut timers = Timers::default();
+    if let Ok(part) = sh.partitions[idx].read() {
+        for (id, p) in part.iter() {
+            if let Some(st) = &p.segments {
+                timers.schedule(*id, st.due);
+            }
+        }
+    }
     while let Ok(ops) = rx.recv() {
         let Ok(mut part) = sh.partitions[idx].write() else {
             return;
         };
+        let segs = match sh.segments.read() {
+            Ok(s) => s.clone(),
+            Err(_) => return,
+        };
+        let sizes = match sh.sizes.read() {
+            Ok(s) => s.clone(),
+            Err(_) => return,
+        };
+        let mut seg = SegWork {
+            segs: &segs,
+            sizes: &sizes,
+            timers: &mut timers,
+            changes: Vec::new(),
+        };
         sh.queued[idx].fetch_sub(ops.len(), Ordering::Relaxed);
         for o in ops {
             match o {
-                Op::Apply(id, u) => part.entry(id.0).or_default().apply(&u),
-                Op::Take(id, reply) => {
-                    let _ = reply.send(part.remove(&id.0));
+                Op::Apply(id, u) => {
+                    seg.fire(&mut part, u.now_ms);
+                    let p = part.entry(id.0).or_default();
+                    p.apply(&u);
+                    seg.event(id.0, p, &u);
                 }
-                Op::Put(id, p) => match part.get_mut(&id.0) {
-                    Some(existing) => existing.absorb(*p),
-                    None => {
-                        part.insert(id.0, p);
+                Op::Take(id, reply) => {
+                    let p = part.remove(&id.0);
+                    if let Some(p) = &p {
+                        seg.gone(p);
                     }
-                },
-                Op::MoveTo(from, into) => {
+                    let _ = reply.send(p);
+                }
+                Op::Put(id, p, now) => {
+                    seg.fire(&mut part, now);
+                    seg.put(&mut part, id.0, p, now);
+                }
+                Op::MoveTo(from, into, now) => {
+                    seg.fire(&mut part, now);
                     if let Some(p) = part.remove(&from.0) {
                         let to = sh.partition_of(into);
                         if to == idx {
-                            part.entry(into.0).or_default().absorb(*p);
+                            seg.put(&mut part, into.0, p, now);
                         } else {
                             sh.queued[to].fetch_add(1, Ordering::Relaxed);
-                            let _ = peers[to].send(vec![Op::Put(into, p)]);
+                            let _ = peers[to].send(vec![Op::Put(into, p, now)]);
                         }
                     }
                 }
+                Op::Tick(now) => seg.fire(&mut part, now),
                 Op::Mark(off, hops) => {
                     if hops == 0 {
                         sh.processed.store(off, Ordering::Release);
@@ -493,6 +570,209 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     }
 }
 
+/// A partition's timers: `(due, profile)`. Entries whose profile has since been given
+/// another due time are skipped when they come up.
+#[derive(Default)]
+struct Timers {
+    due: BTreeSet<(i64, u64)>,
+    /// Processing time reached by this partition.
+    now: i64,
+}
+
+impl Timers {
+    fn schedule(&mut self, id: u64, due: i64) {
+        if due != i64::MAX {
+            self.due.insert((due, id));
+        }
+    }
+}
+
+/// Segment work of a partition owner for one batch of operations.
+struct SegWork<'a> {
+    segs: &'a Segments,
+    sizes: &'a [AtomicI64],
+    timers: &'a mut Timers,
+    changes: Vec<Change>,
+}
+
+impl SegWork<'_> {
+    fn active(&self) -> bool {
+        !self.segs.set.is_empty()
+    }
+
+    /// Counts the changes into the segment sizes and the profile's history, and sets the
+    /// profile's next timer.
+    fn finish(&mut self, id: u64, p: &Profile, st: &mut SegState) {
+        for c in &self.changes {
+            if let Some(n) = self.sizes.get(c.segment) {
+                n.fetch_add(if c.entered { 1 } else { -1 }, Ordering::Relaxed);
+            }
+        }
+        st.record(&self.changes);
+        self.changes.clear();
+        let traits = self.segs.traits(p);
+        st.due = self
+            .segs
+            .set
+            .next_change(&st.m, &traits, st.at)
+            .unwrap_or(i64::MAX);
+        self.timers.schedule(id, st.due);
+    }
+
+    /// Brings a profile's segments to `now`, each change at its instant.
+    fn advance(&mut self, p: &Profile, st: &mut SegState, now: i64) {
+        if now > st.at {
+            let traits = self.segs.traits(p);
+            self.segs
+                .set
+                .advance(&mut st.m, &traits, st.at, now, &mut self.changes);
+            st.at = now;
+        }
+    }
+
+    /// A new segment state for a profile, evaluated once at `now`.
+    fn fresh(&mut self, p: &Profile, now: i64) -> Box<SegState> {
+        let mut st = Box::new(SegState {
+            at: now,
+            due: i64::MAX,
+            ..Default::default()
+        });
+        let traits = self.segs.traits(p);
+        self.segs
+            .set
+            .refresh(&mut st.m, &traits, now, &mut self.changes);
+        st
+    }
+
+    /// Fires every timer due by `now`.
+    fn fire(&mut self, part: &mut Partition, now: i64) {
+        if !self.active() || now <= self.timers.now {
+            return;
+        }
+        self.timers.now = now;
+        while let Some(&(due, id)) = self.timers.due.first() {
+            if due > now {
+                break;
+            }
+            self.timers.due.pop_first();
+            let Some(p) = part.get_mut(&id) else {
+                continue;
+            };
+            let Some(mut st) = p.segments.take() else {
+                continue;
+            };
+            if st.due == due {
+                self.advance(p, &mut st, now);
+                self.finish(id, p, &mut st);
+            }
+            p.segments = Some(st);
+        }
+    }
+
+    /// An event was applied to profile `id`.
+    fn event(&mut self, id: u64, p: &mut Profile, u: &Update) {
+        if !self.active() {
+            return;
+        }
+        let mut st = match p.segments.take() {
+            Some(st) => st,
+            None => self.fresh(p, u.now_ms),
+        };
+        self.advance(p, &mut st, u.now_ms);
+        let now = st.at;
+        let traits = self.segs.traits(p);
+        let traits_changed = !u.traits.is_empty();
+        match &u.seg {
+            Some(e) => {
+                let ev = niyet_rules::Event {
+                    id: u.offset,
+                    name: &e.name,
+                    time_ms: u.time_ms,
+                    props: &**e,
+                };
+                self.segs.set.on_event(
+                    &mut st.m,
+                    &ev,
+                    &traits,
+                    traits_changed,
+                    now,
+                    &mut self.changes,
+                );
+            }
+            None if traits_changed => {
+                self.segs
+                    .set
+                    .on_traits(&mut st.m, &traits, now, &mut self.changes)
+            }
+            None => {}
+        }
+        self.finish(id, p, &mut st);
+        p.segments = Some(st);
+    }
+
+    /// A profile left this partition for good (taken apart by an un-merge).
+    fn gone(&mut self, p: &Profile) {
+        for (i, _) in p.segments.iter().flat_map(|s| s.m.member.iter()) {
+            if let Some(n) = self.sizes.get(*i as usize) {
+                n.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Absorbs profile `p` into `id` (a merge), creating `id` if missing.
+    fn put(&mut self, part: &mut Partition, id: u64, mut p: Box<Profile>, now: i64) {
+        let theirs = p.segments.take();
+        let mut theirs = theirs.map(|mut st| {
+            self.advance(&p, &mut st, now);
+            st
+        });
+        // The absorbed profile's memberships end with it.
+        self.changes.clear();
+        if let Some(st) = &theirs {
+            for (i, _) in &st.m.member {
+                if let Some(n) = self.sizes.get(*i as usize) {
+                    n.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let target = match part.get_mut(&id) {
+            Some(existing) => {
+                let mine = existing.segments.take();
+                existing.absorb(*p);
+                existing.segments = mine;
+                existing
+            }
+            None => part.entry(id).or_insert(p),
+        };
+        if !self.active() {
+            return;
+        }
+        let mut st = match target.segments.take() {
+            Some(mut st) => {
+                self.advance(target, &mut st, now);
+                st
+            }
+            None => Box::new(SegState {
+                at: now,
+                due: i64::MAX,
+                ..Default::default()
+            }),
+        };
+        let now = st.at;
+        let other = theirs.take().map(|t| *t).unwrap_or_default();
+        let traits = self.segs.traits(target);
+        self.segs
+            .set
+            .on_merge(&mut st.m, &other.m, &traits, now, &mut self.changes);
+        let mut history = other.history;
+        history.extend_from_slice(&st.history);
+        history.sort_by_key(|h| h.2);
+        st.history = history;
+        self.finish(id, target, &mut st);
+        target.segments = Some(st);
+    }
+}
+
 struct Router {
     sh: Arc<Shared>,
     senders: Vec<Outbox>,
@@ -504,6 +784,8 @@ struct Router {
     moved_into: niyet_model::hash::FastSet<u64>,
     /// The thread writing the latest snapshot file.
     snapshot_writer: Option<JoinHandle<()>>,
+    /// The last processing time sent as a `Tick`.
+    ticked: i64,
 }
 
 impl Router {
@@ -515,6 +797,7 @@ impl Router {
                 break;
             }
             if self.next >= end {
+                self.tick();
                 self.sh.log.wait_for(self.next, Duration::from_millis(100));
                 continue;
             }
@@ -538,7 +821,7 @@ impl Router {
                 }
             };
             for r in &recs {
-                self.process(r.offset, &r.payload);
+                self.process(r.offset, r.time_ms, &r.payload);
                 self.next = r.offset + 1;
             }
             self.since_snapshot += recs.len() as u64;
@@ -553,6 +836,28 @@ impl Router {
         if self.since_snapshot > 0 {
             self.snapshot();
         }
+    }
+
+    /// While the log is idle, lets timers fire up to the clock (less the lag).
+    fn tick(&mut self) {
+        let has_timers = self
+            .sh
+            .segments
+            .read()
+            .map(|s| !s.set.is_empty())
+            .unwrap_or(false);
+        if !has_timers {
+            return;
+        }
+        let t = self.sh.cfg.clock.0.now_ms() - self.sh.cfg.timer_lag_ms;
+        if t <= self.ticked {
+            return;
+        }
+        self.ticked = t;
+        for i in 0..self.senders.len() {
+            self.send_to(i, Op::Tick(t));
+        }
+        self.ship_all();
     }
 
     fn send_to(&mut self, part: usize, op: Op) {
@@ -623,7 +928,7 @@ impl Router {
         }
     }
 
-    fn process(&mut self, offset: u64, payload: &[u8]) {
+    fn process(&mut self, offset: u64, now_ms: i64, payload: &[u8]) {
         let view = match extract::parse(payload) {
             Ok(v) => v,
             Err(e) => {
@@ -655,18 +960,29 @@ impl Router {
             });
         }
         for (from, into) in &res.merged {
-            self.move_profile(*from, *into);
+            self.move_profile(*from, *into, now_ms);
         }
         if self.sh.cfg.matching.enabled {
-            pid = self.match_probable(pid, offset, &view);
+            pid = self.match_probable(pid, offset, now_ms, &view);
         }
-        let update = match self.sh.symbols.write() {
-            Ok(mut syms) => Update::from_view(&view, offset, &mut syms, &self.sh.cfg.commerce),
-            Err(_) => None,
-        };
-        if let Some(u) = update {
+        if let Some(u) = self.update(&view, offset, now_ms) {
             self.send(pid, Op::Apply(pid, u));
         }
+    }
+
+    /// The update of an event for its profile, with what segment features read of it.
+    fn update(&self, view: &extract::EventView<'_>, offset: u64, now_ms: i64) -> Option<Update> {
+        let mut u = match self.sh.symbols.write() {
+            Ok(mut syms) => Update::from_view(view, offset, &mut syms, &self.sh.cfg.commerce),
+            Err(_) => None,
+        }?;
+        u.now_ms = now_ms;
+        if let Ok(segs) = self.sh.segments.read() {
+            if !segs.set.is_empty() {
+                u.seg = seg_event(&segs.set, view);
+            }
+        }
+        Some(u)
     }
 
     /// Probabilistic matching for the event's profile; returns the profile the event
@@ -675,6 +991,7 @@ impl Router {
         &mut self,
         pid: ProfileId,
         offset: u64,
+        now_ms: i64,
         view: &extract::EventView<'_>,
     ) -> ProfileId {
         let signals = view.signals();
@@ -698,7 +1015,7 @@ impl Router {
             };
             match linked {
                 Ok((from, into)) => {
-                    self.move_profile(from, into);
+                    self.move_profile(from, into, now_ms);
                     current = into;
                     self.bump(|s| {
                         s.merges += 1;
@@ -716,7 +1033,7 @@ impl Router {
         current
     }
 
-    fn move_profile(&mut self, from: ProfileId, into: ProfileId) {
+    fn move_profile(&mut self, from: ProfileId, into: ProfileId, now_ms: i64) {
         // A profile that is the target of a forwarded `Put` still on its way must not
         // move before that `Put` arrives (it would land on a profile that no longer
         // exists): wait for the queues to drain first. Rare: it takes two merges of one
@@ -727,7 +1044,7 @@ impl Router {
         if self.sh.partition_of(from) != self.sh.partition_of(into) {
             self.moved_into.insert(into.0);
         }
-        self.send(from, Op::MoveTo(from, into));
+        self.send(from, Op::MoveTo(from, into, now_ms));
     }
 
     fn control(&mut self, offset: u64, view: &extract::EventView<'_>) {
@@ -793,7 +1110,7 @@ impl Router {
         let start = self.sh.log.stats().start_offset;
         let offsets: Vec<u64> = profile.events.iter().collect();
         if offsets.first().is_some_and(|o| *o < start) {
-            self.send(id, Op::Put(id, profile));
+            self.send(id, Op::Put(id, profile, view.time_ms));
             return Err("part of the profile's history is no longer in the log (retention); it cannot be split".into());
         }
         let mut payloads = Vec::with_capacity(offsets.len());
@@ -801,7 +1118,7 @@ impl Router {
             match self.sh.log.read(*o, 1) {
                 Ok(mut r) if !r.is_empty() => payloads.push((*o, r.remove(0).payload)),
                 _ => {
-                    self.send(id, Op::Put(id, profile));
+                    self.send(id, Op::Put(id, profile, view.time_ms));
                     return Err(format!("event {o} could not be read back"));
                 }
             }
@@ -821,30 +1138,27 @@ impl Router {
                 Ok(plan) => plan,
                 Err(e) => {
                     drop(g);
-                    self.send(id, Op::Put(id, profile));
+                    self.send(id, Op::Put(id, profile, view.time_ms));
                     return Err(e.to_string());
                 }
             }
         };
         let by_offset: BTreeMap<u64, &Vec<u8>> = payloads.iter().map(|(o, p)| (*o, p)).collect();
+        // Each part is rebuilt from its events through the owner's usual path, so its
+        // segment features and memberships are rebuilt too (at the time of the split).
         let mut groups = Vec::new();
         for (pid, offs) in &plan.groups {
-            let mut p = Profile::default();
-            if let Ok(mut syms) = self.sh.symbols.write() {
-                for o in offs {
-                    let Some(bytes) = by_offset.get(o) else {
-                        continue;
-                    };
-                    if let Ok(v) = extract::parse(bytes) {
-                        if let Some(u) = Update::from_view(&v, *o, &mut syms, &self.sh.cfg.commerce)
-                        {
-                            p.apply(&u);
-                        }
+            for o in offs {
+                let Some(bytes) = by_offset.get(o) else {
+                    continue;
+                };
+                if let Ok(v) = extract::parse(bytes) {
+                    if let Some(u) = self.update(&v, *o, view.time_ms) {
+                        self.send(*pid, Op::Apply(*pid, u));
                     }
                 }
             }
             groups.push(serde_json::json!({"profile": pid.to_string(), "events": offs.len()}));
-            self.send(*pid, Op::Put(*pid, Box::new(p)));
         }
         Ok(serde_json::json!({
             "profile": plan.original.to_string(),

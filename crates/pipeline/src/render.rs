@@ -1,6 +1,7 @@
 //! Read access to the derived state, rendered as JSON for the admin API.
 
 use crate::{PipelineError, Shared};
+use niyet_engine::segments::Segments;
 use niyet_engine::{Profile, Symbols, TraitSet, MONEY_SCALE};
 use niyet_identity::{normalize, Graph, Ident, NoteKind, ProfileId};
 use niyet_model::format_rfc3339_millis;
@@ -141,9 +142,10 @@ impl<'a> ProfileQuery<'a> {
                 _ => None,
             })
             .collect();
+        let segs = self.sh.segments.read().ok()?.clone();
         let body = self
-            .with_profile(id, |p| render_profile(p, &syms))
-            .unwrap_or_else(|| render_profile(&Profile::default(), &syms));
+            .with_profile(id, |p| render_profile(p, &syms, &segs))
+            .unwrap_or_else(|| render_profile(&Profile::default(), &syms, &segs));
         let mut v = json!({
             "id": id.to_string(),
             "identifiers": identifiers,
@@ -322,6 +324,93 @@ impl ProfileQuery<'_> {
         Some(json!({"id": id.to_string(), "suggestions": list}))
     }
 
+    /// A profile's segments now (with entry times) and its latest segment changes.
+    pub fn profile_segments(&self, id: ProfileId) -> Option<Value> {
+        let id = self.canonical(id)?;
+        let segs = self.sh.segments.read().ok()?.clone();
+        self.with_profile(id, |p| {
+            let history: Vec<Value> = p
+                .segments
+                .iter()
+                .flat_map(|s| s.history.iter().rev())
+                .map(|(i, entered, at)| {
+                    json!({
+                        "type": if *entered { "segment entered" } else { "segment exited" },
+                        "segment": segs.set.name(*i as usize),
+                        "time": format_rfc3339_millis(*at),
+                    })
+                })
+                .collect();
+            json!({
+                "id": id.to_string(),
+                "segments": render_segments(p, &segs),
+                "history": history,
+            })
+        })
+        .or_else(|| Some(json!({"id": id.to_string(), "segments": [], "history": []})))
+    }
+
+    /// Every segment with its rule and current size.
+    pub fn segments(&self) -> Value {
+        let Ok(segs) = self.sh.segments.read().map(|s| s.clone()) else {
+            return Value::Null;
+        };
+        let sizes = self.sh.sizes.read().ok().map(|s| s.clone());
+        Value::Array(
+            (0..segs.set.len())
+                .map(|i| segment_json(&segs, sizes.as_deref().map(|v| v.as_slice()), i))
+                .collect(),
+        )
+    }
+
+    /// One segment with its rule and size.
+    pub fn segment(&self, name: &str) -> Option<Value> {
+        let segs = self.sh.segments.read().ok()?.clone();
+        let i = segs.set.index(name)?;
+        let sizes = self.sh.sizes.read().ok().map(|s| s.clone());
+        Some(segment_json(
+            &segs,
+            sizes.as_deref().map(|v| v.as_slice()),
+            i,
+        ))
+    }
+
+    /// Members of a segment by profile id after `after`, with their entry times.
+    pub fn members(&self, name: &str, after: Option<ProfileId>, limit: usize) -> Option<Value> {
+        let segs = self.sh.segments.read().ok()?.clone();
+        let i = segs.set.index(name)? as u32;
+        let mut found: Vec<(u64, i64)> = Vec::new();
+        for part in &self.sh.partitions {
+            let Ok(part) = part.read() else { continue };
+            for (id, p) in part.iter() {
+                if after.is_some_and(|a| *id <= a.0) {
+                    continue;
+                }
+                if let Some(since) = p.segments.as_ref().and_then(|s| {
+                    s.m.member
+                        .binary_search_by_key(&i, |m| m.0)
+                        .ok()
+                        .map(|k| s.m.member[k].1)
+                }) {
+                    found.push((*id, since));
+                }
+            }
+        }
+        found.sort_unstable();
+        found.truncate(limit);
+        let next = (found.len() == limit)
+            .then(|| found.last().map(|m| ProfileId(m.0).to_string()))
+            .flatten();
+        Some(json!({
+            "segment": name,
+            "members": found.iter().map(|(id, since)| json!({
+                "profile": ProfileId(*id).to_string(),
+                "since": format_rfc3339_millis(*since),
+            })).collect::<Vec<_>>(),
+            "next_after": next,
+        }))
+    }
+
     /// Profiles by id after the cursor `after`.
     pub fn list(&self, after: Option<ProfileId>, limit: usize) -> Value {
         let ids: Vec<ProfileId> = match self.sh.graph.read() {
@@ -360,7 +449,38 @@ impl ProfileQuery<'_> {
     }
 }
 
-fn render_profile(p: &Profile, syms: &Symbols) -> Value {
+fn segment_json(
+    segs: &Segments,
+    sizes: Option<&[std::sync::atomic::AtomicI64]>,
+    i: usize,
+) -> Value {
+    let rule = segs.set.rule(i);
+    json!({
+        "name": segs.set.name(i),
+        "rule": rule.to_string(),
+        "rule_json": serde_json::to_value(rule).unwrap_or(Value::Null),
+        "size": sizes
+            .and_then(|s| s.get(i))
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0),
+    })
+}
+
+fn render_segments(p: &Profile, segs: &Segments) -> Value {
+    let Some(st) = &p.segments else {
+        return json!([]);
+    };
+    Value::Array(
+        st.m.member
+            .iter()
+            .map(|(i, since)| {
+                json!({"segment": segs.set.name(*i as usize), "since": format_rfc3339_millis(*since)})
+            })
+            .collect(),
+    )
+}
+
+fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments) -> Value {
     let counts: Map<String, Value> = p
         .counts
         .iter()
@@ -391,6 +511,7 @@ fn render_profile(p: &Profile, syms: &Symbols) -> Value {
             "refunds": pu.refunds,
             "refunded": pu.refunded as f64 / MONEY_SCALE,
         },
+        "segments": render_segments(p, segs),
         "consent": {},
         "accounts": p.accounts().iter().map(|a| json!({
             "id": &*a.id,

@@ -80,6 +80,121 @@ pub struct Config {
     pub identity: IdentitySection,
     /// Profile processing.
     pub profiles: ProfilesSection,
+    /// Segments defined here (`[[segments]]`).
+    pub segments: Vec<SegmentConfig>,
+    /// The built-in lifecycle and behaviour segments (`[lifecycle]`).
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[[segments]]`: a segment in the rule language.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    /// Unique name.
+    pub name: String,
+    /// The rule, e.g. `count(Order Completed in 90d) >= 2`.
+    pub rule: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `[lifecycle]`: thresholds of the built-in segments. Orders are the `profiles.order_event`
+/// events; money is their `revenue` property.
+///
+/// - **New**: first order within the last `new_days`.
+/// - **Active**: at least `active_orders` orders within the last `active_days`.
+/// - **At-Risk**: a regular buyer (at least `regular_orders` orders ever) with no order in
+///   the last `at_risk_days`, not yet Lost.
+/// - **Lost**: was active (at least `active_orders` orders ever), no order in `lost_days`.
+/// - **VIP**: spent over `vip_spend` within `vip_days` with an average basket over
+///   `vip_average_basket` in that window.
+/// - **Undecided**: viewed a product and added one to the cart within `undecided_days`
+///   but ordered nothing in that time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSection {
+    /// Whether the built-in segments exist.
+    pub enabled: bool,
+    pub new_days: u32,
+    pub active_orders: u32,
+    pub active_days: u32,
+    pub regular_orders: u32,
+    pub at_risk_days: u32,
+    pub lost_days: u32,
+    pub vip_spend: f64,
+    pub vip_average_basket: f64,
+    pub vip_days: u32,
+    pub undecided_days: u32,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            new_days: 30,
+            active_orders: 2,
+            active_days: 90,
+            regular_orders: 3,
+            at_risk_days: 60,
+            lost_days: 180,
+            vip_spend: 10_000.0,
+            vip_average_basket: 500.0,
+            vip_days: 365,
+            undecided_days: 30,
+        }
+    }
+}
+
+impl LifecycleSection {
+    /// The built-in segments as rule texts, for order events named `order`.
+    pub fn rules(&self, order: &str) -> Vec<(String, String)> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let o = format!("{order:?}");
+        let l = self;
+        vec![
+            (
+                "New".into(),
+                format!("first_seen({o}) > {}d ago", l.new_days),
+            ),
+            (
+                "Active".into(),
+                format!("count({o} in {}d) >= {}", l.active_days, l.active_orders),
+            ),
+            (
+                "Lost".into(),
+                format!(
+                    "count({o}) >= {} and no {o} in {}d",
+                    l.active_orders, l.lost_days
+                ),
+            ),
+            (
+                "At-Risk".into(),
+                format!(
+                    "count({o}) >= {} and no {o} in {}d and not segment(\"Lost\")",
+                    l.regular_orders, l.at_risk_days
+                ),
+            ),
+            (
+                "VIP".into(),
+                format!(
+                    "sum({o}.revenue in {d}d) > {} and avg({o}.revenue in {d}d) > {}",
+                    l.vip_spend,
+                    l.vip_average_basket,
+                    d = l.vip_days
+                ),
+            ),
+            (
+                "Undecided".into(),
+                format!(
+                    "\"Product Viewed\" in {d}d and \"Product Added\" in {d}d and no {o} in {d}d",
+                    d = l.undecided_days
+                ),
+            ),
+        ]
+    }
 }
 
 impl Default for Config {
@@ -93,6 +208,8 @@ impl Default for Config {
             sources: Vec::new(),
             identity: IdentitySection::default(),
             profiles: ProfilesSection::default(),
+            segments: Vec::new(),
+            lifecycle: LifecycleSection::default(),
         }
     }
 }
@@ -208,7 +325,23 @@ impl Config {
             order: self.profiles.order_event.clone(),
             refund: self.profiles.refund_event.clone(),
         };
+        c.segments = self
+            .segment_rules()
+            .into_iter()
+            .filter_map(|(n, r)| Some((n, niyet_rules::parse(&r).ok()?)))
+            .collect();
         c
+    }
+
+    /// Every segment in the file, built-ins first, as (name, rule text).
+    pub fn segment_rules(&self) -> Vec<(String, String)> {
+        let mut v = self.lifecycle.rules(&self.profiles.order_event);
+        v.extend(
+            self.segments
+                .iter()
+                .map(|s| (s.name.clone(), s.rule.clone())),
+        );
+        v
     }
 }
 
@@ -370,6 +503,19 @@ impl Config {
                             .map(|e| format!("sources[{i}] ('{}') tracking_plan: {e}", s.name)),
                     ),
                 }
+            }
+        }
+        let defs: Vec<(String, String)> = self.segment_rules();
+        let mut parsed = Vec::new();
+        for (name, text) in &defs {
+            match niyet_rules::parse(text) {
+                Ok(r) => parsed.push((name.clone(), r)),
+                Err(e) => problems.push(format!("segment '{name}': {e}")),
+            }
+        }
+        if parsed.len() == defs.len() {
+            if let Err(e) = niyet_rules::SegmentSet::new(&parsed) {
+                problems.push(e.to_string());
             }
         }
         if niyet_identity::normalize::calling_code(&self.identity.default_country).is_none() {

@@ -195,7 +195,8 @@ impl Server {
             .retention_max_gb
             .map(|g| (g * (1u64 << 30) as f64) as u64);
         let data_dir = cfg.data_dir.clone();
-        let pcfg = cfg.pipeline();
+        let mut pcfg = cfg.pipeline();
+        pcfg.clock = niyet_pipeline::SharedClock(clock.clone());
         let (log, qlog, pipeline) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
             let mut qc = LogConfig::new(data_dir.join("quarantine"));

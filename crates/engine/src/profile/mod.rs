@@ -224,6 +224,10 @@ pub struct Update {
     pub refund: Option<i64>,
     /// `group`: account id and its traits.
     pub account: Option<(Box<str>, TraitValues)>,
+    /// Processing time: when the log received the event.
+    pub now_ms: i64,
+    /// What segment features read of the event (none when no feature reads its name).
+    pub seg: Option<Box<crate::segments::SegEvent>>,
 }
 
 /// Names of the commerce events that feed the purchase summary.
@@ -306,6 +310,8 @@ impl Update {
             order,
             refund,
             account,
+            now_ms: v.time_ms,
+            seg: None,
         })
     }
 }
@@ -329,6 +335,8 @@ pub struct Profile {
     pub purchases: Purchases,
     /// Accounts (B2B); boxed because most shop customers have none.
     pub accounts: Option<Box<Vec<Account>>>,
+    /// Segment features and memberships (kept by the partition owner).
+    pub segments: Option<Box<crate::segments::SegState>>,
 }
 
 /// Marks a device class in [`Profile::seen`].

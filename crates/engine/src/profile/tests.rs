@@ -26,6 +26,8 @@ fn update(
         refund: None,
         account: (name == 0)
             .then(|| (format!("g{val}").into(), vec![(Sym(trait_key), "1".into())])),
+        now_ms: time,
+        seg: None,
     }
 }
 

@@ -1,0 +1,224 @@
+//! Segments on profiles: the glue between profile state and [`niyet_rules`].
+//!
+//! The router prepares, for each event that some segment feature reads, a [`SegEvent`]
+//! holding its name and only the properties features read. The partition owner folds it
+//! into the profile's [`SegState`] (features and memberships, see
+//! [`niyet_rules::SegmentSet`]) and keeps the profile's next timer.
+
+use crate::extract::{EventView, Kind};
+use crate::profile::Profile;
+use crate::symbols::{Sym, Symbols};
+use niyet_rules::value::{Props, Traits, Value};
+use niyet_rules::{Change, Membership, Rule, SegmentSet};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Segment changes kept per profile (the newest).
+pub const HISTORY: usize = 32;
+
+/// A property value owned by an update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PropValue {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(Box<str>),
+}
+
+/// The part of an event segment features read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegEvent {
+    /// `Order Completed`, `Page Viewed`, `Screen Viewed`, `Identify`, `Group`, `Alias`.
+    pub name: Box<str>,
+    /// Property paths features read, with their values.
+    pub props: Vec<(Box<str>, PropValue)>,
+}
+
+impl Props for SegEvent {
+    fn prop(&self, path: &str) -> Value<'_> {
+        match self.props.iter().find(|p| &*p.0 == path).map(|p| &p.1) {
+            Some(PropValue::Bool(b)) => Value::Bool(*b),
+            Some(PropValue::Num(n)) => Value::Num(*n),
+            Some(PropValue::Str(s)) => Value::Str(Cow::Borrowed(s)),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Reads a JSON value as a rule value (objects and arrays are null).
+pub fn json_value(raw: &str) -> Value<'static> {
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Bool(b)) => Value::Bool(b),
+        Ok(serde_json::Value::Number(n)) => n.as_f64().map_or(Value::Null, Value::Num),
+        Ok(serde_json::Value::String(s)) => Value::Str(Cow::Owned(s)),
+        _ => Value::Null,
+    }
+}
+
+fn owned(v: Value<'_>) -> PropValue {
+    match v {
+        Value::Null => PropValue::Null,
+        Value::Bool(b) => PropValue::Bool(b),
+        Value::Num(n) => PropValue::Num(n),
+        Value::Str(s) => PropValue::Str(s.into()),
+    }
+}
+
+/// Finds a dotted path in a JSON object.
+fn lookup<'a>(mut raw: &'a RawValue, path: &str) -> Option<&'a RawValue> {
+    for part in path.split('.') {
+        let obj: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(raw.get()).ok()?;
+        raw = obj.get(part)?;
+    }
+    Some(raw)
+}
+
+/// The name segments know an event by: the track event's name, `Page Viewed`,
+/// `Screen Viewed`, or the call type capitalised (`Identify`, `Group`, `Alias`).
+pub fn event_name<'a>(v: &'a EventView<'_>) -> Option<Cow<'a, str>> {
+    Some(match v.kind {
+        Kind::Track => Cow::Borrowed(v.name.as_deref()?),
+        Kind::Page => Cow::Borrowed("Page Viewed"),
+        Kind::Screen => Cow::Borrowed("Screen Viewed"),
+        Kind::Identify => Cow::Borrowed("Identify"),
+        Kind::Group => Cow::Borrowed("Group"),
+        Kind::Alias => Cow::Borrowed("Alias"),
+        Kind::Control | Kind::Other => return None,
+    })
+}
+
+/// The segment event of a stored event, if any segment feature reads events of its name.
+/// For pages and screens, `name`, `path`, `url`, `title`, `referrer` and `search` also
+/// come from `context.page` when `properties` lacks them.
+pub fn seg_event(set: &SegmentSet, v: &EventView<'_>) -> Option<Box<SegEvent>> {
+    let name = event_name(v)?;
+    if set.catalog().for_event(&name).next().is_none() {
+        return None;
+    }
+    let mut props = Vec::new();
+    for path in set.props_for(&name) {
+        let raw = v.properties.and_then(|p| lookup(p, path));
+        let val = match raw {
+            Some(r) => json_value(r.get()),
+            None if v.kind == Kind::Page || v.kind == Kind::Screen => match path {
+                "name" => v
+                    .name
+                    .as_deref()
+                    .map_or(Value::Null, |n| Value::Str(Cow::Owned(n.to_string()))),
+                "path" | "url" | "title" | "referrer" | "search" => v
+                    .context
+                    .page
+                    .and_then(|p| lookup(p, path))
+                    .map_or(Value::Null, |r| json_value(r.get())),
+                _ => Value::Null,
+            },
+            None => Value::Null,
+        };
+        if val != Value::Null {
+            props.push((Box::from(path), owned(val)));
+        }
+    }
+    Some(Box::new(SegEvent {
+        name: name.into(),
+        props,
+    }))
+}
+
+/// Segments with their trait names interned.
+pub struct Segments {
+    pub set: SegmentSet,
+    traits: HashMap<String, Sym>,
+}
+
+impl Segments {
+    /// Compiles definitions and interns the trait names they read.
+    pub fn new(defs: &[(String, Rule)], syms: &mut Symbols) -> Result<Self, niyet_rules::SetError> {
+        let set = SegmentSet::new(defs)?;
+        Ok(Self::with_set(set, syms))
+    }
+
+    /// Wraps a compiled set, interning the trait names it reads.
+    pub fn with_set(set: SegmentSet, syms: &mut Symbols) -> Self {
+        let mut traits = HashMap::new();
+        let mut names: Vec<String> = ["birthday", "birth_year", "birthYear", "age"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for i in 0..set.len() {
+            trait_names(set.rule(i), &mut names);
+        }
+        for n in names {
+            let top = n.split('.').next().unwrap_or(&n).to_string();
+            let s = syms.intern(&top);
+            traits.insert(top, s);
+        }
+        Self { set, traits }
+    }
+
+    /// The profile's traits as rules read them.
+    pub fn traits<'a>(&'a self, p: &'a Profile) -> ProfileTraits<'a> {
+        ProfileTraits { seg: self, p }
+    }
+}
+
+fn trait_names(r: &Rule, out: &mut Vec<String>) {
+    match r {
+        Rule::And(rs) | Rule::Or(rs) => rs.iter().for_each(|r| trait_names(r, out)),
+        Rule::Not(r) => trait_names(r, out),
+        Rule::Trait(t) => out.push(t.name.clone()),
+        _ => {}
+    }
+}
+
+/// A profile's traits seen through [`Traits`].
+pub struct ProfileTraits<'a> {
+    seg: &'a Segments,
+    p: &'a Profile,
+}
+
+impl Traits for ProfileTraits<'_> {
+    fn get(&self, path: &str) -> Value<'_> {
+        let mut parts = path.splitn(2, '.');
+        let top = parts.next().unwrap_or(path);
+        let Some(sym) = self.seg.traits.get(top) else {
+            return Value::Null;
+        };
+        let Some(t) = self.p.traits.get(*sym) else {
+            return Value::Null;
+        };
+        match parts.next() {
+            None => json_value(t.value),
+            Some(rest) => serde_json::from_str::<&RawValue>(t.value)
+                .ok()
+                .and_then(|raw| lookup(raw, rest))
+                .map_or(Value::Null, |r| json_value(r.get())),
+        }
+    }
+}
+
+/// A profile's segment state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegState {
+    pub m: Membership,
+    /// Processing time the memberships are evaluated at.
+    pub at: i64,
+    /// When the next timer is due (`i64::MAX`: none).
+    pub due: i64,
+    /// The newest changes: `(segment index, entered, at)`.
+    pub history: Vec<(u32, bool, i64)>,
+}
+
+impl SegState {
+    /// Records changes in the history.
+    pub fn record(&mut self, changes: &[Change]) {
+        for c in changes {
+            self.history.push((c.segment as u32, c.entered, c.at_ms));
+        }
+        if self.history.len() > HISTORY {
+            let cut = self.history.len() - HISTORY;
+            self.history.drain(..cut);
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Segments over one profile: membership kept current as events arrive and as time
+//! passes, with every change at its exact instant.
+//!
+//! After each event the profile's segments are evaluated again from its features
+//! (cheap: features are already aggregated). Changes by time alone happen only when a
+//! windowed entry expires, a `seen … ago` comparison flips, or an age goes up;
+//! [`SegmentSet::next_change`] gives the earliest such instant, so a caller sets one timer
+//! per profile and never polls.
+
+use crate::ast::{Agg, Rule, TimeTest};
+use crate::compile::{Catalog, CompileError, FeatureId, Pred};
+use crate::feature::{Event, Features};
+use crate::value::{compare, Traits, Value, SCALE};
+
+/// A segment definition could not be accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SetError {
+    #[error("segment `{0}`: {1}")]
+    Compile(String, CompileError),
+    #[error("segment `{0}` is defined twice")]
+    Duplicate(String),
+    #[error("segments refer to each other in a cycle: {0}")]
+    Cycle(String),
+}
+
+struct Seg {
+    name: String,
+    rule: Rule,
+    pred: Pred,
+    /// Reads traits or age.
+    traits: bool,
+    /// Can change by time alone through a `seen … ago` test or an age.
+    clock: bool,
+}
+
+/// A set of compiled segments sharing one feature catalog.
+pub struct SegmentSet {
+    catalog: Catalog,
+    segs: Vec<Seg>,
+    /// Evaluation order: every segment after the segments it refers to.
+    order: Vec<usize>,
+    /// Position of each segment in `order`.
+    rank: Vec<usize>,
+    /// Segments reading each feature.
+    by_feature: Vec<Vec<usize>>,
+    /// Segments referring to each segment.
+    dependents: Vec<Vec<usize>>,
+}
+
+/// Per-profile state: features and current memberships.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Membership {
+    pub features: Features,
+    /// `(segment index, entered at)`, sorted by index.
+    pub member: Vec<(u32, i64)>,
+}
+
+/// How profile state carries over to a redefined [`SegmentSet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redefined {
+    /// For each old feature, its id in the new catalog (`None`: no longer used).
+    pub features: Vec<Option<FeatureId>>,
+    /// Features of the new catalog that nothing held before: fill them from history.
+    pub new_features: Vec<FeatureId>,
+    /// For each old segment, its index in the new set if its definition is unchanged
+    /// (edited and deleted segments start over).
+    pub segments: Vec<Option<usize>>,
+}
+
+/// A profile entered or left a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub segment: usize,
+    pub entered: bool,
+    pub at_ms: i64,
+}
+
+impl Membership {
+    /// Whether the profile is in segment `i`.
+    pub fn is_member(&self, i: usize) -> bool {
+        self.member
+            .binary_search_by_key(&(i as u32), |m| m.0)
+            .is_ok()
+    }
+
+    fn set(&mut self, i: usize, on: bool, at: i64) -> bool {
+        match (self.member.binary_search_by_key(&(i as u32), |m| m.0), on) {
+            (Err(p), true) => self.member.insert(p, (i as u32, at)),
+            (Ok(p), false) => {
+                self.member.remove(p);
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+fn time_test(x: Option<i64>, t: &TimeTest, now: i64) -> bool {
+    match (t, x) {
+        (TimeTest::IsNull, x) => x.is_none(),
+        (TimeTest::IsNotNull, x) => x.is_some(),
+        (TimeTest::Ago(c, d), Some(x)) => c.holds(x.cmp(&now.saturating_sub(d.0))),
+        (TimeTest::Ago(..), None) => false,
+    }
+}
+
+impl SegmentSet {
+    /// Compiles named rules. Rules may refer to each other by name (`segment("VIP")`) as
+    /// long as there is no cycle.
+    pub fn new(defs: &[(String, Rule)]) -> Result<Self, SetError> {
+        let names: Vec<&str> = defs.iter().map(|d| d.0.as_str()).collect();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return Err(SetError::Duplicate(n.to_string()));
+            }
+        }
+        let mut catalog = Catalog::default();
+        let mut segs = Vec::with_capacity(defs.len());
+        for (name, rule) in defs {
+            let pred = catalog
+                .compile(rule, &|n| names.iter().position(|x| *x == n))
+                .map_err(|e| SetError::Compile(name.clone(), e))?;
+            let (mut traits, mut clock) = (false, false);
+            pred.walk(&mut |p| match p {
+                Pred::Trait { .. } => traits = true,
+                Pred::Age(_) => (traits, clock) = (true, true),
+                Pred::Seen {
+                    test: TimeTest::Ago(..),
+                    ..
+                } => clock = true,
+                _ => {}
+            });
+            segs.push(Seg {
+                name: name.clone(),
+                rule: rule.clone(),
+                pred,
+                traits,
+                clock,
+            });
+        }
+        let order = Self::order(&segs)?;
+        let mut rank = vec![0; segs.len()];
+        for (k, i) in order.iter().enumerate() {
+            rank[*i] = k;
+        }
+        let mut by_feature = vec![Vec::new(); catalog.defs().len()];
+        let mut dependents = vec![Vec::new(); segs.len()];
+        for (i, s) in segs.iter().enumerate() {
+            let mut fs = Vec::new();
+            s.pred.features(&mut fs);
+            fs.sort_unstable();
+            fs.dedup();
+            fs.into_iter().for_each(|f| by_feature[f as usize].push(i));
+            let mut ds = Vec::new();
+            s.pred.segments(&mut ds);
+            ds.sort_unstable();
+            ds.dedup();
+            ds.into_iter().for_each(|d| dependents[d].push(i));
+        }
+        Ok(Self {
+            catalog,
+            segs,
+            order,
+            rank,
+            by_feature,
+            dependents,
+        })
+    }
+
+    /// The set with new definitions, and how to carry profiles over to it: see
+    /// [`Redefined`].
+    pub fn redefine(&self, defs: &[(String, Rule)]) -> Result<(Self, Redefined), SetError> {
+        let next = Self::new(defs)?;
+        let key = |d: &crate::compile::FeatureDef| format!("{d:?}");
+        let features: Vec<Option<FeatureId>> = self
+            .catalog
+            .defs()
+            .iter()
+            .map(|d| {
+                let k = key(d);
+                next.catalog
+                    .defs()
+                    .iter()
+                    .position(|n| key(n) == k)
+                    .map(|p| p as FeatureId)
+            })
+            .collect();
+        let new_features = (0..next.catalog.defs().len() as FeatureId)
+            .filter(|id| !features.contains(&Some(*id)))
+            .collect();
+        let segments = self
+            .segs
+            .iter()
+            .map(|s| {
+                next.segs
+                    .iter()
+                    .position(|n| n.name == s.name && n.rule == s.rule)
+            })
+            .collect();
+        Ok((
+            next,
+            Redefined {
+                features,
+                new_features,
+                segments,
+            },
+        ))
+    }
+
+    fn order(segs: &[Seg]) -> Result<Vec<usize>, SetError> {
+        // Depth-first topological sort; 0 = new, 1 = on the stack, 2 = done.
+        fn visit(
+            i: usize,
+            segs: &[Seg],
+            mark: &mut [u8],
+            out: &mut Vec<usize>,
+            path: &mut Vec<usize>,
+        ) -> Result<(), SetError> {
+            match mark[i] {
+                2 => return Ok(()),
+                1 => {
+                    let from = path.iter().position(|p| *p == i).unwrap_or(0);
+                    let mut names: Vec<&str> = path[from..]
+                        .iter()
+                        .map(|p| segs[*p].name.as_str())
+                        .collect();
+                    names.push(&segs[i].name);
+                    return Err(SetError::Cycle(names.join(" → ")));
+                }
+                _ => {}
+            }
+            mark[i] = 1;
+            path.push(i);
+            let mut deps = Vec::new();
+            segs[i].pred.segments(&mut deps);
+            for d in deps {
+                visit(d, segs, mark, out, path)?;
+            }
+            path.pop();
+            mark[i] = 2;
+            out.push(i);
+            Ok(())
+        }
+        let mut mark = vec![0u8; segs.len()];
+        let mut out = Vec::with_capacity(segs.len());
+        for i in 0..segs.len() {
+            visit(i, segs, &mut mark, &mut out, &mut Vec::new())?;
+        }
+        Ok(out)
+    }
+
+    /// The shared feature catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Whether there are no segments.
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// Segment `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.segs[i].name
+    }
+
+    /// Segment `i`'s rule.
+    pub fn rule(&self, i: usize) -> &Rule {
+        &self.segs[i].rule
+    }
+
+    /// The index of the segment named `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.segs.iter().position(|s| s.name == name)
+    }
+
+    /// Property paths of events named `name` that some feature reads (what an event must
+    /// carry into [`Event::props`]).
+    pub fn props_for(&self, name: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for f in self.catalog.for_event(name) {
+            let d = &self.catalog.defs()[f as usize];
+            d.paths(&mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn holds(&self, p: &Pred, st: &Membership, traits: &dyn Traits, now: i64) -> bool {
+        let cat = &self.catalog;
+        match p {
+            Pred::And(ps) => ps.iter().all(|p| self.holds(p, st, traits, now)),
+            Pred::Or(ps) => ps.iter().any(|p| self.holds(p, st, traits, now)),
+            Pred::Not(p) => !self.holds(p, st, traits, now),
+            Pred::Agg { f, agg, cmp, value } => {
+                let v = if *agg == Agg::Distinct {
+                    Some(st.features.distinct(cat, *f, now) as f64)
+                } else {
+                    aggregate(*agg, st.features.stats(cat, *f, now))
+                };
+                v.is_some_and(|v| compare(v, *cmp, *value))
+            }
+            Pred::Has(f) => st.features.stats(cat, *f, now).n > 0,
+            Pred::No(f) => st.features.stats(cat, *f, now).n == 0,
+            Pred::Seq(f) => st.features.sequence(cat, *f, now),
+            Pred::Seen { f, last, test } => {
+                let x = st.features.seen(*f).map(|(a, b)| if *last { b } else { a });
+                time_test(x, test, now)
+            }
+            Pred::Trait { name, test } => traits.get(name).passes(test),
+            Pred::Age(test) => {
+                let a =
+                    crate::age::age(traits, now).map_or(Value::Null, |a| Value::Num(a.0 as f64));
+                a.passes(test)
+            }
+            Pred::Segment(i) => st.is_member(*i),
+        }
+    }
+
+    /// Evaluates segments at `now` (all of them, or those marked dirty and the segments
+    /// that refer to a changed one) and records the changes.
+    fn evaluate(
+        &self,
+        st: &mut Membership,
+        traits: &dyn Traits,
+        now: i64,
+        dirty: Option<Vec<bool>>,
+        out: &mut Vec<Change>,
+    ) {
+        let mut dirty = dirty;
+        for k in 0..self.order.len() {
+            let i = self.order[k];
+            if dirty.as_ref().is_some_and(|d| !d[k]) {
+                continue;
+            }
+            let on = self.holds(&self.segs[i].pred, st, traits, now);
+            if st.set(i, on, now) {
+                out.push(Change {
+                    segment: i,
+                    entered: on,
+                    at_ms: now,
+                });
+                if let Some(d) = dirty.as_mut() {
+                    self.dependents[i]
+                        .iter()
+                        .for_each(|j| d[self.rank[*j]] = true);
+                }
+            }
+        }
+    }
+
+    /// The segments an event named `name` can change directly (by rank), plus those
+    /// reading traits when `traits_changed`.
+    fn dirty_for(&self, name: &str, traits_changed: bool) -> Option<Vec<bool>> {
+        let mut d = vec![false; self.order.len()];
+        let mut any = false;
+        for f in self.catalog.for_event(name) {
+            for s in &self.by_feature[f as usize] {
+                d[self.rank[*s]] = true;
+                any = true;
+            }
+        }
+        if traits_changed {
+            for (i, s) in self.segs.iter().enumerate() {
+                if s.traits {
+                    d[self.rank[i]] = true;
+                    any = true;
+                }
+            }
+        }
+        any.then_some(d)
+    }
+
+    /// An event arrived at `now`; `traits_changed` says whether it changed the profile's
+    /// traits (already applied). Changes due by time before `now` must have been taken
+    /// with [`Self::advance`] first.
+    pub fn on_event(
+        &self,
+        st: &mut Membership,
+        ev: &Event<'_>,
+        traits: &dyn Traits,
+        traits_changed: bool,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) {
+        st.features.observe(&self.catalog, ev, now);
+        if let Some(d) = self.dirty_for(ev.name, traits_changed) {
+            self.evaluate(st, traits, now, Some(d), out);
+        }
+    }
+
+    /// The profile's traits changed with no event any feature reads: evaluate the
+    /// segments that read traits (and those that refer to them).
+    pub fn on_traits(
+        &self,
+        st: &mut Membership,
+        traits: &dyn Traits,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) {
+        if let Some(d) = self.dirty_for("", true) {
+            self.evaluate(st, traits, now, Some(d), out);
+        }
+    }
+
+    /// A new profile state after a redefinition: features remapped; new features must
+    /// then be filled by [`Features::observe_only`] from history before
+    /// [`Self::refresh`] evaluates everything.
+    pub fn carry_over(&self, st: &mut Membership, r: &Redefined) {
+        st.features.remap(&r.features);
+        let mut member: Vec<(u32, i64)> = st
+            .member
+            .iter()
+            .filter_map(|(i, at)| {
+                Some((r.segments.get(*i as usize).copied().flatten()? as u32, *at))
+            })
+            .collect();
+        member.sort_unstable();
+        st.member = member;
+    }
+
+    /// Another profile was merged into this one at `now`.
+    pub fn on_merge(
+        &self,
+        st: &mut Membership,
+        other: &Membership,
+        traits: &dyn Traits,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) {
+        st.features.absorb(&self.catalog, &other.features, now);
+        self.evaluate(st, traits, now, None, out);
+    }
+
+    /// Something other than an event changed the profile (traits set by an admin, a new
+    /// segment definition): evaluate at `now`.
+    pub fn refresh(
+        &self,
+        st: &mut Membership,
+        traits: &dyn Traits,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) {
+        self.evaluate(st, traits, now, None, out);
+    }
+
+    /// Time passed from `from` to `to`: every change on the way, each at its instant.
+    pub fn advance(
+        &self,
+        st: &mut Membership,
+        traits: &dyn Traits,
+        from: i64,
+        to: i64,
+        out: &mut Vec<Change>,
+    ) {
+        let mut now = from;
+        while let Some(t) = self.next_change(st, traits, now).filter(|t| *t <= to) {
+            self.evaluate(st, traits, t, None, out);
+            now = t;
+        }
+        st.features.prune(&self.catalog, to);
+    }
+
+    /// The earliest instant after `now` at which a membership can change with no new
+    /// event; `None` when only an event can change it.
+    pub fn next_change(&self, st: &Membership, traits: &dyn Traits, now: i64) -> Option<i64> {
+        let mut best: Option<i64> = None;
+        let mut consider = |t: i64| {
+            if t > now {
+                best = Some(best.map_or(t, |b| b.min(t)));
+            }
+        };
+        if let Some(t) = st.features.next_expiry(&self.catalog, now) {
+            consider(t);
+        }
+        for s in self.segs.iter().filter(|s| s.clock) {
+            self.time_points(&s.pred, st, traits, now, &mut consider);
+        }
+        best
+    }
+
+    fn time_points(
+        &self,
+        p: &Pred,
+        st: &Membership,
+        traits: &dyn Traits,
+        now: i64,
+        f: &mut dyn FnMut(i64),
+    ) {
+        match p {
+            Pred::And(ps) | Pred::Or(ps) => ps
+                .iter()
+                .for_each(|p| self.time_points(p, st, traits, now, f)),
+            Pred::Not(p) => self.time_points(p, st, traits, now, f),
+            Pred::Seen {
+                f: id,
+                last,
+                test: TimeTest::Ago(_, d),
+            } => {
+                if let Some((a, b)) = st.features.seen(*id) {
+                    let x = if *last { b } else { a };
+                    // `x cmp now - d` can flip when now reaches x + d or just after it.
+                    f(x.saturating_add(d.0));
+                    f(x.saturating_add(d.0).saturating_add(1));
+                }
+            }
+            Pred::Age(_) => {
+                if let Some((_, Some(t))) = crate::age::age(traits, now) {
+                    f(t);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The value of an aggregate over count/numeric stats; `None` for the average, minimum
+/// or maximum of nothing.
+pub fn aggregate(agg: Agg, s: crate::feature::Stats) -> Option<f64> {
+    let scaled = |x: i128| x as f64 / SCALE;
+    match agg {
+        Agg::Count => Some(s.n as f64),
+        Agg::Sum => Some(scaled(s.sum)),
+        Agg::Avg => (s.n > 0).then(|| scaled(s.sum) / s.n as f64),
+        Agg::Min => (s.n > 0).then(|| scaled(i128::from(s.min))),
+        Agg::Max => (s.n > 0).then(|| scaled(i128::from(s.max))),
+        Agg::Distinct => None,
+    }
+}

@@ -1,0 +1,462 @@
+//! Per-profile feature state, updated one event at a time.
+//!
+//! Windowed features keep each event's time (events at the same time are kept together),
+//! so a value drops out at the exact millisecond its event leaves the window: an event at
+//! time `t` is inside a window `D` at `now` while `t > now - D`. All-time features keep
+//! only totals. Entries older than the window are dropped as time passes.
+
+use crate::compile::{Catalog, FeatureDef, FeatureId, FeatureKind};
+use crate::value::{matches, Props};
+use serde::{Deserialize, Serialize};
+
+/// An event as features see it.
+pub struct Event<'a> {
+    /// Unique per event (the log offset); tells two events at the same time apart.
+    pub id: u64,
+    pub name: &'a str,
+    pub time_ms: i64,
+    pub props: &'a dyn Props,
+}
+
+/// State of one feature for one profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Times of the events in the window (sorted), or the all-time count.
+    Count(Timed<()>),
+    /// Times and values (1/10,000 units) in the window, or all-time totals.
+    Numeric(Timed<i64>),
+    /// Each distinct value with the latest time it was seen (sorted by value).
+    Distinct(Vec<(Box<str>, i64)>),
+    /// First and last time.
+    Seen { first: i64, last: i64 },
+    /// A sequence: done for good (all time), or the candidate steps so far.
+    Seq(SeqState),
+}
+
+/// Windowed entries (sorted by time) or all-time totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timed<T> {
+    Window(Vec<(i64, T)>),
+    Total(Totals),
+}
+
+/// All-time totals of a count or numeric feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub n: u64,
+    pub sum: i128,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Totals {
+    fn add(&mut self, v: i64) {
+        if self.n == 0 {
+            (self.min, self.max) = (v, v);
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        self.n += 1;
+        self.sum += i128::from(v);
+    }
+
+    fn absorb(&mut self, o: &Totals) {
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *o;
+            return;
+        }
+        self.n += o.n;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// Candidate steps of a sequence: first steps and second steps, `(time, event id)`,
+/// sorted. `Done` once an all-time sequence has happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeqState {
+    Steps {
+        first: Vec<(i64, u64)>,
+        then: Vec<(i64, u64)>,
+    },
+    Done,
+}
+
+/// All features of one profile, sorted by id; features never touched are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Features {
+    states: Vec<(FeatureId, State)>,
+}
+
+fn inside(t: i64, window: Option<i64>, now: i64) -> bool {
+    window.is_none_or(|d| t > now.saturating_sub(d))
+}
+
+fn insert_sorted<T: Ord>(v: &mut Vec<T>, x: T) {
+    let i = v.partition_point(|y| *y <= x);
+    v.insert(i, x);
+}
+
+fn new_state(def: &FeatureDef) -> State {
+    fn timed<T>(window: Option<i64>) -> Timed<T> {
+        match window {
+            Some(_) => Timed::Window(Vec::new()),
+            None => Timed::Total(Totals::default()),
+        }
+    }
+    match &def.kind {
+        FeatureKind::Count => State::Count(timed(def.window)),
+        FeatureKind::Numeric(_) => State::Numeric(timed(def.window)),
+        FeatureKind::Distinct(_) => State::Distinct(Vec::new()),
+        FeatureKind::Seen => State::Seen {
+            first: i64::MAX,
+            last: i64::MIN,
+        },
+        FeatureKind::Sequence { .. } => State::Seq(SeqState::Steps {
+            first: Vec::new(),
+            then: Vec::new(),
+        }),
+    }
+}
+
+/// Whether a sequence holds: a first step, then a different second step no earlier and at
+/// most `within` later, with the first step inside the window.
+fn seq_holds(
+    first: &[(i64, u64)],
+    then: &[(i64, u64)],
+    within: i64,
+    window: Option<i64>,
+    now: i64,
+) -> bool {
+    first
+        .iter()
+        .rev()
+        .filter(|a| inside(a.0, window, now))
+        .any(|a| {
+            let from = then.partition_point(|b| b.0 < a.0);
+            then[from..]
+                .iter()
+                .take_while(|b| b.0 <= a.0.saturating_add(within))
+                .any(|b| b.1 != a.1)
+        })
+}
+
+impl State {
+    fn prune(&mut self, window: Option<i64>, now: i64) {
+        let Some(d) = window else { return };
+        let cut = now.saturating_sub(d);
+        match self {
+            State::Count(Timed::Window(v)) => v.retain(|e| e.0 > cut),
+            State::Numeric(Timed::Window(v)) => v.retain(|e| e.0 > cut),
+            State::Distinct(v) => v.retain(|e| e.1 > cut),
+            State::Seq(SeqState::Steps { first, then }) => {
+                first.retain(|e| e.0 > cut);
+                then.retain(|e| e.0 > cut);
+            }
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            State::Count(Timed::Window(v)) => v.is_empty(),
+            State::Numeric(Timed::Window(v)) => v.is_empty(),
+            State::Distinct(v) => v.is_empty(),
+            State::Seq(SeqState::Steps { first, then }) => first.is_empty() && then.is_empty(),
+            _ => false,
+        }
+    }
+
+    fn observe(&mut self, def: &FeatureDef, ev: &Event<'_>, now: i64) {
+        let hit = matches(&def.event, ev.name, ev.props);
+        let t = ev.time_ms;
+        match (self, &def.kind) {
+            (State::Count(c), _) if hit && inside(t, def.window, now) => match c {
+                Timed::Window(v) => insert_sorted(v, (t, ())),
+                Timed::Total(s) => s.n += 1,
+            },
+            (State::Numeric(c), FeatureKind::Numeric(p)) if hit && inside(t, def.window, now) => {
+                if let Some(x) = ev.props.prop(p).scaled() {
+                    match c {
+                        Timed::Window(v) => insert_sorted(v, (t, x)),
+                        Timed::Total(s) => s.add(x),
+                    }
+                }
+            }
+            (State::Distinct(v), FeatureKind::Distinct(p)) if hit && inside(t, def.window, now) => {
+                if let Some(k) = ev.props.prop(p).distinct_key() {
+                    match v.binary_search_by(|e| e.0.as_ref().cmp(k.as_str())) {
+                        Ok(i) => v[i].1 = v[i].1.max(t),
+                        Err(i) => v.insert(i, (k.into_boxed_str(), t)),
+                    }
+                }
+            }
+            (State::Seen { first, last }, _) if hit => {
+                *first = (*first).min(t);
+                *last = (*last).max(t);
+            }
+            (State::Seq(s), FeatureKind::Sequence { then: m2, within }) => {
+                let SeqState::Steps { first, then } = s else {
+                    return;
+                };
+                if !inside(t, def.window, now) {
+                    return;
+                }
+                if hit {
+                    insert_sorted(first, (t, ev.id));
+                }
+                if matches(m2, ev.name, ev.props) {
+                    insert_sorted(then, (t, ev.id));
+                }
+                if def.window.is_none() && seq_holds(first, then, *within, None, now) {
+                    *s = SeqState::Done;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn absorb(&mut self, def: &FeatureDef, o: &State, now: i64) {
+        fn merge<T: Ord + Clone>(a: &mut Vec<T>, b: &[T]) {
+            a.extend_from_slice(b);
+            a.sort();
+        }
+        match (self, o) {
+            (State::Count(Timed::Window(a)), State::Count(Timed::Window(b))) => merge(a, b),
+            (State::Count(Timed::Total(a)), State::Count(Timed::Total(b))) => a.n += b.n,
+            (State::Numeric(Timed::Window(a)), State::Numeric(Timed::Window(b))) => merge(a, b),
+            (State::Numeric(Timed::Total(a)), State::Numeric(Timed::Total(b))) => a.absorb(b),
+            (State::Distinct(a), State::Distinct(b)) => {
+                for (k, t) in b {
+                    match a.binary_search_by(|e| e.0.cmp(k)) {
+                        Ok(i) => a[i].1 = a[i].1.max(*t),
+                        Err(i) => a.insert(i, (k.clone(), *t)),
+                    }
+                }
+            }
+            (
+                State::Seen { first, last },
+                State::Seen {
+                    first: f2,
+                    last: l2,
+                },
+            ) => {
+                *first = (*first).min(*f2);
+                *last = (*last).max(*l2);
+            }
+            (State::Seq(a), State::Seq(b)) => match (&mut *a, b) {
+                (SeqState::Done, _) => {}
+                (_, SeqState::Done) => *a = SeqState::Done,
+                (
+                    SeqState::Steps { first, then },
+                    SeqState::Steps {
+                        first: f2,
+                        then: t2,
+                    },
+                ) => {
+                    merge(first, f2);
+                    merge(then, t2);
+                    if let FeatureKind::Sequence { within, .. } = def.kind {
+                        if def.window.is_none() && seq_holds(first, then, within, None, now) {
+                            *a = SeqState::Done;
+                        }
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// The earliest time after `now` at which an entry leaves the window.
+    fn next_expiry(&self, window: Option<i64>, now: i64) -> Option<i64> {
+        let d = window?;
+        let first_after = |times: &mut dyn Iterator<Item = i64>| {
+            times
+                .map(|t| t.saturating_add(d))
+                .filter(|x| *x > now)
+                .min()
+        };
+        match self {
+            State::Count(Timed::Window(v)) => first_after(&mut v.iter().map(|e| e.0)),
+            State::Numeric(Timed::Window(v)) => first_after(&mut v.iter().map(|e| e.0)),
+            State::Distinct(v) => first_after(&mut v.iter().map(|e| e.1)),
+            State::Seq(SeqState::Steps { first, .. }) => {
+                first_after(&mut first.iter().map(|e| e.0))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Aggregate values of a count or numeric feature at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Events counted (with a numeric value, for a numeric feature).
+    pub n: u64,
+    /// Sum in 1/10,000 units.
+    pub sum: i128,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Features {
+    fn get(&self, id: FeatureId) -> Option<&State> {
+        self.states
+            .binary_search_by_key(&id, |e| e.0)
+            .ok()
+            .map(|i| &self.states[i].1)
+    }
+
+    fn get_mut(&mut self, cat: &Catalog, id: FeatureId) -> &mut State {
+        let i = match self.states.binary_search_by_key(&id, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.states
+                    .insert(i, (id, new_state(&cat.defs()[id as usize])));
+                i
+            }
+        };
+        &mut self.states[i].1
+    }
+
+    /// Whether no feature holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Updates every feature the event touches. `now` is the current time; an event
+    /// already outside a window is not kept in it.
+    pub fn observe(&mut self, cat: &Catalog, ev: &Event<'_>, now: i64) {
+        for id in cat.for_event(ev.name) {
+            let def = &cat.defs()[id as usize];
+            let s = self.get_mut(cat, id);
+            s.prune(def.window, now);
+            s.observe(def, ev, now);
+            if s.is_empty() {
+                self.remove(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: FeatureId) {
+        if let Ok(i) = self.states.binary_search_by_key(&id, |e| e.0) {
+            self.states.remove(i);
+        }
+    }
+
+    /// Drops entries that have left their windows by `now`.
+    pub fn prune(&mut self, cat: &Catalog, now: i64) {
+        for (id, s) in &mut self.states {
+            s.prune(cat.defs()[*id as usize].window, now);
+        }
+        self.states.retain(|e| !e.1.is_empty());
+    }
+
+    /// Takes in another profile's features (a merge). The result is the same as if every
+    /// event of both had been observed by one.
+    pub fn absorb(&mut self, cat: &Catalog, other: &Features, now: i64) {
+        for (id, s) in &other.states {
+            let def = &cat.defs()[*id as usize];
+            self.get_mut(cat, *id).absorb(def, s, now);
+        }
+        self.prune(cat, now);
+    }
+
+    /// Count/sum/min/max of a count or numeric feature at `now`.
+    pub fn stats(&self, cat: &Catalog, id: FeatureId, now: i64) -> Stats {
+        let window = cat.defs()[id as usize].window;
+        let mut st = Totals::default();
+        match self.get(id) {
+            Some(State::Count(Timed::Window(v))) => {
+                st.n = v.iter().filter(|e| inside(e.0, window, now)).count() as u64
+            }
+            Some(State::Numeric(Timed::Window(v))) => v
+                .iter()
+                .filter(|e| inside(e.0, window, now))
+                .for_each(|e| st.add(e.1)),
+            Some(State::Count(Timed::Total(t)) | State::Numeric(Timed::Total(t))) => st = *t,
+            _ => {}
+        }
+        Stats {
+            n: st.n,
+            sum: st.sum,
+            min: st.min,
+            max: st.max,
+        }
+    }
+
+    /// Number of distinct values of a distinct feature at `now`.
+    pub fn distinct(&self, cat: &Catalog, id: FeatureId, now: i64) -> u64 {
+        let window = cat.defs()[id as usize].window;
+        match self.get(id) {
+            Some(State::Distinct(v)) => {
+                v.iter().filter(|e| inside(e.1, window, now)).count() as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// First and last time of a seen feature.
+    pub fn seen(&self, id: FeatureId) -> Option<(i64, i64)> {
+        match self.get(id) {
+            Some(State::Seen { first, last }) if *first <= *last => Some((*first, *last)),
+            _ => None,
+        }
+    }
+
+    /// Whether a sequence feature holds at `now`.
+    pub fn sequence(&self, cat: &Catalog, id: FeatureId, now: i64) -> bool {
+        let def = &cat.defs()[id as usize];
+        let FeatureKind::Sequence { within, .. } = def.kind else {
+            return false;
+        };
+        match self.get(id) {
+            Some(State::Seq(SeqState::Done)) => true,
+            Some(State::Seq(SeqState::Steps { first, then })) => {
+                seq_holds(first, then, within, def.window, now)
+            }
+            _ => false,
+        }
+    }
+
+    /// The earliest time after `now` at which a windowed feature loses an entry.
+    pub fn next_expiry(&self, cat: &Catalog, now: i64) -> Option<i64> {
+        self.states
+            .iter()
+            .filter_map(|(id, s)| s.next_expiry(cat.defs()[*id as usize].window, now))
+            .min()
+    }
+
+    /// Renumbers features after the catalog changed: `map[old]` is the new id, or `None`
+    /// for a feature no longer used (its state is dropped).
+    pub fn remap(&mut self, map: &[Option<FeatureId>]) {
+        let mut states: Vec<(FeatureId, State)> = std::mem::take(&mut self.states)
+            .into_iter()
+            .filter_map(|(id, s)| Some((map.get(id as usize).copied().flatten()?, s)))
+            .collect();
+        states.sort_by_key(|e| e.0);
+        self.states = states;
+    }
+
+    /// Observes an event for the listed features only (a backfill of new features).
+    pub fn observe_only(&mut self, cat: &Catalog, ids: &[FeatureId], ev: &Event<'_>, now: i64) {
+        for id in cat.for_event(ev.name).filter(|id| ids.contains(id)) {
+            let def = &cat.defs()[id as usize];
+            let s = self.get_mut(cat, id);
+            s.observe(def, ev, now);
+            if s.is_empty() {
+                self.remove(id);
+            }
+        }
+    }
+
+    /// Ids of the features that hold something.
+    pub fn ids(&self) -> impl Iterator<Item = FeatureId> + '_ {
+        self.states.iter().map(|e| e.0)
+    }
+}
