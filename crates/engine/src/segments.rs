@@ -94,9 +94,7 @@ pub fn event_name<'a>(v: &'a EventView<'_>) -> Option<Cow<'a, str>> {
 /// come from `context.page` when `properties` lacks them.
 pub fn seg_event(set: &SegmentSet, v: &EventView<'_>) -> Option<Box<SegEvent>> {
     let name = event_name(v)?;
-    if set.catalog().for_event(&name).next().is_none() {
-        return None;
-    }
+    set.catalog().for_event(&name).next()?;
     let mut props = Vec::new();
     for path in set.props_for(&name) {
         let raw = v.properties.and_then(|p| lookup(p, path));

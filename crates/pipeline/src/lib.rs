@@ -33,7 +33,7 @@ use niyet_identity::{FastMap, Graph, Ident, ProfileId, Rules};
 use niyet_log::{Log, LogError, NewRecord};
 use niyet_model::Clock;
 use niyet_rules::{Change, Rule};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -175,11 +175,17 @@ enum Op {
     Apply(ProfileId, Update),
     /// Remove a profile and hand it back.
     Take(ProfileId, SyncSender<Option<Box<Profile>>>),
-    /// Absorb a profile (create it if missing), at processing time `i64`.
-    Put(ProfileId, Box<Profile>, i64),
+    /// A profile merged away in another partition, to absorb into this one (create it if
+    /// missing), at processing time `i64`. Always announced by an `Expect` first.
+    Put(ProfileId, Box<Profile>, i64, u64),
+    /// Give back a profile the router took (an un-merge that could not be done).
+    Restore(ProfileId, Box<Profile>, i64),
     /// Merge: remove `from` and send it as a `Put` to the owner of `into`. Absorbing is
     /// order-independent, so events for `into` may be applied before or after it arrives.
-    MoveTo(ProfileId, ProfileId, i64),
+    MoveTo(ProfileId, ProfileId, i64, u64),
+    /// A profile merged in another partition is on its way to this one (as a `Put`):
+    /// hold this profile's later operations until it arrives.
+    Expect(ProfileId, u64),
     /// Processing time moved on with no event: fire the timers due by then.
     Tick(i64),
     /// Progress marker travelling the ring of workers twice (see [`worker`]).
@@ -208,6 +214,8 @@ pub(crate) struct Shared {
     /// Members per segment (by index in the set in force).
     pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
     processed: AtomicU64,
+    /// Processing time each partition's timers have fired up to.
+    reached: Vec<AtomicI64>,
     queued: Vec<AtomicUsize>,
     progress: (Mutex<()>, Condvar),
     stats: Mutex<PipelineStats>,
@@ -298,6 +306,7 @@ impl Pipeline {
             segments: RwLock::new(Arc::new(segments)),
             sizes: RwLock::new(Arc::new(sizes)),
             processed: AtomicU64::new(offset),
+            reached: (0..parts).map(|_| AtomicI64::new(i64::MIN)).collect(),
             queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
             progress: (Mutex::new(()), Condvar::new()),
             stats: Mutex::new(stats),
@@ -333,6 +342,8 @@ impl Pipeline {
                     snapshot_writer: None,
                     outbox: (0..parts).map(|_| Vec::new()).collect(),
                     ticked: i64::MIN,
+                    now: i64::MIN,
+                    merges: 0,
                 };
                 r.run();
                 r.finish_snapshot_write();
@@ -372,6 +383,16 @@ impl Pipeline {
                 .map_err(|_| PipelineError::Stopped)?
                 .0;
         }
+    }
+
+    /// Processing time up to which every partition has fired its segment timers.
+    pub fn time_reached(&self) -> i64 {
+        self.shared
+            .reached
+            .iter()
+            .map(|r| r.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(i64::MIN)
     }
 
     /// Why processing stopped, if it did.
@@ -488,6 +509,11 @@ impl Drop for Pipeline {
 fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     let n = peers.len();
     let mut timers = Timers::default();
+    // Profiles waiting for merged profiles from other partitions: how many, and the
+    // operations held until they arrive.
+    let mut awaiting: niyet_model::hash::FastMap<u64, Awaiting> = Default::default();
+    // Merged profiles that arrived before their `Expect`, in arrival order.
+    let mut early: niyet_model::hash::FastMap<(u64, u64), (Box<Profile>, i64)> = Default::default();
     if let Ok(part) = sh.partitions[idx].read() {
         for (id, p) in part.iter() {
             if let Some(st) = &p.segments {
@@ -510,14 +536,46 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         let mut seg = SegWork {
             segs: &segs,
             sizes: &sizes,
+            reached: &sh.reached[idx],
             timers: &mut timers,
             changes: Vec::new(),
         };
         sh.queued[idx].fetch_sub(ops.len(), Ordering::Relaxed);
-        for o in ops {
+        let mut queue: VecDeque<Op> = ops.into();
+        while let Some(o) = queue.pop_front() {
+            // A profile waiting for a merged profile from another partition takes its
+            // later operations only after that arrives, so each profile sees its
+            // operations in log order whatever the partition count.
+            let subject = match &o {
+                Op::Apply(id, _) | Op::Take(id, _) | Op::Expect(id, _) => Some(id.0),
+                Op::MoveTo(from, into, ..) => {
+                    if sh.partition_of(*into) == idx && awaiting.contains_key(&into.0) {
+                        Some(into.0)
+                    } else {
+                        Some(from.0)
+                    }
+                }
+                _ => None,
+            };
+            if let Some(w) = subject.and_then(|id| awaiting.get_mut(&id)) {
+                // A merge held back under its source holds back its target too.
+                let into_here = match &o {
+                    Op::MoveTo(from, into, _, seq)
+                        if sh.partition_of(*into) == idx && subject == Some(from.0) =>
+                    {
+                        Some((into.0, *seq))
+                    }
+                    _ => None,
+                };
+                w.held.push(o);
+                if let Some((into, seq)) = into_here {
+                    awaiting.entry(into).or_default().expected.push(seq);
+                }
+                continue;
+            }
             match o {
                 Op::Apply(id, u) => {
-                    seg.fire(&mut part, u.now_ms);
+                    seg.fire(&mut part, u.now_ms, &awaiting);
                     let p = part.entry(id.0).or_default();
                     p.apply(&u);
                     seg.event(id.0, p, &u);
@@ -529,23 +587,47 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     }
                     let _ = reply.send(p);
                 }
-                Op::Put(id, p, now) => {
-                    seg.fire(&mut part, now);
-                    seg.put(&mut part, id.0, p, now);
-                }
-                Op::MoveTo(from, into, now) => {
-                    seg.fire(&mut part, now);
-                    if let Some(p) = part.remove(&from.0) {
-                        let to = sh.partition_of(into);
-                        if to == idx {
-                            seg.put(&mut part, into.0, p, now);
-                        } else {
-                            sh.queued[to].fetch_add(1, Ordering::Relaxed);
-                            let _ = peers[to].send(vec![Op::Put(into, p, now)]);
-                        }
+                Op::Restore(id, p, now) => seg.put(&mut part, id.0, p, now),
+                Op::Expect(id, seq) => {
+                    awaiting.entry(id.0).or_default().expected.push(seq);
+                    if let Some((p, now)) = early.remove(&(id.0, seq)) {
+                        queue.push_front(Op::Put(id, p, now, seq));
                     }
                 }
-                Op::Tick(now) => seg.fire(&mut part, now),
+                Op::Put(id, p, now, seq) => {
+                    if !awaiting
+                        .get(&id.0)
+                        .is_some_and(|w| w.expected.contains(&seq))
+                    {
+                        // Arrived before its announcement: it waits for it, so the
+                        // profile's earlier operations come first.
+                        early.insert((id.0, seq), (p, now));
+                        continue;
+                    }
+                    if !p.events.is_empty() || p.segments.is_some() {
+                        seg.put(&mut part, id.0, p, now);
+                    }
+                    arrived(&mut awaiting, &mut queue, id.0, seq);
+                }
+                Op::MoveTo(from, into, now, seq) => {
+                    seg.fire(&mut part, now, &awaiting);
+                    let p = part.remove(&from.0);
+                    let to = sh.partition_of(into);
+                    if to == idx {
+                        if let Some(p) = p {
+                            seg.put(&mut part, into.0, p, now);
+                        }
+                        if awaiting.contains_key(&into.0) {
+                            arrived(&mut awaiting, &mut queue, into.0, seq);
+                        }
+                    } else {
+                        // Always sent: the owner of `into` is waiting for it.
+                        sh.queued[to].fetch_add(1, Ordering::Relaxed);
+                        let p = p.unwrap_or_default();
+                        let _ = peers[to].send(vec![Op::Put(into, p, now, seq)]);
+                    }
+                }
+                Op::Tick(now) => seg.fire(&mut part, now, &awaiting),
                 Op::Mark(off, hops) => {
                     if hops == 0 {
                         sh.processed.store(off, Ordering::Release);
@@ -570,6 +652,35 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     }
 }
 
+/// One awaited merge into `id` is done: when none is left, its held operations go to the
+/// front of the queue, in order.
+fn arrived(
+    awaiting: &mut niyet_model::hash::FastMap<u64, Awaiting>,
+    queue: &mut VecDeque<Op>,
+    id: u64,
+    seq: u64,
+) {
+    let Some(w) = awaiting.get_mut(&id) else {
+        return;
+    };
+    w.expected.retain(|s| *s != seq);
+    if w.expected.is_empty() {
+        let held = awaiting.remove(&id).map(|w| w.held).unwrap_or_default();
+        for op in held.into_iter().rev() {
+            queue.push_front(op);
+        }
+    }
+}
+
+/// A profile in this partition waiting for profiles merged into it elsewhere.
+#[derive(Default)]
+struct Awaiting {
+    /// Merges (by number) announced whose profile has not been absorbed yet.
+    expected: Vec<u64>,
+    /// The profile's later operations, in order.
+    held: Vec<Op>,
+}
+
 /// A partition's timers: `(due, profile)`. Entries whose profile has since been given
 /// another due time are skipped when they come up.
 #[derive(Default)]
@@ -591,6 +702,7 @@ impl Timers {
 struct SegWork<'a> {
     segs: &'a Segments,
     sizes: &'a [AtomicI64],
+    reached: &'a AtomicI64,
     timers: &'a mut Timers,
     changes: Vec<Change>,
 }
@@ -602,12 +714,16 @@ impl SegWork<'_> {
 
     /// Counts the changes into the segment sizes and the profile's history, and sets the
     /// profile's next timer.
-    fn finish(&mut self, id: u64, p: &Profile, st: &mut SegState) {
+    fn count_sizes(&self) {
         for c in &self.changes {
             if let Some(n) = self.sizes.get(c.segment) {
                 n.fetch_add(if c.entered { 1 } else { -1 }, Ordering::Relaxed);
             }
         }
+    }
+
+    fn finish(&mut self, id: u64, p: &Profile, st: &mut SegState) {
+        self.count_sizes();
         st.record(&self.changes);
         self.changes.clear();
         let traits = self.segs.traits(p);
@@ -644,17 +760,28 @@ impl SegWork<'_> {
         st
     }
 
-    /// Fires every timer due by `now`.
-    fn fire(&mut self, part: &mut Partition, now: i64) {
+    /// Fires every timer due by `now`, except for profiles waiting for a merge (they
+    /// catch up when it arrives, in log order).
+    fn fire(
+        &mut self,
+        part: &mut Partition,
+        now: i64,
+        awaiting: &niyet_model::hash::FastMap<u64, Awaiting>,
+    ) {
         if !self.active() || now <= self.timers.now {
             return;
         }
         self.timers.now = now;
+        let mut later = Vec::new();
         while let Some(&(due, id)) = self.timers.due.first() {
             if due > now {
                 break;
             }
             self.timers.due.pop_first();
+            if awaiting.contains_key(&id) {
+                later.push((due, id));
+                continue;
+            }
             let Some(p) = part.get_mut(&id) else {
                 continue;
             };
@@ -667,6 +794,8 @@ impl SegWork<'_> {
             }
             p.segments = Some(st);
         }
+        self.timers.due.extend(later);
+        self.reached.store(now, Ordering::Release);
     }
 
     /// An event was applied to profile `id`.
@@ -726,7 +855,8 @@ impl SegWork<'_> {
             self.advance(&p, &mut st, now);
             st
         });
-        // The absorbed profile's memberships end with it.
+        // The absorbed profile's last changes count; then its memberships end with it.
+        self.count_sizes();
         self.changes.clear();
         if let Some(st) = &theirs {
             for (i, _) in &st.m.member {
@@ -786,6 +916,10 @@ struct Router {
     snapshot_writer: Option<JoinHandle<()>>,
     /// The last processing time sent as a `Tick`.
     ticked: i64,
+    /// Processing time: the latest receive time read from the log.
+    now: i64,
+    /// Merges sent so far (numbers them).
+    merges: u64,
 }
 
 impl Router {
@@ -821,7 +955,11 @@ impl Router {
                 }
             };
             for r in &recs {
-                self.process(r.offset, r.time_ms, &r.payload);
+                // Processing time never goes back, even where the log's receive times
+                // do by a few milliseconds (requests stamped in one order, stored in
+                // another).
+                self.now = self.now.max(r.time_ms);
+                self.process(r.offset, self.now, &r.payload);
                 self.next = r.offset + 1;
             }
             self.since_snapshot += recs.len() as u64;
@@ -850,10 +988,11 @@ impl Router {
             return;
         }
         let t = self.sh.cfg.clock.0.now_ms() - self.sh.cfg.timer_lag_ms;
-        if t <= self.ticked {
+        if t <= self.ticked || t <= self.now {
             return;
         }
         self.ticked = t;
+        self.now = t;
         for i in 0..self.senders.len() {
             self.send_to(i, Op::Tick(t));
         }
@@ -1043,8 +1182,10 @@ impl Router {
         }
         if self.sh.partition_of(from) != self.sh.partition_of(into) {
             self.moved_into.insert(into.0);
+            self.send(into, Op::Expect(into, self.merges));
         }
-        self.send(from, Op::MoveTo(from, into, now_ms));
+        self.send(from, Op::MoveTo(from, into, now_ms, self.merges));
+        self.merges += 1;
     }
 
     fn control(&mut self, offset: u64, view: &extract::EventView<'_>) {
@@ -1110,7 +1251,7 @@ impl Router {
         let start = self.sh.log.stats().start_offset;
         let offsets: Vec<u64> = profile.events.iter().collect();
         if offsets.first().is_some_and(|o| *o < start) {
-            self.send(id, Op::Put(id, profile, view.time_ms));
+            self.send(id, Op::Restore(id, profile, view.time_ms));
             return Err("part of the profile's history is no longer in the log (retention); it cannot be split".into());
         }
         let mut payloads = Vec::with_capacity(offsets.len());
@@ -1118,7 +1259,7 @@ impl Router {
             match self.sh.log.read(*o, 1) {
                 Ok(mut r) if !r.is_empty() => payloads.push((*o, r.remove(0).payload)),
                 _ => {
-                    self.send(id, Op::Put(id, profile, view.time_ms));
+                    self.send(id, Op::Restore(id, profile, view.time_ms));
                     return Err(format!("event {o} could not be read back"));
                 }
             }
@@ -1138,7 +1279,7 @@ impl Router {
                 Ok(plan) => plan,
                 Err(e) => {
                     drop(g);
-                    self.send(id, Op::Put(id, profile, view.time_ms));
+                    self.send(id, Op::Restore(id, profile, view.time_ms));
                     return Err(e.to_string());
                 }
             }

@@ -350,6 +350,19 @@ impl ProfileQuery<'_> {
         .or_else(|| Some(json!({"id": id.to_string(), "segments": [], "history": []})))
     }
 
+    /// Names of the segments in force.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.sh
+            .segments
+            .read()
+            .map(|s| {
+                (0..s.set.len())
+                    .map(|i| s.set.name(i).to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every segment with its rule and current size.
     pub fn segments(&self) -> Value {
         let Ok(segs) = self.sh.segments.read().map(|s| s.clone()) else {

@@ -94,6 +94,29 @@ fn cfg(dir: &Path, partitions: usize, every: u64) -> PipelineConfig {
     let mut c = PipelineConfig::new(dir);
     c.partitions = partitions;
     c.snapshot_every = every;
+    // Segments whose memberships change with events, with traits and by time alone;
+    // the clock stands still, so time moves only with the records' receive times.
+    c.clock = niyet_pipeline::SharedClock(Arc::new(niyet_model::ManualClock::new(0)));
+    c.segments = [
+        ("Active", "count(Order Completed in 2h) >= 2"),
+        (
+            "Big",
+            "sum(Order Completed.revenue in 1d) > 50 and avg(Order Completed.revenue in 1d) > 10",
+        ),
+        (
+            "Browsing",
+            "Product Viewed in 30m and no Order Completed in 30m",
+        ),
+        ("Fresh", "first_seen(Order Completed) > 3h ago"),
+        (
+            "City",
+            "trait.city = \"c1\" or (trait.plan >= 1 and segment(\"Active\"))",
+        ),
+        ("Seq", "Page Viewed then Order Completed within 1h in 6h"),
+    ]
+    .iter()
+    .map(|(n, r)| (n.to_string(), niyet_rules::parse(r).unwrap()))
+    .collect();
     c
 }
 
@@ -111,7 +134,8 @@ fn append(log: &Log, evs: &[(usize, Ev)]) {
     let recs = evs
         .iter()
         .map(|(i, e)| NewRecord {
-            time_ms: 0,
+            // Received in log order, a minute apart; event times are scattered around.
+            time_ms: 1_700_000_000_000 + *i as i64 * 60_000 + 120 * 60_000,
             key: 0,
             payload: stored(*i, e),
         })

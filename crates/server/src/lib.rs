@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod profiles;
 pub mod quarantine;
+mod segments;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -99,6 +100,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for `Retry-After`, on 429 and 503.
     pub retry_after: Option<u64>,
+    /// More about the error (e.g. where a rule fails to parse), as `details`.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -109,7 +112,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
+    }
+
+    /// Adds `details` to the error body.
+    pub fn with_details(mut self, d: serde_json::Value) -> Self {
+        self.details = Some(d);
+        self
     }
 
     pub(crate) fn from_log(e: &LogError) -> Self {
@@ -128,6 +138,8 @@ impl ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
 }
 
 impl IntoResponse for ApiError {
@@ -135,6 +147,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&ErrorBody {
             code: self.code,
             message: &self.message,
+            details: self.details.as_ref(),
         })
         .unwrap_or_default();
         let mut r = (
@@ -313,6 +326,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     ingest::routes()
         .merge(admin::routes())
         .merge(profiles::routes())
+        .merge(segments::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

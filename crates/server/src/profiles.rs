@@ -36,7 +36,7 @@ fn not_found(what: impl std::fmt::Display) -> ApiError {
     )
 }
 
-fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
@@ -56,7 +56,7 @@ fn pipeline_error(e: PipelineError) -> ApiError {
     }
 }
 
-fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
     raw.parse().map_err(|_| {
         bad(
             "invalid_parameter",
@@ -65,7 +65,7 @@ fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
     })
 }
 
-fn limit_of(q: &BTreeMap<String, String>, default: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit_of(q: &BTreeMap<String, String>, default: usize) -> Result<usize, ApiError> {
     match q.get("limit") {
         None => Ok(default),
         Some(l) => l
@@ -121,7 +121,7 @@ async fn find(
 }
 
 /// Authorizes, parses the profile id and answers `view` of it (404 if there is none).
-async fn profile_view(
+pub(crate) async fn profile_view(
     st: Arc<AppState>,
     h: &HeaderMap,
     id: &str,
