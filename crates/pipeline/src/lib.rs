@@ -26,7 +26,7 @@ mod render;
 mod snapshot;
 
 use niyet_engine::extract::{self, IdentityConfig, Kind};
-use niyet_engine::segments::{seg_event, SegState, Segments};
+use niyet_engine::segments::{seg_event, SegEvent, SegState, Segments};
 use niyet_engine::{Profile, Symbols, Update};
 use niyet_identity::probable::{MatchConfig, Matcher};
 use niyet_identity::{FastMap, Graph, Ident, ProfileId, Rules};
@@ -89,6 +89,15 @@ pub struct PipelineConfig {
     /// Timers fire this long behind the clock, so records received just before a tick
     /// are processed first (and replay gives the same result).
     pub timer_lag_ms: i64,
+}
+
+/// A segment defined through the admin API (kept in the log and in snapshots).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiSegment {
+    pub name: String,
+    /// The rule's text form.
+    pub rule: String,
+    pub description: String,
 }
 
 /// A clock shared by the pipeline's threads.
@@ -188,6 +197,22 @@ enum Op {
     Expect(ProfileId, u64),
     /// Processing time moved on with no event: fire the timers due by then.
     Tick(i64),
+    /// New segment definitions in force from processing time `i64`: carry every profile
+    /// over to them (see [`niyet_rules::Redefined`]).
+    Redefine(
+        Arc<Segments>,
+        Arc<Vec<AtomicI64>>,
+        Arc<niyet_rules::eval::Redefined>,
+        i64,
+    ),
+    /// Past events (log offset, event time, what features read) for the listed new
+    /// features, to fill them for the profiles holding those events.
+    Backfill(
+        Arc<Vec<(u64, i64, SegEvent)>>,
+        Arc<Vec<niyet_rules::FeatureId>>,
+    ),
+    /// Evaluate every profile's segments at processing time `i64` (after a backfill).
+    Refresh(i64),
     /// Progress marker travelling the ring of workers twice (see [`worker`]).
     Mark(u64, usize),
     Barrier(SyncSender<()>),
@@ -213,6 +238,8 @@ pub(crate) struct Shared {
     pub segments: RwLock<Arc<Segments>>,
     /// Members per segment (by index in the set in force).
     pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
+    /// Segments defined through the admin API (after those of the configuration).
+    pub api_segments: RwLock<Vec<ApiSegment>>,
     processed: AtomicU64,
     /// Processing time each partition's timers have fired up to.
     reached: Vec<AtomicI64>,
@@ -258,31 +285,40 @@ impl Pipeline {
         for s in &skipped {
             tracing::warn!(snapshot = %s, "snapshot ignored; state is rebuilt from the log");
         }
-        let (graph, symbols, matcher, partitions, offset, restored_from) = match loaded {
-            Some(r) => {
-                tracing::info!(path = %r.path.display(), offset = r.offset, "snapshot restored");
-                (
-                    r.graph,
-                    r.symbols,
-                    r.matcher,
-                    r.partitions,
-                    r.offset,
-                    Some(r.offset),
-                )
-            }
-            None => (
-                Graph::new(cfg.rules.clone()),
-                Symbols::default(),
-                Matcher::default(),
-                (0..parts).map(|_| Partition::default()).collect(),
-                0,
-                None,
-            ),
-        };
+        let (graph, symbols, matcher, api_segments, partitions, offset, restored_from) =
+            match loaded {
+                Some(r) => {
+                    tracing::info!(path = %r.path.display(), offset = r.offset, "snapshot restored");
+                    (
+                        r.graph,
+                        r.symbols,
+                        r.matcher,
+                        r.api_segments,
+                        r.partitions,
+                        r.offset,
+                        Some(r.offset),
+                    )
+                }
+                None => (
+                    Graph::new(cfg.rules.clone()),
+                    Symbols::default(),
+                    Matcher::default(),
+                    Vec::new(),
+                    (0..parts).map(|_| Partition::default()).collect(),
+                    0,
+                    None,
+                ),
+            };
         let offset = offset.max(log.stats().start_offset);
         let mut symbols = symbols;
-        let segments = Segments::new(&cfg.segments, &mut symbols)
-            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let mut all = cfg.segments.clone();
+        all.extend(
+            api_segments
+                .iter()
+                .filter_map(|a| Some((a.name.clone(), niyet_rules::parse(&a.rule).ok()?))),
+        );
+        let segments =
+            Segments::new(&all, &mut symbols).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let sizes: Vec<AtomicI64> = (0..segments.set.len()).map(|_| AtomicI64::new(0)).collect();
         for part in &partitions {
             for p in part.values() {
@@ -305,6 +341,7 @@ impl Pipeline {
             partitions: partitions.into_iter().map(RwLock::new).collect(),
             segments: RwLock::new(Arc::new(segments)),
             sizes: RwLock::new(Arc::new(sizes)),
+            api_segments: RwLock::new(api_segments),
             processed: AtomicU64::new(offset),
             reached: (0..parts).map(|_| AtomicI64::new(i64::MIN)).collect(),
             queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
@@ -483,6 +520,75 @@ impl Pipeline {
         }
     }
 
+    /// Creates or replaces the API-defined segment `name`; it is backfilled from the log
+    /// before this returns. The definition is written to the log, so it replays.
+    pub fn put_segment(
+        &self,
+        name: &str,
+        rule: &Rule,
+        description: &str,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PipelineError> {
+        self.act(
+            serde_json::json!({
+                "type": "niyet.segment", "action": "put", "name": name,
+                "rule": rule.to_string(), "description": description,
+            }),
+            now_ms,
+            timeout,
+        )
+    }
+
+    /// Deletes the API-defined segment `name`.
+    pub fn delete_segment(
+        &self,
+        name: &str,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PipelineError> {
+        self.act(
+            serde_json::json!({"type": "niyet.segment", "action": "delete", "name": name}),
+            now_ms,
+            timeout,
+        )
+    }
+
+    /// Writes an admin action to the log and waits for its outcome.
+    fn act(
+        &self,
+        mut payload: serde_json::Value,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PipelineError> {
+        payload["timestamp"] = serde_json::json!(niyet_model::format_rfc3339_millis(now_ms));
+        payload["source"] = serde_json::json!("admin");
+        let rec = NewRecord {
+            time_ms: now_ms,
+            key: 0,
+            payload: serde_json::to_vec(&payload)
+                .map_err(|e| PipelineError::Invalid(e.to_string()))?,
+        };
+        let at = match self.shared.log.append_blocking(vec![rec])?.first() {
+            Some(niyet_log::Appended::At(o)) => *o,
+            _ => return Err(PipelineError::Invalid("the action was not written".into())),
+        };
+        self.wait_processed(at + 1, timeout)?;
+        let outcome = self
+            .shared
+            .outcomes
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&at).cloned());
+        match outcome {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(PipelineError::Invalid(e)),
+            None => Err(PipelineError::Invalid(
+                "the action's outcome is unknown".into(),
+            )),
+        }
+    }
+
     /// Stops processing after the records already in the log, writes a final snapshot.
     pub fn close(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -508,7 +614,20 @@ impl Drop for Pipeline {
 /// `offset` published as processed.
 fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     let n = peers.len();
-    let mut timers = Timers::default();
+    let mut seg = SegWork {
+        segs: match sh.segments.read() {
+            Ok(s) => s.clone(),
+            Err(_) => return,
+        },
+        sizes: match sh.sizes.read() {
+            Ok(s) => s.clone(),
+            Err(_) => return,
+        },
+        reached: &sh.reached[idx],
+        timers: Timers::default(),
+        changes: Vec::new(),
+        backfill_index: Vec::new(),
+    };
     // Profiles waiting for merged profiles from other partitions: how many, and the
     // operations held until they arrive.
     let mut awaiting: niyet_model::hash::FastMap<u64, Awaiting> = Default::default();
@@ -517,28 +636,13 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     if let Ok(part) = sh.partitions[idx].read() {
         for (id, p) in part.iter() {
             if let Some(st) = &p.segments {
-                timers.schedule(*id, st.due);
+                seg.timers.schedule(*id, st.due);
             }
         }
     }
     while let Ok(ops) = rx.recv() {
         let Ok(mut part) = sh.partitions[idx].write() else {
             return;
-        };
-        let segs = match sh.segments.read() {
-            Ok(s) => s.clone(),
-            Err(_) => return,
-        };
-        let sizes = match sh.sizes.read() {
-            Ok(s) => s.clone(),
-            Err(_) => return,
-        };
-        let mut seg = SegWork {
-            segs: &segs,
-            sizes: &sizes,
-            reached: &sh.reached[idx],
-            timers: &mut timers,
-            changes: Vec::new(),
         };
         sh.queued[idx].fetch_sub(ops.len(), Ordering::Relaxed);
         let mut queue: VecDeque<Op> = ops.into();
@@ -628,6 +732,9 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     }
                 }
                 Op::Tick(now) => seg.fire(&mut part, now, &awaiting),
+                Op::Redefine(segs, sizes, r, now) => seg.redefine(&mut part, segs, sizes, &r, now),
+                Op::Backfill(events, ids) => seg.backfill(&mut part, &events, &ids),
+                Op::Refresh(now) => seg.refresh(&mut part, now),
                 Op::Mark(off, hops) => {
                     if hops == 0 {
                         sh.processed.store(off, Ordering::Release);
@@ -700,11 +807,14 @@ impl Timers {
 
 /// Segment work of a partition owner for one batch of operations.
 struct SegWork<'a> {
-    segs: &'a Segments,
-    sizes: &'a [AtomicI64],
+    segs: Arc<Segments>,
+    sizes: Arc<Vec<AtomicI64>>,
     reached: &'a AtomicI64,
-    timers: &'a mut Timers,
+    timers: Timers,
     changes: Vec<Change>,
+    /// While new features are filled from history: `(log offset, profile)` of every
+    /// event in this partition, sorted.
+    backfill_index: Vec<(u64, u64)>,
 }
 
 impl SegWork<'_> {
@@ -837,6 +947,92 @@ impl SegWork<'_> {
         }
         self.finish(id, p, &mut st);
         p.segments = Some(st);
+    }
+
+    /// Carries every profile over to new definitions: features renumbered, unchanged
+    /// segments kept (with their entry times), sizes counted again.
+    fn redefine(
+        &mut self,
+        part: &mut Partition,
+        segs: Arc<Segments>,
+        sizes: Arc<Vec<AtomicI64>>,
+        r: &niyet_rules::eval::Redefined,
+        now: i64,
+    ) {
+        self.segs = segs;
+        self.sizes = sizes;
+        self.backfill_index.clear();
+        for (id, p) in part.iter_mut() {
+            let st = p.segments.get_or_insert_with(|| {
+                Box::new(SegState {
+                    at: now,
+                    due: i64::MAX,
+                    ..Default::default()
+                })
+            });
+            self.segs.set.carry_over(&mut st.m, r);
+            st.history = st
+                .history
+                .iter()
+                .filter_map(|(i, e, t)| {
+                    Some((r.segments.get(*i as usize).copied()?? as u32, *e, *t))
+                })
+                .collect();
+            for (i, _) in &st.m.member {
+                if let Some(n) = self.sizes.get(*i as usize) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            for o in p.events.iter() {
+                self.backfill_index.push((o, *id));
+            }
+        }
+        self.backfill_index.sort_unstable();
+    }
+
+    /// Fills new features from past events of this partition's profiles.
+    fn backfill(
+        &mut self,
+        part: &mut Partition,
+        events: &[(u64, i64, SegEvent)],
+        ids: &[niyet_rules::FeatureId],
+    ) {
+        for (offset, time_ms, e) in events {
+            let Ok(k) = self.backfill_index.binary_search_by_key(offset, |x| x.0) else {
+                continue;
+            };
+            let id = self.backfill_index[k].1;
+            let Some(st) = part.get_mut(&id).and_then(|p| p.segments.as_mut()) else {
+                continue;
+            };
+            let ev = niyet_rules::Event {
+                id: *offset,
+                name: &e.name,
+                time_ms: *time_ms,
+                props: e,
+            };
+            let at = st.at;
+            st.m.features
+                .observe_only(self.segs.set.catalog(), ids, &ev, at);
+        }
+    }
+
+    /// Evaluates every profile at `now` and sets its timer.
+    fn refresh(&mut self, part: &mut Partition, now: i64) {
+        self.backfill_index = Vec::new();
+        self.timers.due.clear();
+        for (id, p) in part.iter_mut() {
+            let Some(mut st) = p.segments.take() else {
+                continue;
+            };
+            self.advance(p, &mut st, now);
+            let traits = self.segs.traits(p);
+            self.segs
+                .set
+                .refresh(&mut st.m, &traits, st.at, &mut self.changes);
+            self.finish(*id, p, &mut st);
+            p.segments = Some(st);
+        }
     }
 
     /// A profile left this partition for good (taken apart by an un-merge).
@@ -1077,7 +1273,7 @@ impl Router {
             }
         };
         match view.kind {
-            Kind::Control => return self.control(offset, &view),
+            Kind::Control => return self.control(offset, now_ms, payload, &view),
             Kind::Other => return,
             _ => {}
         }
@@ -1188,9 +1384,10 @@ impl Router {
         self.merges += 1;
     }
 
-    fn control(&mut self, offset: u64, view: &extract::EventView<'_>) {
+    fn control(&mut self, offset: u64, now_ms: i64, payload: &[u8], view: &extract::EventView<'_>) {
         let outcome = match &*view.type_name {
             "niyet.unmerge" => self.unmerge(offset, view),
+            "niyet.segment" => self.define(payload, now_ms),
             other => Err(format!("unknown admin action `{other}`")),
         };
         if let Ok(mut o) = self.sh.outcomes.lock() {
@@ -1199,6 +1396,165 @@ impl Router {
                 o.pop_first();
             }
         }
+    }
+
+    /// Applies a segment definition from the log: the new set is compiled, every profile
+    /// carried over, new features filled from the whole log, and every profile evaluated.
+    fn define(&mut self, payload: &[u8], now_ms: i64) -> Result<serde_json::Value, String> {
+        #[derive(serde::Deserialize)]
+        struct Action {
+            action: String,
+            name: String,
+            #[serde(default)]
+            rule: String,
+            #[serde(default)]
+            description: String,
+        }
+        let a: Action = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        if self.sh.cfg.segments.iter().any(|(n, _)| *n == a.name) {
+            return Err(format!(
+                "segment `{}` is defined in the configuration file; change it there",
+                a.name
+            ));
+        }
+        let mut api = self.sh.api_segments.read().map_err(|_| "stopped")?.clone();
+        let existing = api.iter().position(|s| s.name == a.name);
+        match (a.action.as_str(), existing) {
+            ("put", Some(i)) => {
+                api[i].rule = a.rule.clone();
+                api[i].description = a.description.clone();
+            }
+            ("put", None) => api.push(ApiSegment {
+                name: a.name.clone(),
+                rule: a.rule.clone(),
+                description: a.description.clone(),
+            }),
+            ("delete", Some(i)) => {
+                api.remove(i);
+            }
+            ("delete", None) => return Err(format!("no segment named `{}`", a.name)),
+            (other, _) => return Err(format!("unknown segment action `{other}`")),
+        }
+        let mut defs = self.sh.cfg.segments.clone();
+        for s in &api {
+            let rule =
+                niyet_rules::parse(&s.rule).map_err(|e| format!("segment `{}`: {e}", s.name))?;
+            defs.push((s.name.clone(), rule));
+        }
+        let started = Instant::now();
+        let old = self.sh.segments.read().map_err(|_| "stopped")?.clone();
+        let (set, r) = old.set.redefine(&defs).map_err(|e| e.to_string())?;
+        self.flush();
+        let segs = {
+            let mut syms = self.sh.symbols.write().map_err(|_| "stopped")?;
+            Arc::new(Segments::with_set(set, &mut syms))
+        };
+        let sizes: Arc<Vec<AtomicI64>> =
+            Arc::new((0..segs.set.len()).map(|_| AtomicI64::new(0)).collect());
+        let r = Arc::new(r);
+        for i in 0..self.senders.len() {
+            self.send_to(
+                i,
+                Op::Redefine(segs.clone(), sizes.clone(), r.clone(), now_ms),
+            );
+        }
+        let events = if r.new_features.is_empty() {
+            0
+        } else {
+            self.backfill(&segs, Arc::new(r.new_features.clone()))?
+        };
+        for i in 0..self.senders.len() {
+            self.send_to(i, Op::Refresh(now_ms));
+        }
+        self.flush();
+        *self.sh.segments.write().map_err(|_| "stopped")? = segs;
+        *self.sh.sizes.write().map_err(|_| "stopped")? = sizes;
+        *self.sh.api_segments.write().map_err(|_| "stopped")? = api;
+        Ok(serde_json::json!({
+            "segment": a.name,
+            "action": a.action,
+            "backfilled_events": events,
+            "took_ms": started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    /// Sends every past event that new features read to the partition owners, in log
+    /// order; returns how many.
+    fn backfill(
+        &mut self,
+        segs: &Segments,
+        ids: Arc<Vec<niyet_rules::FeatureId>>,
+    ) -> Result<u64, String> {
+        // Names the new features read; events whose stored form cannot hold one of them
+        // are skipped without being parsed.
+        let mut any = false;
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for id in ids.iter() {
+            let d = &segs.set.catalog().defs()[*id as usize];
+            let mut names = vec![d.event.name.as_str()];
+            if let niyet_rules::compile::FeatureKind::Sequence { then, .. } = &d.kind {
+                names.push(then.name.as_str());
+            }
+            for n in names {
+                if n == "*" {
+                    any = true;
+                    continue;
+                }
+                // Calls other than `track` go by their type.
+                let call = match n {
+                    "Page Viewed" => Some("page"),
+                    "Screen Viewed" => Some("screen"),
+                    "Identify" => Some("identify"),
+                    "Group" => Some("group"),
+                    "Alias" => Some("alias"),
+                    _ => None,
+                };
+                if let Some(c) = call {
+                    needles.push(format!("\"{c}\"").into_bytes());
+                }
+                needles.push(serde_json::to_vec(n).map_err(|e| e.to_string())?);
+            }
+        }
+        let finders: Vec<memchr::memmem::Finder<'_>> = needles
+            .iter()
+            .map(|n| memchr::memmem::Finder::new(n))
+            .collect();
+        let end = self.next;
+        let mut at = self.sh.log.stats().start_offset;
+        let mut count = 0u64;
+        while at < end {
+            let recs = self
+                .sh
+                .log
+                .read(at, 4096)
+                .map_err(|e| format!("reading the log for the backfill: {e}"))?;
+            if recs.is_empty() {
+                break;
+            }
+            let mut chunk = Vec::new();
+            for r in &recs {
+                if r.offset >= end {
+                    break;
+                }
+                at = r.offset + 1;
+                if !any && !finders.iter().any(|f| f.find(&r.payload).is_some()) {
+                    continue;
+                }
+                let Ok(view) = extract::parse(&r.payload) else {
+                    continue;
+                };
+                if let Some(e) = seg_event(&segs.set, &view) {
+                    chunk.push((r.offset, view.time_ms, *e));
+                }
+            }
+            count += chunk.len() as u64;
+            let chunk = Arc::new(chunk);
+            for i in 0..self.senders.len() {
+                self.send_to(i, Op::Backfill(chunk.clone(), ids.clone()));
+            }
+            self.ship_all();
+        }
+        Ok(count)
     }
 
     fn unmerge(
@@ -1325,10 +1681,16 @@ impl Router {
                 let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
                 let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
                 let m = self.sh.matcher.read().map_err(|_| PipelineError::Stopped)?;
+                let api = self
+                    .sh
+                    .api_segments
+                    .read()
+                    .map_err(|_| PipelineError::Stopped)?;
                 vec![
                     snapshot::encode(&g.view())?,
                     snapshot::encode(syms.names())?,
                     snapshot::encode(&*m)?,
+                    snapshot::encode(&*api)?,
                 ]
             };
             for w in waits {

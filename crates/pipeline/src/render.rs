@@ -371,7 +371,7 @@ impl ProfileQuery<'_> {
         let sizes = self.sh.sizes.read().ok().map(|s| s.clone());
         Value::Array(
             (0..segs.set.len())
-                .map(|i| segment_json(&segs, sizes.as_deref().map(|v| v.as_slice()), i))
+                .map(|i| segment_json(self.sh, &segs, sizes.as_deref().map(|v| v.as_slice()), i))
                 .collect(),
         )
     }
@@ -382,6 +382,7 @@ impl ProfileQuery<'_> {
         let i = segs.set.index(name)?;
         let sizes = self.sh.sizes.read().ok().map(|s| s.clone());
         Some(segment_json(
+            self.sh,
             &segs,
             sizes.as_deref().map(|v| v.as_slice()),
             i,
@@ -463,13 +464,22 @@ impl ProfileQuery<'_> {
 }
 
 fn segment_json(
+    sh: &Shared,
     segs: &Segments,
     sizes: Option<&[std::sync::atomic::AtomicI64]>,
     i: usize,
 ) -> Value {
     let rule = segs.set.rule(i);
+    let name = segs.set.name(i);
+    let api = sh
+        .api_segments
+        .read()
+        .ok()
+        .and_then(|a| a.iter().find(|s| s.name == name).cloned());
     json!({
-        "name": segs.set.name(i),
+        "name": name,
+        "source": if api.is_some() { "api" } else { "config" },
+        "description": api.map(|a| a.description).unwrap_or_default(),
         "rule": rule.to_string(),
         "rule_json": serde_json::to_value(rule).unwrap_or(Value::Null),
         "size": sizes

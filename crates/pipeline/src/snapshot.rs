@@ -4,7 +4,7 @@
 //! file     := "NIYSNAP1" | version u32 LE | fingerprint u64 LE | offset u64 LE | body | trailer
 //! body     := count u32 LE | section*            (count sections)
 //! section  := len u64 LE | bytes                 (postcard encodings)
-//! sections := graph | symbols | matcher | profiles of partition 0 | profiles of partition 1 | …
+//! sections := graph | symbols | matcher | API segments | profiles of partition 0 | …
 //! trailer  := crc32(body) u32 LE | len(body) u64 LE
 //! ```
 //!
@@ -27,7 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"NIYSNAP1";
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 const HEADER: usize = 8 + 4 + 8 + 8;
 const TRAILER: usize = 4 + 8;
 
@@ -37,6 +37,7 @@ pub(crate) struct Restored {
     pub graph: Graph,
     pub symbols: Symbols,
     pub matcher: Matcher,
+    pub api_segments: Vec<crate::ApiSegment>,
     pub partitions: Vec<Partition>,
     pub path: PathBuf,
 }
@@ -184,7 +185,8 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
         sections.push(sec);
         pos += 8 + l;
     }
-    let [graph_bytes, symbol_bytes, matcher_bytes, profile_sections @ ..] = sections.as_slice()
+    let [graph_bytes, symbol_bytes, matcher_bytes, segment_bytes, profile_sections @ ..] =
+        sections.as_slice()
     else {
         return Err("missing sections".into());
     };
@@ -206,6 +208,8 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
             .collect();
         let symbols = postcard::from_bytes::<Vec<Box<str>>>(symbol_bytes).map_err(undecodable)?;
         let matcher = postcard::from_bytes::<Matcher>(matcher_bytes).map_err(undecodable)?;
+        let api_segments =
+            postcard::from_bytes::<Vec<crate::ApiSegment>>(segment_bytes).map_err(undecodable)?;
         let mut partitions: Vec<Partition> = (0..parts).map(|_| Partition::default()).collect();
         for d in decoders {
             let profiles = d.join().map_err(|_| "a decoder panicked".to_string())??;
@@ -221,6 +225,7 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
             graph,
             symbols: Symbols::from_names(symbols),
             matcher,
+            api_segments,
             partitions,
             path: path.to_path_buf(),
         })

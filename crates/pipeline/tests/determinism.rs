@@ -239,3 +239,101 @@ fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
     );
     assert_eq!(before, after);
 }
+
+fn members(dump: &Value) -> Vec<(String, Vec<String>)> {
+    dump.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let segs = p["profile"]["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["segment"].as_str().unwrap().to_string())
+                .collect();
+            (p["profile"]["id"].as_str().unwrap().to_string(), segs)
+        })
+        .collect()
+}
+
+#[test]
+fn segments_defined_through_the_api_are_backfilled_and_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(&tmp.path().join("log"));
+    let evs: Vec<(usize, Ev)> = (0..80)
+        .map(|i| {
+            let e = Ev {
+                user: Some((i % 7) as u8),
+                anon: Some((i % 11) as u8),
+                email: None,
+                kind: [1, 4, 2, 4, 0][i % 5],
+                time: (i * 3) as i64,
+                amount: (i * 37 % 500) as u16,
+            };
+            (i, e)
+        })
+        .collect();
+    append(&log, &evs);
+    let buyers = "count(Order Completed) >= 2 and sum(Order Completed.revenue) > 3";
+    let viewers = "Product Viewed where amount is null in 400d";
+
+    // Live: the definitions arrive through the API after the events.
+    let mut c = cfg(&tmp.path().join("live"), 2, 1_000_000);
+    c.segments.clear();
+    let p = Pipeline::start(log.clone(), c).unwrap();
+    p.wait_processed(log.end_offset(), Duration::from_secs(20))
+        .unwrap();
+    let now = 1_700_000_000_000 + 200 * 60_000 + 120 * 60_000;
+    let out = p
+        .put_segment(
+            "Buyers",
+            &niyet_rules::parse(buyers).unwrap(),
+            "",
+            now,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert!(out["backfilled_events"].as_u64().unwrap() > 0, "{out}");
+    p.put_segment(
+        "Viewers",
+        &niyet_rules::parse(viewers).unwrap(),
+        "",
+        now + 1,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let live = p.query().dump();
+    p.close();
+
+    // The same segments configured from the start give the same members.
+    let mut c = cfg(&tmp.path().join("configured"), 3, 1_000_000);
+    c.segments = vec![
+        ("Buyers".into(), niyet_rules::parse(buyers).unwrap()),
+        ("Viewers".into(), niyet_rules::parse(viewers).unwrap()),
+    ];
+    let (configured, _) = run(&log, c);
+    let m = members(&live);
+    assert!(m.iter().any(|(_, s)| s.contains(&"Buyers".to_string())));
+    assert!(m.iter().any(|(_, s)| !s.contains(&"Buyers".to_string())));
+    assert_eq!(m, members(&configured));
+
+    // A replay of the log (definitions included) gives the live state exactly.
+    let mut c = cfg(&tmp.path().join("replay"), 1, 1_000_000);
+    c.segments.clear();
+    let (replayed, _) = run(&log, c);
+    assert_eq!(live, replayed);
+
+    // Deleting a segment removes it from every profile; a configured one cannot be.
+    let mut c = cfg(&tmp.path().join("replay"), 1, 1_000_000);
+    c.segments.clear();
+    let p = Pipeline::start(log.clone(), c).unwrap();
+    p.delete_segment("Buyers", now + 2, Duration::from_secs(20))
+        .unwrap();
+    assert!(members(&p.query().dump())
+        .iter()
+        .all(|(_, s)| !s.contains(&"Buyers".to_string())));
+    assert!(p
+        .delete_segment("Buyers", now + 3, Duration::from_secs(20))
+        .is_err());
+    p.close();
+}

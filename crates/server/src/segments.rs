@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use crate::admin::{authorize, blocking};
 use crate::profiles::{bad, limit_of, parse_id, profile_view};
@@ -17,8 +18,8 @@ use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/segments", get(list))
-        .route("/v1/segments/{name}", get(one))
+        .route("/v1/segments", get(list).post(create))
+        .route("/v1/segments/{name}", get(one).put(replace).delete(remove))
         .route("/v1/segments/{name}/members", get(members))
         .route("/v1/profiles/{id}/segments", get(of_profile))
         .route("/v1/rules/check", post(check))
@@ -36,6 +37,142 @@ fn no_segment(name: &str) -> ApiError {
 async fn list(State(st): State<Arc<AppState>>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
     blocking(move || Ok(Json(json!({"segments": st.pipeline.query().segments()})))).await
+}
+
+/// A segment definition in a request: `{"name", "rule" | "rule_json", "description"}`.
+fn definition(
+    body: &[u8],
+    name: Option<&str>,
+) -> Result<(String, niyet_rules::Rule, String), ApiError> {
+    let b: Value = serde_json::from_slice(body)
+        .map_err(|e| bad("invalid_json", format!("expected a JSON object: {e}")))?;
+    let name = match (name, b.get("name").and_then(Value::as_str)) {
+        (Some(n), None) => n.to_string(),
+        (Some(n), Some(m)) if n == m => n.to_string(),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "invalid_request",
+                "the name in the body differs from the one in the path (to rename, create a new segment)",
+            ))
+        }
+        (None, Some(m)) => m.to_string(),
+        (None, None) => return Err(bad("invalid_request", "\"name\" is required")),
+    };
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(bad(
+            "invalid_request",
+            "\"name\" must be 1 to 200 characters",
+        ));
+    }
+    let rule = rule_of(&b)?;
+    let description = b
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok((name, rule, description))
+}
+
+/// The rule of a request body, from `rule` (text) or `rule_json`.
+fn rule_of(b: &Value) -> Result<niyet_rules::Rule, ApiError> {
+    match (b.get("rule"), b.get("rule_json")) {
+        (Some(Value::String(text)), None) => niyet_rules::parse(text).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "rule_syntax", e.to_string()).with_details(
+                json!({"line": e.line, "column": e.column, "expected": e.expected, "found": e.found}),
+            )
+        }),
+        (None, Some(j)) => serde_json::from_value::<niyet_rules::Rule>(j.clone())
+            .map_err(|e| bad("rule_json", format!("not a rule in JSON form: {e}"))),
+        _ => Err(bad(
+            "invalid_request",
+            "give either \"rule\" (text) or \"rule_json\" (JSON form)",
+        )),
+    }
+}
+
+fn define_error(e: niyet_pipeline::PipelineError) -> ApiError {
+    use niyet_pipeline::PipelineError::Invalid;
+    match e {
+        Invalid(m) if m.contains("configuration file") => {
+            ApiError::new(StatusCode::CONFLICT, "segment_in_config", m)
+        }
+        Invalid(m) if m.starts_with("no segment named") => {
+            ApiError::new(StatusCode::NOT_FOUND, "segment_not_found", m)
+        }
+        Invalid(m) => bad("rule_invalid", m),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
+    }
+}
+
+async fn save(
+    st: Arc<AppState>,
+    name: String,
+    rule: niyet_rules::Rule,
+    description: String,
+) -> Result<Value, ApiError> {
+    blocking(move || {
+        let now = st.clock.now_ms();
+        let out = st
+            .pipeline
+            .put_segment(&name, &rule, &description, now, Duration::from_secs(300))
+            .map_err(define_error)?;
+        let mut seg = st.pipeline.query().segment(&name).unwrap_or(Value::Null);
+        seg["backfill"] = out;
+        Ok(seg)
+    })
+    .await
+}
+
+/// `POST /v1/segments`: creates a segment and fills it from history before answering.
+async fn create(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&st, &h)?;
+    let (name, rule, description) = definition(&body, None)?;
+    if st.pipeline.query().segment(&name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "segment_exists",
+            format!("a segment named '{name}' exists; PUT /v1/segments/{{name}} changes it"),
+        ));
+    }
+    let seg = save(st, name, rule, description).await?;
+    Ok((StatusCode::CREATED, Json(seg)))
+}
+
+/// `PUT /v1/segments/{name}`: creates or changes a segment (filled again from history).
+async fn replace(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let (name, rule, description) = definition(&body, Some(&name))?;
+    Ok(Json(save(st, name, rule, description).await?))
+}
+
+/// `DELETE /v1/segments/{name}`.
+async fn remove(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&st, &h)?;
+    blocking(move || {
+        let now = st.clock.now_ms();
+        st.pipeline
+            .delete_segment(&name, now, Duration::from_secs(300))
+            .map_err(define_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// `GET /v1/segments/{name}`.
@@ -121,21 +258,7 @@ async fn check(
     authorize(&st, &h)?;
     let b: Value = serde_json::from_slice(&body)
         .map_err(|e| bad("invalid_json", format!("expected a JSON object: {e}")))?;
-    let rule = match (b.get("rule"), b.get("rule_json")) {
-        (Some(Value::String(text)), None) => niyet_rules::parse(text).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "rule_syntax", e.to_string()).with_details(
-                json!({"line": e.line, "column": e.column, "expected": e.expected, "found": e.found}),
-            )
-        })?,
-        (None, Some(j)) => serde_json::from_value::<niyet_rules::Rule>(j.clone())
-            .map_err(|e| bad("rule_json", format!("not a rule in JSON form: {e}")))?,
-        _ => {
-            return Err(bad(
-                "invalid_request",
-                "give either \"rule\" (text) or \"rule_json\" (JSON form)",
-            ))
-        }
-    };
+    let rule = rule_of(&b)?;
     let mut catalog = niyet_rules::Catalog::default();
     let known = st.pipeline.query().segment_names();
     catalog

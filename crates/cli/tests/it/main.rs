@@ -8,3 +8,4 @@ mod demo;
 mod import;
 mod overload;
 mod profiles;
+mod segments;

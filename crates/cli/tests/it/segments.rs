@@ -1,0 +1,210 @@
+//! Segments over HTTP against the real binary: rules checked with positions, a segment
+//! created through the API filled from history at once, members (JSON and CSV), a
+//! profile's segments, editing, deleting, built-ins protected, and live updates.
+
+use serde_json::{json, Value};
+
+use crate::common::{admin_get, client, post, TestServer, ADMIN};
+use crate::profiles::caught_up;
+
+async fn admin(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = client().request(method, url).bearer_auth(ADMIN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("send");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn order(user: &str, revenue: f64) -> Value {
+    json!({"type": "track", "userId": user, "event": "Order Completed", "properties": {"revenue": revenue}})
+}
+
+async fn send(base: &str, msgs: Vec<Value>) {
+    let (s, v, _) = post(
+        &format!("{base}/v1/batch"),
+        json!({"batch": msgs}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    caught_up(base).await;
+}
+
+async fn segments_of(base: &str, user: &str) -> Vec<String> {
+    let (s, p) = admin_get(&format!("{base}/v1/profiles?user_id={user}")).await;
+    assert_eq!(s, 200, "{p}");
+    let id = p["id"].as_str().unwrap();
+    let (s, v) = admin_get(&format!("{base}/v1/profiles/{id}/segments")).await;
+    assert_eq!(s, 200, "{v}");
+    v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["segment"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn segments_are_defined_backfilled_listed_and_kept_current() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    send(
+        &base,
+        vec![
+            order("big", 700.0),
+            order("big", 900.0),
+            order("small", 20.0),
+            json!({"type": "identify", "userId": "small", "traits": {"city": "İzmir"}}),
+        ],
+    )
+    .await;
+    // The built-in lifecycle segments are there and already current.
+    let (s, v) = admin_get(&format!("{base}/v1/segments")).await;
+    assert_eq!(s, 200, "{v}");
+    let names: Vec<&str> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for b in ["New", "Active", "At-Risk", "Lost", "VIP", "Undecided"] {
+        assert!(names.contains(&b), "{b} in {names:?}");
+    }
+    assert!(segments_of(&base, "big")
+        .await
+        .contains(&"Active".to_string()));
+
+    // A rule with a mistake is refused with where and what was expected.
+    let url = format!("{base}/v1/segments");
+    let (s, v) = admin(
+        reqwest::Method::POST,
+        &url,
+        Some(json!({"name": "Spenders", "rule": "sum(Order Completed.revenue in 365d) >\n  lots"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["code"], "rule_syntax");
+    assert_eq!(v["details"]["line"], 2, "{v}");
+    assert_eq!(v["details"]["column"], 3, "{v}");
+
+    // A new segment is filled from history before the answer (its window is new, so
+    // its feature is computed from the log).
+    let (s, v) = admin(
+        reqwest::Method::POST,
+        &url,
+        Some(json!({"name": "Spenders", "rule": "sum(Order Completed.revenue in 400d) > 1000", "description": "big baskets"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["size"], 1, "{v}");
+    assert_eq!(v["source"], "api");
+    assert!(
+        v["backfill"]["backfilled_events"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
+    let (s, v) = admin(
+        reqwest::Method::POST,
+        &url,
+        Some(json!({"name": "Spenders", "rule": "count(Order Completed) > 0"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+
+    // The JSON form of a rule works too, and may refer to other segments.
+    let (s, v) = admin(
+        reqwest::Method::POST,
+        &format!("{base}/v1/rules/check"),
+        Some(json!({"rule": "trait.city = \"İzmir\" and not segment(\"Spenders\")"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = admin(
+        reqwest::Method::POST,
+        &url,
+        Some(json!({"name": "Izmir small", "rule_json": v["rule_json"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["size"], 1, "{v}");
+
+    // Members, as JSON and as CSV.
+    let (s, v) = admin_get(&format!("{base}/v1/segments/Spenders/members")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["members"].as_array().unwrap().len(), 1);
+    let csv = client()
+        .get(format!("{base}/v1/segments/Spenders/members?format=csv"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.starts_with("profile,since\n"));
+
+    // Live: an event moves "small" into Spenders at once and out of "Izmir small".
+    send(&base, vec![order("small", 2000.0)]).await;
+    let segs = segments_of(&base, "small").await;
+    assert!(segs.contains(&"Spenders".to_string()), "{segs:?}");
+    assert!(!segs.contains(&"Izmir small".to_string()), "{segs:?}");
+    let (_, v) = admin_get(&format!("{base}/v1/segments/Spenders")).await;
+    assert_eq!(v["size"], 2, "{v}");
+
+    // Editing refills; deleting removes; built-ins cannot be changed through the API.
+    let (s, v) = admin(
+        reqwest::Method::PUT,
+        &format!("{base}/v1/segments/Spenders"),
+        Some(json!({"rule": "sum(Order Completed.revenue in 400d) > 1900"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["size"], 1, "{v}");
+    let (s, _) = admin(
+        reqwest::Method::DELETE,
+        &format!("{base}/v1/segments/Izmir%20small"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = admin_get(&format!("{base}/v1/segments/Izmir%20small")).await;
+    assert_eq!(s, 404);
+    let (s, v) = admin(
+        reqwest::Method::DELETE,
+        &format!("{base}/v1/segments/VIP"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = admin(
+        reqwest::Method::DELETE,
+        &format!("{base}/v1/segments/Nope"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test]
+async fn api_segments_survive_a_restart() {
+    let mut srv = TestServer::start();
+    let base = srv.url();
+    send(&base, vec![order("a", 5.0), order("b", 50.0)]).await;
+    let (s, v) = admin(
+        reqwest::Method::POST,
+        &format!("{base}/v1/segments"),
+        Some(json!({"name": "Fifty", "rule": "max(Order Completed.revenue) >= 50"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    srv.kill9();
+    srv.spawn();
+    let base = srv.url();
+    caught_up(&base).await;
+    let (s, v) = admin_get(&format!("{base}/v1/segments/Fifty")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["size"], 1, "{v}");
+    assert_eq!(segments_of(&base, "b").await, vec!["New", "Fifty"]);
+}
