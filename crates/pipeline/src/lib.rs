@@ -1515,10 +1515,8 @@ impl Router {
                 needles.push(serde_json::to_vec(n).map_err(|e| e.to_string())?);
             }
         }
-        let finders: Vec<memchr::memmem::Finder<'_>> = needles
-            .iter()
-            .map(|n| memchr::memmem::Finder::new(n))
-            .collect();
+        let finders: Vec<memchr::memmem::Finder<'_>> =
+            needles.iter().map(memchr::memmem::Finder::new).collect();
         let end = self.next;
         let mut at = self.sh.log.stats().start_offset;
         let mut count = 0u64;
