@@ -89,6 +89,28 @@ pub struct PipelineConfig {
     /// Timers fire this long behind the clock, so records received just before a tick
     /// are processed first (and replay gives the same result).
     pub timer_lag_ms: i64,
+    /// Told of every segment entry and exit (for live streams); called on the partition
+    /// owners' threads, so it must be quick.
+    pub on_change: Option<ChangeHook>,
+}
+
+/// A profile entered or left a segment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SegmentChange {
+    pub profile: String,
+    pub segment: String,
+    pub entered: bool,
+    pub time: String,
+}
+
+/// Receives segment changes as they happen.
+#[derive(Clone)]
+pub struct ChangeHook(pub Arc<dyn Fn(SegmentChange) + Send + Sync>);
+
+impl std::fmt::Debug for ChangeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeHook")
+    }
 }
 
 /// A segment defined through the admin API (kept in the log and in snapshots).
@@ -124,6 +146,7 @@ impl PipelineConfig {
             segments: Vec::new(),
             clock: SharedClock(Arc::new(niyet_model::SystemClock)),
             timer_lag_ms: 1_000,
+            on_change: None,
         }
     }
 
@@ -627,6 +650,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         timers: Timers::default(),
         changes: Vec::new(),
         backfill_index: Vec::new(),
+        hook: sh.cfg.on_change.clone(),
     };
     // Profiles waiting for merged profiles from other partitions: how many, and the
     // operations held until they arrive.
@@ -815,6 +839,7 @@ struct SegWork<'a> {
     /// While new features are filled from history: `(log offset, profile)` of every
     /// event in this partition, sorted.
     backfill_index: Vec<(u64, u64)>,
+    hook: Option<ChangeHook>,
 }
 
 impl SegWork<'_> {
@@ -834,6 +859,16 @@ impl SegWork<'_> {
 
     fn finish(&mut self, id: u64, p: &Profile, st: &mut SegState) {
         self.count_sizes();
+        if let Some(h) = &self.hook {
+            for c in &self.changes {
+                (h.0)(SegmentChange {
+                    profile: ProfileId(id).to_string(),
+                    segment: self.segs.set.name(c.segment).to_string(),
+                    entered: c.entered,
+                    time: niyet_model::format_rfc3339_millis(c.at_ms),
+                });
+            }
+        }
         st.record(&self.changes);
         self.changes.clear();
         let traits = self.segs.traits(p);

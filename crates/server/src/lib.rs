@@ -87,6 +87,8 @@ pub struct AppState {
     pub seq: AtomicU64,
     /// Limits from the config.
     pub limits: config::Limits,
+    /// Segment entries and exits as they happen (for the live stream).
+    pub segment_changes: tokio::sync::broadcast::Sender<niyet_pipeline::SegmentChange>,
 }
 
 /// An API error: HTTP status plus `{"code","message"}`.
@@ -210,6 +212,12 @@ impl Server {
         let data_dir = cfg.data_dir.clone();
         let mut pcfg = cfg.pipeline();
         pcfg.clock = niyet_pipeline::SharedClock(clock.clone());
+        let (segment_changes, _) = tokio::sync::broadcast::channel(8192);
+        let changes = segment_changes.clone();
+        pcfg.on_change = Some(niyet_pipeline::ChangeHook(Arc::new(move |c| {
+            // Nobody listening is fine.
+            let _ = changes.send(c);
+        })));
         let (log, qlog, pipeline) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
             let mut qc = LogConfig::new(data_dir.join("quarantine"));
@@ -235,6 +243,7 @@ impl Server {
             by_name.insert(name.clone(), s);
         }
         let state = Arc::new(AppState {
+            segment_changes,
             log,
             pipeline: Arc::new(pipeline),
             quarantine: Arc::new(qlog),

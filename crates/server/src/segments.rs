@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/segments/{name}/members", get(members))
         .route("/v1/profiles/{id}/segments", get(of_profile))
         .route("/v1/rules/check", post(check))
+        .route("/v1/stream/segments", get(stream))
 }
 
 fn no_segment(name: &str) -> ApiError {
@@ -173,6 +174,49 @@ async fn remove(
         Ok(StatusCode::NO_CONTENT)
     })
     .await
+}
+
+/// `GET /v1/stream/segments[?segment=NAME]`: server-sent events, one per entry
+/// (`segment entered`) or exit (`segment exited`) as it happens, with the profile, the
+/// segment and the time. A listener too slow to keep up is told how many it missed.
+async fn stream(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    authorize(&st, &h)?;
+    let only = q.get("segment").cloned();
+    if let Some(n) = &only {
+        if st.pipeline.query().segment(n).is_none() {
+            return Err(no_segment(n));
+        }
+    }
+    let rx = st.segment_changes.subscribe();
+    let events = futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
+        loop {
+            let ev = match rx.recv().await {
+                Ok(c) if only.as_ref().is_some_and(|n| *n != c.segment) => continue,
+                Ok(c) => Event::default()
+                    .event(if c.entered {
+                        "segment entered"
+                    } else {
+                        "segment exited"
+                    })
+                    .json_data(&c)
+                    .unwrap_or_default(),
+                Err(RecvError::Lagged(n)) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"missed\":{n}}}")),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok::<_, std::convert::Infallible>(ev), (rx, only)));
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// `GET /v1/segments/{name}`.

@@ -208,3 +208,51 @@ async fn api_segments_survive_a_restart() {
     assert_eq!(v["size"], 1, "{v}");
     assert_eq!(segments_of(&base, "b").await, vec!["New", "Fifty"]);
 }
+
+#[tokio::test]
+async fn entries_and_exits_stream_live_over_sse() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let srv = TestServer::start();
+    let base = srv.url();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
+        .await
+        .unwrap();
+    conn.write_all(
+        format!(
+            "GET /v1/stream/segments?segment=Undecided HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut lines = BufReader::new(conn).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    send(
+        &base,
+        vec![
+            json!({"type": "track", "userId": "s1", "event": "Product Viewed"}),
+            json!({"type": "track", "userId": "s1", "event": "Product Added"}),
+        ],
+    )
+    .await;
+    send(&base, vec![order("s1", 10.0)]).await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.len() < 2 {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("events arrive")
+            .unwrap()
+            .unwrap();
+        if let Some(e) = line.strip_prefix("event: ") {
+            seen.push(e.to_string());
+        }
+        if let Some(d) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(d).unwrap();
+            assert_eq!(v["segment"], "Undecided", "only the segment asked for: {v}");
+            assert!(v["profile"].as_str().unwrap().starts_with("p_"));
+        }
+    }
+    assert_eq!(seen, vec!["segment entered", "segment exited"]);
+}
