@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// Ingest + identity + profile update throughput with a million profiles, lookup
     /// latency, memory per profile and restart time.
     Profiles(crate::bench_profiles::ProfilesBench),
+    /// Segment evaluation: throughput with 50 segments against none, backfill of a new
+    /// segment over a million profiles, event-to-membership-change latency.
+    Segments(crate::bench_segments::SegmentsBench),
 }
 
 #[derive(Debug, Args)]
@@ -220,7 +223,21 @@ pub(crate) async fn spawn_server(
     port: u16,
     write_key: &str,
 ) -> anyhow::Result<std::process::Child> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    spawn_server_with(dir, port, write_key, None).await
+}
+
+/// [`spawn_server`] with a configuration file.
+pub(crate) async fn spawn_server_with(
+    dir: &std::path::Path,
+    port: u16,
+    write_key: &str,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::Child> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .args([
             "serve",
             "--listen",
@@ -253,11 +270,27 @@ pub(crate) async fn spawn_server(
 }
 
 pub(crate) async fn start_server(write_key: &str) -> anyhow::Result<(String, Spawned)> {
+    start_server_with(write_key, None).await
+}
+
+/// [`start_server`] with a configuration file's text.
+pub(crate) async fn start_server_with(
+    write_key: &str,
+    config: Option<&str>,
+) -> anyhow::Result<(String, Spawned)> {
     let dir = tempfile::tempdir_in(".").or_else(|_| tempfile::tempdir())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = spawn_server(dir.path(), port, write_key).await?;
+    let path = match config {
+        Some(text) => {
+            let p = dir.path().join("niyet.toml");
+            std::fs::write(&p, text)?;
+            Some(p)
+        }
+        None => None,
+    };
+    let child = spawn_server_with(dir.path(), port, write_key, path.as_deref()).await?;
     Ok((
         format!("http://127.0.0.1:{port}"),
         Spawned { child, dir, port },
@@ -410,6 +443,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let a = match cmd {
         BenchCommand::Ingest(a) => a,
         BenchCommand::Profiles(p) => return crate::bench_profiles::run(p).await,
+        BenchCommand::Segments(p) => return crate::bench_segments::run(p).await,
     };
     let key = "bench-write-key";
     let (url, key, _server) = match &a.url {

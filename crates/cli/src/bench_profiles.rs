@@ -86,7 +86,7 @@ struct Report {
 
 const TRAITS_CITIES: [&str; 6] = ["İstanbul", "Ankara", "İzmir", "Bursa", "Antalya", "Konya"];
 
-fn customer_batch(first: u64, n: u64, t0: i64) -> Vec<u8> {
+pub(crate) fn customer_batch(first: u64, n: u64, t0: i64) -> Vec<u8> {
     let mut out = String::with_capacity(n as usize * 1200);
     out.push_str("{\"batch\":[");
     for i in first..first + n {
@@ -131,7 +131,7 @@ fn customer_batch(first: u64, n: u64, t0: i64) -> Vec<u8> {
 
 /// Traffic on loaded customers: 100 messages, a mix of known customers' events, new
 /// anonymous visitors and logins that merge a visitor into a customer.
-fn traffic_batch(seq: u64, customers: u64, t0: i64) -> (Vec<u8>, u64) {
+pub(crate) fn traffic_batch(seq: u64, customers: u64, t0: i64) -> (Vec<u8>, u64) {
     let mut rng = crate::shop::Rng::new(seq.wrapping_mul(0x9E37_79B9) + 7);
     let mut out = String::with_capacity(100 * 300);
     let mut merges = 0;
@@ -166,11 +166,11 @@ fn traffic_batch(seq: u64, customers: u64, t0: i64) -> (Vec<u8>, u64) {
     (out.into_bytes(), merges)
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     crate::bench::proc_kib(&format!("/proc/{pid}/status"), "VmRSS:").map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn pipeline(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+pub(crate) async fn pipeline(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     Ok(http
         .get(format!("{url}/v1/pipeline"))
         .bearer_auth(BENCH_ADMIN)
@@ -182,7 +182,7 @@ async fn pipeline(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 
 /// Waits until the pipeline has processed everything in the log (and, if given, holds
 /// `profiles` profiles).
-async fn caught_up(
+pub(crate) async fn caught_up(
     http: &reqwest::Client,
     url: &str,
     profiles: Option<u64>,
@@ -207,9 +207,9 @@ async fn caught_up(
 }
 
 /// Makes request body number `i` (and a count to add up), or None when done.
-type BatchMaker = Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync>;
+pub(crate) type BatchMaker = Arc<dyn Fn(u64) -> Option<(Vec<u8>, u64)> + Send + Sync>;
 
-async fn send_all(
+pub(crate) async fn send_all(
     client: &IngestClient,
     conns: usize,
     next: Arc<AtomicU64>,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_profiles;
+mod bench_segments;
 mod client;
 mod demo;
 mod import;

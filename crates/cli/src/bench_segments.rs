@@ -1,0 +1,347 @@
+//! `niyet bench segments`: what segments cost and how fast they follow events.
+//!
+//! Servers are separate `niyet serve` processes on loopback, as in the other benches.
+//!
+//! 1. **Overhead**: the same load (typical shop customers, as in `bench profiles`) into
+//!    a fresh server with no segments and into one with 50 segments (the six built-in
+//!    lifecycle segments and 44 more over the same events and traits), alternating; events/s
+//!    until durable and reflected in profiles *and* segments.
+//! 2. **Backfill**: with `--profiles` customers loaded, a new segment is created through
+//!    the API; the answer comes once every profile is evaluated. Once with a rule needing
+//!    new features (filled from the log), once with a rule over features already kept.
+//! 3. **Latency**: with background load at half of the 50-segment throughput, single
+//!    events that make a profile enter a segment; the time from sending each until the
+//!    entry arrives on the live stream (`/v1/stream/segments`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use niyet_model::Clock;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::bench::{latency, machine, start_server_with, Latency, Spawned, BENCH_ADMIN};
+use crate::bench_profiles::{caught_up, customer_batch, send_all, traffic_batch, BatchMaker};
+use crate::client::IngestClient;
+
+/// Arguments of `niyet bench segments`.
+#[derive(Debug, Args)]
+pub struct SegmentsBench {
+    /// Customers loaded in each overhead run.
+    #[arg(long, default_value_t = 200_000)]
+    customers: u64,
+    /// Overhead runs per configuration (alternating; medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Customers loaded before the backfill and latency measurements.
+    #[arg(long, default_value_t = 1_000_000)]
+    profiles: u64,
+    /// Latency probes.
+    #[arg(long, default_value_t = 500)]
+    probes: usize,
+    /// Concurrent connections for loads.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cores: usize,
+    memory_gib: f64,
+    customers: u64,
+    without_segments: Vec<f64>,
+    with_50_segments: Vec<f64>,
+    median_without: f64,
+    median_with: f64,
+    drop_percent: f64,
+    profiles: u64,
+    backfill_new_features_s: f64,
+    backfill_new_features_events: u64,
+    backfill_shared_features_s: f64,
+    background_events_per_s: f64,
+    latency: Latency,
+}
+
+const KEY: &str = "bench-write-key";
+const CITIES: [&str; 6] = ["İstanbul", "Ankara", "İzmir", "Bursa", "Antalya", "Konya"];
+
+/// 44 segments over the bench's events and traits, besides the six built-ins.
+fn fifty() -> String {
+    let mut t = String::from("[lifecycle]\nenabled = true\n");
+    for k in 0..44u32 {
+        let city = CITIES[(k % 6) as usize];
+        let rule = match k % 11 {
+            0 => format!("count(Product Viewed in {}d) >= {}", 7 + k, 1 + k % 3),
+            1 => format!("trait.city = \"{city}\" and count(Order Completed in 90d) >= 1"),
+            2 => format!(
+                "sum(Order Completed.revenue in {}d) > {}",
+                30 + k,
+                100 + 10 * k
+            ),
+            3 => format!("age between {} and {}", 18 + k % 40, 28 + k % 40),
+            4 => format!("Product Viewed where sku = \"K-{k}\" in 30d"),
+            5 => "Product Viewed then Product Added within 1h in 30d".to_string(),
+            6 => format!("trait.gender = \"f\" and Product Added in {}d", 3 + k),
+            7 => format!("last_seen(Order Completed) < {}d ago", 20 + k),
+            8 => format!("distinct(Product Viewed.sku in {}d) >= 2", 60 + k),
+            9 => format!("trait.city in [\"{city}\", \"Bursa\"] and not segment(\"VIP\")"),
+            _ => format!(
+                "Page Viewed in {}d and no Order Completed in {}d",
+                1 + k,
+                1 + k
+            ),
+        };
+        t.push_str(&format!(
+            "\n[[segments]]\nname = \"s{k}\"\nrule = '{rule}'\n"
+        ));
+    }
+    t
+}
+
+const NONE: &str = "[lifecycle]\nenabled = false\n";
+
+/// Loads `n` customers; events/s until everything is processed.
+async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Result<f64> {
+    let client = IngestClient::new(url, KEY)?;
+    let http = reqwest::Client::new();
+    let per_batch = 20u64;
+    let batches = n.div_ceil(per_batch);
+    let bodies: Vec<Vec<u8>> = (0..batches)
+        .rev()
+        .map(|b| customer_batch(b * per_batch, per_batch.min(n - b * per_batch), t0))
+        .collect();
+    let pool = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let make: BatchMaker =
+        Arc::new(move |_| pool.lock().ok().and_then(|mut p| p.pop()).map(|b| (b, 0)));
+    let (events, _) = send_all(&client, conns, Arc::new(AtomicU64::new(0)), make).await?;
+    caught_up(&http, url, Some(n)).await?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn admin(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .request(method, url)
+        .bearer_auth(BENCH_ADMIN)
+        .json(&body)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("{url}: HTTP {status}: {v}");
+    }
+    Ok(v)
+}
+
+/// Reads server-sent events of one segment's entries; sends their arrival times.
+async fn listen(
+    port: u16,
+    segment: &str,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Instant>> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    conn.set_nodelay(true)?;
+    let q = segment.replace(' ', "%20");
+    conn.write_all(
+        format!(
+            "GET /v1/stream/segments?segment={q} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {BENCH_ADMIN}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(conn).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == "event: segment entered" {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    Ok(rx)
+}
+
+pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
+    let t0 = niyet_model::SystemClock.now_ms() - 10 * 86_400_000;
+    let fifty = fifty();
+
+    // 1. Overhead.
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for run in 0..a.runs.max(1) {
+        for (cfg, out, what) in [
+            (NONE, &mut without, "no segments"),
+            (fifty.as_str(), &mut with, "50 segments"),
+        ] {
+            eprintln!(
+                "load of {} customers with {what} ({}/{})…",
+                a.customers,
+                run + 1,
+                a.runs.max(1)
+            );
+            let (url, _server) = start_server_with(KEY, Some(cfg)).await?;
+            out.push(load(&url, a.customers, a.connections, t0).await?);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let (m0, m50) = (median(&without), median(&with));
+
+    // 2. Backfill over `profiles` customers (default configuration: built-ins on).
+    eprintln!("loading {} customers for the backfill…", a.profiles);
+    let (url, server): (String, Spawned) = start_server_with(KEY, None).await?;
+    load(&url, a.profiles, a.connections, t0).await?;
+    let http = reqwest::Client::new();
+    let segs = format!("{url}/v1/segments");
+    let started = Instant::now();
+    let v = admin(
+        &http,
+        reqwest::Method::POST,
+        &segs,
+        json!({"name": "Browsers with orders", "rule": "count(Product Viewed in 45d) >= 1 and sum(Order Completed.revenue in 200d) > 100"}),
+    )
+    .await?;
+    let backfill_new = started.elapsed().as_secs_f64();
+    let backfill_events = v["backfill"]["backfilled_events"].as_u64().unwrap_or(0);
+    eprintln!(
+        "  new features: {backfill_new:.2} s, {backfill_events} events read back, {} members",
+        v["size"]
+    );
+    let started = Instant::now();
+    let v = admin(
+        &http,
+        reqwest::Method::POST,
+        &segs,
+        json!({"name": "Active in İzmir", "rule": "count(Order Completed in 90d) >= 1 and trait.city = \"İzmir\""}),
+    )
+    .await?;
+    let backfill_shared = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  shared features: {backfill_shared:.2} s, {} members",
+        v["size"]
+    );
+
+    // 3. Latency under half of the 50-segment throughput.
+    admin(
+        &http,
+        reqwest::Method::POST,
+        &segs,
+        json!({"name": "Probe", "rule": "Product Added where sku = \"probe\" in 1h"}),
+    )
+    .await?;
+    let mut entries = listen(server.port, "Probe").await?;
+    let rate = m50 / 2.0;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let client = IngestClient::new(&url, KEY)?;
+    let mut bg = Vec::new();
+    let conns = 8u64;
+    let every = Duration::from_secs_f64(100.0 * conns as f64 / rate.max(1.0));
+    let seq = Arc::new(AtomicU64::new(1_000_000));
+    for _ in 0..conns {
+        let (client, stop, sent, seq) = (client.clone(), stop.clone(), sent.clone(), seq.clone());
+        let customers = a.profiles;
+        bg.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (body, _) = traffic_batch(seq.fetch_add(1, Ordering::Relaxed), customers, t0);
+                if let Ok(Ok(ans)) = client.batch_with_retry(body, 3).await {
+                    sent.fetch_add(ans.accepted, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "latency: {} probes under {:.0} events/s of background load…",
+        a.probes, rate
+    );
+    let bg_started = Instant::now();
+    let bg_before = sent.load(Ordering::Relaxed);
+    let mut us = Vec::with_capacity(a.probes);
+    for k in 0..a.probes {
+        let body = json!({"userId": format!("probe-{k}"), "event": "Product Added", "properties": {"sku": "probe"}})
+            .to_string()
+            .into_bytes();
+        let t = Instant::now();
+        let (status, b) = client.post("/v1/track", body).await?;
+        if status != 200 {
+            bail!(
+                "probe refused: HTTP {status}: {}",
+                String::from_utf8_lossy(&b.bytes)
+            );
+        }
+        let at = tokio::time::timeout(Duration::from_secs(10), entries.recv())
+            .await
+            .context("no segment entry within 10 s")?
+            .context("the stream closed")?;
+        us.push(at.duration_since(t).as_micros() as u64);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let background =
+        (sent.load(Ordering::Relaxed) - bg_before) as f64 / bg_started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in bg {
+        let _ = t.await;
+    }
+    let lat = latency(us);
+    drop(server);
+
+    let (cores, memory_gib) = machine();
+    let r = Report {
+        cores,
+        memory_gib,
+        customers: a.customers,
+        median_without: m0,
+        median_with: m50,
+        drop_percent: (1.0 - m50 / m0) * 100.0,
+        without_segments: without,
+        with_50_segments: with,
+        profiles: a.profiles,
+        backfill_new_features_s: backfill_new,
+        backfill_new_features_events: backfill_events,
+        backfill_shared_features_s: backfill_shared,
+        background_events_per_s: background,
+        latency: lat,
+    };
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    println!("niyet bench segments — {cores} cores, {memory_gib:.0} GiB");
+    println!(
+        "  load of {} customers: no segments {:.0} events/s ({}), 50 segments {:.0} events/s ({}): {:.1} % lower",
+        r.customers, m0, fmt(&r.without_segments), m50, fmt(&r.with_50_segments), r.drop_percent
+    );
+    println!(
+        "  backfill over {} profiles: new features {:.2} s ({} events read back from the log), shared features {:.2} s",
+        r.profiles, r.backfill_new_features_s, r.backfill_new_features_events, r.backfill_shared_features_s
+    );
+    println!(
+        "  event to segment entry on the live stream, {} probes under {:.0} events/s: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        a.probes, r.background_events_per_s, lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.max_ms
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
+    }
+    Ok(())
+}
