@@ -234,16 +234,12 @@ pub(crate) async fn spawn_server_with(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<std::process::Child> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("serve");
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
     let mut child = cmd
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
         .env("NIYET_WRITE_KEY", write_key)
         .env("NIYET_ADMIN_TOKEN", BENCH_ADMIN)

@@ -227,7 +227,7 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         &http,
         reqwest::Method::POST,
         &segs,
-        json!({"name": "Active in İzmir", "rule": "count(Order Completed in 90d) >= 1 and trait.city = \"İzmir\""}),
+        json!({"name": "Active in İstanbul", "rule": "count(Order Completed in 90d) >= 1 and trait.city = \"İstanbul\""}),
     )
     .await?;
     let backfill_shared = started.elapsed().as_secs_f64();

@@ -5,7 +5,7 @@
 //! into the profile's [`SegState`] (features and memberships, see
 //! [`niyet_rules::SegmentSet`]) and keeps the profile's next timer.
 
-use crate::extract::{EventView, Kind};
+use crate::extract::{Entries, EventView, Kind};
 use crate::profile::Profile;
 use crate::symbols::{Sym, Symbols};
 use niyet_rules::value::{Props, Traits, Value};
@@ -47,13 +47,24 @@ impl Props for SegEvent {
     }
 }
 
-/// Reads a JSON value as a rule value (objects and arrays are null).
-pub fn json_value(raw: &str) -> Value<'static> {
-    match serde_json::from_str::<serde_json::Value>(raw) {
-        Ok(serde_json::Value::Bool(b)) => Value::Bool(b),
-        Ok(serde_json::Value::Number(n)) => n.as_f64().map_or(Value::Null, Value::Num),
-        Ok(serde_json::Value::String(s)) => Value::Str(Cow::Owned(s)),
-        _ => Value::Null,
+/// Reads a JSON value as a rule value (objects and arrays are null). Plain strings,
+/// numbers and literals are read without a JSON parser and without copying.
+pub fn json_value(raw: &str) -> Value<'_> {
+    let t = raw.trim();
+    match t.as_bytes().first() {
+        Some(b'"')
+            if t.len() >= 2 && t.ends_with('"') && !t[1..t.len() - 1].contains(['\\', '"']) =>
+        {
+            Value::Str(Cow::Borrowed(&t[1..t.len() - 1]))
+        }
+        Some(b't') if t == "true" => Value::Bool(true),
+        Some(b'f') if t == "false" => Value::Bool(false),
+        Some(b'n') if t == "null" => Value::Null,
+        Some(b'-' | b'0'..=b'9') => t.parse::<f64>().map_or(Value::Null, Value::Num),
+        _ => match serde_json::from_str::<serde_json::Value>(t) {
+            Ok(serde_json::Value::String(s)) => Value::Str(Cow::Owned(s)),
+            _ => Value::Null,
+        },
     }
 }
 
@@ -69,7 +80,7 @@ fn owned(v: Value<'_>) -> PropValue {
 /// Finds a dotted path in a JSON object.
 fn lookup<'a>(mut raw: &'a RawValue, path: &str) -> Option<&'a RawValue> {
     for part in path.split('.') {
-        let obj: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(raw.get()).ok()?;
+        let obj: Entries<'a> = serde_json::from_str(raw.get()).ok()?;
         raw = obj.get(part)?;
     }
     Some(raw)
@@ -92,30 +103,45 @@ pub fn event_name<'a>(v: &'a EventView<'_>) -> Option<Cow<'a, str>> {
 /// The segment event of a stored event, if any segment feature reads events of its name.
 /// For pages and screens, `name`, `path`, `url`, `title`, `referrer` and `search` also
 /// come from `context.page` when `properties` lacks them.
-pub fn seg_event(set: &SegmentSet, v: &EventView<'_>) -> Option<Box<SegEvent>> {
+pub fn seg_event(segs: &Segments, v: &EventView<'_>) -> Option<Box<SegEvent>> {
     let name = event_name(v)?;
-    set.catalog().for_event(&name).next()?;
+    segs.set.catalog().for_event(&name).next()?;
+    let paths = segs.props.get(&*name).unwrap_or(&segs.any_props);
     let mut props = Vec::new();
-    for path in set.props_for(&name) {
-        let raw = v.properties.and_then(|p| lookup(p, path));
-        let val = match raw {
-            Some(r) => json_value(r.get()),
-            None if v.kind == Kind::Page || v.kind == Kind::Screen => match path {
-                "name" => v
-                    .name
-                    .as_deref()
-                    .map_or(Value::Null, |n| Value::Str(Cow::Owned(n.to_string()))),
-                "path" | "url" | "title" | "referrer" | "search" => v
-                    .context
-                    .page
-                    .and_then(|p| lookup(p, path))
-                    .map_or(Value::Null, |r| json_value(r.get())),
-                _ => Value::Null,
-            },
-            None => Value::Null,
-        };
-        if val != Value::Null {
-            props.push((Box::from(path), owned(val)));
+    if !paths.is_empty() {
+        // The properties object is read once; nested paths go one level at a time.
+        let top: Entries<'_> = v
+            .properties
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or_default();
+        for path in paths.iter() {
+            let (head, rest) = match path.split_once('.') {
+                Some((h, r)) => (h, Some(r)),
+                None => (&**path, None),
+            };
+            let raw = top.get(head).and_then(|r| match rest {
+                Some(rest) => lookup(r, rest),
+                None => Some(r),
+            });
+            let val = match raw {
+                Some(r) => json_value(r.get()),
+                None if v.kind == Kind::Page || v.kind == Kind::Screen => match &**path {
+                    "name" => v
+                        .name
+                        .as_deref()
+                        .map_or(Value::Null, |n| Value::Str(Cow::Borrowed(n))),
+                    "path" | "url" | "title" | "referrer" | "search" => v
+                        .context
+                        .page
+                        .and_then(|p| lookup(p, path))
+                        .map_or(Value::Null, |r| json_value(r.get())),
+                    _ => Value::Null,
+                },
+                None => Value::Null,
+            };
+            if val != Value::Null {
+                props.push((path.clone(), owned(val)));
+            }
         }
     }
     Some(Box::new(SegEvent {
@@ -124,10 +150,14 @@ pub fn seg_event(set: &SegmentSet, v: &EventView<'_>) -> Option<Box<SegEvent>> {
     }))
 }
 
-/// Segments with their trait names interned.
+/// Segments with their trait names interned and the properties each event name needs.
 pub struct Segments {
     pub set: SegmentSet,
-    traits: HashMap<String, Sym>,
+    traits: niyet_model::hash::FastMap<Box<str>, Sym>,
+    /// Property paths features read, by event name.
+    props: HashMap<Box<str>, Box<[Box<str>]>>,
+    /// Property paths features of any event (`*`) read.
+    any_props: Box<[Box<str>]>,
 }
 
 impl Segments {
@@ -139,7 +169,7 @@ impl Segments {
 
     /// Wraps a compiled set, interning the trait names it reads.
     pub fn with_set(set: SegmentSet, syms: &mut Symbols) -> Self {
-        let mut traits = HashMap::new();
+        let mut traits = niyet_model::hash::FastMap::default();
         let mut names: Vec<String> = ["birthday", "birth_year", "birthYear", "age"]
             .iter()
             .map(|s| s.to_string())
@@ -150,9 +180,23 @@ impl Segments {
         for n in names {
             let top = n.split('.').next().unwrap_or(&n).to_string();
             let s = syms.intern(&top);
-            traits.insert(top, s);
+            traits.insert(top.into_boxed_str(), s);
         }
-        Self { set, traits }
+        let paths = |name: &str| -> Box<[Box<str>]> {
+            set.props_for(name).into_iter().map(Box::from).collect()
+        };
+        let props = set
+            .catalog()
+            .event_names()
+            .map(|n| (Box::from(n), paths(n)))
+            .collect();
+        let any_props = paths("");
+        Self {
+            set,
+            traits,
+            props,
+            any_props,
+        }
     }
 
     /// The profile's traits as rules read them.

@@ -1349,7 +1349,7 @@ impl Router {
         u.now_ms = now_ms;
         if let Ok(segs) = self.sh.segments.read() {
             if !segs.set.is_empty() {
-                u.seg = seg_event(&segs.set, view);
+                u.seg = seg_event(&segs, view);
             }
         }
         Some(u)
@@ -1576,7 +1576,7 @@ impl Router {
                 let Ok(view) = extract::parse(&r.payload) else {
                     continue;
                 };
-                if let Some(e) = seg_event(&segs.set, &view) {
+                if let Some(e) = seg_event(segs, &view) {
                     chunk.push((r.offset, view.time_ms, *e));
                 }
             }

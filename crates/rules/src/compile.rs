@@ -120,6 +120,11 @@ impl Catalog {
         &self.defs
     }
 
+    /// Event names some feature asks for by name.
+    pub fn event_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.by_name.keys().map(String::as_str)
+    }
+
     /// The features an event named `name` can touch.
     pub fn for_event<'a>(&'a self, name: &str) -> impl Iterator<Item = FeatureId> + 'a {
         let named = self.by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);

@@ -479,25 +479,29 @@ impl SegmentSet {
         if let Some(t) = st.features.next_expiry(&self.catalog, now) {
             consider(t);
         }
+        let mut age = None;
         for s in self.segs.iter().filter(|s| s.clock) {
-            self.time_points(&s.pred, st, traits, now, &mut consider);
+            self.time_points(&s.pred, st, traits, now, &mut age, &mut consider);
         }
         best
     }
 
+    /// Instants after `now` at which a time test in `p` can flip; `age` caches the next
+    /// birthday (computed once per call of [`Self::next_change`]).
     fn time_points(
         &self,
         p: &Pred,
         st: &Membership,
         traits: &dyn Traits,
         now: i64,
+        age: &mut Option<Option<i64>>,
         f: &mut dyn FnMut(i64),
     ) {
         match p {
             Pred::And(ps) | Pred::Or(ps) => ps
                 .iter()
-                .for_each(|p| self.time_points(p, st, traits, now, f)),
-            Pred::Not(p) => self.time_points(p, st, traits, now, f),
+                .for_each(|p| self.time_points(p, st, traits, now, age, f)),
+            Pred::Not(p) => self.time_points(p, st, traits, now, age, f),
             Pred::Seen {
                 f: id,
                 last,
@@ -511,7 +515,9 @@ impl SegmentSet {
                 }
             }
             Pred::Age(_) => {
-                if let Some((_, Some(t))) = crate::age::age(traits, now) {
+                let next =
+                    *age.get_or_insert_with(|| crate::age::age(traits, now).and_then(|a| a.1));
+                if let Some(t) = next {
                     f(t);
                 }
             }

@@ -275,19 +275,19 @@ impl State {
     /// The earliest time after `now` at which an entry leaves the window.
     fn next_expiry(&self, window: Option<i64>, now: i64) -> Option<i64> {
         let d = window?;
-        let first_after = |times: &mut dyn Iterator<Item = i64>| {
-            times
-                .map(|t| t.saturating_add(d))
-                .filter(|x| *x > now)
-                .min()
+        // Sorted by time: the first entry still inside the window leaves first.
+        let sorted = |times: &mut dyn Iterator<Item = i64>| {
+            times.map(|t| t.saturating_add(d)).find(|x| *x > now)
         };
         match self {
-            State::Count(Timed::Window(v)) => first_after(&mut v.iter().map(|e| e.0)),
-            State::Numeric(Timed::Window(v)) => first_after(&mut v.iter().map(|e| e.0)),
-            State::Distinct(v) => first_after(&mut v.iter().map(|e| e.1)),
-            State::Seq(SeqState::Steps { first, .. }) => {
-                first_after(&mut first.iter().map(|e| e.0))
-            }
+            State::Count(Timed::Window(v)) => sorted(&mut v.iter().map(|e| e.0)),
+            State::Numeric(Timed::Window(v)) => sorted(&mut v.iter().map(|e| e.0)),
+            State::Distinct(v) => v
+                .iter()
+                .map(|e| e.1.saturating_add(d))
+                .filter(|x| *x > now)
+                .min(),
+            State::Seq(SeqState::Steps { first, .. }) => sorted(&mut first.iter().map(|e| e.0)),
             _ => None,
         }
     }
