@@ -103,9 +103,13 @@ pub struct SegmentChange {
     pub time: String,
 }
 
-/// Receives segment changes as they happen.
+/// Receives segment changes as they happen: `listening` says whether anyone wants them
+/// now (so nothing is built for nobody), `send` takes one.
 #[derive(Clone)]
-pub struct ChangeHook(pub Arc<dyn Fn(SegmentChange) + Send + Sync>);
+pub struct ChangeHook {
+    pub listening: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub send: Arc<dyn Fn(SegmentChange) + Send + Sync>,
+}
 
 impl std::fmt::Debug for ChangeHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -859,9 +863,9 @@ impl SegWork<'_> {
 
     fn finish(&mut self, id: u64, p: &Profile, st: &mut SegState) {
         self.count_sizes();
-        if let Some(h) = &self.hook {
+        if let Some(h) = self.hook.as_ref().filter(|h| (h.listening)()) {
             for c in &self.changes {
-                (h.0)(SegmentChange {
+                (h.send)(SegmentChange {
                     profile: ProfileId(id).to_string(),
                     segment: self.segs.set.name(c.segment).to_string(),
                     entered: c.entered,

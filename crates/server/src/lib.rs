@@ -213,11 +213,14 @@ impl Server {
         let mut pcfg = cfg.pipeline();
         pcfg.clock = niyet_pipeline::SharedClock(clock.clone());
         let (segment_changes, _) = tokio::sync::broadcast::channel(8192);
-        let changes = segment_changes.clone();
-        pcfg.on_change = Some(niyet_pipeline::ChangeHook(Arc::new(move |c| {
-            // Nobody listening is fine.
-            let _ = changes.send(c);
-        })));
+        let (changes, listeners) = (segment_changes.clone(), segment_changes.clone());
+        pcfg.on_change = Some(niyet_pipeline::ChangeHook {
+            listening: Arc::new(move || listeners.receiver_count() > 0),
+            send: Arc::new(move |c| {
+                // A listener that just left is fine.
+                let _ = changes.send(c);
+            }),
+        });
         let (log, qlog, pipeline) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
             let mut qc = LogConfig::new(data_dir.join("quarantine"));
