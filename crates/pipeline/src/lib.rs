@@ -861,7 +861,14 @@ impl SegWork<'_> {
         }
     }
 
+    /// Records the changes and sets the timer, from a full computation of the profile's
+    /// next change.
     fn finish(&mut self, id: u64, p: &Profile, st: &mut SegState) {
+        self.finish_with(id, p, st, None);
+    }
+
+    /// [`Self::finish`]; with `due`, the next change is already known.
+    fn finish_with(&mut self, id: u64, p: &Profile, st: &mut SegState, due: Option<i64>) {
         self.count_sizes();
         if let Some(h) = self.hook.as_ref().filter(|h| (h.listening)()) {
             for c in &self.changes {
@@ -875,13 +882,20 @@ impl SegWork<'_> {
         }
         st.record(&self.changes);
         self.changes.clear();
-        let traits = self.segs.traits(p);
-        st.due = self
-            .segs
-            .set
-            .next_change(&st.m, &traits, st.at)
-            .unwrap_or(i64::MAX);
-        self.timers.schedule(id, st.due);
+        let due = match due {
+            Some(d) => d,
+            None => {
+                let traits = self.segs.traits(p);
+                self.segs
+                    .set
+                    .next_change(&st.m, &traits, st.at)
+                    .unwrap_or(i64::MAX)
+            }
+        };
+        if due != st.due {
+            st.due = due;
+            self.timers.schedule(id, due);
+        }
     }
 
     /// Brings a profile's segments to `now`, each change at its instant.
@@ -952,6 +966,7 @@ impl SegWork<'_> {
         if !self.active() {
             return;
         }
+        let fresh = p.segments.is_none();
         let mut st = match p.segments.take() {
             Some(st) => st,
             None => self.fresh(p, u.now_ms),
@@ -960,6 +975,15 @@ impl SegWork<'_> {
         let now = st.at;
         let traits = self.segs.traits(p);
         let traits_changed = !u.traits.is_empty();
+        // The profile's next change by time is still ahead and exact; an event that sets
+        // no traits can only bring it forward (by the instants its own entries add).
+        let due = (!fresh && !traits_changed && st.due > now).then(|| {
+            let ev = u
+                .seg
+                .as_ref()
+                .and_then(|e| self.segs.set.event_due(&e.name, u.time_ms, now));
+            ev.map_or(st.due, |e| e.min(st.due))
+        });
         match &u.seg {
             Some(e) => {
                 let ev = niyet_rules::Event {
@@ -984,7 +1008,7 @@ impl SegWork<'_> {
             }
             None => {}
         }
-        self.finish(id, p, &mut st);
+        self.finish_with(id, p, &mut st, due);
         p.segments = Some(st);
     }
 

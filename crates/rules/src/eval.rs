@@ -45,6 +45,8 @@ pub struct SegmentSet {
     by_feature: Vec<Vec<usize>>,
     /// Segments referring to each segment.
     dependents: Vec<Vec<usize>>,
+    /// Durations of `… ago` tests on each feature.
+    ago: Vec<Vec<i64>>,
 }
 
 /// Per-profile state: features and current memberships.
@@ -144,6 +146,19 @@ impl SegmentSet {
             rank[*i] = k;
         }
         let mut by_feature = vec![Vec::new(); catalog.defs().len()];
+        let mut ago = vec![Vec::new(); catalog.defs().len()];
+        for s in &segs {
+            s.pred.walk(&mut |p| {
+                if let Pred::Seen {
+                    f,
+                    test: TimeTest::Ago(_, d),
+                    ..
+                } = p
+                {
+                    ago[*f as usize].push(d.0);
+                }
+            });
+        }
         let mut dependents = vec![Vec::new(); segs.len()];
         for (i, s) in segs.iter().enumerate() {
             let mut fs = Vec::new();
@@ -164,6 +179,7 @@ impl SegmentSet {
             rank,
             by_feature,
             dependents,
+            ago,
         })
     }
 
@@ -393,6 +409,29 @@ impl SegmentSet {
         if let Some(d) = self.dirty_for(ev.name, traits_changed) {
             self.evaluate(st, traits, now, Some(d), out);
         }
+    }
+
+    /// The earliest instant after `now` at which an event just observed (named `name`, at
+    /// `time_ms`) can change a membership by time alone. After an event that changed no
+    /// traits, the profile's next change is the earlier of this and the one before
+    /// (if that is still ahead): an event only adds such instants.
+    pub fn event_due(&self, name: &str, time_ms: i64, now: i64) -> Option<i64> {
+        let mut best: Option<i64> = None;
+        let mut consider = |t: i64| {
+            if t > now {
+                best = Some(best.map_or(t, |b| b.min(t)));
+            }
+        };
+        for f in self.catalog.for_event(name) {
+            if let Some(w) = self.catalog.defs()[f as usize].window {
+                consider(time_ms.saturating_add(w));
+            }
+            for d in &self.ago[f as usize] {
+                consider(time_ms.saturating_add(*d));
+                consider(time_ms.saturating_add(*d).saturating_add(1));
+            }
+        }
+        best
     }
 
     /// The profile's traits changed with no event any feature reads: evaluate the

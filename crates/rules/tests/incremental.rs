@@ -262,7 +262,21 @@ proptest! {
                     }
                     let e = naive_event(k as u64, name, now + dt, v, c);
                     let ev = Event { id: e.id, name: &e.name, time_ms: e.time_ms, props: &e as &dyn Props };
+                    let before = set.next_change(&st, &traits, now);
                     set.on_event(&mut st, &ev, &traits, t.is_some(), now, &mut inc);
+                    // The shortcut the partition owners take: with no trait change, the
+                    // next change is never later than the earlier of the one before and
+                    // the event's own instants.
+                    if t.is_none() {
+                        let quick = match (before, set.event_due(&e.name, e.time_ms, now)) {
+                            (Some(b), Some(x)) => Some(b.min(x)),
+                            (b, x) => b.or(x),
+                        };
+                        let full = set.next_change(&st, &traits, now);
+                        if let Some(f) = full {
+                            prop_assert!(quick.is_some_and(|q| q <= f), "quick {:?} full {:?}", quick, full);
+                        }
+                    }
                     events.push(e.clone());
                     reference.at(&events, &traits, now, &mut naive);
                 }
