@@ -25,7 +25,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::bench::{latency, machine, start_server_with, Latency, Spawned, BENCH_ADMIN};
-use crate::bench_profiles::{caught_up, customer_batch, send_all, traffic_batch, BatchMaker};
+use crate::bench_profiles::{
+    caught_up, customer_batch, rss_mib, send_all, traffic_batch, BatchMaker,
+};
 use crate::client::IngestClient;
 
 /// Arguments of `niyet bench segments`.
@@ -191,8 +193,14 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
                 run + 1,
                 a.runs.max(1)
             );
-            let (url, _server) = start_server_with(KEY, Some(cfg)).await?;
+            let (url, server) = start_server_with(KEY, Some(cfg)).await?;
+            let before = rss_mib(server.child.id());
             out.push(load(&url, a.customers, a.connections, t0).await?);
+            let per = (rss_mib(server.child.id()) - before) * 1_048_576.0 / a.customers as f64;
+            eprintln!(
+                "  {:.0} events/s, {per:.0} bytes of memory per customer",
+                out[out.len() - 1]
+            );
         }
     }
     let median = |v: &[f64]| {

@@ -18,29 +18,27 @@ pub struct Event<'a> {
     pub props: &'a dyn Props,
 }
 
-/// State of one feature for one profile.
+/// State of one feature for one profile, kept small (24 bytes): windows hold exactly
+/// their entries (boxed slices, no spare capacity), rare or large parts are boxed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
-    /// Times of the events in the window (sorted), or the all-time count.
-    Count(Timed<()>),
-    /// Times and values (1/10,000 units) in the window, or all-time totals.
-    Numeric(Timed<i64>),
+    /// Times of the events in the window, sorted.
+    CountWindow(Box<[i64]>),
+    /// All-time count.
+    CountTotal(u64),
+    /// Times and values (1/10,000 units) in the window, sorted.
+    NumWindow(Box<[(i64, i64)]>),
+    /// All-time totals.
+    NumTotal(Box<Totals>),
     /// Each distinct value with the latest time it was seen (sorted by value).
-    Distinct(Vec<(Box<str>, i64)>),
+    Distinct(Box<[(Box<str>, i64)]>),
     /// First and last time.
     Seen { first: i64, last: i64 },
     /// A sequence: done for good (all time), or the candidate steps so far.
-    Seq(SeqState),
+    Seq(Box<SeqState>),
 }
 
-/// Windowed entries (sorted by time) or all-time totals.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Timed<T> {
-    Window(Vec<(i64, T)>),
-    Total(Totals),
-}
-
-/// All-time totals of a count or numeric feature.
+/// All-time totals of a numeric feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub n: u64,
@@ -97,30 +95,51 @@ fn inside(t: i64, window: Option<i64>, now: i64) -> bool {
     window.is_none_or(|d| t > now.saturating_sub(d))
 }
 
-fn insert_sorted<T: Ord>(v: &mut Vec<T>, x: T) {
+/// Inserts into a sorted boxed slice (exact size: these stay small).
+fn insert_sorted<T: Ord + Clone>(v: &mut Box<[T]>, x: T) {
     let i = v.partition_point(|y| *y <= x);
-    v.insert(i, x);
+    let mut grown = Vec::with_capacity(v.len() + 1);
+    grown.extend_from_slice(&v[..i]);
+    grown.push(x);
+    grown.extend_from_slice(&v[i..]);
+    *v = grown.into_boxed_slice();
+}
+
+/// Keeps the entries `keep` accepts.
+fn retain_boxed<T: Clone>(v: &mut Box<[T]>, keep: impl Fn(&T) -> bool) {
+    if v.iter().all(&keep) {
+        return;
+    }
+    *v = v.iter().filter(|x| keep(x)).cloned().collect();
+}
+
+/// Sorted union of two sorted boxed slices.
+fn merge_boxed<T: Ord + Clone>(a: &mut Box<[T]>, b: &[T]) {
+    if b.is_empty() {
+        return;
+    }
+    let mut m: Vec<T> = Vec::with_capacity(a.len() + b.len());
+    m.extend_from_slice(a);
+    m.extend_from_slice(b);
+    m.sort();
+    *a = m.into_boxed_slice();
 }
 
 fn new_state(def: &FeatureDef) -> State {
-    fn timed<T>(window: Option<i64>) -> Timed<T> {
-        match window {
-            Some(_) => Timed::Window(Vec::new()),
-            None => Timed::Total(Totals::default()),
-        }
-    }
-    match &def.kind {
-        FeatureKind::Count => State::Count(timed(def.window)),
-        FeatureKind::Numeric(_) => State::Numeric(timed(def.window)),
-        FeatureKind::Distinct(_) => State::Distinct(Vec::new()),
-        FeatureKind::Seen => State::Seen {
+    match (&def.kind, def.window) {
+        (FeatureKind::Count, Some(_)) => State::CountWindow(Box::default()),
+        (FeatureKind::Count, None) => State::CountTotal(0),
+        (FeatureKind::Numeric(_), Some(_)) => State::NumWindow(Box::default()),
+        (FeatureKind::Numeric(_), None) => State::NumTotal(Box::default()),
+        (FeatureKind::Distinct(_), _) => State::Distinct(Box::default()),
+        (FeatureKind::Seen, _) => State::Seen {
             first: i64::MAX,
             last: i64::MIN,
         },
-        FeatureKind::Sequence { .. } => State::Seq(SeqState::Steps {
+        (FeatureKind::Sequence { .. }, _) => State::Seq(Box::new(SeqState::Steps {
             first: Vec::new(),
             then: Vec::new(),
-        }),
+        })),
     }
 }
 
@@ -146,17 +165,24 @@ fn seq_holds(
         })
 }
 
+fn insert_vec<T: Ord>(v: &mut Vec<T>, x: T) {
+    let i = v.partition_point(|y| *y <= x);
+    v.insert(i, x);
+}
+
 impl State {
     fn prune(&mut self, window: Option<i64>, now: i64) {
         let Some(d) = window else { return };
         let cut = now.saturating_sub(d);
         match self {
-            State::Count(Timed::Window(v)) => v.retain(|e| e.0 > cut),
-            State::Numeric(Timed::Window(v)) => v.retain(|e| e.0 > cut),
-            State::Distinct(v) => v.retain(|e| e.1 > cut),
-            State::Seq(SeqState::Steps { first, then }) => {
-                first.retain(|e| e.0 > cut);
-                then.retain(|e| e.0 > cut);
+            State::CountWindow(v) => retain_boxed(v, |t| *t > cut),
+            State::NumWindow(v) => retain_boxed(v, |e| e.0 > cut),
+            State::Distinct(v) => retain_boxed(v, |e| e.1 > cut),
+            State::Seq(s) => {
+                if let SeqState::Steps { first, then } = &mut **s {
+                    first.retain(|e| e.0 > cut);
+                    then.retain(|e| e.0 > cut);
+                }
             }
             _ => {}
         }
@@ -164,10 +190,12 @@ impl State {
 
     fn is_empty(&self) -> bool {
         match self {
-            State::Count(Timed::Window(v)) => v.is_empty(),
-            State::Numeric(Timed::Window(v)) => v.is_empty(),
+            State::CountWindow(v) => v.is_empty(),
+            State::NumWindow(v) => v.is_empty(),
             State::Distinct(v) => v.is_empty(),
-            State::Seq(SeqState::Steps { first, then }) => first.is_empty() && then.is_empty(),
+            State::Seq(s) => {
+                matches!(&**s, SeqState::Steps { first, then } if first.is_empty() && then.is_empty())
+            }
             _ => false,
         }
     }
@@ -175,24 +203,25 @@ impl State {
     fn observe(&mut self, def: &FeatureDef, ev: &Event<'_>, now: i64) {
         let hit = matches(&def.event, ev.name, ev.props);
         let t = ev.time_ms;
+        let fits = inside(t, def.window, now);
         match (self, &def.kind) {
-            (State::Count(c), _) if hit && inside(t, def.window, now) => match c {
-                Timed::Window(v) => insert_sorted(v, (t, ())),
-                Timed::Total(s) => s.n += 1,
-            },
-            (State::Numeric(c), FeatureKind::Numeric(p)) if hit && inside(t, def.window, now) => {
+            (State::CountWindow(v), _) if hit && fits => insert_sorted(v, t),
+            (State::CountTotal(n), _) if hit => *n += 1,
+            (State::NumWindow(v), FeatureKind::Numeric(p)) if hit && fits => {
                 if let Some(x) = ev.props.prop(p).scaled() {
-                    match c {
-                        Timed::Window(v) => insert_sorted(v, (t, x)),
-                        Timed::Total(s) => s.add(x),
-                    }
+                    insert_sorted(v, (t, x));
                 }
             }
-            (State::Distinct(v), FeatureKind::Distinct(p)) if hit && inside(t, def.window, now) => {
+            (State::NumTotal(s), FeatureKind::Numeric(p)) if hit => {
+                if let Some(x) = ev.props.prop(p).scaled() {
+                    s.add(x);
+                }
+            }
+            (State::Distinct(v), FeatureKind::Distinct(p)) if hit && fits => {
                 if let Some(k) = ev.props.prop(p).distinct_key() {
                     match v.binary_search_by(|e| e.0.as_ref().cmp(k.as_str())) {
                         Ok(i) => v[i].1 = v[i].1.max(t),
-                        Err(i) => v.insert(i, (k.into_boxed_str(), t)),
+                        Err(_) => insert_sorted(v, (k.into_boxed_str(), t)),
                     }
                 }
             }
@@ -200,21 +229,18 @@ impl State {
                 *first = (*first).min(t);
                 *last = (*last).max(t);
             }
-            (State::Seq(s), FeatureKind::Sequence { then: m2, within }) => {
-                let SeqState::Steps { first, then } = s else {
+            (State::Seq(s), FeatureKind::Sequence { then: m2, within }) if fits => {
+                let SeqState::Steps { first, then } = &mut **s else {
                     return;
                 };
-                if !inside(t, def.window, now) {
-                    return;
-                }
                 if hit {
-                    insert_sorted(first, (t, ev.id));
+                    insert_vec(first, (t, ev.id));
                 }
                 if matches(m2, ev.name, ev.props) {
-                    insert_sorted(then, (t, ev.id));
+                    insert_vec(then, (t, ev.id));
                 }
                 if def.window.is_none() && seq_holds(first, then, *within, None, now) {
-                    *s = SeqState::Done;
+                    **s = SeqState::Done;
                 }
             }
             _ => {}
@@ -222,20 +248,16 @@ impl State {
     }
 
     fn absorb(&mut self, def: &FeatureDef, o: &State, now: i64) {
-        fn merge<T: Ord + Clone>(a: &mut Vec<T>, b: &[T]) {
-            a.extend_from_slice(b);
-            a.sort();
-        }
         match (self, o) {
-            (State::Count(Timed::Window(a)), State::Count(Timed::Window(b))) => merge(a, b),
-            (State::Count(Timed::Total(a)), State::Count(Timed::Total(b))) => a.n += b.n,
-            (State::Numeric(Timed::Window(a)), State::Numeric(Timed::Window(b))) => merge(a, b),
-            (State::Numeric(Timed::Total(a)), State::Numeric(Timed::Total(b))) => a.absorb(b),
+            (State::CountWindow(a), State::CountWindow(b)) => merge_boxed(a, b),
+            (State::CountTotal(a), State::CountTotal(b)) => *a += b,
+            (State::NumWindow(a), State::NumWindow(b)) => merge_boxed(a, b),
+            (State::NumTotal(a), State::NumTotal(b)) => a.absorb(b),
             (State::Distinct(a), State::Distinct(b)) => {
-                for (k, t) in b {
+                for (k, t) in b.iter() {
                     match a.binary_search_by(|e| e.0.cmp(k)) {
                         Ok(i) => a[i].1 = a[i].1.max(*t),
-                        Err(i) => a.insert(i, (k.clone(), *t)),
+                        Err(_) => insert_sorted(a, (k.clone(), *t)),
                     }
                 }
             }
@@ -249,9 +271,9 @@ impl State {
                 *first = (*first).min(*f2);
                 *last = (*last).max(*l2);
             }
-            (State::Seq(a), State::Seq(b)) => match (&mut *a, b) {
+            (State::Seq(a), State::Seq(b)) => match (&mut **a, &**b) {
                 (SeqState::Done, _) => {}
-                (_, SeqState::Done) => *a = SeqState::Done,
+                (_, SeqState::Done) => **a = SeqState::Done,
                 (
                     SeqState::Steps { first, then },
                     SeqState::Steps {
@@ -259,11 +281,13 @@ impl State {
                         then: t2,
                     },
                 ) => {
-                    merge(first, f2);
-                    merge(then, t2);
+                    first.extend_from_slice(f2);
+                    first.sort();
+                    then.extend_from_slice(t2);
+                    then.sort();
                     if let FeatureKind::Sequence { within, .. } = def.kind {
                         if def.window.is_none() && seq_holds(first, then, within, None, now) {
-                            *a = SeqState::Done;
+                            **a = SeqState::Done;
                         }
                     }
                 }
@@ -280,14 +304,17 @@ impl State {
             times.map(|t| t.saturating_add(d)).find(|x| *x > now)
         };
         match self {
-            State::Count(Timed::Window(v)) => sorted(&mut v.iter().map(|e| e.0)),
-            State::Numeric(Timed::Window(v)) => sorted(&mut v.iter().map(|e| e.0)),
+            State::CountWindow(v) => sorted(&mut v.iter().copied()),
+            State::NumWindow(v) => sorted(&mut v.iter().map(|e| e.0)),
             State::Distinct(v) => v
                 .iter()
                 .map(|e| e.1.saturating_add(d))
                 .filter(|x| *x > now)
                 .min(),
-            State::Seq(SeqState::Steps { first, .. }) => sorted(&mut first.iter().map(|e| e.0)),
+            State::Seq(s) => match &**s {
+                SeqState::Steps { first, .. } => sorted(&mut first.iter().map(|e| e.0)),
+                SeqState::Done => None,
+            },
             _ => None,
         }
     }
@@ -372,14 +399,17 @@ impl Features {
         let window = cat.defs()[id as usize].window;
         let mut st = Totals::default();
         match self.get(id) {
-            Some(State::Count(Timed::Window(v))) => {
-                st.n = v.iter().filter(|e| inside(e.0, window, now)).count() as u64
+            Some(State::CountWindow(v)) => {
+                // Sorted: the entries inside the window are a suffix.
+                let cut = window.map_or(i64::MIN, |d| now.saturating_sub(d));
+                st.n = (v.len() - v.partition_point(|t| *t <= cut)) as u64;
             }
-            Some(State::Numeric(Timed::Window(v))) => v
+            Some(State::CountTotal(n)) => st.n = *n,
+            Some(State::NumWindow(v)) => v
                 .iter()
                 .filter(|e| inside(e.0, window, now))
                 .for_each(|e| st.add(e.1)),
-            Some(State::Count(Timed::Total(t)) | State::Numeric(Timed::Total(t))) => st = *t,
+            Some(State::NumTotal(t)) => st = **t,
             _ => {}
         }
         Stats {
@@ -416,10 +446,10 @@ impl Features {
             return false;
         };
         match self.get(id) {
-            Some(State::Seq(SeqState::Done)) => true,
-            Some(State::Seq(SeqState::Steps { first, then })) => {
-                seq_holds(first, then, within, def.window, now)
-            }
+            Some(State::Seq(s)) => match &**s {
+                SeqState::Done => true,
+                SeqState::Steps { first, then } => seq_holds(first, then, within, def.window, now),
+            },
             _ => false,
         }
     }
@@ -458,5 +488,15 @@ impl Features {
     /// Ids of the features that hold something.
     pub fn ids(&self) -> impl Iterator<Item = FeatureId> + '_ {
         self.states.iter().map(|e| e.0)
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every profile holds one entry per feature it touched: keep them small.
+    #[test]
+    fn a_feature_entry_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<super::State>(), 24);
+        assert_eq!(std::mem::size_of::<(super::FeatureId, super::State)>(), 32);
     }
 }
