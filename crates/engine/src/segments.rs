@@ -201,7 +201,11 @@ impl Segments {
 
     /// The profile's traits as rules read them.
     pub fn traits<'a>(&'a self, p: &'a Profile) -> ProfileTraits<'a> {
-        ProfileTraits { seg: self, p }
+        ProfileTraits {
+            seg: self,
+            p,
+            seen: std::cell::RefCell::new(Vec::new()),
+        }
     }
 }
 
@@ -214,14 +218,27 @@ fn trait_names(r: &Rule, out: &mut Vec<String>) {
     }
 }
 
-/// A profile's traits seen through [`Traits`].
+/// A profile's traits seen through [`Traits`]. Values read are remembered (by path) for
+/// as long as this view lives: one evaluation reads the same trait for many segments.
 pub struct ProfileTraits<'a> {
     seg: &'a Segments,
     p: &'a Profile,
+    seen: std::cell::RefCell<Vec<(Box<str>, Value<'a>)>>,
 }
 
 impl Traits for ProfileTraits<'_> {
     fn get(&self, path: &str) -> Value<'_> {
+        if let Some((_, v)) = self.seen.borrow().iter().find(|(k, _)| **k == *path) {
+            return v.clone();
+        }
+        let v = self.read(path);
+        self.seen.borrow_mut().push((path.into(), v.clone()));
+        v
+    }
+}
+
+impl<'a> ProfileTraits<'a> {
+    fn read(&self, path: &str) -> Value<'a> {
         let mut parts = path.splitn(2, '.');
         let top = parts.next().unwrap_or(path);
         let Some(sym) = self.seg.traits.get(top) else {

@@ -224,6 +224,9 @@ enum Op {
     Expect(ProfileId, u64),
     /// Processing time moved on with no event: fire the timers due by then.
     Tick(i64),
+    /// A profile's held operations are done: take its timers due by the partition's
+    /// time (they were passed over while it waited).
+    CatchUp(u64),
     /// New segment definitions in force from processing time `i64`: carry every profile
     /// over to them (see [`niyet_rules::Redefined`]).
     Redefine(
@@ -680,6 +683,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             // operations in log order whatever the partition count.
             let subject = match &o {
                 Op::Apply(id, _) | Op::Take(id, _) | Op::Expect(id, _) => Some(id.0),
+                Op::CatchUp(id) => Some(*id),
                 Op::MoveTo(from, into, ..) => {
                     if sh.partition_of(*into) == idx && awaiting.contains_key(&into.0) {
                         Some(into.0)
@@ -760,6 +764,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     }
                 }
                 Op::Tick(now) => seg.fire(&mut part, now, &awaiting),
+                Op::CatchUp(id) => seg.catch_up(&mut part, id),
                 Op::Redefine(segs, sizes, r, now) => seg.redefine(&mut part, segs, sizes, &r, now),
                 Op::Backfill(events, ids) => seg.backfill(&mut part, &events, &ids),
                 Op::Refresh(now) => seg.refresh(&mut part, now),
@@ -801,6 +806,9 @@ fn arrived(
     w.expected.retain(|s| *s != seq);
     if w.expected.is_empty() {
         let held = awaiting.remove(&id).map(|w| w.held).unwrap_or_default();
+        // Its timers passed over while it waited are taken after every operation of it
+        // now queued (the held ones go first; later ones may be held again).
+        queue.push_back(Op::CatchUp(id));
         for op in held.into_iter().rev() {
             queue.push_front(op);
         }
@@ -909,20 +917,6 @@ impl SegWork<'_> {
         }
     }
 
-    /// A new segment state for a profile, evaluated once at `now`.
-    fn fresh(&mut self, p: &Profile, now: i64) -> Box<SegState> {
-        let mut st = Box::new(SegState {
-            at: now,
-            due: i64::MAX,
-            ..Default::default()
-        });
-        let traits = self.segs.traits(p);
-        self.segs
-            .set
-            .refresh(&mut st.m, &traits, now, &mut self.changes);
-        st
-    }
-
     /// Fires every timer due by `now`, except for profiles waiting for a merge (they
     /// catch up when it arrives, in log order).
     fn fire(
@@ -961,17 +955,41 @@ impl SegWork<'_> {
         self.reached.store(now, Ordering::Release);
     }
 
+    /// Brings profile `id` to the partition's time if a timer of it is due by then
+    /// (timers passed over while it waited for a merge).
+    fn catch_up(&mut self, part: &mut Partition, id: u64) {
+        let now = self.timers.now;
+        let Some(p) = part.get_mut(&id) else {
+            return;
+        };
+        let Some(mut st) = p.segments.take() else {
+            return;
+        };
+        if st.due <= now {
+            self.advance(p, &mut st, now);
+            self.finish(id, p, &mut st);
+        }
+        p.segments = Some(st);
+    }
+
     /// An event was applied to profile `id`.
     fn event(&mut self, id: u64, p: &mut Profile, u: &Update) {
         if !self.active() {
             return;
         }
+        // A new profile is evaluated once, after its first event.
         let fresh = p.segments.is_none();
         let mut st = match p.segments.take() {
-            Some(st) => st,
-            None => self.fresh(p, u.now_ms),
+            Some(mut st) => {
+                self.advance(p, &mut st, u.now_ms);
+                st
+            }
+            None => Box::new(SegState {
+                at: u.now_ms,
+                due: i64::MAX,
+                ..Default::default()
+            }),
         };
-        self.advance(p, &mut st, u.now_ms);
         let now = st.at;
         let traits = self.segs.traits(p);
         let traits_changed = !u.traits.is_empty();
@@ -984,6 +1002,7 @@ impl SegWork<'_> {
                 .and_then(|e| self.segs.set.event_due(&e.name, u.time_ms, now));
             ev.map_or(st.due, |e| e.min(st.due))
         });
+        let set = &self.segs.set;
         match &u.seg {
             Some(e) => {
                 let ev = niyet_rules::Event {
@@ -992,20 +1011,21 @@ impl SegWork<'_> {
                     time_ms: u.time_ms,
                     props: &**e,
                 };
-                self.segs.set.on_event(
-                    &mut st.m,
-                    &ev,
-                    &traits,
-                    traits_changed,
-                    now,
-                    &mut self.changes,
-                );
+                if fresh {
+                    set.on_first_event(&mut st.m, &ev, &traits, now, &mut self.changes);
+                } else {
+                    set.on_event(
+                        &mut st.m,
+                        &ev,
+                        &traits,
+                        traits_changed,
+                        now,
+                        &mut self.changes,
+                    );
+                }
             }
-            None if traits_changed => {
-                self.segs
-                    .set
-                    .on_traits(&mut st.m, &traits, now, &mut self.changes)
-            }
+            None if fresh => set.refresh(&mut st.m, &traits, now, &mut self.changes),
+            None if traits_changed => set.on_traits(&mut st.m, &traits, now, &mut self.changes),
             None => {}
         }
         self.finish_with(id, p, &mut st, due);
@@ -1131,7 +1151,21 @@ impl SegWork<'_> {
                 existing.segments = mine;
                 existing
             }
-            None => part.entry(id).or_insert(p),
+            None => {
+                // Nothing to merge with: the profile moves with its memberships.
+                let target = part.entry(id).or_insert(p);
+                if let Some(mut st) = theirs.take() {
+                    for (i, _) in &st.m.member {
+                        if let Some(n) = self.sizes.get(*i as usize) {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    self.finish(id, target, &mut st);
+                    target.segments = Some(st);
+                    return;
+                }
+                target
+            }
         };
         if !self.active() {
             return;
@@ -1222,6 +1256,14 @@ impl Router {
                 self.next = r.offset + 1;
             }
             self.since_snapshot += recs.len() as u64;
+            // Every partition takes its timers due by the chunk's processing time, also
+            // those that had no event in it: the state after a record never depends on
+            // how profiles are spread over partitions.
+            if self.timers_on() {
+                for i in 0..self.senders.len() {
+                    self.send_to(i, Op::Tick(self.now));
+                }
+            }
             // Everything for this chunk must be queued before the marker starts its round.
             self.ship_all();
             self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
@@ -1236,14 +1278,16 @@ impl Router {
     }
 
     /// While the log is idle, lets timers fire up to the clock (less the lag).
-    fn tick(&mut self) {
-        let has_timers = self
-            .sh
+    fn timers_on(&self) -> bool {
+        self.sh
             .segments
             .read()
             .map(|s| !s.set.is_empty())
-            .unwrap_or(false);
-        if !has_timers {
+            .unwrap_or(false)
+    }
+
+    fn tick(&mut self) {
+        if !self.timers_on() {
             return;
         }
         let t = self.sh.cfg.clock.0.now_ms() - self.sh.cfg.timer_lag_ms;

@@ -131,6 +131,11 @@ impl Catalog {
         named.iter().chain(self.any_name.iter()).copied()
     }
 
+    /// The features events of every name can touch (`*` matches).
+    pub fn for_any_event(&self) -> impl Iterator<Item = FeatureId> + '_ {
+        self.any_name.iter().copied()
+    }
+
     fn feature(&mut self, def: FeatureDef) -> FeatureId {
         // Debug output is structural (floats print round-trip), so equal features share
         // one key.

@@ -41,12 +41,71 @@ pub struct SegmentSet {
     order: Vec<usize>,
     /// Position of each segment in `order`.
     rank: Vec<usize>,
-    /// Segments reading each feature.
-    by_feature: Vec<Vec<usize>>,
     /// Segments referring to each segment.
     dependents: Vec<Vec<usize>>,
     /// Durations of `… ago` tests on each feature.
     ago: Vec<Vec<i64>>,
+    /// Ranks of the segments an event of each name reads (sorted).
+    dirty_named: std::collections::HashMap<String, Vec<u32>>,
+    /// Ranks of the segments reading events of any name.
+    dirty_any: Vec<u32>,
+    /// Ranks of the segments reading traits or age.
+    dirty_traits: Vec<u32>,
+}
+
+/// Segments to evaluate, by rank: a bitset, inline up to 256 segments.
+struct Dirty {
+    inline: [u64; 4],
+    heap: Vec<u64>,
+}
+
+impl Dirty {
+    fn new(n: usize) -> Self {
+        let words = n.div_ceil(64);
+        Dirty {
+            inline: [0; 4],
+            heap: if words > 4 {
+                vec![0; words]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn words(&mut self) -> &mut [u64] {
+        if self.heap.is_empty() {
+            &mut self.inline
+        } else {
+            &mut self.heap
+        }
+    }
+
+    fn mark(&mut self, rank: usize) {
+        self.words()[rank / 64] |= 1 << (rank % 64);
+    }
+
+    fn marks(&mut self, ranks: &[u32]) {
+        let w = self.words();
+        for r in ranks {
+            w[*r as usize / 64] |= 1 << (r % 64);
+        }
+    }
+
+    /// The lowest marked rank at or after `from`, unmarked as it is taken.
+    fn take_from(&mut self, from: usize) -> Option<usize> {
+        let w = self.words();
+        let mut k = from / 64;
+        let mut word = w.get(k)? & (!0u64 << (from % 64));
+        loop {
+            if word != 0 {
+                let r = k * 64 + word.trailing_zeros() as usize;
+                w[k] &= !(1 << (r % 64));
+                return Some(r);
+            }
+            k += 1;
+            word = *w.get(k)?;
+        }
+    }
 }
 
 /// Per-profile state: features and current memberships.
@@ -172,14 +231,34 @@ impl SegmentSet {
             ds.dedup();
             ds.into_iter().for_each(|d| dependents[d].push(i));
         }
+        let ranks = |fs: &mut dyn Iterator<Item = FeatureId>| {
+            let mut r: Vec<u32> = fs
+                .flat_map(|f| by_feature[f as usize].iter().map(|s| rank[*s] as u32))
+                .collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        };
+        let dirty_named = catalog
+            .event_names()
+            .map(|n| (n.to_string(), ranks(&mut catalog.for_event(n))))
+            .collect();
+        let dirty_any = ranks(&mut catalog.for_any_event());
+        let mut dirty_traits: Vec<u32> = (0..segs.len())
+            .filter(|i| segs[*i].traits)
+            .map(|i| rank[i] as u32)
+            .collect();
+        dirty_traits.sort_unstable();
         Ok(Self {
             catalog,
             segs,
             order,
             rank,
-            by_feature,
             dependents,
             ago,
+            dirty_named,
+            dirty_any,
+            dirty_traits,
         })
     }
 
@@ -346,15 +425,26 @@ impl SegmentSet {
         st: &mut Membership,
         traits: &dyn Traits,
         now: i64,
-        dirty: Option<Vec<bool>>,
+        dirty: Option<Dirty>,
         out: &mut Vec<Change>,
     ) {
-        let mut dirty = dirty;
-        for k in 0..self.order.len() {
-            let i = self.order[k];
-            if dirty.as_ref().is_some_and(|d| !d[k]) {
-                continue;
+        let Some(mut d) = dirty else {
+            for &i in &self.order {
+                let on = self.holds(&self.segs[i].pred, st, traits, now);
+                if st.set(i, on, now) {
+                    out.push(Change {
+                        segment: i,
+                        entered: on,
+                        at_ms: now,
+                    });
+                }
             }
+            return;
+        };
+        let mut from = 0;
+        while let Some(k) = d.take_from(from) {
+            from = k + 1;
+            let i = self.order[k];
             let on = self.holds(&self.segs[i].pred, st, traits, now);
             if st.set(i, on, now) {
                 out.push(Change {
@@ -362,35 +452,42 @@ impl SegmentSet {
                     entered: on,
                     at_ms: now,
                 });
-                if let Some(d) = dirty.as_mut() {
-                    self.dependents[i]
-                        .iter()
-                        .for_each(|j| d[self.rank[*j]] = true);
-                }
+                // Dependents come later in the order.
+                self.dependents[i]
+                    .iter()
+                    .for_each(|j| d.mark(self.rank[*j]));
             }
         }
     }
 
     /// The segments an event named `name` can change directly (by rank), plus those
     /// reading traits when `traits_changed`.
-    fn dirty_for(&self, name: &str, traits_changed: bool) -> Option<Vec<bool>> {
-        let mut d = vec![false; self.order.len()];
-        let mut any = false;
-        for f in self.catalog.for_event(name) {
-            for s in &self.by_feature[f as usize] {
-                d[self.rank[*s]] = true;
-                any = true;
-            }
+    fn dirty_for(&self, name: &str, traits_changed: bool) -> Option<Dirty> {
+        let named = self.dirty_named.get(name).unwrap_or(&self.dirty_any);
+        let traits_dirty = traits_changed && !self.dirty_traits.is_empty();
+        if named.is_empty() && !traits_dirty {
+            return None;
         }
+        let mut d = Dirty::new(self.order.len());
+        d.marks(named);
         if traits_changed {
-            for (i, s) in self.segs.iter().enumerate() {
-                if s.traits {
-                    d[self.rank[i]] = true;
-                    any = true;
-                }
-            }
+            d.marks(&self.dirty_traits);
         }
-        any.then_some(d)
+        Some(d)
+    }
+
+    /// The first event of a new profile (empty state) arrived at `now`: every segment is
+    /// evaluated once, after the event.
+    pub fn on_first_event(
+        &self,
+        st: &mut Membership,
+        ev: &Event<'_>,
+        traits: &dyn Traits,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) {
+        st.features.observe(&self.catalog, ev, now);
+        self.evaluate(st, traits, now, None, out);
     }
 
     /// An event arrived at `now`; `traits_changed` says whether it changed the profile's
@@ -474,7 +571,21 @@ impl SegmentSet {
         out: &mut Vec<Change>,
     ) {
         st.features.absorb(&self.catalog, &other.features, now);
+        let from = out.len();
         self.evaluate(st, traits, now, None, out);
+        // A segment the absorbed profile was in counts from when it entered: the merged
+        // customer has been in it since the earlier of the two entries, whichever
+        // profile survives and in whatever order several merges arrive.
+        for (i, since) in &other.member {
+            if let Ok(k) = st.member.binary_search_by_key(i, |m| m.0) {
+                let entered_now = out[from..]
+                    .iter()
+                    .any(|c| c.segment == *i as usize && c.entered);
+                if entered_now || *since < st.member[k].1 {
+                    st.member[k].1 = (*since).min(st.member[k].1);
+                }
+            }
+        }
     }
 
     /// Something other than an event changed the profile (traits set by an admin, a new
