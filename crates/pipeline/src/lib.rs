@@ -22,7 +22,9 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod preview;
 mod render;
+mod sizes;
 mod snapshot;
 
 use niyet_engine::extract::{self, IdentityConfig, Kind};
@@ -92,6 +94,10 @@ pub struct PipelineConfig {
     /// Told of every segment entry and exit (for live streams); called on the partition
     /// owners' threads, so it must be quick.
     pub on_change: Option<ChangeHook>,
+    /// Segment sizes are sampled once per this much processing time (see [`sizes`]).
+    pub size_sample_ms: i64,
+    /// Samples of segment sizes kept (the oldest are dropped).
+    pub size_samples_kept: usize,
 }
 
 /// A profile entered or left a segment.
@@ -151,6 +157,8 @@ impl PipelineConfig {
             clock: SharedClock(Arc::new(niyet_model::SystemClock)),
             timer_lag_ms: 1_000,
             on_change: None,
+            size_sample_ms: 60_000,
+            size_samples_kept: 7 * 24 * 60,
         }
     }
 
@@ -270,6 +278,8 @@ pub(crate) struct Shared {
     pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
     /// Segments defined through the admin API (after those of the configuration).
     pub api_segments: RwLock<Vec<ApiSegment>>,
+    /// Segment sizes over time.
+    pub(crate) size_history: Mutex<sizes::SizeHistory>,
     processed: AtomicU64,
     /// Processing time each partition's timers have fired up to.
     reached: Vec<AtomicI64>,
@@ -372,6 +382,11 @@ impl Pipeline {
             segments: RwLock::new(Arc::new(segments)),
             sizes: RwLock::new(Arc::new(sizes)),
             api_segments: RwLock::new(api_segments),
+            size_history: Mutex::new(sizes::SizeHistory::open(
+                cfg.state_dir.join("segment-sizes.ndjson"),
+                cfg.size_sample_ms,
+                cfg.size_samples_kept,
+            )),
             processed: AtomicU64::new(offset),
             reached: (0..parts).map(|_| AtomicI64::new(i64::MIN)).collect(),
             queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
@@ -1266,6 +1281,7 @@ impl Router {
             }
             // Everything for this chunk must be queued before the marker starts its round.
             self.ship_all();
+            self.sample_sizes();
             self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
             self.ship(0);
             if self.since_snapshot >= self.sh.cfg.snapshot_every {
@@ -1275,6 +1291,33 @@ impl Router {
         if self.since_snapshot > 0 {
             self.snapshot();
         }
+    }
+
+    /// Takes a sample of the segment sizes when one is due at the processing time.
+    fn sample_sizes(&mut self) {
+        let now = self.now.max(self.ticked);
+        let Ok(mut h) = self.sh.size_history.lock() else {
+            return;
+        };
+        if !h.due(now) {
+            return;
+        }
+        let (Ok(segs), Ok(sizes)) = (self.sh.segments.read(), self.sh.sizes.read()) else {
+            return;
+        };
+        if segs.set.is_empty() {
+            return;
+        }
+        let names = Arc::new(
+            (0..segs.set.len())
+                .map(|i| segs.set.name(i).to_string())
+                .collect(),
+        );
+        let n = sizes
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed).max(0))
+            .collect();
+        h.record(now, names, n);
     }
 
     /// While the log is idle, lets timers fire up to the clock (less the lag).
@@ -1300,6 +1343,7 @@ impl Router {
             self.send_to(i, Op::Tick(t));
         }
         self.ship_all();
+        self.sample_sizes();
     }
 
     fn send_to(&mut self, part: usize, op: Op) {
@@ -1592,74 +1636,15 @@ impl Router {
         segs: &Segments,
         ids: Arc<Vec<niyet_rules::FeatureId>>,
     ) -> Result<u64, String> {
-        // Names the new features read; events whose stored form cannot hold one of them
-        // are skipped without being parsed.
-        let mut any = false;
-        let mut needles: Vec<Vec<u8>> = Vec::new();
-        for id in ids.iter() {
-            let d = &segs.set.catalog().defs()[*id as usize];
-            let mut names = vec![d.event.name.as_str()];
-            if let niyet_rules::compile::FeatureKind::Sequence { then, .. } = &d.kind {
-                names.push(then.name.as_str());
-            }
-            for n in names {
-                if n == "*" {
-                    any = true;
-                    continue;
-                }
-                // Calls other than `track` go by their type.
-                let call = match n {
-                    "Page Viewed" => Some("page"),
-                    "Screen Viewed" => Some("screen"),
-                    "Identify" => Some("identify"),
-                    "Group" => Some("group"),
-                    "Alias" => Some("alias"),
-                    _ => None,
-                };
-                if let Some(c) = call {
-                    needles.push(format!("\"{c}\"").into_bytes());
-                }
-                needles.push(serde_json::to_vec(n).map_err(|e| e.to_string())?);
-            }
-        }
-        let finders: Vec<memchr::memmem::Finder<'_>> =
-            needles.iter().map(memchr::memmem::Finder::new).collect();
-        let end = self.next;
-        let mut at = self.sh.log.stats().start_offset;
-        let mut count = 0u64;
-        while at < end {
-            let recs = self
-                .sh
-                .log
-                .read(at, 4096)
-                .map_err(|e| format!("reading the log for the backfill: {e}"))?;
-            if recs.is_empty() {
-                break;
-            }
-            let mut chunk = Vec::new();
-            for r in &recs {
-                if r.offset >= end {
-                    break;
-                }
-                at = r.offset + 1;
-                if !any && !finders.iter().any(|f| f.find(&r.payload).is_some()) {
-                    continue;
-                }
-                let Ok(view) = extract::parse(&r.payload) else {
-                    continue;
-                };
-                if let Some(e) = seg_event(segs, &view) {
-                    chunk.push((r.offset, view.time_ms, *e));
-                }
-            }
-            count += chunk.len() as u64;
+        let log = self.sh.log.clone();
+        let (start, end) = (log.stats().start_offset, self.next);
+        scan_for_features(&log, segs, &ids, start, end, |chunk| {
             let chunk = Arc::new(chunk);
             for i in 0..self.senders.len() {
                 self.send_to(i, Op::Backfill(chunk.clone(), ids.clone()));
             }
             self.ship_all();
-        }
-        Ok(count)
+        })
     }
 
     fn unmerge(
@@ -1852,4 +1837,77 @@ impl Router {
             let _ = h.join();
         }
     }
+}
+
+/// Reads the log from `start` to `end` for the events the features `ids` read, handing
+/// them on in log order in chunks; returns how many.
+pub(crate) fn scan_for_features(
+    log: &Log,
+    segs: &Segments,
+    ids: &[niyet_rules::FeatureId],
+    start: u64,
+    end: u64,
+    mut each: impl FnMut(Vec<(u64, i64, SegEvent)>),
+) -> Result<u64, String> {
+    // Names the features read; events whose stored form cannot hold one of them are
+    // skipped without being parsed.
+    let mut any = false;
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for id in ids.iter() {
+        let d = &segs.set.catalog().defs()[*id as usize];
+        let mut names = vec![d.event.name.as_str()];
+        if let niyet_rules::compile::FeatureKind::Sequence { then, .. } = &d.kind {
+            names.push(then.name.as_str());
+        }
+        for n in names {
+            if n == "*" {
+                any = true;
+                continue;
+            }
+            // Calls other than `track` go by their type.
+            let call = match n {
+                "Page Viewed" => Some("page"),
+                "Screen Viewed" => Some("screen"),
+                "Identify" => Some("identify"),
+                "Group" => Some("group"),
+                "Alias" => Some("alias"),
+                _ => None,
+            };
+            if let Some(c) = call {
+                needles.push(format!("\"{c}\"").into_bytes());
+            }
+            needles.push(serde_json::to_vec(n).map_err(|e| e.to_string())?);
+        }
+    }
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        needles.iter().map(memchr::memmem::Finder::new).collect();
+    let mut at = start;
+    let mut count = 0u64;
+    while at < end {
+        let recs = log
+            .read(at, 4096)
+            .map_err(|e| format!("reading the log for the backfill: {e}"))?;
+        if recs.is_empty() {
+            break;
+        }
+        let mut chunk = Vec::new();
+        for r in &recs {
+            if r.offset >= end {
+                break;
+            }
+            at = r.offset + 1;
+            if !any && !finders.iter().any(|f| f.find(&r.payload).is_some()) {
+                continue;
+            }
+            let Ok(view) = extract::parse(&r.payload) else {
+                continue;
+            };
+            if let Some(e) = seg_event(segs, &view) {
+                chunk.push((r.offset, view.time_ms, *e));
+            }
+        }
+        count += chunk.len() as u64;
+        each(chunk);
+    }
+    Ok(count)
 }

@@ -1,11 +1,13 @@
 //! Read access to the derived state, rendered as JSON for the admin API.
 
 use crate::{PipelineError, Shared};
+use niyet_analytics::rfm::{Customer, Group, Scores, Table};
 use niyet_engine::segments::Segments;
 use niyet_engine::{Profile, Symbols, TraitSet, MONEY_SCALE};
 use niyet_identity::{normalize, Graph, Ident, NoteKind, ProfileId};
 use niyet_model::format_rfc3339_millis;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// Queries over profiles and identities.
 pub struct ProfileQuery<'a> {
@@ -425,6 +427,171 @@ impl ProfileQuery<'_> {
         }))
     }
 
+    /// Two segments side by side: sizes, overlap, and the members of each who ordered
+    /// after they entered (the later conversion rate).
+    pub fn compare(&self, a: &str, b: &str) -> Option<Value> {
+        let segs = self.sh.segments.read().ok()?.clone();
+        let (ia, ib) = (segs.set.index(a)? as u32, segs.set.index(b)? as u32);
+        // (members, converted) of a, of b, of both.
+        let mut n = [(0u64, 0u64); 3];
+        for part in &self.sh.partitions {
+            let Ok(part) = part.read() else { continue };
+            for p in part.values() {
+                let Some(s) = &p.segments else { continue };
+                let since = |i: u32| {
+                    s.m.member
+                        .binary_search_by_key(&i, |m| m.0)
+                        .ok()
+                        .map(|k| s.m.member[k].1)
+                };
+                let converted =
+                    |t: i64| u64::from(p.purchases.orders > 0 && p.purchases.last_order_ms > t);
+                let (sa, sb) = (since(ia), since(ib));
+                if let Some(t) = sa {
+                    n[0].0 += 1;
+                    n[0].1 += converted(t);
+                }
+                if let Some(t) = sb {
+                    n[1].0 += 1;
+                    n[1].1 += converted(t);
+                }
+                if let (Some(x), Some(y)) = (sa, sb) {
+                    n[2].0 += 1;
+                    n[2].1 += converted(x.max(y));
+                }
+            }
+        }
+        let rate = |(m, c): (u64, u64)| if m == 0 { 0.0 } else { c as f64 / m as f64 };
+        let side = |name: &str, k: usize| json!({"segment": name, "size": n[k].0, "converted": n[k].1, "conversion_rate": rate(n[k])});
+        let union = n[0].0 + n[1].0 - n[2].0;
+        Some(json!({
+            "a": side(a, 0),
+            "b": side(b, 1),
+            "overlap": n[2].0,
+            "only_a": n[0].0 - n[2].0,
+            "only_b": n[1].0 - n[2].0,
+            "jaccard": if union == 0 { 0.0 } else { n[2].0 as f64 / union as f64 },
+            "conversion_event": self.sh.cfg.commerce.order,
+        }))
+    }
+
+    /// A segment's size over time, from `since` on (ms).
+    pub fn segment_sizes(&self, name: &str, since: i64) -> Option<Value> {
+        let segs = self.sh.segments.read().ok()?.clone();
+        let i = segs.set.index(name)?;
+        let now = self
+            .sh
+            .sizes
+            .read()
+            .ok()
+            .and_then(|s| {
+                s.get(i)
+                    .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            })
+            .unwrap_or(0);
+        let h = self.sh.size_history.lock().ok()?;
+        let points: Vec<Value> = h
+            .of(name, since)
+            .into_iter()
+            .map(|(t, n)| json!({"time": format_rfc3339_millis(t), "size": n}))
+            .collect();
+        Some(json!({
+            "segment": name,
+            "size": now,
+            "interval_seconds": h.interval_ms() / 1000,
+            "points": points,
+        }))
+    }
+
+    /// Every customer (profile with an order) with its RFM inputs.
+    fn rfm_base(&self) -> Vec<(u64, Customer)> {
+        let mut base = Vec::new();
+        for part in &self.sh.partitions {
+            let Ok(part) = part.read() else { continue };
+            base.extend(part.iter().filter_map(|(id, p)| Some((*id, customer(p)?))));
+        }
+        base.sort_unstable_by_key(|c| c.0);
+        base
+    }
+
+    /// The RFM table now: the base, where each fifth begins, and the size of each score
+    /// and named group. `now` (ms) turns last-order times into days.
+    pub fn rfm(&self, now: i64) -> Value {
+        let base = self.rfm_base();
+        let table = Table::new(base.iter().map(|c| c.1));
+        let mut groups: BTreeMap<Group, u64> = Group::ALL.iter().map(|g| (*g, 0)).collect();
+        let mut per = [[0u64; 5]; 3];
+        for (_, c) in &base {
+            let s = table.score(c);
+            *groups.entry(s.group()).or_default() += 1;
+            per[0][s.r as usize - 1] += 1;
+            per[1][s.f as usize - 1] += 1;
+            per[2][s.m as usize - 1] += 1;
+        }
+        let n = base.len();
+        let (r, f, m) = table.cuts();
+        let days = |t: i64| ((now - t) as f64 / 86_400_000.0 * 10.0).round() / 10.0;
+        let cut = |k: usize, what: Value| json!({"score": k + 2, "above": what});
+        json!({
+            "customers": n,
+            "at": format_rfc3339_millis(now),
+            "cuts": {
+                "recency": r.above.iter().enumerate().map(|(k, t)| cut(k, t.map_or(Value::Null, |t| json!({
+                    "last_order_after": format_rfc3339_millis(t), "days_ago": days(t)})))).collect::<Vec<_>>(),
+                "frequency": f.above.iter().enumerate().map(|(k, o)| cut(k, json!(o))).collect::<Vec<_>>(),
+                "monetary": m.above.iter().enumerate().map(|(k, v)| cut(k, json!(v.map(|v| v as f64 / MONEY_SCALE)))).collect::<Vec<_>>(),
+            },
+            "scores": {"r": per[0], "f": per[1], "m": per[2]},
+            "groups": groups.iter().map(|(g, k)| json!({
+                "group": g.name(), "size": k,
+                "share": if n == 0 { 0.0 } else { *k as f64 / n as f64 },
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Customers with their RFM scores, by profile id after `after`, optionally of one
+    /// group only.
+    pub fn rfm_members(
+        &self,
+        group: Option<Group>,
+        after: Option<ProfileId>,
+        limit: usize,
+        now: i64,
+    ) -> Value {
+        let base = self.rfm_base();
+        let table = Table::new(base.iter().map(|c| c.1));
+        let list: Vec<Value> = base
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| *id > a.0))
+            .filter_map(|(id, c)| {
+                let s = table.score(c);
+                group
+                    .is_none_or(|g| s.group() == g)
+                    .then(|| rfm_json(*id, c, s, now))
+            })
+            .take(limit)
+            .collect();
+        let next = (list.len() == limit)
+            .then(|| {
+                list.last()
+                    .and_then(|v| v["profile"].as_str().map(String::from))
+            })
+            .flatten();
+        json!({"customers": table.len(), "members": list, "next_after": next})
+    }
+
+    /// One profile's RFM scores (null scores while it has no order).
+    pub fn profile_rfm(&self, id: ProfileId, now: i64) -> Option<Value> {
+        let id = self.canonical(id)?;
+        let c = self.with_profile(id, customer)?;
+        let Some(c) = c else {
+            return Some(json!({"profile": id.to_string(), "scores": null, "group": null}));
+        };
+        let base = self.rfm_base();
+        let table = Table::new(base.iter().map(|c| c.1));
+        Some(rfm_json(id.0, &c, table.score(&c), now))
+    }
+
     /// Profiles by id after the cursor `after`.
     pub fn list(&self, after: Option<ProfileId>, limit: usize) -> Value {
         let ids: Vec<ProfileId> = match self.sh.graph.read() {
@@ -541,5 +708,28 @@ fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments) -> Value {
             "since": format_rfc3339_millis(a.since_ms),
             "traits": traits_json(&a.traits, syms),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// A profile's RFM inputs, if it has ordered.
+fn customer(p: &Profile) -> Option<Customer> {
+    let pu = &p.purchases;
+    (pu.orders > 0).then_some(Customer {
+        last_order_ms: pu.last_order_ms,
+        orders: pu.orders,
+        monetary: pu.revenue - pu.refunded,
+    })
+}
+
+fn rfm_json(id: u64, c: &Customer, s: Scores, now: i64) -> Value {
+    json!({
+        "profile": ProfileId(id).to_string(),
+        "scores": {"r": s.r, "f": s.f, "m": s.m, "fm": s.fm()},
+        "rfm": format!("{}{}{}", s.r, s.f, s.m),
+        "group": s.group().name(),
+        "last_order": format_rfc3339_millis(c.last_order_ms),
+        "days_since_last_order": ((now - c.last_order_ms) as f64 / 86_400_000.0 * 10.0).round() / 10.0,
+        "orders": c.orders,
+        "monetary": c.monetary as f64 / MONEY_SCALE,
     })
 }

@@ -224,10 +224,9 @@ fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
     let (before, _) = run(&log, cfg(&state, 2, 1_000_000));
     let snap = std::fs::read_dir(&state)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "bin"))
+        .expect("a snapshot file");
     let mut bytes = std::fs::read(&snap).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

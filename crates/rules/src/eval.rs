@@ -387,6 +387,14 @@ impl SegmentSet {
         out
     }
 
+    /// Whether profile state `st` satisfies segment `i` at `now`, without changing it (a
+    /// dry run; segments it refers to are read from `st`'s memberships).
+    pub fn holds_segment(&self, i: usize, st: &Membership, traits: &dyn Traits, now: i64) -> bool {
+        self.segs
+            .get(i)
+            .is_some_and(|s| self.holds(&s.pred, st, traits, now))
+    }
+
     fn holds(&self, p: &Pred, st: &Membership, traits: &dyn Traits, now: i64) -> bool {
         let cat = &self.catalog;
         match p {

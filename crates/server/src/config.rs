@@ -284,6 +284,9 @@ pub struct ProfilesSection {
     pub order_event: String,
     /// Event name of refunds.
     pub refund_event: String,
+    /// Segment sizes are sampled once per this many seconds of processing time (the
+    /// history behind `GET /v1/segments/{name}/sizes`; a week of samples is kept).
+    pub segment_size_sample_seconds: u32,
 }
 
 impl Default for ProfilesSection {
@@ -293,6 +296,7 @@ impl Default for ProfilesSection {
             snapshot_every: 5_000_000,
             order_event: "Order Completed".into(),
             refund_event: "Order Refunded".into(),
+            segment_size_sample_seconds: 60,
         }
     }
 }
@@ -303,6 +307,9 @@ impl Config {
         let mut c = niyet_pipeline::PipelineConfig::new(self.data_dir.join("state"));
         c.partitions = self.profiles.partitions;
         c.snapshot_every = self.profiles.snapshot_every;
+        let every = i64::from(self.profiles.segment_size_sample_seconds.max(1));
+        c.size_sample_ms = every * 1_000;
+        c.size_samples_kept = (7 * 86_400 / every) as usize;
         c.rules = niyet_identity::Rules {
             limits: self.identity.limits.clone().into_iter().collect(),
             priority: self.identity.priority.clone(),

@@ -6,6 +6,7 @@
 //! messages, one append to the quarantine log → `200 {"success":true}`.
 
 pub mod admin;
+mod analytics;
 pub mod config;
 pub mod credentials;
 pub mod ingest;
@@ -339,6 +340,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(profiles::routes())
         .merge(segments::routes())
+        .merge(analytics::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

@@ -23,6 +23,9 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/segments/{name}/members", get(members))
         .route("/v1/profiles/{id}/segments", get(of_profile))
         .route("/v1/rules/check", post(check))
+        .route("/v1/rules/preview", post(preview))
+        .route("/v1/segments/{name}/compare/{other}", get(compare))
+        .route("/v1/segments/{name}/sizes", get(sizes))
         .route("/v1/stream/segments", get(stream))
 }
 
@@ -63,6 +66,12 @@ fn definition(
         return Err(bad(
             "invalid_request",
             "\"name\" must be 1 to 200 characters",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad(
+            "invalid_request",
+            "\"name\" must not hold control characters",
         ));
     }
     let rule = rule_of(&b)?;
@@ -312,4 +321,85 @@ async fn check(
         "rule": rule.to_string(),
         "rule_json": serde_json::to_value(&rule).unwrap_or(Value::Null),
     })))
+}
+
+/// `POST /v1/rules/preview` with `{"rule": "text"}` or `{"rule_json": {…}}` and optionally
+/// `"sample": n`: how many profiles the rule would hold now (a dry run before saving a
+/// segment; nothing is stored).
+async fn preview(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let b: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad("invalid_json", format!("expected a JSON object: {e}")))?;
+    let rule = rule_of(&b)?;
+    let sample = match b.get("sample") {
+        None => 10,
+        Some(v) => v.as_u64().filter(|n| *n <= 1000).ok_or_else(|| {
+            bad(
+                "invalid_request",
+                "\"sample\" must be a number from 0 to 1000",
+            )
+        })? as usize,
+    };
+    blocking(move || {
+        st.pipeline
+            .preview(&rule, sample)
+            .map(Json)
+            .map_err(define_error)
+    })
+    .await
+}
+
+/// `GET /v1/segments/{name}/compare/{other}`: two segments side by side (for example two
+/// versions of one definition): sizes, overlap, and how many members of each ordered after
+/// they entered.
+async fn compare(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path((name, other)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    blocking(move || {
+        let q = st.pipeline.query();
+        for n in [&name, &other] {
+            if q.segment(n).is_none() {
+                return Err(no_segment(n));
+            }
+        }
+        q.compare(&name, &other)
+            .map(Json)
+            .ok_or_else(|| no_segment(&name))
+    })
+    .await
+}
+
+/// `GET /v1/segments/{name}/sizes?since=…`: the segment's size over time (one point per
+/// sampling interval of processing time).
+async fn sizes(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let since = match q.get("since") {
+        None => i64::MIN,
+        Some(t) => niyet_model::parse_timestamp(t).map_err(|e| {
+            bad(
+                "invalid_parameter",
+                format!("since: '{t}' is not an ISO-8601 time ({e})"),
+            )
+        })?,
+    };
+    blocking(move || {
+        st.pipeline
+            .query()
+            .segment_sizes(&name, since)
+            .map(Json)
+            .ok_or_else(|| no_segment(&name))
+    })
+    .await
 }

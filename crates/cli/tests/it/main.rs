@@ -1,6 +1,7 @@
 //! Integration tests against the real `niyet` binary over real HTTP (one test binary).
 
 mod admin;
+mod analytics;
 mod bad_input;
 mod common;
 mod crash;

@@ -1,0 +1,156 @@
+//! Dry runs: how many profiles a rule would hold now, without defining a segment.
+//!
+//! The rule is compiled next to the segments in force (so it shares their features and can
+//! refer to them). Features the segments already keep are read as they are; features that
+//! nothing keeps yet are filled from the log for this run only, exactly as a backfill
+//! would. While the profiles are read, partition owners wait (readers of the API do not),
+//! so the answer is the state at one moment; nothing is written anywhere.
+
+use std::time::{Duration, Instant};
+
+use niyet_engine::segments::{SegEvent, Segments};
+use niyet_identity::ProfileId;
+use niyet_model::format_rfc3339_millis;
+use niyet_rules::{FeatureId, Membership, Rule};
+use serde_json::{json, Value};
+
+use crate::{scan_for_features, Pipeline, PipelineError};
+
+/// The name the candidate rule goes by while it is evaluated (never a segment's name:
+/// names given through the API or the configuration cannot hold a control character).
+const CANDIDATE: &str = "\u{1}preview";
+
+impl Pipeline {
+    /// How many profiles `rule` holds at the current processing time, with up to `sample`
+    /// of their ids (lowest first).
+    pub fn preview(&self, rule: &Rule, sample: usize) -> Result<Value, PipelineError> {
+        let sh = &self.shared;
+        let started = Instant::now();
+        let segs = sh
+            .segments
+            .read()
+            .map_err(|_| PipelineError::Stopped)?
+            .clone();
+        let mut defs: Vec<(String, Rule)> = (0..segs.set.len())
+            .map(|i| (segs.set.name(i).to_string(), segs.set.rule(i).clone()))
+            .collect();
+        defs.push((CANDIDATE.to_string(), rule.clone()));
+        let (set, r) = segs
+            .set
+            .redefine(&defs)
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let candidate = set.len() - 1;
+        // The candidate comes last, so every feature and segment in force keeps its id;
+        // otherwise a profile's state is renumbered before it is read.
+        let same_ids = r
+            .features
+            .iter()
+            .enumerate()
+            .all(|(i, f)| *f == Some(i as FeatureId))
+            && r.segments.iter().enumerate().all(|(i, s)| *s == Some(i));
+        let cand = {
+            let mut syms = sh
+                .symbols
+                .read()
+                .map_err(|_| PipelineError::Stopped)?
+                .clone();
+            Segments::with_set(set, &mut syms)
+        };
+        // Processing time; before any timer has run, the clock less the timers' lag.
+        let now = match self.time_reached() {
+            i64::MIN => sh.cfg.clock.0.now_ms() - sh.cfg.timer_lag_ms,
+            t => t,
+        };
+
+        let parts: Vec<_> = sh
+            .partitions
+            .iter()
+            .map(|p| p.read().map_err(|_| PipelineError::Stopped))
+            .collect::<Result<_, _>>()?;
+
+        // Past events of the new features, by the profile holding them.
+        let mut found: Vec<(u64, u64, i64, SegEvent)> = Vec::new();
+        let mut backfilled = 0;
+        if !r.new_features.is_empty() {
+            let mut owner: Vec<(u64, u64)> = Vec::new();
+            for part in &parts {
+                for (id, p) in part.iter() {
+                    owner.extend(p.events.iter().map(|o| (o, *id)));
+                }
+            }
+            owner.sort_unstable();
+            let stats = sh.log.stats();
+            backfilled = scan_for_features(
+                &sh.log,
+                &cand,
+                &r.new_features,
+                stats.start_offset,
+                stats.end_offset,
+                |chunk| {
+                    for (offset, time, e) in chunk {
+                        if let Ok(k) = owner.binary_search_by_key(&offset, |x| x.0) {
+                            found.push((owner[k].1, offset, time, e));
+                        }
+                    }
+                },
+            )
+            .map_err(PipelineError::Invalid)?;
+            found.sort_unstable_by_key(|e| (e.0, e.1));
+        }
+
+        let empty = Membership::default();
+        let mut matching: Vec<u64> = Vec::new();
+        let mut profiles = 0u64;
+        for part in &parts {
+            for (id, p) in part.iter() {
+                profiles += 1;
+                let held = p.segments.as_ref().map_or(&empty, |s| &s.m);
+                let at = p.segments.as_ref().map_or(now, |s| s.at);
+                let now = now.max(at);
+                let lo = found.partition_point(|e| e.0 < *id);
+                let hi = found.partition_point(|e| e.0 <= *id);
+                let traits = cand.traits(p);
+                let holds = if lo == hi && same_ids {
+                    cand.set.holds_segment(candidate, held, &traits, now)
+                } else {
+                    let mut m = held.clone();
+                    if !same_ids {
+                        cand.set.carry_over(&mut m, &r);
+                    }
+                    for (_, offset, time_ms, e) in &found[lo..hi] {
+                        let ev = niyet_rules::Event {
+                            id: *offset,
+                            name: &e.name,
+                            time_ms: *time_ms,
+                            props: e,
+                        };
+                        m.features
+                            .observe_only(cand.set.catalog(), &r.new_features, &ev, at);
+                    }
+                    cand.set.holds_segment(candidate, &m, &traits, now)
+                };
+                if holds {
+                    matching.push(*id);
+                }
+            }
+        }
+        drop(parts);
+        matching.sort_unstable();
+        let n = matching.len();
+        Ok(json!({
+            "rule": rule.to_string(),
+            "would_match": n,
+            "profiles": profiles,
+            "share": if profiles == 0 { 0.0 } else { n as f64 / profiles as f64 },
+            "sample": matching.iter().take(sample).map(|id| ProfileId(*id).to_string()).collect::<Vec<_>>(),
+            "at": format_rfc3339_millis(now),
+            "new_features": r.new_features.len(),
+            "backfilled_events": backfilled,
+            "took_ms": duration_ms(started.elapsed()),
+        }))
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
