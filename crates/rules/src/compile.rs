@@ -44,12 +44,25 @@ impl FeatureDef {
 }
 
 /// Every feature the compiled rules need, each kept once.
+///
+/// Windowed counts, numeric and distinct features over the same events share one state
+/// per profile: `count(Product Viewed in 7d)`, `Product Viewed in 30d` and
+/// `count(Product Viewed in 90d)` all read the times kept for the longest window (its
+/// feature is the *store* of the others), each through its own window.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     defs: Vec<FeatureDef>,
     keys: HashMap<String, FeatureId>,
+    /// Stores only: events touch the state of stores.
     by_name: HashMap<String, Vec<FeatureId>>,
     any_name: Vec<FeatureId>,
+    /// For each feature, the feature whose state holds its data.
+    store: Vec<FeatureId>,
+    /// For each store, the features read from its state (itself included); empty for
+    /// features that are not stores.
+    views: Vec<Vec<FeatureId>>,
+    /// Store of each group of features that share a state.
+    groups: HashMap<String, FeatureId>,
 }
 
 /// A rule that cannot be compiled.
@@ -131,6 +144,21 @@ impl Catalog {
         named.iter().chain(self.any_name.iter()).copied()
     }
 
+    /// The feature whose per-profile state holds the data of feature `id`.
+    pub fn store_of(&self, id: FeatureId) -> FeatureId {
+        self.store.get(id as usize).copied().unwrap_or(id)
+    }
+
+    /// Whether feature `id` has a state of its own.
+    pub fn is_store(&self, id: FeatureId) -> bool {
+        self.store_of(id) == id
+    }
+
+    /// The features read from the state of store `id` (itself included).
+    pub fn views(&self, id: FeatureId) -> &[FeatureId] {
+        self.views.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
     /// The features events of every name can touch (`*` matches).
     pub fn for_any_event(&self) -> impl Iterator<Item = FeatureId> + '_ {
         self.any_name.iter().copied()
@@ -144,6 +172,49 @@ impl Catalog {
             return *id;
         }
         let id = self.defs.len() as FeatureId;
+        let group = (def.window.is_some()
+            && matches!(
+                def.kind,
+                FeatureKind::Count | FeatureKind::Numeric(_) | FeatureKind::Distinct(_)
+            ))
+        .then(|| format!("{:?}|{:?}", def.event, def.kind));
+        self.defs.push(def);
+        self.keys.insert(key, id);
+        self.store.push(id);
+        self.views.push(vec![id]);
+        let Some(g) = group else {
+            self.index_names(id, true);
+            return id;
+        };
+        match self.groups.get(&g).copied() {
+            None => {
+                self.groups.insert(g, id);
+                self.index_names(id, true);
+            }
+            Some(s) if self.defs[id as usize].window > self.defs[s as usize].window => {
+                // The longer window holds everything the others read.
+                let mut views = std::mem::take(&mut self.views[s as usize]);
+                views.push(id);
+                for v in &views {
+                    self.store[*v as usize] = id;
+                }
+                self.views[id as usize] = views;
+                self.index_names(s, false);
+                self.index_names(id, true);
+                self.groups.insert(g, id);
+            }
+            Some(s) => {
+                self.store[id as usize] = s;
+                self.views[s as usize].push(id);
+                self.views[id as usize].clear();
+            }
+        }
+        id
+    }
+
+    /// Adds (or removes) a store to the lists of the event names it reads.
+    fn index_names(&mut self, id: FeatureId, add: bool) {
+        let def = &self.defs[id as usize];
         let mut names = vec![def.event.name.clone()];
         if let FeatureKind::Sequence { then, .. } = &def.kind {
             names.push(then.name.clone());
@@ -151,15 +222,17 @@ impl Catalog {
         names.sort();
         names.dedup();
         for n in names {
-            if n == "*" {
-                self.any_name.push(id);
+            let list = if n == "*" {
+                &mut self.any_name
             } else {
-                self.by_name.entry(n).or_default().push(id);
+                self.by_name.entry(n).or_default()
+            };
+            if add {
+                list.push(id);
+            } else {
+                list.retain(|x| *x != id);
             }
         }
-        self.defs.push(def);
-        self.keys.insert(key, id);
-        id
     }
 
     /// Compiles a rule. `segment` resolves a segment name to its index (for rules that

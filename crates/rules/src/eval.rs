@@ -224,7 +224,10 @@ impl SegmentSet {
             s.pred.features(&mut fs);
             fs.sort_unstable();
             fs.dedup();
-            fs.into_iter().for_each(|f| by_feature[f as usize].push(i));
+            // An event changes a store's state, so every segment reading one of its
+            // features is affected.
+            fs.into_iter()
+                .for_each(|f| by_feature[catalog.store_of(f) as usize].push(i));
             let mut ds = Vec::new();
             s.pred.segments(&mut ds);
             ds.sort_unstable();
@@ -267,21 +270,33 @@ impl SegmentSet {
     pub fn redefine(&self, defs: &[(String, Rule)]) -> Result<(Self, Redefined), SetError> {
         let next = Self::new(defs)?;
         let key = |d: &crate::compile::FeatureDef| format!("{d:?}");
+        // A state carries over when the same feature is still a store; a store whose
+        // group gained a longer window starts over (its state lacks the older events).
         let features: Vec<Option<FeatureId>> = self
             .catalog
             .defs()
             .iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(old, d)| {
                 let k = key(d);
                 next.catalog
                     .defs()
                     .iter()
                     .position(|n| key(n) == k)
                     .map(|p| p as FeatureId)
+                    .filter(|p| {
+                        !self.catalog.is_store(old as FeatureId) || next.catalog.is_store(*p)
+                    })
             })
             .collect();
+        let held: Vec<FeatureId> = features
+            .iter()
+            .enumerate()
+            .filter(|(old, _)| self.catalog.is_store(*old as FeatureId))
+            .filter_map(|(_, f)| *f)
+            .collect();
         let new_features = (0..next.catalog.defs().len() as FeatureId)
-            .filter(|id| !features.contains(&Some(*id)))
+            .filter(|id| next.catalog.is_store(*id) && !held.contains(id))
             .collect();
         let segments = self
             .segs
@@ -528,8 +543,10 @@ impl SegmentSet {
             }
         };
         for f in self.catalog.for_event(name) {
-            if let Some(w) = self.catalog.defs()[f as usize].window {
-                consider(time_ms.saturating_add(w));
+            for v in self.catalog.views(f) {
+                if let Some(w) = self.catalog.defs()[*v as usize].window {
+                    consider(time_ms.saturating_add(w));
+                }
             }
             for d in &self.ago[f as usize] {
                 consider(time_ms.saturating_add(*d));

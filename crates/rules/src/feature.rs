@@ -398,7 +398,7 @@ impl Features {
     pub fn stats(&self, cat: &Catalog, id: FeatureId, now: i64) -> Stats {
         let window = cat.defs()[id as usize].window;
         let mut st = Totals::default();
-        match self.get(id) {
+        match self.get(cat.store_of(id)) {
             Some(State::CountWindow(v)) => {
                 // Sorted: the entries inside the window are a suffix.
                 let cut = window.map_or(i64::MIN, |d| now.saturating_sub(d));
@@ -423,7 +423,7 @@ impl Features {
     /// Number of distinct values of a distinct feature at `now`.
     pub fn distinct(&self, cat: &Catalog, id: FeatureId, now: i64) -> u64 {
         let window = cat.defs()[id as usize].window;
-        match self.get(id) {
+        match self.get(cat.store_of(id)) {
             Some(State::Distinct(v)) => {
                 v.iter().filter(|e| inside(e.1, window, now)).count() as u64
             }
@@ -458,7 +458,11 @@ impl Features {
     pub fn next_expiry(&self, cat: &Catalog, now: i64) -> Option<i64> {
         self.states
             .iter()
-            .filter_map(|(id, s)| s.next_expiry(cat.defs()[*id as usize].window, now))
+            .flat_map(|(id, s)| {
+                cat.views(*id)
+                    .iter()
+                    .filter_map(move |v| s.next_expiry(cat.defs()[*v as usize].window, now))
+            })
             .min()
     }
 
