@@ -69,6 +69,8 @@ struct Report {
     backfill_shared_features_s: f64,
     background_events_per_s: f64,
     latency: Latency,
+    /// Of which: until the probe's write was acknowledged (durable in the log).
+    ack_latency: Latency,
 }
 
 const KEY: &str = "bench-write-key";
@@ -284,12 +286,14 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     let bg_started = Instant::now();
     let bg_before = sent.load(Ordering::Relaxed);
     let mut us = Vec::with_capacity(a.probes);
+    let mut acks = Vec::with_capacity(a.probes);
     for k in 0..a.probes {
         let body = json!({"userId": format!("probe-{k}"), "event": "Product Added", "properties": {"sku": "probe"}})
             .to_string()
             .into_bytes();
         let t = Instant::now();
         let (status, b) = client.post("/v1/track", body).await?;
+        acks.push(t.elapsed().as_micros() as u64);
         if status != 200 {
             bail!(
                 "probe refused: HTTP {status}: {}",
@@ -310,6 +314,7 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let lat = latency(us);
+    let ack = latency(acks);
     drop(server);
 
     let (cores, memory_gib) = machine();
@@ -328,6 +333,7 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         backfill_shared_features_s: backfill_shared,
         background_events_per_s: background,
         latency: lat,
+        ack_latency: ack,
     };
     let fmt = |v: &[f64]| {
         v.iter()
@@ -347,6 +353,11 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     println!(
         "  event to segment entry on the live stream, {} probes under {:.0} events/s: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         a.probes, r.background_events_per_s, lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.max_ms
+    );
+    let ack = &r.ack_latency;
+    println!(
+        "    of which until the write was acknowledged: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ack.p50_ms, ack.p90_ms, ack.p99_ms, ack.max_ms
     );
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;

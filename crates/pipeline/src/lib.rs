@@ -672,6 +672,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         timers: Timers::default(),
         changes: Vec::new(),
         backfill_index: Vec::new(),
+        changed: None,
         hook: sh.cfg.on_change.clone(),
     };
     // Profiles waiting for merged profiles from other partitions: how many, and the
@@ -866,6 +867,9 @@ struct SegWork<'a> {
     /// While new features are filled from history: `(log offset, profile)` of every
     /// event in this partition, sorted.
     backfill_index: Vec<(u64, u64)>,
+    /// After a redefinition, the segments the next refresh evaluates (the others keep
+    /// their carried-over memberships).
+    changed: Option<Vec<usize>>,
     hook: Option<ChangeHook>,
 }
 
@@ -1060,6 +1064,8 @@ impl SegWork<'_> {
         self.segs = segs;
         self.sizes = sizes;
         self.backfill_index.clear();
+        self.changed = Some(self.segs.set.changed_by(r));
+        let index = !r.new_features.is_empty();
         for (id, p) in part.iter_mut() {
             let st = p.segments.get_or_insert_with(|| {
                 Box::new(SegState {
@@ -1081,8 +1087,9 @@ impl SegWork<'_> {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            for o in p.events.iter() {
-                self.backfill_index.push((o, *id));
+            if index {
+                self.backfill_index
+                    .extend(p.events.iter().map(|o| (o, *id)));
             }
         }
         self.backfill_index.sort_unstable();
@@ -1119,15 +1126,26 @@ impl SegWork<'_> {
     fn refresh(&mut self, part: &mut Partition, now: i64) {
         self.backfill_index = Vec::new();
         self.timers.due.clear();
+        let changed = self.changed.take();
         for (id, p) in part.iter_mut() {
             let Some(mut st) = p.segments.take() else {
                 continue;
             };
             self.advance(p, &mut st, now);
             let traits = self.segs.traits(p);
-            self.segs
-                .set
-                .refresh(&mut st.m, &traits, st.at, &mut self.changes);
+            match &changed {
+                Some(c) => {
+                    self.segs
+                        .set
+                        .refresh_changed(&mut st.m, &traits, st.at, c, &mut self.changes)
+                }
+                None => self
+                    .segs
+                    .set
+                    .refresh(&mut st.m, &traits, st.at, &mut self.changes),
+            }
+            // Every timer was dropped above: schedule this profile's again, changed or not.
+            st.due = i64::MAX;
             self.finish(*id, p, &mut st);
             p.segments = Some(st);
         }

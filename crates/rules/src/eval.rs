@@ -625,6 +625,48 @@ impl SegmentSet {
         self.evaluate(st, traits, now, None, out);
     }
 
+    /// The segments of this set a redefinition `r` (into this set) leaves to evaluate
+    /// again: the new and edited ones and, transitively, those referring to them. The
+    /// others keep their carried-over memberships.
+    pub fn changed_by(&self, r: &Redefined) -> Vec<usize> {
+        let mut fresh = vec![true; self.segs.len()];
+        for i in r.segments.iter().flatten() {
+            if let Some(f) = fresh.get_mut(*i) {
+                *f = false;
+            }
+        }
+        let mut stack: Vec<usize> = (0..fresh.len()).filter(|i| fresh[*i]).collect();
+        while let Some(i) = stack.pop() {
+            for j in &self.dependents[i] {
+                if !fresh[*j] {
+                    fresh[*j] = true;
+                    stack.push(*j);
+                }
+            }
+        }
+        (0..fresh.len()).filter(|i| fresh[*i]).collect()
+    }
+
+    /// After a redefinition: evaluates only `changed` (from [`Self::changed_by`]) at
+    /// `now`, the state having been carried over and its new features filled.
+    pub fn refresh_changed(
+        &self,
+        st: &mut Membership,
+        traits: &dyn Traits,
+        now: i64,
+        changed: &[usize],
+        out: &mut Vec<Change>,
+    ) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut d = Dirty::new(self.order.len());
+        for i in changed {
+            d.mark(self.rank[*i]);
+        }
+        self.evaluate(st, traits, now, Some(d), out);
+    }
+
     /// Time passed from `from` to `to`: every change on the way, each at its instant.
     pub fn advance(
         &self,

@@ -385,7 +385,7 @@ proptest! {
             let ev = Event { id: e.id, name: &e.name, time_ms: e.time_ms, props: e as &dyn Props };
             st.features.observe_only(set2.catalog(), &r.new_features, &ev, now);
         }
-        set2.refresh(&mut st, &traits, now, &mut sink);
+        set2.refresh_changed(&mut st, &traits, now, &set2.changed_by(&r), &mut sink);
         let mut durs = Vec::new();
         defs2.iter().for_each(|d| durations(&d.1, &mut durs));
         let mut reference = Reference { naive: Naive { segments: &defs2 }, durs, member: vec![false; defs2.len()] };

@@ -236,3 +236,25 @@ fn vip_and_undecided() {
     assert_eq!(size("New"), 1, "u4 only: u3's first order is a year old");
     assert_eq!(size("VIP"), 0);
 }
+
+#[test]
+fn timers_keep_running_after_a_segment_is_defined() {
+    let mut w = World::new();
+    for d in [0, 20, 40] {
+        w.at(T0 + d * DAY);
+        w.send("u5", "Order Completed", json!({"revenue": 50}));
+    }
+    // A new segment is defined between the last order and day 60 after it.
+    w.at(T0 + 50 * DAY);
+    let rule = niyet_rules::parse("count(Order Completed) >= 3").unwrap();
+    w.pipeline
+        .put_segment("Three", &rule, "", T0 + 50 * DAY, Duration::from_secs(30))
+        .unwrap();
+    assert!(w.names("u5").contains(&"Three".to_string()));
+    let last = T0 + 40 * DAY;
+    w.at(last + 60 * DAY);
+    assert!(
+        w.names("u5").contains(&"At-Risk".to_string()),
+        "the At-Risk timer set before the definition still fires"
+    );
+}
