@@ -1075,13 +1075,15 @@ impl SegWork<'_> {
                 })
             });
             self.segs.set.carry_over(&mut st.m, r);
-            st.history = st
-                .history
-                .iter()
-                .filter_map(|(i, e, t)| {
-                    Some((r.segments.get(*i as usize).copied()?? as u32, *e, *t))
-                })
-                .collect();
+            if !r.segments_kept {
+                st.history = st
+                    .history
+                    .iter()
+                    .filter_map(|(i, e, t)| {
+                        Some((r.segments.get(*i as usize).copied()?? as u32, *e, *t))
+                    })
+                    .collect();
+            }
             for (i, _) in &st.m.member {
                 if let Some(n) = self.sizes.get(*i as usize) {
                     n.fetch_add(1, Ordering::Relaxed);
@@ -1131,7 +1133,13 @@ impl SegWork<'_> {
             let Some(mut st) = p.segments.take() else {
                 continue;
             };
-            self.advance(p, &mut st, now);
+            if changed.is_some() && st.due > now {
+                // Nothing the segments kept can change by time before `now` (their next
+                // instant is `due`); the new ones are evaluated at `now` below.
+                st.at = st.at.max(now);
+            } else {
+                self.advance(p, &mut st, now);
+            }
             let traits = self.segs.traits(p);
             match &changed {
                 Some(c) => {

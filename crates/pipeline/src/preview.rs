@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use niyet_engine::segments::{SegEvent, Segments};
 use niyet_identity::ProfileId;
 use niyet_model::format_rfc3339_millis;
-use niyet_rules::{FeatureId, Membership, Rule};
+use niyet_rules::{Membership, Rule};
 use serde_json::{json, Value};
 
 use crate::{scan_for_features, Pipeline, PipelineError};
@@ -42,12 +42,7 @@ impl Pipeline {
         let candidate = set.len() - 1;
         // The candidate comes last, so every feature and segment in force keeps its id;
         // otherwise a profile's state is renumbered before it is read.
-        let same_ids = r
-            .features
-            .iter()
-            .enumerate()
-            .all(|(i, f)| *f == Some(i as FeatureId))
-            && r.segments.iter().enumerate().all(|(i, s)| *s == Some(i));
+        let same_ids = r.features_kept && r.segments_kept;
         let cand = {
             let mut syms = sh
                 .symbols

@@ -126,6 +126,10 @@ pub struct Redefined {
     /// For each old segment, its index in the new set if its definition is unchanged
     /// (edited and deleted segments start over).
     pub segments: Vec<Option<usize>>,
+    /// Every old feature keeps its id (nothing to renumber).
+    pub features_kept: bool,
+    /// Every old segment keeps its index (nothing to renumber).
+    pub segments_kept: bool,
 }
 
 /// A profile entered or left a segment.
@@ -298,7 +302,7 @@ impl SegmentSet {
         let new_features = (0..next.catalog.defs().len() as FeatureId)
             .filter(|id| next.catalog.is_store(*id) && !held.contains(id))
             .collect();
-        let segments = self
+        let segments: Vec<Option<usize>> = self
             .segs
             .iter()
             .map(|s| {
@@ -310,6 +314,11 @@ impl SegmentSet {
         Ok((
             next,
             Redefined {
+                features_kept: features
+                    .iter()
+                    .enumerate()
+                    .all(|(i, f)| *f == Some(i as FeatureId)),
+                segments_kept: segments.iter().enumerate().all(|(i, s)| *s == Some(i)),
                 features,
                 new_features,
                 segments,
@@ -574,7 +583,12 @@ impl SegmentSet {
     /// then be filled by [`Features::observe_only`] from history before
     /// [`Self::refresh`] evaluates everything.
     pub fn carry_over(&self, st: &mut Membership, r: &Redefined) {
-        st.features.remap(&r.features);
+        if !r.features_kept {
+            st.features.remap(&r.features);
+        }
+        if r.segments_kept {
+            return;
+        }
         let mut member: Vec<(u32, i64)> = st
             .member
             .iter()
