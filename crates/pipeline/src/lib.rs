@@ -1133,9 +1133,10 @@ impl SegWork<'_> {
             let Some(mut st) = p.segments.take() else {
                 continue;
             };
-            if changed.is_some() && st.due > now {
-                // Nothing the segments kept can change by time before `now` (their next
-                // instant is `due`); the new ones are evaluated at `now` below.
+            // Nothing the segments kept can change by time before `now` when their next
+            // instant is later; the new ones are evaluated at `now` below.
+            let kept_due = changed.is_some() && st.due > now;
+            if kept_due {
                 st.at = st.at.max(now);
             } else {
                 self.advance(p, &mut st, now);
@@ -1153,8 +1154,15 @@ impl SegWork<'_> {
                     .refresh(&mut st.m, &traits, st.at, &mut self.changes),
             }
             // Every timer was dropped above: schedule this profile's again, changed or not.
-            st.due = i64::MAX;
-            self.finish(*id, p, &mut st);
+            let before = std::mem::replace(&mut st.due, i64::MAX);
+            let due = changed.as_ref().filter(|_| kept_due).map(|c| {
+                let traits = self.segs.traits(p);
+                self.segs
+                    .set
+                    .next_change_of(&st.m, &traits, st.at, c)
+                    .map_or(before, |t| t.min(before))
+            });
+            self.finish_with(*id, p, &mut st, due);
             p.segments = Some(st);
         }
     }

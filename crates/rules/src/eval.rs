@@ -698,6 +698,40 @@ impl SegmentSet {
         st.features.prune(&self.catalog, to);
     }
 
+    /// [`Self::next_change`] for the segments `changed` only: the instants their own
+    /// features and time tests can flip. After a redefinition, the earlier of this and
+    /// the profile's previous next change is never later than the full computation.
+    pub fn next_change_of(
+        &self,
+        st: &Membership,
+        traits: &dyn Traits,
+        now: i64,
+        changed: &[usize],
+    ) -> Option<i64> {
+        let mut best: Option<i64> = None;
+        let mut consider = |t: i64| {
+            if t > now {
+                best = Some(best.map_or(t, |b| b.min(t)));
+            }
+        };
+        let mut age = None;
+        let mut fs = Vec::new();
+        for &i in changed {
+            let Some(s) = self.segs.get(i) else { continue };
+            fs.clear();
+            s.pred.features(&mut fs);
+            for f in &fs {
+                if let Some(t) = st.features.expiry_of(&self.catalog, *f, now) {
+                    consider(t);
+                }
+            }
+            if s.clock {
+                self.time_points(&s.pred, st, traits, now, &mut age, &mut consider);
+            }
+        }
+        best
+    }
+
     /// The earliest instant after `now` at which a membership can change with no new
     /// event; `None` when only an event can change it.
     pub fn next_change(&self, st: &Membership, traits: &dyn Traits, now: i64) -> Option<i64> {

@@ -454,6 +454,13 @@ impl Features {
         }
     }
 
+    /// The earliest time after `now` at which feature `id` (read through its own window)
+    /// loses an entry.
+    pub fn expiry_of(&self, cat: &Catalog, id: FeatureId, now: i64) -> Option<i64> {
+        self.get(cat.store_of(id))?
+            .next_expiry(cat.defs()[id as usize].window, now)
+    }
+
     /// The earliest time after `now` at which a windowed feature loses an entry.
     pub fn next_expiry(&self, cat: &Catalog, now: i64) -> Option<i64> {
         self.states

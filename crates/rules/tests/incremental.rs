@@ -379,13 +379,22 @@ proptest! {
                 }
             }
         }
+        let due_before = set1.next_change(&st, &traits, now).unwrap_or(i64::MAX);
         let (set2, r) = set1.redefine(&defs2).unwrap();
         set2.carry_over(&mut st, &r);
         for e in &all {
             let ev = Event { id: e.id, name: &e.name, time_ms: e.time_ms, props: e as &dyn Props };
             st.features.observe_only(set2.catalog(), &r.new_features, &ev, now);
         }
-        set2.refresh_changed(&mut st, &traits, now, &set2.changed_by(&r), &mut sink);
+        let changed = set2.changed_by(&r);
+        set2.refresh_changed(&mut st, &traits, now, &changed, &mut sink);
+        // The next change from the changed segments alone and the one before never comes
+        // later than the full computation.
+        let quick = set2
+            .next_change_of(&st, &traits, now, &changed)
+            .map_or(due_before, |t| t.min(due_before));
+        let full = set2.next_change(&st, &traits, now).unwrap_or(i64::MAX);
+        prop_assert!(quick <= full, "quick {} > full {}", quick, full);
         let mut durs = Vec::new();
         defs2.iter().for_each(|d| durations(&d.1, &mut durs));
         let mut reference = Reference { naive: Naive { segments: &defs2 }, durs, member: vec![false; defs2.len()] };
