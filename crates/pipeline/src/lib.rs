@@ -1672,13 +1672,43 @@ impl Router {
     ) -> Result<u64, String> {
         let log = self.sh.log.clone();
         let (start, end) = (log.stats().start_offset, self.next);
-        scan_for_features(&log, segs, &ids, start, end, |chunk| {
-            let chunk = Arc::new(chunk);
-            for i in 0..self.senders.len() {
-                self.send_to(i, Op::Backfill(chunk.clone(), ids.clone()));
+        // Two readers: the later half of the log is read on a thread of its own while this
+        // one reads and hands on the earlier half; its events follow, so the partition
+        // owners still see them in log order.
+        let mid = start + (end.saturating_sub(start)) / 2;
+        std::thread::scope(|scope| {
+            let later = scope.spawn(|| {
+                let mut kept = Vec::new();
+                let n = scan_for_features(&log, segs, &ids, mid, end, |c| kept.push(c))?;
+                Ok::<_, String>((n, kept))
+            });
+            let mut count = scan_for_features(&log, segs, &ids, start, mid, |chunk| {
+                self.backfill_chunk(chunk, &ids)
+            })?;
+            let (n, kept) = later
+                .join()
+                .map_err(|_| "the backfill reader failed".to_string())??;
+            count += n;
+            for chunk in kept {
+                self.backfill_chunk(chunk, &ids);
             }
-            self.ship_all();
+            Ok(count)
         })
+    }
+
+    fn backfill_chunk(
+        &mut self,
+        chunk: Vec<(u64, i64, SegEvent)>,
+        ids: &Arc<Vec<niyet_rules::FeatureId>>,
+    ) {
+        if chunk.is_empty() {
+            return;
+        }
+        let chunk = Arc::new(chunk);
+        for i in 0..self.senders.len() {
+            self.send_to(i, Op::Backfill(chunk.clone(), ids.clone()));
+        }
+        self.ship_all();
     }
 
     fn unmerge(
