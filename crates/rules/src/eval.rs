@@ -450,6 +450,27 @@ impl SegmentSet {
         }
     }
 
+    /// Evaluates segment `i` at `now`; records and tells whether its membership changed.
+    fn evaluate_one(
+        &self,
+        i: usize,
+        st: &mut Membership,
+        traits: &dyn Traits,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) -> bool {
+        let on = self.holds(&self.segs[i].pred, st, traits, now);
+        let changed = st.set(i, on, now);
+        if changed {
+            out.push(Change {
+                segment: i,
+                entered: on,
+                at_ms: now,
+            });
+        }
+        changed
+    }
+
     /// Evaluates segments at `now` (all of them, or those marked dirty and the segments
     /// that refer to a changed one) and records the changes.
     fn evaluate(
@@ -462,14 +483,7 @@ impl SegmentSet {
     ) {
         let Some(mut d) = dirty else {
             for &i in &self.order {
-                let on = self.holds(&self.segs[i].pred, st, traits, now);
-                if st.set(i, on, now) {
-                    out.push(Change {
-                        segment: i,
-                        entered: on,
-                        at_ms: now,
-                    });
-                }
+                self.evaluate_one(i, st, traits, now, out);
             }
             return;
         };
@@ -477,13 +491,7 @@ impl SegmentSet {
         while let Some(k) = d.take_from(from) {
             from = k + 1;
             let i = self.order[k];
-            let on = self.holds(&self.segs[i].pred, st, traits, now);
-            if st.set(i, on, now) {
-                out.push(Change {
-                    segment: i,
-                    entered: on,
-                    at_ms: now,
-                });
+            if self.evaluate_one(i, st, traits, now, out) {
                 // Dependents come later in the order.
                 self.dependents[i]
                     .iter()

@@ -13,7 +13,7 @@ use niyet_analytics::rfm::Group;
 use serde_json::Value;
 
 use crate::admin::{authorize, blocking};
-use crate::profiles::{bad, limit_of, parse_id, profile_view};
+use crate::profiles::{bad, export_of, parse_id, profile_view};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -57,21 +57,7 @@ async fn members(
             })
         })
         .transpose()?;
-    let csv = match q.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(bad(
-                "invalid_parameter",
-                format!("format: expected json or csv, not '{other}'"),
-            ))
-        }
-    };
-    let limit = if csv && !q.contains_key("limit") {
-        usize::MAX
-    } else {
-        limit_of(&q, 100)?
-    };
+    let (csv, limit) = export_of(&q, 100)?;
     let after = q.get("after").map(|a| parse_id(a)).transpose()?;
     let v = blocking(move || {
         let now = st.clock.now_ms();

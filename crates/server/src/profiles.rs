@@ -65,6 +65,30 @@ pub(crate) fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
     })
 }
 
+/// `format=json|csv` and the page size of an export: a CSV holds every row unless a
+/// `limit` is given. Returns (csv, limit).
+pub(crate) fn export_of(
+    q: &BTreeMap<String, String>,
+    default: usize,
+) -> Result<(bool, usize), ApiError> {
+    let csv = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(bad(
+                "invalid_parameter",
+                format!("format: expected json or csv, not '{other}'"),
+            ))
+        }
+    };
+    let limit = if csv && !q.contains_key("limit") {
+        usize::MAX
+    } else {
+        limit_of(q, default)?
+    };
+    Ok((csv, limit))
+}
+
 pub(crate) fn limit_of(q: &BTreeMap<String, String>, default: usize) -> Result<usize, ApiError> {
     match q.get("limit") {
         None => Ok(default),

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use crate::admin::{authorize, blocking};
-use crate::profiles::{bad, limit_of, parse_id, profile_view};
+use crate::profiles::{bad, export_of, parse_id, profile_view};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -81,6 +81,14 @@ fn definition(
         .unwrap_or("")
         .to_string();
     Ok((name, rule, description))
+}
+
+/// A JSON request body and the rule in it.
+fn rule_body(body: &[u8]) -> Result<(Value, niyet_rules::Rule), ApiError> {
+    let b: Value = serde_json::from_slice(body)
+        .map_err(|e| bad("invalid_json", format!("expected a JSON object: {e}")))?;
+    let rule = rule_of(&b)?;
+    Ok((b, rule))
 }
 
 /// The rule of a request body, from `rule` (text) or `rule_json`.
@@ -254,22 +262,7 @@ async fn members(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     authorize(&st, &h)?;
-    let csv = match q.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(bad(
-                "invalid_parameter",
-                format!("format: expected json or csv, not '{other}'"),
-            ))
-        }
-    };
-    // A CSV export holds every member unless a limit is given.
-    let limit = if csv && !q.contains_key("limit") {
-        usize::MAX
-    } else {
-        limit_of(&q, 100)?
-    };
+    let (csv, limit) = export_of(&q, 100)?;
     let after = q.get("after").map(|a| parse_id(a)).transpose()?;
     let v = blocking(move || {
         st.pipeline
@@ -309,9 +302,7 @@ async fn check(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
-    let b: Value = serde_json::from_slice(&body)
-        .map_err(|e| bad("invalid_json", format!("expected a JSON object: {e}")))?;
-    let rule = rule_of(&b)?;
+    let (_, rule) = rule_body(&body)?;
     let mut catalog = niyet_rules::Catalog::default();
     let known = st.pipeline.query().segment_names();
     catalog
@@ -332,9 +323,7 @@ async fn preview(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
-    let b: Value = serde_json::from_slice(&body)
-        .map_err(|e| bad("invalid_json", format!("expected a JSON object: {e}")))?;
-    let rule = rule_of(&b)?;
+    let (b, rule) = rule_body(&body)?;
     let sample = match b.get("sample") {
         None => 10,
         Some(v) => v.as_u64().filter(|n| *n <= 1000).ok_or_else(|| {

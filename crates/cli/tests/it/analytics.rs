@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{admin_get, client, post, TestServer, ADMIN};
+use crate::common::{admin_get, client, TestServer, ADMIN};
 use crate::profiles::caught_up;
+use crate::segments::send;
 
 const DAY: i64 = 86_400_000;
 
@@ -28,16 +29,6 @@ async fn admin_post(url: &str, body: Value) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn send(base: &str, msgs: Vec<Value>) {
-    let (s, v, _) = post(
-        &format!("{base}/v1/batch"),
-        json!({"batch": msgs}).to_string(),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    caught_up(base).await;
 }
 
 fn iso(t: i64) -> String {

@@ -22,7 +22,7 @@ fn order(user: &str, revenue: f64) -> Value {
     json!({"type": "track", "userId": user, "event": "Order Completed", "properties": {"revenue": revenue}})
 }
 
-async fn send(base: &str, msgs: Vec<Value>) {
+pub(crate) async fn send(base: &str, msgs: Vec<Value>) {
     let (s, v, _) = post(
         &format!("{base}/v1/batch"),
         json!({"batch": msgs}).to_string(),
