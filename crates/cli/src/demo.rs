@@ -86,6 +86,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  one customer  niyet profile show musteri1@example-mail.com --url {base} --admin-token {token}");
     println!("  pipeline      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/pipeline'");
+    println!("  segments      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/segments'");
+    println!("  RFM           curl -s -H 'Authorization: Bearer {token}' '{base}/v1/rfm'");
+    println!(
+        "  live changes  curl -sN -H 'Authorization: Bearer {token}' '{base}/v1/stream/segments'"
+    );
     println!("  send your own curl -s -u '{write_key}:' {base}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
     println!("  data          {}\n", a.data_dir.display());
 

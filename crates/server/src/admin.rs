@@ -471,10 +471,65 @@ code{{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}}
             r#"<div class="card"><div class="n">{v}</div><div class="l">{label}</div></div>"#
         );
     }
+    // Segment sizes as a bar chart (aggregates only; names are escaped: API users choose them).
+    let p = st.pipeline.stats();
+    let segs = st.pipeline.query().segments();
+    let rows: Vec<(String, i64)> = segs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["size"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let _ = write!(
+        html,
+        r#"</div><h2>Segments</h2><div class="sub">{} profiles · memberships change as events arrive and as time passes</div>"#,
+        p.profiles
+    );
+    if !rows.is_empty() {
+        let top = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1) as f64;
+        let h = 26 * rows.len() + 4;
+        let _ = write!(
+            html,
+            r#"<svg width="720" height="{h}" role="img" aria-label="segment sizes" style="background:#fff;border-radius:10px;box-shadow:0 1px 3px #0002">"#
+        );
+        for (k, (name, n)) in rows.iter().enumerate() {
+            let y = 4 + 26 * k;
+            let w = (*n as f64 / top * 420.0).round() as i64;
+            let _ = write!(
+                html,
+                r##"<text x="10" y="{ty}" font-size="13" fill="#1d2430">{}</text><rect x="200" y="{y}" width="{w}" height="20" rx="3" fill="#3b6fd8"/><text x="{tx}" y="{ty}" font-size="13" fill="#5b6575">{n}</text>"##,
+                escape(name),
+                ty = y + 15,
+                tx = 206 + w,
+            );
+        }
+        html.push_str("</svg>");
+    }
     html.push_str(
-        r#"</div><p>Admin API (with <code>Authorization: Bearer &lt;admin token&gt;</code>):
-<code>GET /v1/events</code> · <code>GET /v1/quarantine</code> · metrics at <a href="/metrics">/metrics</a> ·
+        r#"<p>Admin API (with <code>Authorization: Bearer &lt;admin token&gt;</code>):
+<code>GET /v1/events</code> · <code>GET /v1/segments</code> · <code>GET /v1/rfm</code> · <code>GET /v1/quarantine</code> · metrics at <a href="/metrics">/metrics</a> ·
 <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>"#,
     );
     Html(html)
+}
+
+/// Text for HTML.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

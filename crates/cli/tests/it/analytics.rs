@@ -306,3 +306,33 @@ async fn rfm_scores_follow_the_customer_base() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["scores"], Value::Null, "{v}");
 }
+
+#[tokio::test]
+async fn the_status_page_charts_segment_sizes_with_names_escaped() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    send(&base, history()).await;
+    let (s, v) = admin_post(
+        &format!("{base}/v1/segments"),
+        json!({"name": "<script>alert(1)</script>", "rule": "count(Order Completed) >= 9"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let page = client()
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<svg"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>"), "{page}");
+    // c8 and c9: the bar's label is the size.
+    assert!(page.contains(">2</text>"), "{page}");
+    assert!(page.contains("10 profiles"), "{page}");
+}
