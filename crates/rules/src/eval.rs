@@ -51,6 +51,17 @@ pub struct SegmentSet {
     dirty_any: Vec<u32>,
     /// Ranks of the segments reading traits or age.
     dirty_traits: Vec<u32>,
+    /// Segments an empty profile (no events, no traits) is in, at any time.
+    empty: Vec<usize>,
+}
+
+/// The traits of a profile that has none.
+struct NoTraits;
+
+impl Traits for NoTraits {
+    fn get(&self, _: &str) -> Value<'_> {
+        Value::Null
+    }
 }
 
 /// Segments to evaluate, by rank: a bitset, inline up to 256 segments.
@@ -256,7 +267,7 @@ impl SegmentSet {
             .map(|i| rank[i] as u32)
             .collect();
         dirty_traits.sort_unstable();
-        Ok(Self {
+        let mut set = Self {
             catalog,
             segs,
             order,
@@ -266,7 +277,14 @@ impl SegmentSet {
             dirty_named,
             dirty_any,
             dirty_traits,
-        })
+            empty: Vec::new(),
+        };
+        // With no event and no trait, no feature, window, `… ago` test or age depends on
+        // the time: the empty profile's memberships hold at every instant.
+        let mut st = Membership::default();
+        set.evaluate(&mut st, &NoTraits, 0, None, &mut Vec::new());
+        set.empty = st.member.iter().map(|m| m.0 as usize).collect();
+        Ok(set)
     }
 
     /// The set with new definitions, and how to carry profiles over to it: see
@@ -516,8 +534,8 @@ impl SegmentSet {
         Some(d)
     }
 
-    /// The first event of a new profile (empty state) arrived at `now`: every segment is
-    /// evaluated once, after the event.
+    /// The first event of a new profile (empty state) arrived at `now`: the memberships
+    /// after it, all recorded as entries at `now`.
     pub fn on_first_event(
         &self,
         st: &mut Membership,
@@ -526,8 +544,21 @@ impl SegmentSet {
         now: i64,
         out: &mut Vec<Change>,
     ) {
+        // Before its first event the profile is empty, and so is every segment's input but
+        // the event's features and the traits: start from the memberships of the empty
+        // profile and evaluate only what the event or the traits can change.
         st.features.observe(&self.catalog, ev, now);
-        self.evaluate(st, traits, now, None, out);
+        st.member = self.empty.iter().map(|i| (*i as u32, now)).collect();
+        let mut passing = Vec::new();
+        if let Some(d) = self.dirty_for(ev.name, true) {
+            self.evaluate(st, traits, now, Some(d), &mut passing);
+        }
+        // Every membership it has now is an entry, at `now`.
+        out.extend(st.member.iter().map(|(i, _)| Change {
+            segment: *i as usize,
+            entered: true,
+            at_ms: now,
+        }));
     }
 
     /// An event arrived at `now`; `traits_changed` says whether it changed the profile's
