@@ -138,22 +138,18 @@ async fn ingest(
             format!("request body is larger than the limit of {limit} bytes"),
         )
     };
-    if let Some(len) = header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok()) {
-        if len > limit {
-            return Err(too_large());
-        }
-    }
-    let raw: Bytes = axum::body::to_bytes(b, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            too_large()
-        } else {
-            ApiError::new(
+    let declared = header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+    let raw = match read_limited(b, limit, declared).await {
+        Ok(raw) => raw,
+        Err(None) => return Err(too_large()),
+        Err(Some(e)) => {
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
                 format!("request body could not be read: {e}"),
-            )
+            ))
         }
-    })?;
+    };
     st.metrics
         .bytes_received
         .fetch_add(raw.len() as u64, Ordering::Relaxed);
@@ -308,13 +304,50 @@ async fn ingest(
 }
 
 /// Whether reading the body stopped at the size limit.
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
+/// Oversized bodies up to this size are read to the end and dropped before the 413 is
+/// sent, so a client still writing sees the answer instead of a reset connection (and an
+/// SDK does not take it for a network error and retry). Larger ones are cut off.
+const DRAIN_MAX: usize = 8 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. `Err(None)`: larger than the limit (declared or
+/// seen); `Err(Some(e))`: the body could not be read.
+async fn read_limited(
+    b: Body,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<Bytes, Option<axum::Error>> {
+    use http_body_util::BodyExt;
+    let mut body = b;
+    // A body in one frame (the usual case) is kept as it is; more are joined.
+    let mut first: Option<Bytes> = None;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    let over_declared = declared.is_some_and(|n| n > limit);
+    if declared.is_some_and(|n| n > DRAIN_MAX) {
+        return Err(None);
     }
-    false
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Some)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_MAX {
+            return Err(None);
+        }
+        if !over_declared && seen <= limit {
+            match first.take() {
+                None if buf.is_empty() => first = Some(data),
+                None => buf.extend_from_slice(&data),
+                Some(f) => {
+                    buf.extend_from_slice(&f);
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if over_declared || seen > limit {
+        return Err(None);
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
 }

@@ -321,3 +321,64 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         "every invalid message is quarantined: {reasons:?}"
     );
 }
+
+/// An oversized body (7 MiB, more than a socket buffer holds), chunked or with its length
+/// announced, is read to the end and answered 413: the client never sees a reset
+/// connection (which an SDK would take for a network error and retry).
+#[tokio::test]
+async fn oversized_bodies_get_a_413_answer_not_a_reset() {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
+    let chunk = vec![b' '; 64 * 1024];
+    for chunked in [true, false] {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
+            .await
+            .unwrap();
+        let total = 110 * chunk.len();
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {total}")
+        };
+        conn.write_all(
+            format!("POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        for _ in 0..110 {
+            if chunked {
+                conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await
+                    .unwrap();
+            }
+            conn.write_all(&chunk)
+                .await
+                .expect("the server reads the whole body");
+            if chunked {
+                conn.write_all(b"\r\n").await.unwrap();
+            }
+        }
+        if chunked {
+            conn.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("payload_too_large") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed without an answer: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    }
+}
