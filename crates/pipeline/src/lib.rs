@@ -1022,28 +1022,24 @@ impl SegWork<'_> {
             ev.map_or(st.due, |e| e.min(st.due))
         });
         let set = &self.segs.set;
-        match &u.seg {
-            Some(e) => {
-                let ev = niyet_rules::Event {
-                    id: u.offset,
-                    name: &e.name,
-                    time_ms: u.time_ms,
-                    props: &**e,
-                };
-                if fresh {
-                    set.on_first_event(&mut st.m, &ev, &traits, now, &mut self.changes);
-                } else {
-                    set.on_event(
-                        &mut st.m,
-                        &ev,
-                        &traits,
-                        traits_changed,
-                        now,
-                        &mut self.changes,
-                    );
-                }
+        let ev = u.seg.as_ref().map(|e| niyet_rules::Event {
+            id: u.offset,
+            name: &e.name,
+            time_ms: u.time_ms,
+            props: &**e,
+        });
+        match &ev {
+            _ if fresh => {
+                set.on_first_event(&mut st.m, ev.as_ref(), &traits, now, &mut self.changes)
             }
-            None if fresh => set.refresh(&mut st.m, &traits, now, &mut self.changes),
+            Some(ev) => set.on_event(
+                &mut st.m,
+                ev,
+                &traits,
+                traits_changed,
+                now,
+                &mut self.changes,
+            ),
             None if traits_changed => set.on_traits(&mut st.m, &traits, now, &mut self.changes),
             None => {}
         }

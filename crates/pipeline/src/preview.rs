@@ -6,7 +6,7 @@
 //! would. While the profiles are read, partition owners wait (readers of the API do not),
 //! so the answer is the state at one moment; nothing is written anywhere.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use niyet_engine::segments::{SegEvent, Segments};
 use niyet_identity::ProfileId;
@@ -141,11 +141,7 @@ impl Pipeline {
             "at": format_rfc3339_millis(now),
             "new_features": r.new_features.len(),
             "backfilled_events": backfilled,
-            "took_ms": duration_ms(started.elapsed()),
+            "took_ms": started.elapsed().as_millis() as u64,
         }))
     }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    d.as_millis() as u64
 }

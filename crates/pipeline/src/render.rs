@@ -394,7 +394,7 @@ impl ProfileQuery<'_> {
     /// Members of a segment by profile id after `after`, with their entry times.
     pub fn members(&self, name: &str, after: Option<ProfileId>, limit: usize) -> Option<Value> {
         let segs = self.sh.segments.read().ok()?.clone();
-        let i = segs.set.index(name)? as u32;
+        let i = segs.set.index(name)?;
         let mut found: Vec<(u64, i64)> = Vec::new();
         for part in &self.sh.partitions {
             let Ok(part) = part.read() else { continue };
@@ -402,12 +402,7 @@ impl ProfileQuery<'_> {
                 if after.is_some_and(|a| *id <= a.0) {
                     continue;
                 }
-                if let Some(since) = p.segments.as_ref().and_then(|s| {
-                    s.m.member
-                        .binary_search_by_key(&i, |m| m.0)
-                        .ok()
-                        .map(|k| s.m.member[k].1)
-                }) {
+                if let Some(since) = p.segments.as_ref().and_then(|s| s.m.since(i)) {
                     found.push((*id, since));
                 }
             }
@@ -431,22 +426,16 @@ impl ProfileQuery<'_> {
     /// after they entered (the later conversion rate).
     pub fn compare(&self, a: &str, b: &str) -> Option<Value> {
         let segs = self.sh.segments.read().ok()?.clone();
-        let (ia, ib) = (segs.set.index(a)? as u32, segs.set.index(b)? as u32);
+        let (ia, ib) = (segs.set.index(a)?, segs.set.index(b)?);
         // (members, converted) of a, of b, of both.
         let mut n = [(0u64, 0u64); 3];
         for part in &self.sh.partitions {
             let Ok(part) = part.read() else { continue };
             for p in part.values() {
                 let Some(s) = &p.segments else { continue };
-                let since = |i: u32| {
-                    s.m.member
-                        .binary_search_by_key(&i, |m| m.0)
-                        .ok()
-                        .map(|k| s.m.member[k].1)
-                };
                 let converted =
                     |t: i64| u64::from(p.purchases.orders > 0 && p.purchases.last_order_ms > t);
-                let (sa, sb) = (since(ia), since(ib));
+                let (sa, sb) = (s.m.since(ia), s.m.since(ib));
                 if let Some(t) = sa {
                     n[0].0 += 1;
                     n[0].1 += converted(t);
@@ -503,22 +492,23 @@ impl ProfileQuery<'_> {
         }))
     }
 
-    /// Every customer (profile with an order) with its RFM inputs.
-    fn rfm_base(&self) -> Vec<(u64, Customer)> {
+    /// Every customer (profile with an order) with its RFM inputs, by id, and the base
+    /// they are scored against.
+    fn rfm_base(&self) -> (Vec<(u64, Customer)>, Table) {
         let mut base = Vec::new();
         for part in &self.sh.partitions {
             let Ok(part) = part.read() else { continue };
             base.extend(part.iter().filter_map(|(id, p)| Some((*id, customer(p)?))));
         }
         base.sort_unstable_by_key(|c| c.0);
-        base
+        let table = Table::new(base.iter().map(|c| c.1));
+        (base, table)
     }
 
     /// The RFM table now: the base, where each fifth begins, and the size of each score
     /// and named group. `now` (ms) turns last-order times into days.
     pub fn rfm(&self, now: i64) -> Value {
-        let base = self.rfm_base();
-        let table = Table::new(base.iter().map(|c| c.1));
+        let (base, table) = self.rfm_base();
         let mut groups: BTreeMap<Group, u64> = Group::ALL.iter().map(|g| (*g, 0)).collect();
         let mut per = [[0u64; 5]; 3];
         for (_, c) in &base {
@@ -530,14 +520,13 @@ impl ProfileQuery<'_> {
         }
         let n = base.len();
         let (r, f, m) = table.cuts();
-        let days = |t: i64| ((now - t) as f64 / 86_400_000.0 * 10.0).round() / 10.0;
         let cut = |k: usize, what: Value| json!({"score": k + 2, "above": what});
         json!({
             "customers": n,
             "at": format_rfc3339_millis(now),
             "cuts": {
                 "recency": r.above.iter().enumerate().map(|(k, t)| cut(k, t.map_or(Value::Null, |t| json!({
-                    "last_order_after": format_rfc3339_millis(t), "days_ago": days(t)})))).collect::<Vec<_>>(),
+                    "last_order_after": format_rfc3339_millis(t), "days_ago": days_ago(now, t)})))).collect::<Vec<_>>(),
                 "frequency": f.above.iter().enumerate().map(|(k, o)| cut(k, json!(o))).collect::<Vec<_>>(),
                 "monetary": m.above.iter().enumerate().map(|(k, v)| cut(k, json!(v.map(|v| v as f64 / MONEY_SCALE)))).collect::<Vec<_>>(),
             },
@@ -558,8 +547,7 @@ impl ProfileQuery<'_> {
         limit: usize,
         now: i64,
     ) -> Value {
-        let base = self.rfm_base();
-        let table = Table::new(base.iter().map(|c| c.1));
+        let (base, table) = self.rfm_base();
         let list: Vec<Value> = base
             .iter()
             .filter(|(id, _)| after.is_none_or(|a| *id > a.0))
@@ -587,8 +575,7 @@ impl ProfileQuery<'_> {
         let Some(c) = c else {
             return Some(json!({"profile": id.to_string(), "scores": null, "group": null}));
         };
-        let base = self.rfm_base();
-        let table = Table::new(base.iter().map(|c| c.1));
+        let (_, table) = self.rfm_base();
         Some(rfm_json(id.0, &c, table.score(&c), now))
     }
 
@@ -721,6 +708,11 @@ fn customer(p: &Profile) -> Option<Customer> {
     })
 }
 
+/// Days from `t` to `now`, to a tenth.
+fn days_ago(now: i64, t: i64) -> f64 {
+    ((now - t) as f64 / 86_400_000.0 * 10.0).round() / 10.0
+}
+
 fn rfm_json(id: u64, c: &Customer, s: Scores, now: i64) -> Value {
     json!({
         "profile": ProfileId(id).to_string(),
@@ -728,7 +720,7 @@ fn rfm_json(id: u64, c: &Customer, s: Scores, now: i64) -> Value {
         "rfm": format!("{}{}{}", s.r, s.f, s.m),
         "group": s.group().name(),
         "last_order": format_rfc3339_millis(c.last_order_ms),
-        "days_since_last_order": ((now - c.last_order_ms) as f64 / 86_400_000.0 * 10.0).round() / 10.0,
+        "days_since_last_order": days_ago(now, c.last_order_ms),
         "orders": c.orders,
         "monetary": c.monetary as f64 / MONEY_SCALE,
     })

@@ -152,11 +152,17 @@ pub struct Change {
 }
 
 impl Membership {
-    /// Whether the profile is in segment `i`.
-    pub fn is_member(&self, i: usize) -> bool {
+    /// Since when the profile is in segment `i` (None: it is not).
+    pub fn since(&self, i: usize) -> Option<i64> {
         self.member
             .binary_search_by_key(&(i as u32), |m| m.0)
-            .is_ok()
+            .ok()
+            .map(|k| self.member[k].1)
+    }
+
+    /// Whether the profile is in segment `i`.
+    pub fn is_member(&self, i: usize) -> bool {
+        self.since(i).is_some()
     }
 
     fn set(&mut self, i: usize, on: bool, at: i64) -> bool {
@@ -534,12 +540,12 @@ impl SegmentSet {
         Some(d)
     }
 
-    /// The first event of a new profile (empty state) arrived at `now`: the memberships
-    /// after it, all recorded as entries at `now`.
+    /// The first event of a new profile (empty state) arrived at `now` (`None`: an event no
+    /// feature reads): the memberships after it, all recorded as entries at `now`.
     pub fn on_first_event(
         &self,
         st: &mut Membership,
-        ev: &Event<'_>,
+        ev: Option<&Event<'_>>,
         traits: &dyn Traits,
         now: i64,
         out: &mut Vec<Change>,
@@ -547,11 +553,20 @@ impl SegmentSet {
         // Before its first event the profile is empty, and so is every segment's input but
         // the event's features and the traits: start from the memberships of the empty
         // profile and evaluate only what the event or the traits can change.
-        st.features.observe(&self.catalog, ev, now);
         st.member = self.empty.iter().map(|i| (*i as u32, now)).collect();
-        let mut passing = Vec::new();
-        if let Some(d) = self.dirty_for(ev.name, true) {
-            self.evaluate(st, traits, now, Some(d), &mut passing);
+        let dirty = match ev {
+            Some(ev) => {
+                st.features.observe(&self.catalog, ev, now);
+                self.dirty_for(ev.name, true)
+            }
+            None => (!self.dirty_traits.is_empty()).then(|| {
+                let mut d = Dirty::new(self.order.len());
+                d.marks(&self.dirty_traits);
+                d
+            }),
+        };
+        if let Some(d) = dirty {
+            self.evaluate(st, traits, now, Some(d), &mut Vec::new());
         }
         // Every membership it has now is an entry, at `now`.
         out.extend(st.member.iter().map(|(i, _)| Change {

@@ -415,9 +415,10 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(600))]
 
-    /// A new profile's first event: starting from the empty profile's memberships and
-    /// evaluating only what the event and the traits touch gives the memberships and the
-    /// entries of the reference, which recomputes every segment after the event.
+    /// A new profile's first event (read by features or not): starting from the empty
+    /// profile's memberships and evaluating only what the event and the traits touch gives
+    /// the memberships and the entries of the reference, which recomputes every segment
+    /// after the event.
     #[test]
     fn a_first_event_equals_the_reference(
         defs in segments(),
@@ -426,6 +427,7 @@ proptest! {
         v in prop::option::of(1i64..=4),
         c in prop::option::of(prop_oneof![Just("a"), Just("b"), Just("c")]),
         t in prop::option::of(0i64..4),
+        with_event in prop::bool::weighted(0.8),
     ) {
         let set = SegmentSet::new(&defs).unwrap();
         let traits = Map(t);
@@ -434,12 +436,13 @@ proptest! {
         let ev = Event { id: e.id, name: &e.name, time_ms: e.time_ms, props: &e as &dyn Props };
         let mut st = Membership::default();
         let mut out = Vec::new();
-        set.on_first_event(&mut st, &ev, &traits, now, &mut out);
+        set.on_first_event(&mut st, with_event.then_some(&ev), &traits, now, &mut out);
         let mut durs = Vec::new();
         defs.iter().for_each(|d| durations(&d.1, &mut durs));
         let mut reference = Reference { naive: Naive { segments: &defs }, durs, member: vec![false; defs.len()] };
         let mut want = Vec::new();
-        reference.at(std::slice::from_ref(&e), &traits, now, &mut want);
+        let events = if with_event { std::slice::from_ref(&e) } else { &[] };
+        reference.at(events, &traits, now, &mut want);
         prop_assert_eq!(sorted(out), sorted(want));
         for i in 0..defs.len() {
             prop_assert_eq!(st.is_member(i), reference.member[i], "segment {}", i);

@@ -353,10 +353,9 @@ async fn compare(
     authorize(&st, &h)?;
     blocking(move || {
         let q = st.pipeline.query();
-        for n in [&name, &other] {
-            if q.segment(n).is_none() {
-                return Err(no_segment(n));
-            }
+        let known = q.segment_names();
+        if let Some(n) = [&name, &other].into_iter().find(|n| !known.contains(n)) {
+            return Err(no_segment(n));
         }
         q.compare(&name, &other)
             .map(Json)
