@@ -217,16 +217,8 @@ impl Drop for Spawned {
 
 pub(crate) const BENCH_ADMIN: &str = "bench-admin-token";
 
-/// Starts `niyet serve` on `dir` and waits until it answers.
-pub(crate) async fn spawn_server(
-    dir: &std::path::Path,
-    port: u16,
-    write_key: &str,
-) -> anyhow::Result<std::process::Child> {
-    spawn_server_with(dir, port, write_key, None).await
-}
-
-/// [`spawn_server`] with a configuration file.
+/// Starts `niyet serve` on a data directory, with a configuration file if given, and
+/// waits until it answers.
 pub(crate) async fn spawn_server_with(
     dir: &std::path::Path,
     port: u16,

@@ -31,9 +31,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bench::{
-    latency, machine, proc_cpu_s, spawn_server, start_server, Latency, Spawned, BENCH_ADMIN,
+    latency, machine, proc_cpu_s, spawn_server_with, start_server_with, Latency, Spawned,
+    BENCH_ADMIN,
 };
 use crate::client::IngestClient;
+
+/// The server's configuration without the built-in segments.
+const NO_SEGMENTS: &str = "[lifecycle]\nenabled = false\n";
 
 /// Arguments of `niyet bench profiles`.
 #[derive(Debug, Args)]
@@ -53,6 +57,12 @@ pub struct ProfilesBench {
     /// Lookups per identifier type.
     #[arg(long, default_value_t = 5_000)]
     lookups: usize,
+    /// Keep the built-in lifecycle segments on (the default server configuration).
+    /// Without this flag the server runs with `[lifecycle] enabled = false`, so the figures
+    /// are those of ingest, identity and profiles alone; `niyet bench segments` measures
+    /// what segments add.
+    #[arg(long)]
+    lifecycle: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -342,7 +352,10 @@ async fn restart(
     server.child.wait()?;
     let http = reqwest::Client::new();
     let t = Instant::now();
-    server.child = spawn_server(server.dir.path(), server.port, key).await?;
+    let config = server.dir.path().join("niyet.toml");
+    let config = config.exists().then_some(config);
+    server.child =
+        spawn_server_with(server.dir.path(), server.port, key, config.as_deref()).await?;
     let v = caught_up(&http, url, Some(profiles)).await?;
     Ok((t.elapsed().as_secs_f64(), v))
 }
@@ -350,7 +363,8 @@ async fn restart(
 /// Runs the benchmark.
 pub async fn run(a: ProfilesBench) -> anyhow::Result<()> {
     let key = "bench-write-key";
-    let (url, mut server) = start_server(key).await?;
+    let config = (!a.lifecycle).then_some(NO_SEGMENTS);
+    let (url, mut server) = start_server_with(key, config).await?;
     let http = reqwest::Client::new();
     let client = IngestClient::new(&url, key)?;
     let pid = server.child.id();
