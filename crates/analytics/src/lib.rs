@@ -1,9 +1,17 @@
-//! Customer analytics of Niyet: pure computation over profile summaries, no I/O, no clock
-//! (time comes in as an argument).
+//! Customer analytics of Niyet: pure computation over profile summaries and journeys, no
+//! I/O, no clock (time comes in as an argument).
 //!
 //! - [`rfm`]: recency, frequency and monetary scores 1–5 by quintiles of the current
 //!   customer base, and the named RFM groups.
+//! - [`clv`]: lifetime value with BG/NBD and Gamma-Gamma, fitted by maximum likelihood.
+//! - [`attribution`]: credit for conversions by channel: heuristic models, Markov removal
+//!   effects and Shapley values.
+//! - [`special`], [`optimize`]: the special functions and the optimiser behind them.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod attribution;
+pub mod clv;
+pub mod optimize;
 pub mod rfm;
+pub mod special;
