@@ -417,6 +417,7 @@ pub fn simulate(n: usize, seed: u64) -> Vec<(History, f64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
