@@ -15,6 +15,9 @@ pub struct Minimum {
     /// Whether the gradient fell below the tolerance (else the iteration limit or a line
     /// search that could not improve ended it).
     pub converged: bool,
+    /// The approximation of the inverse Hessian at the end (row-major), to warm-start a
+    /// related minimisation.
+    pub inverse_hessian: Vec<f64>,
 }
 
 /// Minimises `f` from `x0`. `f(x, grad)` returns the value at `x` and writes the gradient
@@ -23,8 +26,21 @@ pub struct Minimum {
 /// while the gradient is below `1000 · gtol` (the floating-point floor of a sum over many
 /// terms); or after `max_iter` iterations.
 pub fn bfgs(
+    f: impl FnMut(&[f64], &mut [f64]) -> f64,
+    x0: &[f64],
+    gtol: f64,
+    max_iter: usize,
+) -> Minimum {
+    bfgs_from(f, x0, None, gtol, max_iter)
+}
+
+/// [`bfgs`] starting from an approximation `h0` of the inverse Hessian (row-major), e.g.
+/// that of a fit on a sample of the same data; the identity when `None` or of the wrong
+/// size.
+pub fn bfgs_from(
     mut f: impl FnMut(&[f64], &mut [f64]) -> f64,
     x0: &[f64],
+    h0: Option<&[f64]>,
     gtol: f64,
     max_iter: usize,
 ) -> Minimum {
@@ -32,7 +48,10 @@ pub fn bfgs(
     let mut x = x0.to_vec();
     let mut g = vec![0.0; n];
     let mut fx = f(&x, &mut g);
-    let mut h = identity(n);
+    let mut h = match h0 {
+        Some(h) if h.len() == n * n && h.iter().all(|v| v.is_finite()) => h.to_vec(),
+        _ => identity(n),
+    };
     let (mut xn, mut gn, mut d) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     let mut stalled = 0;
     for it in 0..max_iter {
@@ -42,6 +61,7 @@ pub fn bfgs(
                 value: fx,
                 iterations: it,
                 converged: true,
+                inverse_hessian: h,
             };
         }
         for i in 0..n {
@@ -64,7 +84,10 @@ pub fn bfgs(
                 xn[i] = x[i] + step * d[i];
             }
             fnew = f(&xn, &mut gn);
-            if fnew.is_finite() && fnew <= fx + 1e-4 * step * slope {
+            // Armijo's sufficient decrease; or, where the value no longer changes beyond
+            // its rounding error (next to the optimum), a smaller gradient.
+            let flat = (fnew - fx).abs() <= 1e-14 * fx.abs().max(1.0) && norm(&gn) < norm(&g);
+            if fnew.is_finite() && (fnew <= fx + 1e-4 * step * slope || flat) {
                 accepted = true;
                 break;
             }
@@ -76,6 +99,7 @@ pub fn bfgs(
                 value: fx,
                 iterations: it,
                 converged: g.iter().all(|v| v.abs() < gtol.sqrt()),
+                inverse_hessian: h,
             };
         }
         let s: Vec<f64> = (0..n).map(|i| xn[i] - x[i]).collect();
@@ -106,6 +130,7 @@ pub fn bfgs(
                 value: fx,
                 iterations: it + 1,
                 converged: true,
+                inverse_hessian: h,
             };
         }
     }
@@ -115,7 +140,12 @@ pub fn bfgs(
         value: fx,
         iterations: max_iter,
         converged,
+        inverse_hessian: h,
     }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
 fn identity(n: usize) -> Vec<f64> {

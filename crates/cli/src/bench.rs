@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// Segment evaluation: throughput with 50 segments against none, backfill of a new
     /// segment over a million profiles, event-to-membership-change latency.
     Segments(crate::bench_segments::SegmentsBench),
+    /// Lifetime-value fits and attribution over a million customers and journeys, side by
+    /// side with the Python reference packages when `--python` is given.
+    Analytics(crate::bench_analytics::AnalyticsBench),
 }
 
 #[derive(Debug, Args)]
@@ -432,6 +435,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(a) => a,
         BenchCommand::Profiles(p) => return crate::bench_profiles::run(p).await,
         BenchCommand::Segments(p) => return crate::bench_segments::run(p).await,
+        BenchCommand::Analytics(p) => return crate::bench_analytics::run(p).await,
     };
     let key = "bench-write-key";
     let (url, key, _server) = match &a.url {
