@@ -4,6 +4,7 @@
 //! - [`rfm`]: recency, frequency and monetary scores 1–5 by quintiles of the current
 //!   customer base, and the named RFM groups.
 //! - [`clv`]: lifetime value with BG/NBD and Gamma-Gamma, fitted by maximum likelihood.
+//! - [`channel`]: the marketing channel of a touchpoint.
 //! - [`attribution`]: credit for conversions by channel: heuristic models, Markov removal
 //!   effects and Shapley values.
 //! - [`special`], [`optimize`]: the special functions and the optimiser behind them.
@@ -11,6 +12,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod attribution;
+pub mod channel;
 pub mod clv;
 pub mod optimize;
 pub mod rfm;

@@ -1,5 +1,6 @@
 //! Reading stored events: the normalised JSON written by ingest (see `niyet-ingest`).
 
+use niyet_analytics::channel::Origin;
 use niyet_identity::{normalize, Graph, Ident, ANONYMOUS_ID, DEVICE_ID, EMAIL, PHONE, USER_ID};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -180,6 +181,9 @@ pub struct Context<'a> {
     /// `context.screen`.
     #[serde(default)]
     pub screen: Option<Screen>,
+    /// `context.campaign` (the UTM parameters).
+    #[serde(borrow, default)]
+    pub campaign: Option<&'a RawValue>,
 }
 
 /// `context.screen`.
@@ -275,6 +279,36 @@ pub struct EventView<'a> {
     pub context: Context<'a>,
     /// `properties`, unparsed.
     pub properties: Option<&'a RawValue>,
+}
+
+/// Click-id parameters that mark an ad click.
+const CLICK_IDS: &[&str] = &[
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "dclid",
+    "msclkid",
+    "fbclid",
+    "ttclid",
+    "twclid",
+    "li_fat_id",
+    "sccid",
+];
+
+/// (host without `www.`, lower-cased; query) of a URL; an empty host for a relative one.
+fn split_url(url: &str) -> (String, &str) {
+    let u = url.trim();
+    let (rest, query) = match u.split_once('?') {
+        Some((r, q)) => (r, q.split('#').next().unwrap_or("")),
+        None => (u.split('#').next().unwrap_or(""), ""),
+    };
+    let host = match rest.split_once("//") {
+        Some((_, after)) => after.split(['/', ':']).next().unwrap_or(""),
+        None => "",
+    };
+    let host = host.rsplit('@').next().unwrap_or("").to_ascii_lowercase();
+    let host = host.strip_prefix("www.").map(String::from).unwrap_or(host);
+    (host, query)
 }
 
 /// Reads a stored event.
@@ -488,6 +522,84 @@ impl EventView<'_> {
         }
     }
 
+    /// Where the event came from: `context.campaign` (else the `utm_*` parameters of the
+    /// page URL), click ids in the page URL, and the referrer's host when it is another
+    /// site than the page's. The page is `context.page`, else the properties of a `page`
+    /// call.
+    pub fn origin(&self) -> Origin {
+        #[derive(Deserialize, Default)]
+        struct Camp<'a> {
+            #[serde(borrow, default)]
+            source: Option<Text<'a>>,
+            #[serde(borrow, default)]
+            medium: Option<Text<'a>>,
+            #[serde(borrow, default)]
+            name: Option<Text<'a>>,
+        }
+        #[derive(Deserialize, Default)]
+        struct Page<'a> {
+            #[serde(borrow, default)]
+            url: Option<Text<'a>>,
+            #[serde(borrow, default)]
+            referrer: Option<Text<'a>>,
+        }
+        let camp: Camp<'_> = self
+            .context
+            .campaign
+            .and_then(|c| serde_json::from_str(c.get()).ok())
+            .unwrap_or_default();
+        let page_raw = self.context.page.or(if self.kind == Kind::Page {
+            self.properties
+        } else {
+            None
+        });
+        let page: Page<'_> = page_raw
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or_default();
+        let url = page.url.as_ref().map(|u| split_url(&u.0));
+        let query = url.as_ref().map(|u| u.1).unwrap_or("");
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.replace('+', " "))
+                .filter(|v| !v.is_empty())
+        };
+        let text =
+            |t: Option<Text<'_>>| t.map(|t| t.0.trim().to_string()).filter(|s| !s.is_empty());
+        let (source, medium, campaign) = (text(camp.source), text(camp.medium), text(camp.name));
+        let (source, medium, campaign) =
+            if source.is_none() && medium.is_none() && campaign.is_none() {
+                (
+                    param("utm_source"),
+                    param("utm_medium"),
+                    param("utm_campaign"),
+                )
+            } else {
+                (source, medium, campaign)
+            };
+        let click_ids = query
+            .split('&')
+            .filter_map(|kv| kv.split('=').next())
+            .filter(|k| CLICK_IDS.iter().any(|c| k.eq_ignore_ascii_case(c)))
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        let page_host = url.as_ref().map(|u| u.0.to_string());
+        let referrer_host = page
+            .referrer
+            .as_ref()
+            .map(|r| split_url(&r.0).0.to_string())
+            .filter(|h| !h.is_empty() && Some(h) != page_host.as_ref());
+        Origin {
+            source,
+            medium,
+            campaign,
+            click_ids,
+            referrer_host,
+        }
+    }
+
     /// The amount of an order event: `properties.revenue`, else `total`, else `value`.
     pub fn amount(&self) -> Option<f64> {
         #[derive(Deserialize)]
@@ -511,6 +623,27 @@ impl EventView<'_> {
 mod tests {
     use super::*;
     use niyet_identity::Rules;
+
+    #[test]
+    fn the_origin_of_an_event() {
+        let raw = br#"{"type":"page","timestamp":"2026-01-02T03:04:05.678Z","source":"web","context":{"page":{"url":"https://www.shop.example/p?gclid=abc&utm_source=x","referrer":"https://www.google.com.tr/search?q=a"}},"properties":{}}"#;
+        let o = parse(raw).unwrap().origin();
+        assert_eq!(o.click_ids, vec!["gclid".to_string()]);
+        assert_eq!(o.source.as_deref(), Some("x"));
+        assert_eq!(o.referrer_host.as_deref(), Some("google.com.tr"));
+        let raw = br#"{"type":"track","event":"x","timestamp":"2026-01-02T03:04:05.678Z","source":"web","context":{"campaign":{"source":"newsletter","medium":"email","name":"kasim"},"page":{"url":"https://shop.example/a","referrer":"https://shop.example/b"}}}"#;
+        let o = parse(raw).unwrap().origin();
+        assert_eq!(
+            (o.medium.as_deref(), o.campaign.as_deref()),
+            (Some("email"), Some("kasim"))
+        );
+        assert_eq!(
+            o.referrer_host, None,
+            "a referrer on the same site is no touch"
+        );
+        let raw = br#"{"type":"page","timestamp":"2026-01-02T03:04:05.678Z","source":"web","properties":{"url":"/x"}}"#;
+        assert!(!parse(raw).unwrap().origin().is_touch());
+    }
 
     #[test]
     fn reads_a_stored_track_event_and_its_identifiers() {

@@ -22,11 +22,13 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod analytics;
 mod preview;
 mod render;
 mod sizes;
 mod snapshot;
 
+pub use analytics::{JourneyQuery, JourneyTable};
 use niyet_engine::extract::{self, IdentityConfig, Kind};
 use niyet_engine::segments::{seg_event, SegEvent, SegState, Segments};
 use niyet_engine::{Profile, Symbols, Update};

@@ -1,19 +1,28 @@
 //! Admin API over customer analytics: the RFM table, customers by RFM group, one
-//! profile's scores.
+//! profile's scores; attribution of conversions to channels and campaigns; lifetime
+//! value (BG/NBD and Gamma-Gamma) of the customer base and of one profile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use niyet_analytics::attribution::{attribute, markov, Model, Normalisation};
+use niyet_analytics::channel::Channel;
+use niyet_analytics::clv::{BgNbd, Distribution, FitError, GammaGamma, History};
 use niyet_analytics::rfm::Group;
+use niyet_identity::ProfileId;
+use niyet_model::{format_rfc3339_millis, parse_timestamp};
+use niyet_pipeline::{JourneyQuery, JourneyTable};
+use serde_json::json;
 use serde_json::Value;
 
 use crate::admin::{authorize, blocking};
-use crate::profiles::{bad, export_of, parse_id, profile_view};
+use crate::profiles::{bad, export_of, not_found, parse_id, pipeline_error, profile_view};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -21,6 +30,391 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/rfm", get(table))
         .route("/v1/rfm/members", get(members))
         .route("/v1/profiles/{id}/rfm", get(of_profile))
+        .route("/v1/attribution", get(attribution))
+        .route("/v1/clv", get(clv))
+        .route("/v1/profiles/{id}/clv", get(profile_clv))
+}
+
+/// A numeric query parameter within `range`, else `default`.
+fn num(
+    q: &BTreeMap<String, String>,
+    key: &str,
+    default: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<f64, ApiError> {
+    let Some(raw) = q.get(key) else {
+        return Ok(default);
+    };
+    match raw.parse::<f64>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(bad(
+            "invalid_parameter",
+            format!(
+                "{key}: expected a number from {} to {}, not '{raw}'",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+/// The attribution models, by the names the API uses.
+fn models(half_life_hours: f64, direct: u32) -> Vec<(&'static str, Model)> {
+    vec![
+        ("first_touch", Model::FirstTouch),
+        ("last_touch", Model::LastTouch),
+        ("last_non_direct", Model::LastNonDirect { direct }),
+        ("linear", Model::Linear),
+        ("time_decay", Model::TimeDecay { half_life_hours }),
+        ("position_based", Model::PositionBased),
+        ("markov", Model::Markov(Normalisation::Global)),
+        (
+            "markov_per_journey",
+            Model::Markov(Normalisation::PerJourney),
+        ),
+        ("shapley", Model::Shapley),
+    ]
+}
+
+/// `GET /v1/attribution?model=&by=channel|campaign&lookback_days=&session_gap_minutes=
+/// &half_life_hours=&conversion=&since=&format=csv`: conversions and revenue credited to
+/// each channel (or campaign) by every model, or by the one named.
+async fn attribution(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    authorize(&st, &h)?;
+    let a = &st.analytics;
+    let lookback_days = num(
+        &q,
+        "lookback_days",
+        f64::from(a.lookback_days),
+        0.0..=3650.0,
+    )?;
+    let gap = num(
+        &q,
+        "session_gap_minutes",
+        f64::from(a.session_gap_minutes),
+        1.0..=10_080.0,
+    )?;
+    let half_life = num(
+        &q,
+        "half_life_hours",
+        a.time_decay_half_life_hours,
+        0.01..=87_600.0,
+    )?;
+    let by_campaign = match q.get("by").map(String::as_str) {
+        None | Some("channel") => false,
+        Some("campaign") => true,
+        Some(o) => {
+            return Err(bad(
+                "invalid_parameter",
+                format!("by: expected channel or campaign, not '{o}'"),
+            ))
+        }
+    };
+    let all = models(half_life, 0);
+    let only = match q.get("model") {
+        None => None,
+        Some(m) if all.iter().any(|(n, _)| n == m) => Some(m.clone()),
+        Some(m) => {
+            let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+            return Err(bad(
+                "invalid_parameter",
+                format!("model: no model named '{m}'; models: {}", names.join(", ")),
+            ));
+        }
+    };
+    let since_ms = match q.get("since") {
+        None => i64::MIN,
+        Some(t) => {
+            parse_timestamp(t).map_err(|e| bad("invalid_parameter", format!("since: {e}")))?
+        }
+    };
+    let (csv, _) = export_of(&q, usize::MAX)?;
+    let query = JourneyQuery {
+        conversion: q
+            .get("conversion")
+            .cloned()
+            .unwrap_or_else(|| a.conversion_event.clone()),
+        lookback_ms: (lookback_days * 86_400_000.0) as i64,
+        session_gap_ms: (gap * 60_000.0) as i64,
+        rules: a.channel_rules.clone(),
+        by_campaign,
+        since_ms,
+    };
+    let v = blocking(move || {
+        let t = st.pipeline.journeys(&query).map_err(pipeline_error)?;
+        Ok(attribution_report(
+            &t,
+            &query,
+            lookback_days,
+            gap,
+            half_life,
+            only.as_deref(),
+        ))
+    })
+    .await?;
+    if !csv {
+        return Ok(Json(v).into_response());
+    }
+    let dim = if by_campaign { "campaign" } else { "channel" };
+    let mut out = format!("model,{dim},conversions,revenue,share\n");
+    for (model, rows) in v["models"].as_object().into_iter().flatten() {
+        for r in rows.as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{model},{},{},{},{}\n",
+                csv_field(r[dim].as_str().unwrap_or("")),
+                r["conversions"],
+                r["revenue"],
+                r["share"]
+            ));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn attribution_report(
+    t: &JourneyTable,
+    q: &JourneyQuery,
+    lookback_days: f64,
+    gap: f64,
+    half_life: f64,
+    only: Option<&str>,
+) -> Value {
+    let n = t.names.len();
+    let dim = if q.by_campaign { "campaign" } else { "channel" };
+    let direct = if q.by_campaign {
+        0
+    } else {
+        Channel::Direct.index() as u32
+    };
+    let mut touched = vec![false; n];
+    for j in &t.journeys {
+        for x in &j.touches {
+            touched[x.channel as usize] = true;
+        }
+    }
+    let converted: Vec<_> = t.journeys.iter().filter(|j| j.converted).collect();
+    let conversions = converted.len();
+    let revenue: f64 = converted.iter().map(|j| j.value).sum();
+    let mut out = serde_json::Map::new();
+    for (name, model) in models(half_life, direct) {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let credit = attribute(&t.journeys, n, model);
+        let mut rows: Vec<(usize, f64, f64)> = credit
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| touched[*i] || c.conversions > 0.0)
+            .map(|(i, c)| (i, c.conversions, c.value))
+            .collect();
+        rows.sort_by(|a, b| {
+            b.2.total_cmp(&a.2)
+                .then(b.1.total_cmp(&a.1))
+                .then(a.0.cmp(&b.0))
+        });
+        let list: Vec<Value> = rows
+            .into_iter()
+            .map(|(i, c, v)| {
+                json!({dim: t.names[i], "conversions": round6(c), "revenue": round6(v),
+                       "share": if revenue > 0.0 { round6(v / revenue) } else { 0.0 }})
+            })
+            .collect();
+        out.insert(name.to_string(), Value::Array(list));
+    }
+    let m = markov(&t.journeys, n);
+    let removal: serde_json::Map<String, Value> = m
+        .removal_effects
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| touched[*i])
+        .map(|(i, re)| (t.names[i].clone(), json!(round6(*re))))
+        .collect();
+    json!({
+        "by": dim,
+        "conversion": q.conversion,
+        "lookback_days": lookback_days,
+        "session_gap_minutes": gap,
+        "half_life_hours": half_life,
+        "profiles": t.profiles,
+        "events_read": t.events_read,
+        "touchpoints": t.touchpoints,
+        "journeys": t.journeys.len(),
+        "conversions": conversions,
+        "conversions_without_touchpoints": converted.iter().filter(|j| j.touches.is_empty()).count(),
+        "revenue": round6(revenue),
+        "markov": {"conversion_probability": round6(m.conversion_probability), "removal_effects": removal},
+        "models": out,
+    })
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Fitted lifetime-value models over the customer base.
+struct ClvModels {
+    histories: Vec<(ProfileId, History, f64)>,
+    bgnbd: BgNbd,
+    gamma_gamma: Result<GammaGamma, FitError>,
+}
+
+fn fit_clv(histories: Vec<(ProfileId, History, f64)>) -> Result<ClvModels, ApiError> {
+    let h: Vec<History> = histories.iter().map(|c| c.1).collect();
+    let bgnbd = BgNbd::fit(&h).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_enough_data",
+            format!(
+                "the BG/NBD model cannot be fitted on {} customers: {e}",
+                h.len()
+            ),
+        )
+    })?;
+    let rows: Vec<(u32, f64)> = histories.iter().map(|c| (c.1.frequency, c.2)).collect();
+    let gamma_gamma = GammaGamma::fit(&rows);
+    Ok(ClvModels {
+        histories,
+        bgnbd,
+        gamma_gamma,
+    })
+}
+
+impl ClvModels {
+    /// (P(alive), expected purchases, expected order value, predicted value) of one
+    /// customer over `horizon` days; the value parts are None without a usable spend
+    /// model (q ≤ 1 has no finite mean).
+    fn predict(
+        &self,
+        h: &History,
+        mean: f64,
+        horizon: f64,
+    ) -> (f64, f64, Option<f64>, Option<f64>) {
+        let alive = self.bgnbd.p_alive(h);
+        let purchases = self.bgnbd.expected_purchases(h, horizon);
+        let value = match &self.gamma_gamma {
+            Ok(g) if g.q > 1.0 => Some(g.expected_value(h.frequency, mean)),
+            _ => None,
+        };
+        (alive, purchases, value, value.map(|v| v * purchases))
+    }
+
+    fn models_json(&self) -> Value {
+        json!({
+            "bgnbd": self.bgnbd,
+            "gamma_gamma": match &self.gamma_gamma {
+                Ok(g) => json!(g),
+                Err(e) => json!({"error": e.to_string()}),
+            },
+            "time_unit": "day",
+        })
+    }
+}
+
+/// `GET /v1/clv?horizon_days=365`: the fitted models and the distribution of P(alive),
+/// expected purchases and predicted value over the horizon, and of historical value.
+async fn clv(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let horizon = num(
+        &q,
+        "horizon_days",
+        f64::from(st.analytics.clv_horizon_days),
+        1.0..=3650.0,
+    )?;
+    blocking(move || {
+        let now = st.clock.now_ms();
+        let m = fit_clv(st.pipeline.purchase_histories(now))?;
+        let (mut alive, mut purchases, mut value, mut historical) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (_, h, mean) in &m.histories {
+            let (a, p, _, v) = m.predict(h, *mean, horizon);
+            alive.push(a);
+            purchases.push(p);
+            if let Some(v) = v {
+                value.push(v);
+            }
+            historical.push(mean * f64::from(h.frequency + 1));
+        }
+        let total: f64 = value.iter().sum();
+        Ok(Json(json!({
+            "at": format_rfc3339_millis(now),
+            "customers": m.histories.len(),
+            "repeat_customers": m.histories.iter().filter(|c| c.1.frequency > 0).count(),
+            "horizon_days": horizon,
+            "models": m.models_json(),
+            "p_alive": Distribution::of(alive),
+            "expected_purchases": Distribution::of(purchases),
+            "predicted_value": Distribution::of(value),
+            "predicted_value_total": round6(total),
+            "historical_value": Distribution::of(historical),
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/profiles/{id}/clv?horizon_days=365`: one customer's history and predictions
+/// under the models fitted on the whole base.
+async fn profile_clv(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    let horizon = num(
+        &q,
+        "horizon_days",
+        f64::from(st.analytics.clv_horizon_days),
+        1.0..=3650.0,
+    )?;
+    blocking(move || {
+        let now = st.clock.now_ms();
+        let id = st
+            .pipeline
+            .query()
+            .canonical(id)
+            .ok_or_else(|| not_found(id))?;
+        let m = fit_clv(st.pipeline.purchase_histories(now))?;
+        let Some((_, hist, mean)) = m.histories.iter().find(|c| c.0 == id).copied() else {
+            return Ok(Json(json!({
+                "profile": id.to_string(), "customer": false, "horizon_days": horizon,
+                "p_alive": null, "expected_purchases": null, "predicted_value": null,
+                "models": m.models_json(),
+            })));
+        };
+        let (alive, purchases, value, predicted) = m.predict(&hist, mean, horizon);
+        Ok(Json(json!({
+            "profile": id.to_string(),
+            "customer": true,
+            "horizon_days": horizon,
+            "history": {"repeat_purchases": hist.frequency, "recency_days": hist.recency,
+                        "age_days": hist.age, "mean_order_value": mean,
+                        "historical_value": mean * f64::from(hist.frequency + 1)},
+            "p_alive": alive,
+            "expected_purchases": purchases,
+            "expected_order_value": value,
+            "predicted_value": predicted,
+            "models": m.models_json(),
+        })))
+    })
+    .await
 }
 
 /// `GET /v1/rfm`: the customer base, where each fifth begins on recency, frequency and

@@ -84,6 +84,43 @@ pub struct Config {
     pub segments: Vec<SegmentConfig>,
     /// The built-in lifecycle and behaviour segments (`[lifecycle]`).
     pub lifecycle: LifecycleSection,
+    /// Attribution and lifetime value (`[analytics]`).
+    pub analytics: AnalyticsSection,
+}
+
+/// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be
+/// overridden per request).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSection {
+    /// The conversion event; empty means `profiles.order_event`.
+    pub conversion_event: String,
+    /// Touchpoints up to this many days before a conversion count.
+    pub lookback_days: u32,
+    /// Minutes of inactivity that end a visit (a visit without campaign data or referrer
+    /// is a direct touchpoint).
+    pub session_gap_minutes: u32,
+    /// Half-life of the time-decay model, in hours.
+    pub time_decay_half_life_hours: f64,
+    /// Days ahead the predicted lifetime value covers.
+    pub clv_horizon_days: u32,
+    /// Channel rules tried before the built-in classification, in order
+    /// (`[[analytics.channel_rules]]` with `source`, `medium` and/or `campaign_prefix`, and
+    /// `channel`).
+    pub channel_rules: Vec<niyet_analytics::channel::Rule>,
+}
+
+impl Default for AnalyticsSection {
+    fn default() -> Self {
+        Self {
+            conversion_event: String::new(),
+            lookback_days: 30,
+            session_gap_minutes: 30,
+            time_decay_half_life_hours: 168.0,
+            clv_horizon_days: 365,
+            channel_rules: Vec::new(),
+        }
+    }
 }
 
 /// `[[segments]]`: a segment in the rule language.
@@ -210,6 +247,7 @@ impl Default for Config {
             profiles: ProfilesSection::default(),
             segments: Vec::new(),
             lifecycle: LifecycleSection::default(),
+            analytics: AnalyticsSection::default(),
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct AppState {
     pub seq: AtomicU64,
     /// Limits from the config.
     pub limits: config::Limits,
+    /// Report defaults (`[analytics]`, the conversion event filled in).
+    pub analytics: config::AnalyticsSection,
     /// Segment entries and exits as they happen (for the live stream).
     pub segment_changes: tokio::sync::broadcast::Sender<niyet_pipeline::SegmentChange>,
 }
@@ -259,6 +261,13 @@ impl Server {
             pending: Semaphore::new(cfg.limits.max_pending_requests),
             seq: AtomicU64::new(0),
             limits: cfg.limits.clone(),
+            analytics: {
+                let mut a = cfg.analytics.clone();
+                if a.conversion_event.is_empty() {
+                    a.conversion_event = cfg.profiles.order_event.clone();
+                }
+                a
+            },
         });
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await

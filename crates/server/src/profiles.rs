@@ -28,7 +28,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/pipeline", get(status))
 }
 
-fn not_found(what: impl std::fmt::Display) -> ApiError {
+pub(crate) fn not_found(what: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "profile_not_found",
@@ -40,7 +40,7 @@ pub(crate) fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
-fn pipeline_error(e: PipelineError) -> ApiError {
+pub(crate) fn pipeline_error(e: PipelineError) -> ApiError {
     match e {
         PipelineError::Invalid(m) => bad("invalid_request", m),
         PipelineError::Timeout(_) => ApiError::new(

@@ -2,6 +2,7 @@
 
 mod admin;
 mod analytics;
+mod attribution;
 mod bad_input;
 mod common;
 mod crash;

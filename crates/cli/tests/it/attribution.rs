@@ -1,0 +1,300 @@
+//! Attribution and lifetime value over HTTP, for events ingested through the real
+//! pipeline (identity merges included).
+
+use serde_json::{json, Value};
+
+use crate::common::{admin_get, client, TestServer, ADMIN};
+use crate::segments::send;
+
+const DAY: i64 = 86_400_000;
+const MIN: i64 = 60_000;
+
+fn iso(t: i64) -> String {
+    niyet_model::format_rfc3339_millis(t)
+}
+
+fn now_ms() -> i64 {
+    use niyet_model::Clock;
+    niyet_model::SystemClock.now_ms()
+}
+
+fn page(anon: &str, t: i64, url: &str, referrer: Option<&str>, campaign: Option<Value>) -> Value {
+    let mut ctx = json!({"page": {"url": url}});
+    if let Some(r) = referrer {
+        ctx["page"]["referrer"] = json!(r);
+    }
+    if let Some(c) = campaign {
+        ctx["campaign"] = c;
+    }
+    json!({"type": "page", "anonymousId": anon, "name": "Home", "timestamp": iso(t), "context": ctx})
+}
+
+fn order(who: (&str, &str), t: i64, revenue: f64) -> Value {
+    json!({"type": "track", who.0: who.1, "event": "Order Completed",
+           "properties": {"revenue": revenue}, "timestamp": iso(t)})
+}
+
+/// Credit per name of one model: name → (conversions, revenue).
+fn credit(v: &Value, model: &str, dim: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+    v["models"][model]
+        .as_array()
+        .unwrap_or_else(|| panic!("no model {model}: {v}"))
+        .iter()
+        .map(|r| {
+            (
+                r[dim].as_str().unwrap().to_string(),
+                (
+                    r["conversions"].as_f64().unwrap(),
+                    r["revenue"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn close(got: Option<&(f64, f64)>, revenue: f64) -> bool {
+    got.is_some_and(|g| (g.1 - revenue).abs() < 1e-6)
+}
+
+#[tokio::test]
+async fn conversions_are_credited_to_the_channels_of_each_journey() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    let now = now_ms();
+    let shop = "https://shop.example";
+    let mut msgs = vec![
+        // A: a Google ad, then the newsletter, then logs in and buys on a direct visit.
+        page(
+            "a1",
+            now - 5 * DAY,
+            &format!("{shop}/?gclid=xyz"),
+            Some("https://www.google.com/"),
+            None,
+        ),
+        page(
+            "a1",
+            now - 3 * DAY,
+            &format!("{shop}/kasim"),
+            None,
+            Some(json!({"source": "newsletter", "medium": "email", "name": "kasim"})),
+        ),
+        json!({"type": "identify", "anonymousId": "a1", "userId": "u1", "timestamp": iso(now - DAY - MIN)}),
+        page("a1", now - DAY, &format!("{shop}/"), None, None),
+        order(("userId", "u1"), now - DAY + MIN, 300.0),
+        // B: from Instagram, buys in the same visit.
+        page(
+            "b1",
+            now - 2 * DAY,
+            &format!("{shop}/p/1"),
+            Some("https://l.instagram.com/"),
+            None,
+        ),
+        order(("anonymousId", "b1"), now - 2 * DAY + 5 * MIN, 100.0),
+        // C: an e-mail 40 days ago (outside 30 days), then a direct visit and an order.
+        page(
+            "c1",
+            now - 40 * DAY,
+            &format!("{shop}/"),
+            None,
+            Some(json!({"source": "newsletter", "medium": "email", "name": "ekim"})),
+        ),
+        page("c1", now - DAY, &format!("{shop}/"), None, None),
+        order(("anonymousId", "c1"), now - DAY + 2 * MIN, 50.0),
+    ];
+    // D: an ad click, no order.
+    msgs.push(page(
+        "d1",
+        now - DAY,
+        &format!("{shop}/?gclid=abc"),
+        None,
+        None,
+    ));
+    send(&base, msgs).await;
+
+    let (s, v) = admin_get(&format!("{base}/v1/attribution")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["conversions"], 3, "{v}");
+    assert_eq!(v["revenue"], 450.0);
+    assert_eq!(
+        v["profiles"], 4,
+        "A's anonymous and logged-in events are one profile: {v}"
+    );
+
+    let last = credit(&v, "last_touch", "channel");
+    assert!(
+        close(last.get("direct"), 350.0) && close(last.get("organic_social"), 100.0),
+        "{last:?}"
+    );
+    let first = credit(&v, "first_touch", "channel");
+    assert!(close(first.get("paid_search"), 300.0), "{first:?}");
+    assert!(
+        close(first.get("direct"), 50.0),
+        "C's old e-mail is outside the lookback: {first:?}"
+    );
+    let lnd = credit(&v, "last_non_direct", "channel");
+    assert!(
+        close(lnd.get("email"), 300.0) && close(lnd.get("direct"), 50.0),
+        "{lnd:?}"
+    );
+    let lin = credit(&v, "linear", "channel");
+    for (c, want) in [
+        ("paid_search", 100.0),
+        ("email", 100.0),
+        ("direct", 150.0),
+        ("organic_social", 100.0),
+    ] {
+        assert!(close(lin.get(c), want), "linear {c}: {lin:?}");
+    }
+    let pb = credit(&v, "position_based", "channel");
+    for (c, want) in [("paid_search", 120.0), ("email", 60.0), ("direct", 170.0)] {
+        assert!(close(pb.get(c), want), "position based {c}: {pb:?}");
+    }
+    for m in ["markov", "markov_per_journey", "shapley", "time_decay"] {
+        let total: f64 = credit(&v, m, "channel").values().map(|c| c.0).sum();
+        assert!(
+            (total - 3.0).abs() < 1e-6,
+            "{m} hands out every conversion: {v}"
+        );
+    }
+    // D's ad click is a journey without conversion: it lowers paid search's removal effect
+    // but gets no heuristic credit.
+    assert!(
+        v["markov"]["removal_effects"]["paid_search"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{v}"
+    );
+
+    // A longer lookback reaches C's e-mail; by campaign, the newsletter issues apart.
+    let (_, v) = admin_get(&format!(
+        "{base}/v1/attribution?lookback_days=60&model=first_touch"
+    ))
+    .await;
+    assert!(
+        close(credit(&v, "first_touch", "channel").get("email"), 50.0),
+        "{v}"
+    );
+    assert!(
+        v["models"]["linear"].is_null(),
+        "only the model asked for: {v}"
+    );
+    let (_, v) = admin_get(&format!(
+        "{base}/v1/attribution?by=campaign&model=linear&lookback_days=60"
+    ))
+    .await;
+    let camp = credit(&v, "linear", "campaign");
+    assert!(
+        close(camp.get("kasim"), 100.0) && close(camp.get("ekim"), 25.0),
+        "{camp:?}"
+    );
+
+    // CSV, and clear errors.
+    let r = client()
+        .get(format!("{base}/v1/attribution?format=csv&model=last_touch"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.starts_with("model,channel,conversions,revenue,share\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("last_touch,direct,2.0,350.0,0.777778"),
+        "{text}"
+    );
+    for bad in [
+        "model=nope",
+        "by=city",
+        "lookback_days=-1",
+        "since=yesterday",
+    ] {
+        let (s, v) = admin_get(&format!("{base}/v1/attribution?{bad}")).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{bad}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lifetime_value_is_fitted_on_the_customers_the_pipeline_built() {
+    use niyet_analytics::clv::{simulate, BgNbd, History};
+    let srv = TestServer::start();
+    let base = srv.url();
+    let now = now_ms();
+    // 300 customers drawn from the model, in days; every order of one customer has the
+    // same value, so the mean the server keeps is the mean of the repeat orders.
+    let pop = simulate(300, 3);
+    let mut msgs = Vec::new();
+    let mut expected = Vec::new();
+    for (i, (h, m)) in pop.iter().enumerate() {
+        let value = if h.frequency > 0 {
+            (m * 100.0).round() / 100.0
+        } else {
+            40.0
+        };
+        let first = now - (h.age * DAY as f64) as i64;
+        let last = first + (h.recency * DAY as f64) as i64;
+        let mut times = vec![first];
+        for k in 1..=h.frequency {
+            times.push(first + (last - first) * i64::from(k) / i64::from(h.frequency));
+        }
+        for t in times {
+            msgs.push(order(("userId", &format!("v{i}")), t, value));
+        }
+        expected.push(History {
+            frequency: h.frequency,
+            recency: (last - first) as f64 / DAY as f64,
+            age: (now - first) as f64 / DAY as f64,
+        });
+    }
+    for chunk in msgs.chunks(400) {
+        send(&base, chunk.to_vec()).await;
+    }
+    let want = BgNbd::fit(&expected).unwrap();
+
+    let (s, v) = admin_get(&format!("{base}/v1/clv?horizon_days=90")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["customers"], 300, "{v}");
+    let got = &v["models"]["bgnbd"];
+    for (k, w) in [
+        ("r", want.r),
+        ("alpha", want.alpha),
+        ("a", want.a),
+        ("b", want.b),
+    ] {
+        let g = got[k].as_f64().unwrap();
+        assert!((g - w).abs() < 1e-3 * w, "{k}: {g} vs {w}");
+    }
+    assert!(
+        v["models"]["gamma_gamma"]["p"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(v["predicted_value_total"].as_f64().unwrap() > 0.0, "{v}");
+
+    // One repeat customer's predictions follow from the same model.
+    let i = pop.iter().position(|c| c.0.frequency >= 2).unwrap();
+    let (_, p) = admin_get(&format!("{base}/v1/profiles?user_id=v{i}")).await;
+    let id = p["id"].as_str().unwrap();
+    let (s, c) = admin_get(&format!("{base}/v1/profiles/{id}/clv?horizon_days=90")).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["customer"], true);
+    let alive = c["p_alive"].as_f64().unwrap();
+    assert!((alive - want.p_alive(&expected[i])).abs() < 1e-3, "{c}");
+    let e = c["expected_purchases"].as_f64().unwrap();
+    assert!(
+        (e - want.expected_purchases(&expected[i], 90.0)).abs() < 1e-3 * e.max(1.0),
+        "{c}"
+    );
+    let (s, v) = admin_get(&format!("{base}/v1/clv?horizon_days=0")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{v}"
+    );
+}

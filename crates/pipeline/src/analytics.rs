@@ -1,0 +1,227 @@
+//! Customer analytics over the live state: journeys for attribution (read from the log,
+//! by the profile each event belongs to now) and lifetime value (from the profiles'
+//! purchase summaries). The models themselves are in `niyet-analytics`.
+//!
+//! **Touchpoints.** Events are grouped into visits by an inactivity gap. An event whose
+//! origin says where it came from (campaign parameters, an ad click id, a referrer from
+//! another site) is a touchpoint of the channel [`classify`] gives it; a visit that begins
+//! without any is a touchpoint of the direct channel. Conversions are events named as the
+//! configured order event; their value is the order's amount.
+
+use std::collections::BTreeMap;
+
+use niyet_analytics::attribution::{journeys_of, Journey};
+use niyet_analytics::channel::{classify, Channel, Rule};
+use niyet_analytics::clv::History;
+use niyet_engine::extract::{self, Kind};
+use niyet_engine::MONEY_SCALE;
+use niyet_identity::{FastMap, ProfileId};
+use niyet_log::LogError;
+
+use crate::{Pipeline, PipelineError};
+
+/// What to build journeys of.
+#[derive(Debug, Clone)]
+pub struct JourneyQuery {
+    /// The conversion event (by default the order event).
+    pub conversion: String,
+    /// Touchpoints older than this before a conversion do not count (ms).
+    pub lookback_ms: i64,
+    /// Inactivity that ends a visit (ms).
+    pub session_gap_ms: i64,
+    /// Channel rules tried before the defaults.
+    pub rules: Vec<Rule>,
+    /// Journeys over campaigns (`utm_campaign`; `(none)` without one) instead of channels.
+    pub by_campaign: bool,
+    /// Only conversions at or after this time (ms) count.
+    pub since_ms: i64,
+}
+
+/// Journeys of every profile, with the names of their touchpoints' dimension.
+#[derive(Debug, Clone, Default)]
+pub struct JourneyTable {
+    /// Channel or campaign names; a touch's `channel` indexes this.
+    pub names: Vec<String>,
+    pub journeys: Vec<Journey>,
+    /// Profiles with at least one event read.
+    pub profiles: u64,
+    /// Log records read.
+    pub events_read: u64,
+    /// Touchpoints found.
+    pub touchpoints: u64,
+}
+
+/// One event of a profile as attribution sees it.
+struct Seen {
+    time_ms: i64,
+    /// Dimension index when the event is a touchpoint.
+    touch: Option<u32>,
+    /// Amount when the event is a conversion.
+    conversion: Option<f64>,
+}
+
+impl Pipeline {
+    /// Builds the journeys of every profile from the log.
+    pub fn journeys(&self, q: &JourneyQuery) -> Result<JourneyTable, PipelineError> {
+        let sh = &self.shared;
+        // Which profile holds each event now; the partitions are read one at a time and
+        // released before the log is.
+        let mut owner: Vec<(u64, u64)> = Vec::new();
+        for part in &sh.partitions {
+            let part = part.read().map_err(|_| PipelineError::Stopped)?;
+            for (id, p) in part.iter() {
+                owner.extend(p.events.iter().map(|o| (o, *id)));
+            }
+        }
+        owner.sort_unstable();
+        let mut names: Vec<String> = if q.by_campaign {
+            vec!["(none)".to_string()]
+        } else {
+            Channel::ALL.iter().map(|c| c.name().to_string()).collect()
+        };
+        let mut campaign_ids: BTreeMap<String, u32> = BTreeMap::new();
+        let direct = if q.by_campaign {
+            0
+        } else {
+            Channel::Direct.index() as u32
+        };
+        let mut per: FastMap<u64, Vec<Seen>> = FastMap::default();
+        let mut read = 0u64;
+        let mut i = 0usize;
+        while i < owner.len() {
+            let recs = match sh.log.read(owner[i].0, 4096) {
+                Ok(r) => r,
+                Err(LogError::BeforeStart { start, .. }) => {
+                    // Removed by retention: those events no longer count.
+                    while i < owner.len() && owner[i].0 < start {
+                        i += 1;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(PipelineError::Invalid(format!("reading the log: {e}"))),
+            };
+            if recs.is_empty() {
+                break;
+            }
+            for r in &recs {
+                while i < owner.len() && owner[i].0 < r.offset {
+                    i += 1; // removed from the log (retention)
+                }
+                if i >= owner.len() || owner[i].0 != r.offset {
+                    continue;
+                }
+                let pid = owner[i].1;
+                i += 1;
+                read += 1;
+                let Ok(view) = extract::parse(&r.payload) else {
+                    continue;
+                };
+                if !matches!(view.kind, Kind::Track | Kind::Page | Kind::Screen) {
+                    continue;
+                }
+                let origin = view.origin();
+                let touch = origin.is_touch().then(|| {
+                    if q.by_campaign {
+                        match origin.campaign.clone() {
+                            None => 0,
+                            Some(c) => {
+                                let next = names.len() as u32;
+                                *campaign_ids.entry(c.clone()).or_insert_with(|| {
+                                    names.push(c);
+                                    next
+                                })
+                            }
+                        }
+                    } else {
+                        classify(&origin, &q.rules).index() as u32
+                    }
+                });
+                let conversion = (view.kind == Kind::Track
+                    && view.name.as_deref() == Some(q.conversion.as_str()))
+                .then(|| view.amount().unwrap_or(0.0));
+                per.entry(pid).or_default().push(Seen {
+                    time_ms: view.time_ms,
+                    touch,
+                    conversion,
+                });
+            }
+        }
+        let mut table = JourneyTable {
+            profiles: per.len() as u64,
+            events_read: read,
+            ..Default::default()
+        };
+        let mut ids: Vec<u64> = per.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(mut seen) = per.remove(&id) else {
+                continue;
+            };
+            seen.sort_by_key(|s| s.time_ms);
+            let (mut touches, mut convs) = (Vec::new(), Vec::new());
+            let mut last = i64::MIN;
+            for s in &seen {
+                let new_visit = last == i64::MIN || s.time_ms - last > q.session_gap_ms;
+                last = s.time_ms;
+                match s.touch {
+                    Some(t) => touches.push((s.time_ms, t)),
+                    None if new_visit => touches.push((s.time_ms, direct)),
+                    None => {}
+                }
+                if let Some(v) = s.conversion {
+                    convs.push((s.time_ms, v));
+                }
+            }
+            table.touchpoints += touches.len() as u64;
+            let js = journeys_of(&touches, &convs, q.lookback_ms);
+            // Conversions before `since` only bound the journeys after them.
+            let mut k = 0;
+            for j in js {
+                let keep = if j.converted {
+                    let at = convs[k].0;
+                    k += 1;
+                    at >= q.since_ms
+                } else {
+                    true
+                };
+                if keep {
+                    table.journeys.push(j);
+                }
+            }
+        }
+        table.names = names;
+        Ok(table)
+    }
+
+    /// Every customer's purchase history for lifetime-value models, in days, observed up
+    /// to `now` (ms): (profile, history, mean order value). Frequency counts orders after
+    /// the first; the mean is over all orders (the summary keeps no per-order values).
+    pub fn purchase_histories(&self, now: i64) -> Vec<(ProfileId, History, f64)> {
+        const DAY: f64 = 86_400_000.0;
+        let mut out = Vec::new();
+        for part in &self.shared.partitions {
+            let Ok(part) = part.read() else { continue };
+            for (id, p) in part.iter() {
+                let pu = &p.purchases;
+                if pu.orders == 0 {
+                    continue;
+                }
+                let age = ((now - pu.first_order_ms) as f64 / DAY).max(0.0);
+                let recency = ((pu.last_order_ms - pu.first_order_ms) as f64 / DAY).clamp(0.0, age);
+                let frequency = pu.orders - 1;
+                out.push((
+                    ProfileId(*id),
+                    History {
+                        frequency,
+                        recency: if frequency == 0 { 0.0 } else { recency },
+                        age,
+                    },
+                    ((pu.revenue - pu.refunded) as f64 / MONEY_SCALE / f64::from(pu.orders))
+                        .max(0.0),
+                ));
+            }
+        }
+        out.sort_unstable_by_key(|c| c.0 .0);
+        out
+    }
+}
