@@ -7,6 +7,7 @@
 //! - [`channel`]: the marketing channel of a touchpoint.
 //! - [`attribution`]: credit for conversions by channel: heuristic models, Markov removal
 //!   effects and Shapley values.
+//! - [`funnel`]: funnels, cohort retention and conversion rate over time.
 //! - [`special`], [`optimize`]: the special functions and the optimiser behind them.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -14,6 +15,7 @@
 pub mod attribution;
 pub mod channel;
 pub mod clv;
+pub mod funnel;
 pub mod optimize;
 pub mod rfm;
 pub mod special;

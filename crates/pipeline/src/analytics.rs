@@ -51,6 +51,24 @@ pub struct JourneyTable {
     pub touchpoints: u64,
 }
 
+/// What one profile did, as times (ms).
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub profile: ProfileId,
+    pub events: Vec<i64>,
+    pub conversions: Vec<i64>,
+}
+
+/// The name an event goes by in rules and reports: a track's event name, `Page Viewed`
+/// or `Screen Viewed`.
+fn event_name<'a>(view: &'a extract::EventView<'_>) -> &'a str {
+    match view.kind {
+        Kind::Page => "Page Viewed",
+        Kind::Screen => "Screen Viewed",
+        _ => view.name.as_deref().unwrap_or(""),
+    }
+}
+
 /// One event of a profile as attribution sees it.
 struct Seen {
     time_ms: i64,
@@ -61,11 +79,14 @@ struct Seen {
 }
 
 impl Pipeline {
-    /// Builds the journeys of every profile from the log.
-    pub fn journeys(&self, q: &JourneyQuery) -> Result<JourneyTable, PipelineError> {
+    /// Calls `each(profile, event)` for every `track`, `page` and `screen` event of every
+    /// profile, in log order, by the profile holding it now; returns the records read.
+    /// Partitions are read one at a time and released before the log is read.
+    pub fn scan_events(
+        &self,
+        mut each: impl FnMut(u64, &extract::EventView<'_>),
+    ) -> Result<u64, PipelineError> {
         let sh = &self.shared;
-        // Which profile holds each event now; the partitions are read one at a time and
-        // released before the log is.
         let mut owner: Vec<(u64, u64)> = Vec::new();
         for part in &sh.partitions {
             let part = part.read().map_err(|_| PipelineError::Stopped)?;
@@ -74,18 +95,6 @@ impl Pipeline {
             }
         }
         owner.sort_unstable();
-        let mut names: Vec<String> = if q.by_campaign {
-            vec!["(none)".to_string()]
-        } else {
-            Channel::ALL.iter().map(|c| c.name().to_string()).collect()
-        };
-        let mut campaign_ids: BTreeMap<String, u32> = BTreeMap::new();
-        let direct = if q.by_campaign {
-            0
-        } else {
-            Channel::Direct.index() as u32
-        };
-        let mut per: FastMap<u64, Vec<Seen>> = FastMap::default();
         let mut read = 0u64;
         let mut i = 0usize;
         while i < owner.len() {
@@ -105,7 +114,7 @@ impl Pipeline {
             }
             for r in &recs {
                 while i < owner.len() && owner[i].0 < r.offset {
-                    i += 1; // removed from the log (retention)
+                    i += 1;
                 }
                 if i >= owner.len() || owner[i].0 != r.offset {
                     continue;
@@ -116,36 +125,55 @@ impl Pipeline {
                 let Ok(view) = extract::parse(&r.payload) else {
                     continue;
                 };
-                if !matches!(view.kind, Kind::Track | Kind::Page | Kind::Screen) {
-                    continue;
+                if matches!(view.kind, Kind::Track | Kind::Page | Kind::Screen) {
+                    each(pid, &view);
                 }
-                let origin = view.origin();
-                let touch = origin.is_touch().then(|| {
-                    if q.by_campaign {
-                        match origin.campaign.clone() {
-                            None => 0,
-                            Some(c) => {
-                                let next = names.len() as u32;
-                                *campaign_ids.entry(c.clone()).or_insert_with(|| {
-                                    names.push(c);
-                                    next
-                                })
-                            }
-                        }
-                    } else {
-                        classify(&origin, &q.rules).index() as u32
-                    }
-                });
-                let conversion = (view.kind == Kind::Track
-                    && view.name.as_deref() == Some(q.conversion.as_str()))
-                .then(|| view.amount().unwrap_or(0.0));
-                per.entry(pid).or_default().push(Seen {
-                    time_ms: view.time_ms,
-                    touch,
-                    conversion,
-                });
             }
         }
+        Ok(read)
+    }
+
+    /// Builds the journeys of every profile from the log.
+    pub fn journeys(&self, q: &JourneyQuery) -> Result<JourneyTable, PipelineError> {
+        let mut names: Vec<String> = if q.by_campaign {
+            vec!["(none)".to_string()]
+        } else {
+            Channel::ALL.iter().map(|c| c.name().to_string()).collect()
+        };
+        let mut campaign_ids: BTreeMap<String, u32> = BTreeMap::new();
+        let direct = if q.by_campaign {
+            0
+        } else {
+            Channel::Direct.index() as u32
+        };
+        let mut per: FastMap<u64, Vec<Seen>> = FastMap::default();
+        let read = self.scan_events(|pid, view| {
+            let origin = view.origin();
+            let touch = origin.is_touch().then(|| {
+                if q.by_campaign {
+                    match origin.campaign.clone() {
+                        None => 0,
+                        Some(c) => {
+                            let next = names.len() as u32;
+                            *campaign_ids.entry(c.clone()).or_insert_with(|| {
+                                names.push(c);
+                                next
+                            })
+                        }
+                    }
+                } else {
+                    classify(&origin, &q.rules).index() as u32
+                }
+            });
+            let conversion = (view.kind == Kind::Track
+                && view.name.as_deref() == Some(q.conversion.as_str()))
+            .then(|| view.amount().unwrap_or(0.0));
+            per.entry(pid).or_default().push(Seen {
+                time_ms: view.time_ms,
+                touch,
+                conversion,
+            });
+        })?;
         let mut table = JourneyTable {
             profiles: per.len() as u64,
             events_read: read,
@@ -191,6 +219,65 @@ impl Pipeline {
         }
         table.names = names;
         Ok(table)
+    }
+
+    /// Per-profile timelines of the funnel's steps, sorted by time: (time, step index) for
+    /// every event named as a step (`Page Viewed` and `Screen Viewed` stand for page and
+    /// screen calls), with the channel of the profile's first event.
+    pub fn funnel_timelines(
+        &self,
+        steps: &[String],
+        rules: &[Rule],
+    ) -> Result<Vec<(u64, Channel, Vec<(i64, usize)>)>, PipelineError> {
+        let mut per: FastMap<u64, (i64, Channel, Vec<(i64, usize)>)> = FastMap::default();
+        self.scan_events(|pid, view| {
+            let e = per
+                .entry(pid)
+                .or_insert((i64::MAX, Channel::Direct, Vec::new()));
+            if view.time_ms < e.0 {
+                e.0 = view.time_ms;
+                e.1 = classify(&view.origin(), rules);
+            }
+            let name = event_name(view);
+            for (k, s) in steps.iter().enumerate() {
+                if *s == name {
+                    e.2.push((view.time_ms, k));
+                }
+            }
+        })?;
+        let mut out: Vec<(u64, Channel, Vec<(i64, usize)>)> = per
+            .into_iter()
+            .map(|(id, (_, c, mut tl))| {
+                tl.sort_unstable();
+                (id, c, tl)
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.0);
+        Ok(out)
+    }
+
+    /// Per profile: the times of its events and of its conversions (events named
+    /// `conversion`), each sorted.
+    pub fn activity(&self, conversion: &str) -> Result<Vec<Activity>, PipelineError> {
+        let mut per: FastMap<u64, Activity> = FastMap::default();
+        self.scan_events(|pid, view| {
+            let a = per.entry(pid).or_insert_with(|| Activity {
+                profile: ProfileId(pid),
+                events: Vec::new(),
+                conversions: Vec::new(),
+            });
+            a.events.push(view.time_ms);
+            if view.kind == Kind::Track && view.name.as_deref() == Some(conversion) {
+                a.conversions.push(view.time_ms);
+            }
+        })?;
+        let mut out: Vec<Activity> = per.into_values().collect();
+        for a in &mut out {
+            a.events.sort_unstable();
+            a.conversions.sort_unstable();
+        }
+        out.sort_unstable_by_key(|a| a.profile.0);
+        Ok(out)
     }
 
     /// Every customer's purchase history for lifetime-value models, in days, observed up

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use niyet_analytics::attribution::{attribute, markov, Model, Normalisation};
 use niyet_analytics::channel::Channel;
 use niyet_analytics::clv::{BgNbd, Distribution, FitError, GammaGamma, History};
+use niyet_analytics::funnel::{conversion_over_time, funnel, retention, Period, Step};
 use niyet_analytics::rfm::Group;
 use niyet_identity::ProfileId;
 use niyet_model::{format_rfc3339_millis, parse_timestamp};
@@ -32,6 +33,9 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/profiles/{id}/rfm", get(of_profile))
         .route("/v1/attribution", get(attribution))
         .route("/v1/clv", get(clv))
+        .route("/v1/funnel", get(funnel_report))
+        .route("/v1/retention", get(retention_report))
+        .route("/v1/conversion-rate", get(conversion_rate))
         .route("/v1/profiles/{id}/clv", get(profile_clv))
 }
 
@@ -487,4 +491,191 @@ async fn of_profile(
 ) -> Result<Json<Value>, ApiError> {
     let now = st.clock.now_ms();
     profile_view(st, &h, &id, move |q, id| q.profile_rfm(id, now)).await
+}
+
+fn period_of(q: &BTreeMap<String, String>, default: Period) -> Result<Period, ApiError> {
+    match q.get("period").map(String::as_str) {
+        None => Ok(default),
+        Some("day") => Ok(Period::Day),
+        Some("week") => Ok(Period::Week),
+        Some("month") => Ok(Period::Month),
+        Some(o) => Err(bad(
+            "invalid_parameter",
+            format!("period: expected day, week or month, not '{o}'"),
+        )),
+    }
+}
+
+fn steps_json(names: &[String], steps: &[Step]) -> Vec<Value> {
+    names
+        .iter()
+        .zip(steps)
+        .map(|(n, s)| {
+            let mut v = json!(s);
+            v["step"] = json!(n);
+            v
+        })
+        .collect()
+}
+
+/// `GET /v1/funnel?steps=Product Viewed,Product Added,Order Completed&window_hours=24
+/// &breakdown=channel`: profiles reaching each step in order within the window, the
+/// drop-off and the median time between steps; by the channel of the profile's first
+/// event when asked.
+async fn funnel_report(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let steps: Vec<String> = q
+        .get("steps")
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !(2..=20).contains(&steps.len()) {
+        return Err(bad(
+            "invalid_parameter",
+            "steps: give 2 to 20 event names separated by commas, e.g. steps=Product Viewed,Order Completed",
+        ));
+    }
+    let window_h = num(&q, "window_hours", 24.0, 0.01..=8760.0)?;
+    let by_channel = match q.get("breakdown").map(String::as_str) {
+        None => false,
+        Some("channel") => true,
+        Some(o) => {
+            return Err(bad(
+                "invalid_parameter",
+                format!("breakdown: expected channel, not '{o}'"),
+            ))
+        }
+    };
+    let rules = st.analytics.channel_rules.clone();
+    blocking(move || {
+        let tls = st
+            .pipeline
+            .funnel_timelines(&steps, &rules)
+            .map_err(pipeline_error)?;
+        let window = (window_h * 3_600_000.0) as i64;
+        let all = funnel(tls.iter().map(|t| &t.2[..]), steps.len(), window);
+        let mut v = json!({
+            "steps": steps,
+            "window_hours": window_h,
+            "profiles": tls.len(),
+            "funnel": steps_json(&steps, &all),
+        });
+        if by_channel {
+            let mut per = serde_json::Map::new();
+            for c in Channel::ALL {
+                let of: Vec<&[(i64, usize)]> =
+                    tls.iter().filter(|t| t.1 == c).map(|t| &t.2[..]).collect();
+                let f = funnel(of, steps.len(), window);
+                if f[0].profiles > 0 {
+                    per.insert(c.name().to_string(), json!(steps_json(&steps, &f)));
+                }
+            }
+            v["breakdown"] = json!({"by": "channel", "groups": per});
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// `GET /v1/retention?cohort=first_seen|first_purchase&activity=any|purchase
+/// &period=week|month`: cohorts by the period of their first event (or first purchase)
+/// and how many of each were active in each later period.
+async fn retention_report(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let period = period_of(&q, Period::Week)?;
+    let choice = |key: &str, a: &str, b: &str| match q.get(key).map(String::as_str) {
+        None => Ok(false),
+        Some(x) if x == a => Ok(false),
+        Some(x) if x == b => Ok(true),
+        Some(o) => Err(bad(
+            "invalid_parameter",
+            format!("{key}: expected {a} or {b}, not '{o}'"),
+        )),
+    };
+    let by_purchase = choice("cohort", "first_seen", "first_purchase")?;
+    let purchases_only = choice("activity", "any", "purchase")?;
+    let conversion = q
+        .get("conversion")
+        .cloned()
+        .unwrap_or_else(|| st.analytics.conversion_event.clone());
+    blocking(move || {
+        let now = st.clock.now_ms();
+        let acts = st.pipeline.activity(&conversion).map_err(pipeline_error)?;
+        let rows = retention(
+            acts.iter().filter_map(|a| {
+                let start = if by_purchase {
+                    *a.conversions.first()?
+                } else {
+                    *a.events.first()?
+                };
+                let active = if purchases_only { &a.conversions } else { &a.events };
+                Some((start, &active[..]))
+            }),
+            period,
+            now,
+        );
+        let cohorts: Vec<Value> = rows
+            .iter()
+            .map(|c| {
+                json!({
+                    "cohort": format_rfc3339_millis(c.start_ms),
+                    "size": c.size,
+                    "retained": c.retained,
+                    "rates": c.retained.iter().map(|r| round6(*r as f64 / c.size.max(1) as f64)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "period": period,
+            "cohort": if by_purchase { "first_purchase" } else { "first_seen" },
+            "activity": if purchases_only { "purchase" } else { "any" },
+            "cohorts": cohorts,
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/conversion-rate?period=day|week|month`: per period, the profiles active and
+/// the share of them that converted.
+async fn conversion_rate(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let period = period_of(&q, Period::Day)?;
+    let conversion = q
+        .get("conversion")
+        .cloned()
+        .unwrap_or_else(|| st.analytics.conversion_event.clone());
+    blocking(move || {
+        let acts = st.pipeline.activity(&conversion).map_err(pipeline_error)?;
+        let rates = conversion_over_time(
+            acts.iter().map(|a| (&a.events[..], &a.conversions[..])),
+            period,
+        );
+        let list: Vec<Value> = rates
+            .iter()
+            .map(|r| {
+                json!({"start": format_rfc3339_millis(r.start_ms), "active": r.active,
+                       "converted": r.converted, "rate": round6(r.rate)})
+            })
+            .collect();
+        Ok(Json(
+            json!({"period": period, "conversion": conversion, "periods": list}),
+        ))
+    })
+    .await
 }

@@ -298,3 +298,96 @@ async fn lifetime_value_is_fitted_on_the_customers_the_pipeline_built() {
         "{v}"
     );
 }
+
+fn track(anon: &str, event: &str, t: i64) -> Value {
+    json!({"type": "track", "anonymousId": anon, "event": event, "timestamp": iso(t),
+           "properties": {"revenue": 80}})
+}
+
+#[tokio::test]
+async fn funnels_retention_and_conversion_rate_over_http() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    // Noon, so that every step of a visit falls on one calendar day.
+    let t0 = (now_ms() - 3 * DAY).div_euclid(DAY) * DAY + DAY / 2;
+    let msgs = vec![
+        page(
+            "f1",
+            t0 - MIN,
+            "https://shop.example/",
+            None,
+            Some(json!({"source": "newsletter", "medium": "email"})),
+        ),
+        track("f1", "Product Viewed", t0),
+        track("f1", "Product Added", t0 + 10 * MIN),
+        track("f1", "Order Completed", t0 + 30 * MIN),
+        track("f2", "Product Viewed", t0),
+        track("f2", "Product Added", t0 + 20 * MIN),
+        track("f3", "Product Viewed", t0),
+        // Too late for a 24-hour window.
+        track("f3", "Product Added", t0 + 2 * DAY),
+        track("f3", "Order Completed", t0 + 2 * DAY + MIN),
+    ];
+    send(&base, msgs).await;
+    let steps = "steps=Product%20Viewed,Product%20Added,Order%20Completed";
+    let (s, v) = admin_get(&format!(
+        "{base}/v1/funnel?{steps}&window_hours=24&breakdown=channel"
+    ))
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let n: Vec<u64> = v["funnel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["profiles"].as_u64().unwrap())
+        .collect();
+    assert_eq!(n, vec![3, 2, 1], "{v}");
+    assert_eq!(v["funnel"][1]["median_seconds_from_previous"], 900.0, "{v}");
+    assert_eq!(v["funnel"][1]["dropped"], 1);
+    let email: Vec<u64> = v["breakdown"]["groups"]["email"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["profiles"].as_u64().unwrap())
+        .collect();
+    assert_eq!(email, vec![1, 1, 1], "{v}");
+    // A longer window lets f3 through.
+    let (_, v) = admin_get(&format!("{base}/v1/funnel?{steps}&window_hours=72")).await;
+    assert_eq!(v["funnel"][2]["profiles"], 2, "{v}");
+    let (s, v) = admin_get(&format!("{base}/v1/funnel?steps=Product%20Viewed")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{v}"
+    );
+
+    let (s, v) = admin_get(&format!("{base}/v1/retention?period=week")).await;
+    assert_eq!(s, 200, "{v}");
+    let cohorts = v["cohorts"].as_array().unwrap();
+    let size: u64 = cohorts.iter().map(|c| c["size"].as_u64().unwrap()).sum();
+    assert_eq!(size, 3, "{v}");
+    assert!(cohorts.iter().all(|c| c["retained"][0] == c["size"]), "{v}");
+    let (_, v) = admin_get(&format!(
+        "{base}/v1/retention?cohort=first_purchase&activity=purchase&period=month"
+    ))
+    .await;
+    let size: u64 = v["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(size, 2, "two profiles ever ordered: {v}");
+
+    let (s, v) = admin_get(&format!("{base}/v1/conversion-rate?period=day")).await;
+    assert_eq!(s, 200, "{v}");
+    let day0 = v["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["active"] == 3)
+        .expect("the first day");
+    assert_eq!(day0["converted"], 1, "{v}");
+    let (s, _) = admin_get(&format!("{base}/v1/conversion-rate?period=year")).await;
+    assert_eq!(s, 400);
+}
