@@ -51,6 +51,9 @@ pub struct JourneyTable {
     pub touchpoints: u64,
 }
 
+/// A profile's funnel steps: (time, step index), sorted.
+pub type Timeline = Vec<(i64, usize)>;
+
 /// What one profile did, as times (ms).
 #[derive(Debug, Clone)]
 pub struct Activity {
@@ -228,8 +231,8 @@ impl Pipeline {
         &self,
         steps: &[String],
         rules: &[Rule],
-    ) -> Result<Vec<(u64, Channel, Vec<(i64, usize)>)>, PipelineError> {
-        let mut per: FastMap<u64, (i64, Channel, Vec<(i64, usize)>)> = FastMap::default();
+    ) -> Result<Vec<(u64, Channel, Timeline)>, PipelineError> {
+        let mut per: FastMap<u64, (i64, Channel, Timeline)> = FastMap::default();
         self.scan_events(|pid, view| {
             let e = per
                 .entry(pid)
@@ -245,7 +248,7 @@ impl Pipeline {
                 }
             }
         })?;
-        let mut out: Vec<(u64, Channel, Vec<(i64, usize)>)> = per
+        let mut out: Vec<(u64, Channel, Timeline)> = per
             .into_iter()
             .map(|(id, (_, c, mut tl))| {
                 tl.sort_unstable();
