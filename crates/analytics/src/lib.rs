@@ -8,6 +8,7 @@
 //! - [`attribution`]: credit for conversions by channel: heuristic models, Markov removal
 //!   effects and Shapley values.
 //! - [`funnel`]: funnels, cohort retention and conversion rate over time.
+//! - [`intent`]: predictive intent by logistic regression, with AUC.
 //! - [`special`], [`optimize`]: the special functions and the optimiser behind them.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +17,7 @@ pub mod attribution;
 pub mod channel;
 pub mod clv;
 pub mod funnel;
+pub mod intent;
 pub mod optimize;
 pub mod rfm;
 pub mod special;

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use niyet_analytics::attribution::{journeys_of, Journey};
 use niyet_analytics::channel::{classify, Channel, Rule};
 use niyet_analytics::clv::History;
+use niyet_analytics::intent::Behaviour;
 use niyet_engine::extract::{self, Kind};
 use niyet_engine::MONEY_SCALE;
 use niyet_identity::{FastMap, ProfileId};
@@ -280,6 +281,115 @@ impl Pipeline {
             a.conversions.sort_unstable();
         }
         out.sort_unstable_by_key(|a| a.profile.0);
+        Ok(out)
+    }
+
+    /// Every profile's events for intent signals, sorted by time, with the vocabulary:
+    /// the `vocabulary` most frequent event names other than `order` (pages and screens as
+    /// `Page Viewed` and `Screen Viewed`).
+    pub fn behaviour(
+        &self,
+        order: &str,
+        vocabulary: usize,
+    ) -> Result<(Vec<String>, Vec<(ProfileId, Vec<Behaviour>)>), PipelineError> {
+        let mut names: FastMap<String, (u32, u64)> = FastMap::default();
+        let mut per: FastMap<u64, Vec<Behaviour>> = FastMap::default();
+        self.scan_events(|pid, view| {
+            let name = event_name(view);
+            let is_order = view.kind == Kind::Track && name == order;
+            let id = if is_order {
+                u32::MAX
+            } else {
+                let next = names.len() as u32;
+                let e = names.entry(name.to_string()).or_insert((next, 0));
+                e.1 += 1;
+                e.0
+            };
+            per.entry(pid).or_default().push(Behaviour {
+                time_ms: view.time_ms,
+                name: id,
+                order: is_order,
+                amount: if is_order {
+                    view.amount().unwrap_or(0.0)
+                } else {
+                    0.0
+                },
+            });
+        })?;
+        // The most frequent names, by count then name; events are renumbered to them.
+        let mut ranked: Vec<(String, u32, u64)> =
+            names.into_iter().map(|(n, (i, c))| (n, i, c)).collect();
+        ranked.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        ranked.truncate(vocabulary);
+        let mut renumber: FastMap<u32, u32> = FastMap::default();
+        for (k, r) in ranked.iter().enumerate() {
+            renumber.insert(r.1, k as u32);
+        }
+        let mut out: Vec<(ProfileId, Vec<Behaviour>)> = per
+            .into_iter()
+            .map(|(id, mut ev)| {
+                for e in &mut ev {
+                    e.name = renumber.get(&e.name).copied().unwrap_or(u32::MAX);
+                }
+                ev.sort_by_key(|e| e.time_ms);
+                (ProfileId(id), ev)
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.0 .0);
+        Ok((ranked.into_iter().map(|r| r.0).collect(), out))
+    }
+
+    /// One profile's events for intent signals, sorted by time, over a given vocabulary.
+    pub fn behaviour_of(
+        &self,
+        id: ProfileId,
+        order: &str,
+        vocabulary: &[String],
+    ) -> Result<Vec<Behaviour>, PipelineError> {
+        let sh = &self.shared;
+        let offsets: Vec<u64> = {
+            let part = sh.partitions[sh.partition_of(id)]
+                .read()
+                .map_err(|_| PipelineError::Stopped)?;
+            part.get(&id.0)
+                .map(|p| p.events.iter().collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            let Ok(recs) = sh.log.read(o, 1) else {
+                continue;
+            };
+            let Some(r) = recs.first().filter(|r| r.offset == o) else {
+                continue;
+            };
+            let Ok(view) = extract::parse(&r.payload) else {
+                continue;
+            };
+            if !matches!(view.kind, Kind::Track | Kind::Page | Kind::Screen) {
+                continue;
+            }
+            let name = event_name(&view);
+            let is_order = view.kind == Kind::Track && name == order;
+            out.push(Behaviour {
+                time_ms: view.time_ms,
+                name: if is_order {
+                    u32::MAX
+                } else {
+                    vocabulary
+                        .iter()
+                        .position(|v| v == name)
+                        .map_or(u32::MAX, |i| i as u32)
+                },
+                order: is_order,
+                amount: if is_order {
+                    view.amount().unwrap_or(0.0)
+                } else {
+                    0.0
+                },
+            });
+        }
+        out.sort_by_key(|e| e.time_ms);
         Ok(out)
     }
 

@@ -104,6 +104,10 @@ pub struct AnalyticsSection {
     pub time_decay_half_life_hours: f64,
     /// Days ahead the predicted lifetime value covers.
     pub clv_horizon_days: u32,
+    /// The intent model's label: an order within this many days.
+    pub intent_horizon_days: u32,
+    /// Retrain the intent model every this many hours (0: only on request).
+    pub intent_retrain_hours: u32,
     /// Channel rules tried before the built-in classification, in order
     /// (`[[analytics.channel_rules]]` with `source`, `medium` and/or `campaign_prefix`, and
     /// `channel`).
@@ -118,6 +122,8 @@ impl Default for AnalyticsSection {
             session_gap_minutes: 30,
             time_decay_half_life_hours: 168.0,
             clv_horizon_days: 365,
+            intent_horizon_days: 7,
+            intent_retrain_hours: 24,
             channel_rules: Vec::new(),
         }
     }

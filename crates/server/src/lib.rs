@@ -10,6 +10,7 @@ mod analytics;
 pub mod config;
 pub mod credentials;
 pub mod ingest;
+mod intent;
 pub mod metrics;
 pub mod profiles;
 pub mod quarantine;
@@ -88,6 +89,9 @@ pub struct AppState {
     pub seq: AtomicU64,
     /// Limits from the config.
     pub limits: config::Limits,
+    /// The latest intent model and the number of the next one.
+    pub intent: std::sync::Mutex<Option<Arc<intent::IntentModel>>>,
+    pub intent_versions: AtomicU64,
     /// Report defaults (`[analytics]`, the conversion event filled in).
     pub analytics: config::AnalyticsSection,
     /// Segment entries and exits as they happen (for the live stream).
@@ -261,6 +265,8 @@ impl Server {
             pending: Semaphore::new(cfg.limits.max_pending_requests),
             seq: AtomicU64::new(0),
             limits: cfg.limits.clone(),
+            intent: std::sync::Mutex::new(None),
+            intent_versions: AtomicU64::new(0),
             analytics: {
                 let mut a = cfg.analytics.clone();
                 if a.conversion_event.is_empty() {
@@ -304,6 +310,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let state = self.state.clone();
         let retention = tokio::spawn(retention_loop(state.clone(), self.retention_every));
+        let retrain = tokio::spawn(intent::retrain_loop(state.clone()));
         let app = router(state.clone());
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
@@ -313,6 +320,7 @@ impl Server {
                 source: e,
             });
         retention.abort();
+        retrain.abort();
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             st.pipeline.close();
@@ -350,6 +358,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(profiles::routes())
         .merge(segments::routes())
         .merge(analytics::routes())
+        .merge(intent::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

@@ -391,3 +391,63 @@ async fn funnels_retention_and_conversion_rate_over_http() {
     let (s, _) = admin_get(&format!("{base}/v1/conversion-rate?period=year")).await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test]
+async fn an_intent_model_learns_which_signal_converts() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    let (s, v) = admin_get(&format!("{base}/v1/intent/model")).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("no_model")), "{v}");
+    let cut = now_ms() - 7 * DAY;
+    let mut msgs = Vec::new();
+    for i in 0..240 {
+        let who = format!("i{i}");
+        msgs.push(track(&who, "Product Viewed", cut - 2 * DAY));
+        // Adding to the cart is what predicts an order here: 9 in 10 of those who added
+        // ordered within the week, 1 in 10 of the others.
+        let added = i % 2 == 0;
+        if added {
+            msgs.push(track(&who, "Product Added", cut - DAY));
+        }
+        if (added && i % 10 != 0) || (!added && i % 10 == 1) {
+            msgs.push(track(&who, "Order Completed", cut + 2 * DAY));
+        }
+    }
+    send(&base, msgs).await;
+    let r = client()
+        .post(format!("{base}/v1/intent/train?horizon_days=7"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["version"], 1, "{m}");
+    assert_eq!(m["examples"], 240, "{m}");
+    assert!(m["auc"].as_f64().unwrap() > 0.8, "{m}");
+    let top = &m["signals"][0];
+    assert_eq!(top["signal"], "Product Added in 30d", "{m}");
+    assert!(top["weight"].as_f64().unwrap() > 0.0, "{m}");
+
+    // Scores from the profiles' signals now, with the model's version.
+    let score = |user: String| {
+        let base = base.clone();
+        async move {
+            let (_, p) = admin_get(&format!("{base}/v1/profiles?anonymous_id={user}")).await;
+            let id = p["id"].as_str().unwrap().to_string();
+            let (s, v) = admin_get(&format!("{base}/v1/profiles/{id}/intent")).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["model_version"], 1, "{v}");
+            v["score"].as_f64().unwrap()
+        }
+    };
+    // i2 added to the cart (and ordered); i3 only viewed.
+    assert!(score("i2".into()).await > score("i3".into()).await);
+    let r = client()
+        .post(format!("{base}/v1/intent/train?horizon_days=0"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
