@@ -52,6 +52,9 @@ pub struct JourneyTable {
     pub touchpoints: u64,
 }
 
+/// The vocabulary of event names and every profile's events for intent signals.
+pub type Behaviours = (Vec<String>, Vec<(ProfileId, Vec<Behaviour>)>);
+
 /// A profile's funnel steps: (time, step index), sorted.
 pub type Timeline = Vec<(i64, usize)>;
 
@@ -291,7 +294,7 @@ impl Pipeline {
         &self,
         order: &str,
         vocabulary: usize,
-    ) -> Result<(Vec<String>, Vec<(ProfileId, Vec<Behaviour>)>), PipelineError> {
+    ) -> Result<Behaviours, PipelineError> {
         let mut names: FastMap<String, (u32, u64)> = FastMap::default();
         let mut per: FastMap<u64, Vec<Behaviour>> = FastMap::default();
         self.scan_events(|pid, view| {
