@@ -96,7 +96,7 @@ pub(crate) fn train(st: &AppState, horizon_days: f64) -> Result<Arc<IntentModel>
             continue;
         };
         let y = purchased(ev, cut, horizon);
-        if spread(id.0) % 4 == 0 {
+        if spread(id.0).is_multiple_of(4) {
             xh.push(x);
             yh.push(y);
         } else {
