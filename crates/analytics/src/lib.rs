@@ -9,6 +9,7 @@
 //!   effects and Shapley values.
 //! - [`funnel`]: funnels, cohort retention and conversion rate over time.
 //! - [`intent`]: predictive intent by logistic regression, with AUC.
+//! - [`recommend`]: bought-together and viewed-then-bought item links, per-profile suggestions.
 //! - [`special`], [`optimize`]: the special functions and the optimiser behind them.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -19,5 +20,6 @@ pub mod clv;
 pub mod funnel;
 pub mod intent;
 pub mod optimize;
+pub mod recommend;
 pub mod rfm;
 pub mod special;

@@ -14,6 +14,7 @@ use niyet_analytics::attribution::{journeys_of, Journey};
 use niyet_analytics::channel::{classify, Channel, Rule};
 use niyet_analytics::clv::History;
 use niyet_analytics::intent::Behaviour;
+use niyet_analytics::recommend::ItemEvent;
 use niyet_engine::extract::{self, Kind};
 use niyet_engine::MONEY_SCALE;
 use niyet_identity::{FastMap, ProfileId};
@@ -54,6 +55,14 @@ pub struct JourneyTable {
 
 /// The vocabulary of event names and every profile's events for intent signals.
 pub type Behaviours = (Vec<String>, Vec<(ProfileId, Vec<Behaviour>)>);
+
+/// Item views and orders per profile, and stock levels.
+#[derive(Debug, Clone, Default)]
+pub struct ItemHistory {
+    pub profiles: Vec<(ProfileId, Vec<ItemEvent>)>,
+    /// Latest stock level per item (items never updated are absent).
+    pub stock: BTreeMap<String, f64>,
+}
 
 /// A profile's funnel steps: (time, step index), sorted.
 pub type Timeline = Vec<(i64, usize)>;
@@ -290,11 +299,7 @@ impl Pipeline {
     /// Every profile's events for intent signals, sorted by time, with the vocabulary:
     /// the `vocabulary` most frequent event names other than `order` (pages and screens as
     /// `Page Viewed` and `Screen Viewed`).
-    pub fn behaviour(
-        &self,
-        order: &str,
-        vocabulary: usize,
-    ) -> Result<Behaviours, PipelineError> {
+    pub fn behaviour(&self, order: &str, vocabulary: usize) -> Result<Behaviours, PipelineError> {
         let mut names: FastMap<String, (u32, u64)> = FastMap::default();
         let mut per: FastMap<u64, Vec<Behaviour>> = FastMap::default();
         self.scan_events(|pid, view| {
@@ -394,6 +399,88 @@ impl Pipeline {
         }
         out.sort_by_key(|e| e.time_ms);
         Ok(out)
+    }
+
+    /// Every profile's item views and orders in time order, and the latest stock level
+    /// seen per item. Items are `properties.product_id` (else `sku`, else `id`) of
+    /// `Product Viewed`, and of each of `properties.products` of an order (else of the
+    /// order itself); stock is `properties.stock` (else `inventory`, `quantity`) of
+    /// `Product Updated` and `Inventory Updated`.
+    pub fn item_history(&self, order: &str) -> Result<ItemHistory, PipelineError> {
+        fn item_id(v: &serde_json::Value) -> Option<String> {
+            ["product_id", "sku", "id"]
+                .iter()
+                .find_map(|k| match &v[k] {
+                    serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+        }
+        let mut per: FastMap<u64, Vec<ItemEvent>> = FastMap::default();
+        let mut stock: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+        self.scan_events(|pid, view| {
+            let name = event_name(view);
+            let wanted = name == "Product Viewed"
+                || name == order
+                || name == "Product Updated"
+                || name == "Inventory Updated";
+            if !wanted || view.kind != Kind::Track {
+                return;
+            }
+            let Some(props) = view
+                .properties
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+            else {
+                return;
+            };
+            let t = view.time_ms;
+            if name == "Product Viewed" {
+                if let Some(item) = item_id(&props) {
+                    per.entry(pid)
+                        .or_default()
+                        .push(ItemEvent::Viewed { time_ms: t, item });
+                }
+            } else if name == order {
+                let mut items: Vec<String> = props["products"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(item_id).collect())
+                    .unwrap_or_default();
+                if items.is_empty() {
+                    items.extend(item_id(&props));
+                }
+                if !items.is_empty() {
+                    per.entry(pid)
+                        .or_default()
+                        .push(ItemEvent::Ordered { time_ms: t, items });
+                }
+            } else if let Some(item) = item_id(&props) {
+                let level = ["stock", "inventory", "quantity"]
+                    .iter()
+                    .find_map(|k| props[k].as_f64());
+                if let Some(level) = level {
+                    let e = stock.entry(item).or_insert((i64::MIN, level));
+                    if t >= e.0 {
+                        *e = (t, level);
+                    }
+                }
+            }
+        })?;
+        let mut profiles: Vec<(ProfileId, Vec<ItemEvent>)> = per
+            .into_iter()
+            .map(|(id, mut ev)| {
+                ev.sort_by_key(|e| match e {
+                    ItemEvent::Viewed { time_ms, .. } | ItemEvent::Ordered { time_ms, .. } => {
+                        *time_ms
+                    }
+                });
+                (ProfileId(id), ev)
+            })
+            .collect();
+        profiles.sort_unstable_by_key(|p| p.0 .0);
+        Ok(ItemHistory {
+            profiles,
+            stock: stock.into_iter().map(|(k, (_, v))| (k, v)).collect(),
+        })
     }
 
     /// Every customer's purchase history for lifetime-value models, in days, observed up

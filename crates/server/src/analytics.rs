@@ -15,6 +15,7 @@ use niyet_analytics::attribution::{attribute, markov, Model, Normalisation};
 use niyet_analytics::channel::Channel;
 use niyet_analytics::clv::{BgNbd, Distribution, FitError, GammaGamma, History};
 use niyet_analytics::funnel::{conversion_over_time, funnel, retention, Period, Step};
+use niyet_analytics::recommend::Links;
 use niyet_analytics::rfm::Group;
 use niyet_identity::ProfileId;
 use niyet_model::{format_rfc3339_millis, parse_timestamp};
@@ -36,6 +37,14 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/funnel", get(funnel_report))
         .route("/v1/retention", get(retention_report))
         .route("/v1/conversion-rate", get(conversion_rate))
+        .route(
+            "/v1/recommendations/items/{item}",
+            get(item_recommendations),
+        )
+        .route(
+            "/v1/profiles/{id}/recommendations",
+            get(profile_recommendations),
+        )
         .route("/v1/profiles/{id}/clv", get(profile_clv))
 }
 
@@ -676,6 +685,77 @@ async fn conversion_rate(
         Ok(Json(
             json!({"period": period, "conversion": conversion, "periods": list}),
         ))
+    })
+    .await
+}
+
+/// Views count towards "viewed then bought" for a week.
+const VIEW_WINDOW_MS: i64 = 7 * 86_400_000;
+
+fn limit_of(q: &BTreeMap<String, String>) -> Result<usize, ApiError> {
+    Ok(num(q, "limit", 10.0, 1.0..=1000.0)? as usize)
+}
+
+/// `GET /v1/recommendations/items/{item}?limit=10`: items bought together with this one
+/// and items bought after viewing it, each with its count and confidence.
+async fn item_recommendations(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(item): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let limit = limit_of(&q)?;
+    blocking(move || {
+        let hist = st
+            .pipeline
+            .item_history(&st.analytics.conversion_event)
+            .map_err(pipeline_error)?;
+        let links = Links::learn(hist.profiles.iter().map(|p| &p.1[..]), VIEW_WINDOW_MS);
+        let take = |l: &[niyet_analytics::recommend::Linked]| -> Vec<Value> {
+            l.iter().take(limit).map(|x| json!(x)).collect()
+        };
+        Ok(Json(json!({
+            "item": item,
+            "stock": hist.stock.get(&item),
+            "bought_together": take(links.bought_together(&item)),
+            "viewed_then_bought": take(links.viewed_then_bought(&item)),
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/profiles/{id}/recommendations?limit=10`: items for this profile from what it
+/// viewed and bought, without what it bought and without items out of stock.
+async fn profile_recommendations(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let id = parse_id(&id)?;
+    let limit = limit_of(&q)?;
+    blocking(move || {
+        let id = st.pipeline.query().canonical(id).ok_or_else(|| not_found(id))?;
+        let hist = st
+            .pipeline
+            .item_history(&st.analytics.conversion_event)
+            .map_err(pipeline_error)?;
+        let links = Links::learn(hist.profiles.iter().map(|p| &p.1[..]), VIEW_WINDOW_MS);
+        let mine = hist
+            .profiles
+            .iter()
+            .find(|p| p.0 == id)
+            .map(|p| &p.1[..])
+            .unwrap_or(&[]);
+        let in_stock = |i: &str| hist.stock.get(i).is_none_or(|s| *s > 0.0);
+        let list: Vec<Value> = links
+            .for_profile(mine, in_stock, limit)
+            .into_iter()
+            .map(|(item, score)| json!({"item": item, "score": round6(score), "stock": hist.stock.get(&item)}))
+            .collect();
+        Ok(Json(json!({"profile": id.to_string(), "items": list})))
     })
     .await
 }

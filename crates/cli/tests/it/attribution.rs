@@ -451,3 +451,50 @@ async fn an_intent_model_learns_which_signal_converts() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn recommendations_from_history_skip_what_is_out_of_stock() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    let t = now_ms() - 5 * DAY;
+    let ev = |who: &str, event: &str, at: i64, props: Value| json!({"type": "track", "anonymousId": who, "event": event, "timestamp": iso(at), "properties": props});
+    let order = |items: &[&str]| json!({"revenue": 10 * items.len(), "products": items.iter().map(|i| json!({"product_id": i})).collect::<Vec<_>>()});
+    let msgs = vec![
+        ev("r1", "Product Viewed", t, json!({"product_id": "tent"})),
+        ev("r1", "Order Completed", t + MIN, order(&["tent", "stove"])),
+        ev("r2", "Product Viewed", t, json!({"product_id": "tent"})),
+        ev(
+            "r2",
+            "Order Completed",
+            t + MIN,
+            order(&["tent", "stove", "lamp"]),
+        ),
+        ev("r3", "Product Viewed", t, json!({"sku": "tent"})),
+        ev(
+            "shop",
+            "Product Updated",
+            t + 2 * MIN,
+            json!({"product_id": "stove", "stock": 0}),
+        ),
+    ];
+    send(&base, msgs).await;
+    let (s, v) = admin_get(&format!("{base}/v1/recommendations/items/tent")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["bought_together"][0]["item"], "stove", "{v}");
+    assert_eq!(v["bought_together"][0]["count"], 2);
+    assert_eq!(v["viewed_then_bought"][0]["item"], "stove", "{v}");
+    let (_, v) = admin_get(&format!("{base}/v1/recommendations/items/stove")).await;
+    assert_eq!(v["stock"], 0.0, "{v}");
+    // r3 viewed the tent: the stove would come first but is out of stock.
+    let (_, p) = admin_get(&format!("{base}/v1/profiles?anonymous_id=r3")).await;
+    let id = p["id"].as_str().unwrap();
+    let (s, v) = admin_get(&format!("{base}/v1/profiles/{id}/recommendations")).await;
+    assert_eq!(s, 200, "{v}");
+    let items: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item"].as_str().unwrap())
+        .collect();
+    assert_eq!(items, vec!["lamp"], "{v}");
+}
