@@ -8,6 +8,7 @@ mod client;
 mod demo;
 mod import;
 mod profile;
+mod report;
 mod serve;
 mod shop;
 
@@ -41,8 +42,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the server with realistic synthetic shop traffic and a live summary.
     Demo(demo::DemoArgs),
-    /// Import events from an NDJSON or CSV file into a running server.
-    Import(import::ImportArgs),
+    /// Import events from an NDJSON or CSV file into a running server, or marketing spend
+    /// (`niyet import spend FILE.csv`).
+    Import(ImportCmd),
+    /// Analytics reports of a running server as JSON or CSV: attribution, clv, rfm,
+    /// funnel, retention, conversion-rate, intent.
+    Report(report::ReportArgs),
     /// Look at customer profiles in a running server.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -52,6 +57,15 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ImportCmd {
+    #[command(subcommand)]
+    what: Option<report::ImportWhat>,
+    #[command(flatten)]
+    events: Option<import::ImportArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +93,12 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(a) => serve::run(a).await,
             Command::Demo(a) => demo::run(a).await,
-            Command::Import(a) => import::run(a).await,
+            Command::Import(ImportCmd { what: Some(w), .. }) => report::import(w).await,
+            Command::Import(ImportCmd {
+                events: Some(a), ..
+            }) => import::run(a).await,
+            Command::Import(_) => anyhow::bail!("niyet import FILE, or niyet import spend FILE"),
+            Command::Report(a) => report::run(a).await,
             Command::Profile(p) => profile::run(p).await,
             Command::Bench(b) => bench::run(b).await,
             Command::Config(ConfigCommand::Validate { file }) => {

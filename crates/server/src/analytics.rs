@@ -159,29 +159,37 @@ async fn attribution(
     };
     let v = blocking(move || {
         let t = st.pipeline.journeys(&query).map_err(pipeline_error)?;
-        Ok(attribution_report(
-            &t,
-            &query,
-            lookback_days,
-            gap,
-            half_life,
-            only.as_deref(),
-        ))
+        let spend = st
+            .spend
+            .totals(query.by_campaign, query.since_ms, st.clock.now_ms());
+        let mut v = attribution_report(&t, &query, lookback_days, gap, half_life, only.as_deref());
+        add_spend(&mut v, &spend);
+        Ok(v)
     })
     .await?;
     if !csv {
         return Ok(Json(v).into_response());
     }
     let dim = if by_campaign { "campaign" } else { "channel" };
-    let mut out = format!("model,{dim},conversions,revenue,share\n");
+    let mut out = format!("model,{dim},conversions,revenue,share,spend,roi,cpa\n");
     for (model, rows) in v["models"].as_object().into_iter().flatten() {
         for r in rows.as_array().into_iter().flatten() {
+            let opt = |k: &str| {
+                if r[k].is_null() {
+                    String::new()
+                } else {
+                    r[k].to_string()
+                }
+            };
             out.push_str(&format!(
-                "{model},{},{},{},{}\n",
+                "{model},{},{},{},{},{},{},{}\n",
                 csv_field(r[dim].as_str().unwrap_or("")),
                 r["conversions"],
                 r["revenue"],
-                r["share"]
+                r["share"],
+                opt("spend"),
+                opt("roi"),
+                opt("cpa"),
             ));
         }
     }
@@ -273,9 +281,48 @@ fn attribution_report(
     })
 }
 
+/// Adds cost, return on investment ((revenue − cost) / cost) and cost per acquisition to
+/// every row with spend.
+fn add_spend(v: &mut Value, spend: &BTreeMap<String, f64>) {
+    if spend.is_empty() {
+        return;
+    }
+    let dim = if v["by"] == "campaign" {
+        "campaign"
+    } else {
+        "channel"
+    };
+    if let Some(models) = v["models"].as_object_mut() {
+        for rows in models.values_mut() {
+            for r in rows.as_array_mut().into_iter().flatten() {
+                let Some(cost) = r[dim].as_str().and_then(|k| spend.get(k)).copied() else {
+                    continue;
+                };
+                let revenue = r["revenue"].as_f64().unwrap_or(0.0);
+                let conv = r["conversions"].as_f64().unwrap_or(0.0);
+                r["spend"] = json!(round6(cost));
+                r["roi"] = if cost > 0.0 {
+                    json!(round6((revenue - cost) / cost))
+                } else {
+                    Value::Null
+                };
+                r["cpa"] = if conv > 0.0 {
+                    json!(round6(cost / conv))
+                } else {
+                    Value::Null
+                };
+            }
+        }
+    }
+    v["spend"] = json!(spend);
+}
+
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
+
+/// Fewer customers than this leave the lifetime-value models unfitted.
+const MIN_CUSTOMERS: usize = 10;
 
 /// Fitted lifetime-value models over the customer base.
 struct ClvModels {
@@ -286,6 +333,17 @@ struct ClvModels {
 
 fn fit_clv(histories: Vec<(ProfileId, History, f64)>) -> Result<ClvModels, ApiError> {
     let h: Vec<History> = histories.iter().map(|c| c.1).collect();
+    let repeat = h.iter().filter(|h| h.frequency > 0).count();
+    if h.len() < MIN_CUSTOMERS || repeat == 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_enough_data",
+            format!(
+                "lifetime value needs at least {MIN_CUSTOMERS} customers, some with repeat orders (there are {} customers, {repeat} with repeat orders)",
+                h.len()
+            ),
+        ));
+    }
     let bgnbd = BgNbd::fit(&h).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod profiles;
 pub mod quarantine;
 mod segments;
+pub mod spend;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub seq: AtomicU64,
     /// Limits from the config.
     pub limits: config::Limits,
+    /// Marketing spend for ROI and cost per acquisition.
+    pub spend: spend::Spend,
     /// The latest intent model and the number of the next one.
     pub intent: std::sync::Mutex<Option<Arc<intent::IntentModel>>>,
     pub intent_versions: AtomicU64,
@@ -266,6 +269,7 @@ impl Server {
             seq: AtomicU64::new(0),
             limits: cfg.limits.clone(),
             intent: std::sync::Mutex::new(None),
+            spend: spend::Spend::open(&cfg.data_dir),
             intent_versions: AtomicU64::new(0),
             analytics: {
                 let mut a = cfg.analytics.clone();
@@ -359,6 +363,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(segments::routes())
         .merge(analytics::routes())
         .merge(intent::routes())
+        .merge(spend::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

@@ -58,7 +58,7 @@ fn close(got: Option<&(f64, f64)>, revenue: f64) -> bool {
 
 #[tokio::test]
 async fn conversions_are_credited_to_the_channels_of_each_journey() {
-    let srv = TestServer::start();
+    let mut srv = TestServer::start();
     let base = srv.url();
     let now = now_ms();
     let shop = "https://shop.example";
@@ -199,11 +199,11 @@ async fn conversions_are_credited_to_the_channels_of_each_journey() {
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(
-        text.starts_with("model,channel,conversions,revenue,share\n"),
+        text.starts_with("model,channel,conversions,revenue,share,spend,roi,cpa\n"),
         "{text}"
     );
     assert!(
-        text.contains("last_touch,direct,2.0,350.0,0.777778"),
+        text.contains("last_touch,direct,2.0,350.0,0.777778,,,\n"),
         "{text}"
     );
     for bad in [
@@ -219,6 +219,55 @@ async fn conversions_are_credited_to_the_channels_of_each_journey() {
             "{bad}: {v}"
         );
     }
+
+    // Spend gives ROI and cost per acquisition; it is stored durably.
+    let day = |d: i64| iso(now - d * DAY)[..10].to_string();
+    let spend = json!({"rows": [
+        {"date": day(5), "channel": "paid_search", "cost": 40.0},
+        {"date": day(4), "channel": "paid_search", "campaign": "brand", "cost": 20.0},
+        {"date": day(3), "channel": "email", "cost": 50.0},
+    ]});
+    let post_spend = |body: Value| {
+        let base = base.clone();
+        async move {
+            let r = client()
+                .post(format!("{base}/v1/spend"))
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(post_spend(spend).await, (200, json!({"stored": 3})));
+    let (s, v) =
+        post_spend(json!({"rows": [{"date": "2026-13-01", "channel": "email", "cost": 1}]})).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_row")), "{v}");
+    let (s, v) = post_spend(json!({"rows": [{"date": day(1), "channel": "tv", "cost": 1}]})).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_row")), "{v}");
+    srv.kill9();
+    srv.spawn();
+    let (_, v) = admin_get(&format!("{base}/v1/attribution?model=first_touch")).await;
+    let row = v["models"]["first_touch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["channel"] == "paid_search")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            row["spend"].as_f64(),
+            row["roi"].as_f64(),
+            row["cpa"].as_f64()
+        ),
+        (Some(60.0), Some(4.0), Some(60.0)),
+        "{v}"
+    );
+    let (_, v) = admin_get(&format!("{base}/v1/spend")).await;
+    assert_eq!(v["rows"], 3, "{v}");
+    assert_eq!(v["by_campaign"]["brand"], 20.0, "{v}");
 }
 
 #[tokio::test]
@@ -403,6 +452,17 @@ async fn an_intent_model_learns_which_signal_converts() {
     for i in 0..240 {
         let who = format!("i{i}");
         msgs.push(track(&who, "Product Viewed", cut - 2 * DAY));
+        // Visits that say nothing about buying, so recency and activity are no proxy for
+        // the cart.
+        for k in 0..(i % 4) {
+            msgs.push(page(
+                &who,
+                cut - (k + 1) * 3_600_000 * (1 + i % 5),
+                "https://shop.example/",
+                None,
+                None,
+            ));
+        }
         // Adding to the cart is what predicts an order here: 9 in 10 of those who added
         // ordered within the week, 1 in 10 of the others.
         let added = i % 2 == 0;
@@ -425,9 +485,21 @@ async fn an_intent_model_learns_which_signal_converts() {
     assert_eq!(m["version"], 1, "{m}");
     assert_eq!(m["examples"], 240, "{m}");
     assert!(m["auc"].as_f64().unwrap() > 0.8, "{m}");
-    let top = &m["signals"][0];
-    assert_eq!(top["signal"], "Product Added in 30d", "{m}");
-    assert!(top["weight"].as_f64().unwrap() > 0.0, "{m}");
+    let weight = |name: &str| {
+        m["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["signal"] == name)
+            .unwrap()["weight"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(weight("Product Added in 30d") > 0.5, "{m}");
+    assert!(
+        weight("Product Added in 30d") > 5.0 * weight("Product Viewed in 30d").abs(),
+        "{m}"
+    );
 
     // Scores from the profiles' signals now, with the model's version.
     let score = |user: String| {
@@ -497,4 +569,80 @@ async fn recommendations_from_history_skip_what_is_out_of_stock() {
         .map(|i| i["item"].as_str().unwrap())
         .collect();
     assert_eq!(items, vec!["lamp"], "{v}");
+}
+
+/// Runs the CLI against the server; (success, stdout, stderr).
+fn cli(srv: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
+        .args(args)
+        .args(["--url", &srv.url(), "--admin-token", ADMIN])
+        .env("NIYET_LOG", "warn")
+        .output()
+        .expect("run niyet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn reports_and_spend_from_the_command_line() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    let now = now_ms();
+    send(
+        &base,
+        vec![
+            page("k1", now - DAY, "https://shop.example/?gclid=1", None, None),
+            order(("anonymousId", "k1"), now - DAY + MIN, 120.0),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spend.csv");
+    let day = iso(now - DAY)[..10].to_string();
+    std::fs::write(
+        &file,
+        format!("date,channel,campaign,cost\n{day},paid_search,brand,30\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&srv, &["import", "spend", file.to_str().unwrap()]);
+    assert!(ok && out.contains("stored 1 spend rows"), "{out}{err}");
+    let (ok, out, err) = cli(
+        &srv,
+        &[
+            "report",
+            "attribution",
+            "--format",
+            "csv",
+            "--set",
+            "model=last_touch",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("last_touch,paid_search,1.0,120.0,1.0,30.0,3.0,30.0"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&srv, &["report", "conversion-rate", "--format", "csv"]);
+    assert!(
+        ok && out.starts_with("active,converted,rate,start\n"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&srv, &["report", "clv"]);
+    assert!(
+        !ok && err.contains("not_enough_data"),
+        "one customer is no base to fit on: {err}"
+    );
+    // A bad file is refused with its row, and nothing is stored.
+    std::fs::write(
+        &file,
+        format!("date,channel,cost\n{day},paid_search,lots\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&srv, &["import", "spend", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("row 2: cost is not a number"), "{err}");
+    let (ok, _, err) = cli(&srv, &["report", "funnel"]);
+    assert!(!ok && err.contains("invalid_parameter"), "{err}");
 }
