@@ -483,6 +483,27 @@ impl Pipeline {
         })
     }
 
+    /// Every profile's value of trait `key` (strings as they are, other JSON as text).
+    pub fn trait_values(&self, key: &str) -> FastMap<u64, String> {
+        let mut out = FastMap::default();
+        let Some(sym) = self.shared.symbols.read().ok().and_then(|s| s.get(key)) else {
+            return out;
+        };
+        for part in &self.shared.partitions {
+            let Ok(p) = part.read() else { continue };
+            for (id, prof) in p.iter() {
+                if let Some(t) = prof.trait_value(sym) {
+                    let v = match serde_json::from_str::<serde_json::Value>(t.value) {
+                        Ok(serde_json::Value::String(s)) => s,
+                        _ => t.value.to_string(),
+                    };
+                    out.insert(*id, v);
+                }
+            }
+        }
+        out
+    }
+
     /// Every customer's purchase history for lifetime-value models, in days, observed up
     /// to `now` (ms): (profile, history, mean order value). Frequency counts orders after
     /// the first; the mean is over all orders (the summary keeps no per-order values).

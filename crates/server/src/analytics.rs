@@ -586,9 +586,9 @@ fn steps_json(names: &[String], steps: &[Step]) -> Vec<Value> {
 }
 
 /// `GET /v1/funnel?steps=Product Viewed,Product Added,Order Completed&window_hours=24
-/// &breakdown=channel`: profiles reaching each step in order within the window, the
-/// drop-off and the median time between steps; by the channel of the profile's first
-/// event when asked.
+/// &breakdown=channel|trait.NAME`: profiles reaching each step in order within the
+/// window, the drop-off and the median time between steps; by the channel of the
+/// profile's first event, or by a trait's value (the 50 largest groups), when asked.
 async fn funnel_report(
     State(st): State<Arc<AppState>>,
     h: HeaderMap,
@@ -611,13 +611,15 @@ async fn funnel_report(
         ));
     }
     let window_h = num(&q, "window_hours", 24.0, 0.01..=8760.0)?;
-    let by_channel = match q.get("breakdown").map(String::as_str) {
-        None => false,
-        Some("channel") => true,
+    // None, Some(None): by channel, Some(Some(key)): by trait.
+    let breakdown: Option<Option<String>> = match q.get("breakdown").map(String::as_str) {
+        None => None,
+        Some("channel") => Some(None),
+        Some(t) if t.starts_with("trait.") && t.len() > 6 => Some(Some(t[6..].to_string())),
         Some(o) => {
             return Err(bad(
                 "invalid_parameter",
-                format!("breakdown: expected channel, not '{o}'"),
+                format!("breakdown: expected channel or trait.NAME, not '{o}'"),
             ))
         }
     };
@@ -635,17 +637,40 @@ async fn funnel_report(
             "profiles": tls.len(),
             "funnel": steps_json(&steps, &all),
         });
-        if by_channel {
-            let mut per = serde_json::Map::new();
-            for c in Channel::ALL {
-                let of: Vec<&[(i64, usize)]> =
-                    tls.iter().filter(|t| t.1 == c).map(|t| &t.2[..]).collect();
-                let f = funnel(of, steps.len(), window);
-                if f[0].profiles > 0 {
-                    per.insert(c.name().to_string(), json!(steps_json(&steps, &f)));
+        match breakdown {
+            None => {}
+            Some(None) => {
+                let mut per = serde_json::Map::new();
+                for c in Channel::ALL {
+                    let of: Vec<&[(i64, usize)]> =
+                        tls.iter().filter(|t| t.1 == c).map(|t| &t.2[..]).collect();
+                    let f = funnel(of, steps.len(), window);
+                    if f[0].profiles > 0 {
+                        per.insert(c.name().to_string(), json!(steps_json(&steps, &f)));
+                    }
                 }
+                v["breakdown"] = json!({"by": "channel", "groups": per});
             }
-            v["breakdown"] = json!({"by": "channel", "groups": per});
+            Some(Some(key)) => {
+                let values = st.pipeline.trait_values(&key);
+                let mut groups: BTreeMap<&str, Vec<&[(i64, usize)]>> = BTreeMap::new();
+                for t in &tls {
+                    let g = values.get(&t.0).map_or("(none)", String::as_str);
+                    groups.entry(g).or_default().push(&t.2[..]);
+                }
+                // The 50 largest groups.
+                let mut list: Vec<(&str, Vec<&[(i64, usize)]>)> = groups.into_iter().collect();
+                list.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+                list.truncate(50);
+                let mut per = serde_json::Map::new();
+                for (g, of) in list {
+                    let f = funnel(of, steps.len(), window);
+                    if f[0].profiles > 0 {
+                        per.insert(g.to_string(), json!(steps_json(&steps, &f)));
+                    }
+                }
+                v["breakdown"] = json!({"by": format!("trait.{key}"), "groups": per});
+            }
         }
         Ok(Json(v))
     })

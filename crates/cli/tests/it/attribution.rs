@@ -400,6 +400,23 @@ async fn funnels_retention_and_conversion_rate_over_http() {
         .map(|s| s["profiles"].as_u64().unwrap())
         .collect();
     assert_eq!(email, vec![1, 1, 1], "{v}");
+    // By trait: f1 and f2 live in İzmir.
+    let who = |a: &str| json!({"type": "identify", "anonymousId": a, "traits": {"city": "İzmir"}, "timestamp": iso(t0 - DAY)});
+    send(&base, vec![who("f1"), who("f2")]).await;
+    let (_, v) = admin_get(&format!("{base}/v1/funnel?{steps}&breakdown=trait.city")).await;
+    let g = &v["breakdown"]["groups"];
+    let n = |g: &Value| -> Vec<u64> {
+        g.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["profiles"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        (n(&g["İzmir"]), n(&g["(none)"])),
+        (vec![2, 2, 1], vec![1, 0, 0]),
+        "{v}"
+    );
     // A longer window lets f3 through.
     let (_, v) = admin_get(&format!("{base}/v1/funnel?{steps}&window_hours=72")).await;
     assert_eq!(v["funnel"][2]["profiles"], 2, "{v}");
