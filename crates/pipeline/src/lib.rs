@@ -28,7 +28,7 @@ mod render;
 mod sizes;
 mod snapshot;
 
-pub use analytics::{Activity, ItemHistory, JourneyQuery, JourneyTable};
+pub use analytics::{Activity, ItemHistory, JourneyQuery, JourneyTable, Timeline};
 use niyet_engine::extract::{self, IdentityConfig, Kind};
 use niyet_engine::segments::{seg_event, SegEvent, SegState, Segments};
 use niyet_engine::{Profile, Symbols, Update};

@@ -653,18 +653,18 @@ async fn funnel_report(
             }
             Some(Some(key)) => {
                 let values = st.pipeline.trait_values(&key);
-                let mut groups: BTreeMap<&str, Vec<&[(i64, usize)]>> = BTreeMap::new();
+                let mut groups: BTreeMap<&str, Vec<&niyet_pipeline::Timeline>> = BTreeMap::new();
                 for t in &tls {
                     let g = values.get(&t.0).map_or("(none)", String::as_str);
-                    groups.entry(g).or_default().push(&t.2[..]);
+                    groups.entry(g).or_default().push(&t.2);
                 }
                 // The 50 largest groups.
-                let mut list: Vec<(&str, Vec<&[(i64, usize)]>)> = groups.into_iter().collect();
+                let mut list: Vec<_> = groups.into_iter().collect();
                 list.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
                 list.truncate(50);
                 let mut per = serde_json::Map::new();
                 for (g, of) in list {
-                    let f = funnel(of, steps.len(), window);
+                    let f = funnel(of.iter().map(|t| &t[..]), steps.len(), window);
                     if f[0].profiles > 0 {
                         per.insert(g.to_string(), json!(steps_json(&steps, &f)));
                     }
