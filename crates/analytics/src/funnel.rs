@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use niyet_model::{civil_from_days, days_from_civil};
 use serde::Serialize;
 
 /// One step's figures.
@@ -131,7 +132,7 @@ impl Period {
             // 1970-01-01 was a Thursday: Monday-based weeks begin 3 days earlier.
             Period::Week => (day + 3).div_euclid(7),
             Period::Month => {
-                let (y, m, _) = civil(day);
+                let (y, m, _) = civil_from_days(day);
                 (y - 1970) * 12 + i64::from(m) - 1
             }
         }
@@ -148,30 +149,6 @@ impl Period {
         };
         day * 86_400_000
     }
-}
-
-/// (year, month, day) of days since 1970-01-01 (H. Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// One cohort's row: its size and how many were retained in each period after.
@@ -323,10 +300,10 @@ mod tests {
 
     #[test]
     fn a_funnel_counts_each_profile_once_per_step() {
-        let a = vec![(0, 0), (H, 1), (3 * H, 2)];
-        let b = vec![(0, 0), (2 * H, 1)];
-        let c = vec![(0, 0), (30 * H, 1)]; // outside the window
-        let d = vec![(0, 1), (H, 0)]; // step 1 before step 0 does not count
+        let a = [(0, 0), (H, 1), (3 * H, 2)];
+        let b = [(0, 0), (2 * H, 1)];
+        let c = [(0, 0), (30 * H, 1)]; // outside the window
+        let d = [(0, 1), (H, 0)]; // step 1 before step 0 does not count
         let f = funnel([&a[..], &b[..], &c[..], &d[..]], 3, 24 * H);
         let n: Vec<u64> = f.iter().map(|s| s.profiles).collect();
         assert_eq!(n, vec![4, 2, 1]);
@@ -353,7 +330,7 @@ mod tests {
         );
         assert_eq!(Period::Month.index(Period::Month.start(m) - 1), m - 1);
         for d in [-1000, 0, 59, 365, 20_000] {
-            let (y, mo, da) = civil(d);
+            let (y, mo, da) = civil_from_days(d);
             assert_eq!(days_from_civil(y, mo, da), d);
         }
     }

@@ -196,10 +196,10 @@ mod tests {
 
     #[test]
     fn links_and_suggestions() {
-        let p1 = vec![v(0, "tent"), o(10, &["tent", "stove"])];
-        let p2 = vec![v(0, "tent"), o(20, &["tent", "stove", "lamp"])];
-        let p3 = vec![v(0, "tent"), o(1000, &["mat"])]; // outside the window
-        let p4 = vec![o(5, &["tent"])];
+        let p1 = [v(0, "tent"), o(10, &["tent", "stove"])];
+        let p2 = [v(0, "tent"), o(20, &["tent", "stove", "lamp"])];
+        let p3 = [v(0, "tent"), o(1000, &["mat"])]; // outside the window
+        let p4 = [o(5, &["tent"])];
         let l = Links::learn([&p1[..], &p2[..], &p3[..], &p4[..]], 100);
         let bt = l.bought_together("tent");
         assert_eq!((bt[0].item.as_str(), bt[0].count), ("stove", 2));

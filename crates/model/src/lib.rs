@@ -10,4 +10,6 @@ pub mod hash;
 pub mod time;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use time::{format_rfc3339_millis, parse_timestamp, TimestampError};
+pub use time::{
+    civil_from_days, days_from_civil, format_rfc3339_millis, parse_timestamp, TimestampError,
+};

@@ -24,7 +24,9 @@ use serde_json::json;
 use serde_json::Value;
 
 use crate::admin::{authorize, blocking};
-use crate::profiles::{bad, export_of, not_found, parse_id, pipeline_error, profile_view};
+use crate::profiles::{
+    bad, export_of, limit_of, not_found, one_of, parse_id, pipeline_error, profile_view,
+};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -117,16 +119,7 @@ async fn attribution(
         a.time_decay_half_life_hours,
         0.01..=87_600.0,
     )?;
-    let by_campaign = match q.get("by").map(String::as_str) {
-        None | Some("channel") => false,
-        Some("campaign") => true,
-        Some(o) => {
-            return Err(bad(
-                "invalid_parameter",
-                format!("by: expected channel or campaign, not '{o}'"),
-            ))
-        }
-    };
+    let by_campaign = one_of(&q, "by", &["channel", "campaign"])? == Some("campaign");
     let all = models(half_life, 0);
     let only = match q.get("model") {
         None => None,
@@ -561,16 +554,12 @@ async fn of_profile(
 }
 
 fn period_of(q: &BTreeMap<String, String>, default: Period) -> Result<Period, ApiError> {
-    match q.get("period").map(String::as_str) {
-        None => Ok(default),
-        Some("day") => Ok(Period::Day),
-        Some("week") => Ok(Period::Week),
-        Some("month") => Ok(Period::Month),
-        Some(o) => Err(bad(
-            "invalid_parameter",
-            format!("period: expected day, week or month, not '{o}'"),
-        )),
-    }
+    Ok(match one_of(q, "period", &["day", "week", "month"])? {
+        None => default,
+        Some("day") => Period::Day,
+        Some("week") => Period::Week,
+        _ => Period::Month,
+    })
 }
 
 fn steps_json(names: &[String], steps: &[Step]) -> Vec<Value> {
@@ -687,17 +676,9 @@ async fn retention_report(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
     let period = period_of(&q, Period::Week)?;
-    let choice = |key: &str, a: &str, b: &str| match q.get(key).map(String::as_str) {
-        None => Ok(false),
-        Some(x) if x == a => Ok(false),
-        Some(x) if x == b => Ok(true),
-        Some(o) => Err(bad(
-            "invalid_parameter",
-            format!("{key}: expected {a} or {b}, not '{o}'"),
-        )),
-    };
-    let by_purchase = choice("cohort", "first_seen", "first_purchase")?;
-    let purchases_only = choice("activity", "any", "purchase")?;
+    let by_purchase =
+        one_of(&q, "cohort", &["first_seen", "first_purchase"])? == Some("first_purchase");
+    let purchases_only = one_of(&q, "activity", &["any", "purchase"])? == Some("purchase");
     let conversion = q
         .get("conversion")
         .cloned()
@@ -775,10 +756,6 @@ async fn conversion_rate(
 /// Views count towards "viewed then bought" for a week.
 const VIEW_WINDOW_MS: i64 = 7 * 86_400_000;
 
-fn limit_of(q: &BTreeMap<String, String>) -> Result<usize, ApiError> {
-    Ok(num(q, "limit", 10.0, 1.0..=1000.0)? as usize)
-}
-
 /// `GET /v1/recommendations/items/{item}?limit=10`: items bought together with this one
 /// and items bought after viewing it, each with its count and confidence.
 async fn item_recommendations(
@@ -788,7 +765,7 @@ async fn item_recommendations(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
-    let limit = limit_of(&q)?;
+    let limit = limit_of(&q, 10)?;
     blocking(move || {
         let hist = st
             .pipeline
@@ -818,7 +795,7 @@ async fn profile_recommendations(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
     let id = parse_id(&id)?;
-    let limit = limit_of(&q)?;
+    let limit = limit_of(&q, 10)?;
     blocking(move || {
         let id = st.pipeline.query().canonical(id).ok_or_else(|| not_found(id))?;
         let hist = st

@@ -71,22 +71,36 @@ pub(crate) fn export_of(
     q: &BTreeMap<String, String>,
     default: usize,
 ) -> Result<(bool, usize), ApiError> {
-    let csv = match q.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(bad(
-                "invalid_parameter",
-                format!("format: expected json or csv, not '{other}'"),
-            ))
-        }
-    };
+    let csv = one_of(q, "format", &["json", "csv"])? == Some("csv");
     let limit = if csv && !q.contains_key("limit") {
         usize::MAX
     } else {
         limit_of(q, default)?
     };
     Ok((csv, limit))
+}
+
+/// The value of query parameter `key` when it is one of `allowed`; None when absent.
+pub(crate) fn one_of<'a>(
+    q: &'a BTreeMap<String, String>,
+    key: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a str>, ApiError> {
+    match q.get(key).map(String::as_str) {
+        None => Ok(None),
+        Some(v) if allowed.contains(&v) => Ok(Some(v)),
+        Some(v) => {
+            let list = match allowed {
+                [] => String::new(),
+                [one] => one.to_string(),
+                [init @ .., last] => format!("{} or {last}", init.join(", ")),
+            };
+            Err(bad(
+                "invalid_parameter",
+                format!("{key}: expected {list}, not '{v}'"),
+            ))
+        }
+    }
 }
 
 pub(crate) fn limit_of(q: &BTreeMap<String, String>, default: usize) -> Result<usize, ApiError> {
