@@ -88,6 +88,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("  pipeline      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/pipeline'");
     println!("  segments      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/segments'");
     println!("  RFM           curl -s -H 'Authorization: Bearer {token}' '{base}/v1/rfm'");
+    println!("  attribution   curl -s -H 'Authorization: Bearer {token}' '{base}/v1/attribution?model=markov'");
+    println!("  funnel        curl -s -H 'Authorization: Bearer {token}' '{base}/v1/funnel?steps=Product%20Viewed,Product%20Added,Order%20Completed&breakdown=channel'");
+    println!("  lifetime val. curl -s -H 'Authorization: Bearer {token}' '{base}/v1/clv'");
     println!(
         "  live changes  curl -sN -H 'Authorization: Bearer {token}' '{base}/v1/stream/segments'"
     );
