@@ -75,6 +75,17 @@ def paths():
     return df
 
 
+def path_table(df):
+    """Journeys grouped by path, as ChannelAttribution takes them."""
+    g = df.groupby("path").agg(
+        total_conversions=("converted", "sum"),
+        n=("converted", "size"),
+        total_conversion_value=("value", "sum"),
+    ).reset_index()
+    g["total_null"] = g["n"] - g["total_conversions"]
+    return g
+
+
 def attribution(df):
     from mam import MAM
     import ChannelAttribution as ca
@@ -101,12 +112,7 @@ def attribution(df):
         t = run().to_dict()
         mam[name] = {str(k): float(v) for k, v in zip(t["channels"], t["attribution"])}
 
-    g = df.groupby("path").agg(
-        total_conversions=("converted", "sum"),
-        n=("converted", "size"),
-        total_conversion_value=("value", "sum"),
-    ).reset_index()
-    g["total_null"] = g["n"] - g["total_conversions"]
+    g = path_table(df)
     heur = ca.heuristic_models(g, "path", "total_conversions", var_value="total_conversion_value", flg_pro=False)
     mk = ca.markov_model(
         g,

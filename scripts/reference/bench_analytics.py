@@ -10,6 +10,8 @@ import time
 
 import pandas as pd
 
+from analytics import path_table
+
 
 def main(customers_csv, journeys_csv):
     from lifetimes import BetaGeoFitter, GammaGammaFitter
@@ -44,12 +46,7 @@ def main(customers_csv, journeys_csv):
     out["mam_markov_s"] = time.perf_counter() - t
     print("marketing-attribution-models done", file=sys.stderr)
 
-    g = j.groupby("path").agg(
-        total_conversions=("converted", "sum"),
-        n=("converted", "size"),
-        total_conversion_value=("value", "sum"),
-    ).reset_index()
-    g["total_null"] = g["n"] - g["total_conversions"]
+    g = path_table(j)
     t = time.perf_counter()
     ca.markov_model(
         g, "path", "total_conversions", var_value="total_conversion_value",

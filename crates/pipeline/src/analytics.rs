@@ -20,7 +20,7 @@ use niyet_engine::MONEY_SCALE;
 use niyet_identity::{FastMap, ProfileId};
 use niyet_log::LogError;
 
-use crate::{Pipeline, PipelineError};
+use crate::{event_owners, Pipeline, PipelineError};
 
 /// What to build journeys of.
 #[derive(Debug, Clone)]
@@ -85,6 +85,26 @@ fn event_name<'a>(view: &'a extract::EventView<'_>) -> &'a str {
     }
 }
 
+/// An event as the intent signals see it; `name_id` numbers names other than the order.
+fn behaviour_of_event(
+    view: &extract::EventView<'_>,
+    order: &str,
+    name_id: impl FnOnce(&str) -> u32,
+) -> Behaviour {
+    let name = event_name(view);
+    let is_order = view.kind == Kind::Track && name == order;
+    Behaviour {
+        time_ms: view.time_ms,
+        name: if is_order { u32::MAX } else { name_id(name) },
+        order: is_order,
+        amount: if is_order {
+            view.amount().unwrap_or(0.0)
+        } else {
+            0.0
+        },
+    }
+}
+
 /// One event of a profile as attribution sees it.
 struct Seen {
     time_ms: i64,
@@ -106,9 +126,7 @@ impl Pipeline {
         let mut owner: Vec<(u64, u64)> = Vec::new();
         for part in &sh.partitions {
             let part = part.read().map_err(|_| PipelineError::Stopped)?;
-            for (id, p) in part.iter() {
-                owner.extend(p.events.iter().map(|o| (o, *id)));
-            }
+            owner.extend(event_owners([part]));
         }
         owner.sort_unstable();
         let mut read = 0u64;
@@ -303,26 +321,13 @@ impl Pipeline {
         let mut names: FastMap<String, (u32, u64)> = FastMap::default();
         let mut per: FastMap<u64, Vec<Behaviour>> = FastMap::default();
         self.scan_events(|pid, view| {
-            let name = event_name(view);
-            let is_order = view.kind == Kind::Track && name == order;
-            let id = if is_order {
-                u32::MAX
-            } else {
+            let b = behaviour_of_event(view, order, |name| {
                 let next = names.len() as u32;
                 let e = names.entry(name.to_string()).or_insert((next, 0));
                 e.1 += 1;
                 e.0
-            };
-            per.entry(pid).or_default().push(Behaviour {
-                time_ms: view.time_ms,
-                name: id,
-                order: is_order,
-                amount: if is_order {
-                    view.amount().unwrap_or(0.0)
-                } else {
-                    0.0
-                },
             });
+            per.entry(pid).or_default().push(b);
         })?;
         // The most frequent names, by count then name; events are renumbered to them.
         let mut ranked: Vec<(String, u32, u64)> =
@@ -377,25 +382,12 @@ impl Pipeline {
             if !matches!(view.kind, Kind::Track | Kind::Page | Kind::Screen) {
                 continue;
             }
-            let name = event_name(&view);
-            let is_order = view.kind == Kind::Track && name == order;
-            out.push(Behaviour {
-                time_ms: view.time_ms,
-                name: if is_order {
-                    u32::MAX
-                } else {
-                    vocabulary
-                        .iter()
-                        .position(|v| v == name)
-                        .map_or(u32::MAX, |i| i as u32)
-                },
-                order: is_order,
-                amount: if is_order {
-                    view.amount().unwrap_or(0.0)
-                } else {
-                    0.0
-                },
-            });
+            out.push(behaviour_of_event(&view, order, |name| {
+                vocabulary
+                    .iter()
+                    .position(|v| v == name)
+                    .map_or(u32::MAX, |i| i as u32)
+            }));
         }
         out.sort_by_key(|e| e.time_ms);
         Ok(out)

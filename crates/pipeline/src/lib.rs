@@ -216,6 +216,19 @@ pub struct PipelineStats {
 /// costs little).
 pub(crate) type Partition = FastMap<u64, Box<Profile>>;
 
+/// (log offset, profile id) of every event the given partitions' profiles hold, unsorted.
+pub(crate) fn event_owners<P: std::ops::Deref<Target = Partition>>(
+    parts: impl IntoIterator<Item = P>,
+) -> Vec<(u64, u64)> {
+    let mut owner = Vec::new();
+    for part in parts {
+        for (id, p) in part.iter() {
+            owner.extend(p.events.iter().map(|o| (o, *id)));
+        }
+    }
+    owner
+}
+
 enum Op {
     /// Fold an event into a profile.
     Apply(ProfileId, Update),

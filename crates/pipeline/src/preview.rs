@@ -14,7 +14,7 @@ use niyet_model::format_rfc3339_millis;
 use niyet_rules::{Membership, Rule};
 use serde_json::{json, Value};
 
-use crate::{scan_for_features, Pipeline, PipelineError};
+use crate::{event_owners, scan_for_features, Pipeline, PipelineError};
 
 /// The name the candidate rule goes by while it is evaluated (never a segment's name:
 /// names given through the API or the configuration cannot hold a control character).
@@ -67,12 +67,7 @@ impl Pipeline {
         let mut found: Vec<(u64, u64, i64, SegEvent)> = Vec::new();
         let mut backfilled = 0;
         if !r.new_features.is_empty() {
-            let mut owner: Vec<(u64, u64)> = Vec::new();
-            for part in &parts {
-                for (id, p) in part.iter() {
-                    owner.extend(p.events.iter().map(|o| (o, *id)));
-                }
-            }
+            let mut owner = event_owners(parts.iter().map(|g| &**g));
             owner.sort_unstable();
             let stats = sh.log.stats();
             backfilled = scan_for_features(

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,7 +25,8 @@ use serde_json::Value;
 
 use crate::admin::{authorize, blocking};
 use crate::profiles::{
-    bad, export_of, limit_of, not_found, one_of, parse_id, pipeline_error, profile_view,
+    bad, csv_response, export_of, limit_of, not_found, one_of, parse_id, pipeline_error,
+    profile_view,
 };
 use crate::{ApiError, AppState};
 
@@ -51,7 +52,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 }
 
 /// A numeric query parameter within `range`, else `default`.
-fn num(
+pub(crate) fn num(
     q: &BTreeMap<String, String>,
     key: &str,
     default: f64,
@@ -71,6 +72,13 @@ fn num(
             ),
         )),
     }
+}
+
+/// The conversion event: `conversion=` or the configured one.
+fn conversion_of(st: &AppState, q: &BTreeMap<String, String>) -> String {
+    q.get("conversion")
+        .cloned()
+        .unwrap_or_else(|| st.analytics.conversion_event.clone())
 }
 
 /// The attribution models, by the names the API uses.
@@ -140,10 +148,7 @@ async fn attribution(
     };
     let (csv, _) = export_of(&q, usize::MAX)?;
     let query = JourneyQuery {
-        conversion: q
-            .get("conversion")
-            .cloned()
-            .unwrap_or_else(|| a.conversion_event.clone()),
+        conversion: conversion_of(&st, &q),
         lookback_ms: (lookback_days * 86_400_000.0) as i64,
         session_gap_ms: (gap * 60_000.0) as i64,
         rules: a.channel_rules.clone(),
@@ -186,7 +191,7 @@ async fn attribution(
             ));
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+    Ok(csv_response(out))
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.
@@ -540,7 +545,7 @@ async fn members(
             m["monetary"],
         ));
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+    Ok(csv_response(out))
 }
 
 /// `GET /v1/profiles/{id}/rfm`: one profile's scores and group against the base now.
@@ -679,10 +684,7 @@ async fn retention_report(
     let by_purchase =
         one_of(&q, "cohort", &["first_seen", "first_purchase"])? == Some("first_purchase");
     let purchases_only = one_of(&q, "activity", &["any", "purchase"])? == Some("purchase");
-    let conversion = q
-        .get("conversion")
-        .cloned()
-        .unwrap_or_else(|| st.analytics.conversion_event.clone());
+    let conversion = conversion_of(&st, &q);
     blocking(move || {
         let now = st.clock.now_ms();
         let acts = st.pipeline.activity(&conversion).map_err(pipeline_error)?;
@@ -729,10 +731,7 @@ async fn conversion_rate(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
     let period = period_of(&q, Period::Day)?;
-    let conversion = q
-        .get("conversion")
-        .cloned()
-        .unwrap_or_else(|| st.analytics.conversion_event.clone());
+    let conversion = conversion_of(&st, &q);
     blocking(move || {
         let acts = st.pipeline.activity(&conversion).map_err(pipeline_error)?;
         let rates = conversion_over_time(
@@ -756,6 +755,16 @@ async fn conversion_rate(
 /// Views count towards "viewed then bought" for a week.
 const VIEW_WINDOW_MS: i64 = 7 * 86_400_000;
 
+/// Every profile's item history and the item links learnt from it.
+fn item_links(st: &AppState) -> Result<(niyet_pipeline::ItemHistory, Links), ApiError> {
+    let hist = st
+        .pipeline
+        .item_history(&st.analytics.conversion_event)
+        .map_err(pipeline_error)?;
+    let links = Links::learn(hist.profiles.iter().map(|p| &p.1[..]), VIEW_WINDOW_MS);
+    Ok((hist, links))
+}
+
 /// `GET /v1/recommendations/items/{item}?limit=10`: items bought together with this one
 /// and items bought after viewing it, each with its count and confidence.
 async fn item_recommendations(
@@ -767,11 +776,7 @@ async fn item_recommendations(
     authorize(&st, &h)?;
     let limit = limit_of(&q, 10)?;
     blocking(move || {
-        let hist = st
-            .pipeline
-            .item_history(&st.analytics.conversion_event)
-            .map_err(pipeline_error)?;
-        let links = Links::learn(hist.profiles.iter().map(|p| &p.1[..]), VIEW_WINDOW_MS);
+        let (hist, links) = item_links(&st)?;
         let take = |l: &[niyet_analytics::recommend::Linked]| -> Vec<Value> {
             l.iter().take(limit).map(|x| json!(x)).collect()
         };
@@ -798,11 +803,7 @@ async fn profile_recommendations(
     let limit = limit_of(&q, 10)?;
     blocking(move || {
         let id = st.pipeline.query().canonical(id).ok_or_else(|| not_found(id))?;
-        let hist = st
-            .pipeline
-            .item_history(&st.analytics.conversion_event)
-            .map_err(pipeline_error)?;
-        let links = Links::learn(hist.profiles.iter().map(|p| &p.1[..]), VIEW_WINDOW_MS);
+        let (hist, links) = item_links(&st)?;
         let mine = hist
             .profiles
             .iter()

@@ -20,7 +20,8 @@ use niyet_model::format_rfc3339_millis;
 use serde_json::{json, Value};
 
 use crate::admin::{authorize, blocking};
-use crate::profiles::{bad, not_found, parse_id, pipeline_error};
+use crate::analytics::num;
+use crate::profiles::{not_found, parse_id, pipeline_error};
 use crate::{ApiError, AppState};
 
 /// Event names that become signals (the most frequent ones).
@@ -155,19 +156,12 @@ async fn train_now(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &h)?;
-    let horizon = match q.get("horizon_days") {
-        None => f64::from(st.analytics.intent_horizon_days),
-        Some(v) => v
-            .parse::<f64>()
-            .ok()
-            .filter(|d| (1.0..=365.0).contains(d))
-            .ok_or_else(|| {
-                bad(
-                    "invalid_parameter",
-                    format!("horizon_days: expected a number from 1 to 365, not '{v}'"),
-                )
-            })?,
-    };
+    let horizon = num(
+        &q,
+        "horizon_days",
+        f64::from(st.analytics.intent_horizon_days),
+        1.0..=365.0,
+    )?;
     blocking(move || {
         let m = train(&st, horizon)?;
         Ok(Json(m.json(&st.analytics.conversion_event)))

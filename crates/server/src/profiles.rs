@@ -80,6 +80,16 @@ pub(crate) fn export_of(
     Ok((csv, limit))
 }
 
+/// A CSV answer.
+pub(crate) fn csv_response(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
 /// The value of query parameter `key` when it is one of `allowed`; None when absent.
 pub(crate) fn one_of<'a>(
     q: &'a BTreeMap<String, String>,

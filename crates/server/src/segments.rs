@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use crate::admin::{authorize, blocking};
-use crate::profiles::{bad, export_of, parse_id, profile_view};
+use crate::profiles::{bad, csv_response, export_of, parse_id, profile_view};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -281,7 +281,7 @@ async fn members(
         out.push_str(m["since"].as_str().unwrap_or(""));
         out.push('\n');
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+    Ok(csv_response(out))
 }
 
 /// `GET /v1/profiles/{id}/segments`: the profile's segments with entry times, and its
