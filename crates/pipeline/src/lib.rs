@@ -242,6 +242,9 @@ enum Op {
     /// Merge: remove `from` and send it as a `Put` to the owner of `into`. Absorbing is
     /// order-independent, so events for `into` may be applied before or after it arrives.
     MoveTo(ProfileId, ProfileId, i64, u64),
+    /// A merge within this partition whose target was waiting: the source profile, taken
+    /// out at the merge (processing time `i64`), to absorb into the target in its turn.
+    Absorb(ProfileId, Option<Box<Profile>>, i64, u64),
     /// A profile merged in another partition is on its way to this one (as a `Put`):
     /// hold this profile's later operations until it arrives.
     Expect(ProfileId, u64),
@@ -713,7 +716,9 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             // later operations only after that arrives, so each profile sees its
             // operations in log order whatever the partition count.
             let subject = match &o {
-                Op::Apply(id, _) | Op::Take(id, _) | Op::Expect(id, _) => Some(id.0),
+                Op::Apply(id, _) | Op::Take(id, _) | Op::Expect(id, _) | Op::Absorb(id, ..) => {
+                    Some(id.0)
+                }
                 Op::CatchUp(id) => Some(*id),
                 Op::MoveTo(from, into, ..) => {
                     if sh.partition_of(*into) == idx && awaiting.contains_key(&into.0) {
@@ -724,7 +729,26 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 }
                 _ => None,
             };
-            if let Some(w) = subject.and_then(|id| awaiting.get_mut(&id)) {
+            if subject.is_some_and(|id| awaiting.contains_key(&id)) {
+                // A catch-up waits for the profile's last held operation: the release
+                // queues a new one after them (run among them, it would bring the
+                // profile to the partition's time before its earlier events).
+                if matches!(o, Op::CatchUp(_)) {
+                    continue;
+                }
+                let o = match o {
+                    // A merge held back under its target: the source leaves now, as it
+                    // would have with no wait, so timers of later records never age it
+                    // past the merge (a window would lose events the merged profile
+                    // still counts).
+                    Op::MoveTo(from, into, now, seq)
+                        if subject == Some(into.0) && !awaiting.contains_key(&from.0) =>
+                    {
+                        seg.fire(&mut part, now, &awaiting);
+                        Op::Absorb(into, part.remove(&from.0), now, seq)
+                    }
+                    o => o,
+                };
                 // A merge held back under its source holds back its target too.
                 let into_here = match &o {
                     Op::MoveTo(from, into, _, seq)
@@ -733,6 +757,9 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                         Some((into.0, *seq))
                     }
                     _ => None,
+                };
+                let Some(w) = subject.and_then(|id| awaiting.get_mut(&id)) else {
+                    continue;
                 };
                 w.held.push(o);
                 if let Some((into, seq)) = into_here {
@@ -775,6 +802,14 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                         seg.put(&mut part, id.0, p, now);
                     }
                     arrived(&mut awaiting, &mut queue, id.0, seq);
+                }
+                Op::Absorb(into, p, now, seq) => {
+                    if let Some(p) = p {
+                        seg.put(&mut part, into.0, p, now);
+                    }
+                    if awaiting.contains_key(&into.0) {
+                        arrived(&mut awaiting, &mut queue, into.0, seq);
+                    }
                 }
                 Op::MoveTo(from, into, now, seq) => {
                     seg.fire(&mut part, now, &awaiting);
@@ -1206,7 +1241,14 @@ impl SegWork<'_> {
         }
         let target = match part.get_mut(&id) {
             Some(existing) => {
-                let mine = existing.segments.take();
+                // The target's own time runs to the merge first, with its own traits (a
+                // target that waited for this merge had its timers held).
+                let mine = existing.segments.take().map(|mut st| {
+                    if self.active() {
+                        self.advance(existing, &mut st, now);
+                    }
+                    st
+                });
                 existing.absorb(*p);
                 existing.segments = mine;
                 existing
@@ -1231,10 +1273,7 @@ impl SegWork<'_> {
             return;
         }
         let mut st = match target.segments.take() {
-            Some(mut st) => {
-                self.advance(target, &mut st, now);
-                st
-            }
+            Some(st) => st,
             None => Box::new(SegState {
                 at: now,
                 due: i64::MAX,
