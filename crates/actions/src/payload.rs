@@ -27,7 +27,11 @@ pub struct Action {
 /// to `destination`: the same on every replay and every retry, so receivers deduplicate.
 pub fn idempotency_key(trigger: &str, profile: &str, origin: u64, destination: &str) -> String {
     let mut b = Vec::with_capacity(trigger.len() + profile.len() + destination.len() + 11);
-    for part in [trigger.as_bytes(), profile.as_bytes(), destination.as_bytes()] {
+    for part in [
+        trigger.as_bytes(),
+        profile.as_bytes(),
+        destination.as_bytes(),
+    ] {
         b.extend_from_slice(part);
         b.push(0);
     }
@@ -45,10 +49,11 @@ pub fn sha256_hex(s: &str) -> String {
 
 fn hex(b: &[u8]) -> String {
     use std::fmt::Write;
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// Signature of a webhook body: hex HMAC-SHA256 over `"{timestamp}.{body}"` with the

@@ -245,8 +245,13 @@ impl Triggers {
         now: i64,
         out: &mut Vec<Fire>,
     ) {
-        st.waiting
-            .retain(|w| !self.defs[usize::from(w.trigger)].def.unless.iter().any(|u| u == name));
+        st.waiting.retain(|w| {
+            !self.defs[usize::from(w.trigger)]
+                .def
+                .unless
+                .iter()
+                .any(|u| u == name)
+        });
         for (i, c) in self.defs.iter().enumerate() {
             if matches!(&c.def.when, When::Event(e) if e == name) {
                 self.start(st, i, origin, now, out);
@@ -463,9 +468,7 @@ mod tests {
         d.if_segment = Some("VIP".into());
         let t = Triggers::new(vec![d], |_| true).unwrap();
         let held = (0..10_000)
-            .filter(|i| {
-                t.decide(&mut st, &f(0), &format!("p_{i}"), |_| true) == Outcome::Holdout
-            })
+            .filter(|i| t.decide(&mut st, &f(0), &format!("p_{i}"), |_| true) == Outcome::Holdout)
             .count();
         assert!((1_800..2_200).contains(&held), "{held}");
         let again = (0..10_000)

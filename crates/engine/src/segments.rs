@@ -267,6 +267,9 @@ pub struct SegState {
     pub due: i64,
     /// The newest changes: `(segment index, entered, at)`.
     pub history: Vec<(u32, bool, i64)>,
+    /// Running trigger waits and recent actions (for caps).
+    #[serde(default)]
+    pub journeys: niyet_actions::JourneyState,
 }
 
 impl SegState {

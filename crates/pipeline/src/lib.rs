@@ -100,6 +100,37 @@ pub struct PipelineConfig {
     pub size_sample_ms: i64,
     /// Samples of segment sizes kept (the oldest are dropped).
     pub size_samples_kept: usize,
+    /// Triggers (see [`niyet_actions::trigger`]).
+    pub triggers: Vec<niyet_actions::TriggerDef>,
+    /// Receives the actions triggers take; `sync` must return once every action sent so
+    /// far is durable (a snapshot is written only after it, so a crash never loses one).
+    pub on_action: Option<ActionHook>,
+    /// Actions older than this (processing time against the clock) are not sent: a
+    /// replay of old records re-derives journeys without acting on them again.
+    pub action_max_age_ms: i64,
+}
+
+/// Receives actions from the partition owners (so `send` must be quick).
+#[derive(Clone)]
+pub struct ActionHook {
+    pub send: Arc<dyn Fn(niyet_actions::Action) + Send + Sync>,
+    pub sync: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for ActionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActionHook")
+    }
+}
+
+/// Origins of trigger runs started by time (a segment entered as time passed, or at a
+/// merge) rather than by a record: the instant with this bit set.
+pub const TIME_ORIGIN: u64 = 1 << 63;
+
+/// The compiled triggers with the names of the events they read, by symbol.
+struct Journeys {
+    t: niyet_actions::Triggers,
+    names: niyet_model::hash::FastMap<u32, Box<str>>,
 }
 
 /// A profile entered or left a segment.
@@ -161,6 +192,9 @@ impl PipelineConfig {
             on_change: None,
             size_sample_ms: 60_000,
             size_samples_kept: 7 * 24 * 60,
+            triggers: Vec::new(),
+            on_action: None,
+            action_max_age_ms: 3_600_000,
         }
     }
 
@@ -168,13 +202,14 @@ impl PipelineConfig {
     fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.rules,
             self.identity.calling_code,
             self.identity.trait_ids,
             self.commerce,
             self.matching,
-            self.segments
+            self.segments,
+            self.triggers
         )
         .hash(&mut h);
         h.finish()
@@ -292,6 +327,8 @@ pub(crate) struct Shared {
     pub partitions: Vec<RwLock<Partition>>,
     /// The segments in force.
     pub segments: RwLock<Arc<Segments>>,
+    /// The triggers.
+    journeys: Arc<Journeys>,
     /// Members per segment (by index in the set in force).
     pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
     /// Segments defined through the admin API (after those of the configuration).
@@ -377,6 +414,21 @@ impl Pipeline {
         );
         let segments =
             Segments::new(&all, &mut symbols).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let triggers = niyet_actions::Triggers::new(cfg.triggers.clone(), |name| {
+            segments.set.index(name).is_some()
+        })
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let mut names = niyet_model::hash::FastMap::default();
+        for d in triggers.defs() {
+            let read = d.unless.iter().chain(match &d.when {
+                niyet_actions::When::Event(e) => Some(e),
+                niyet_actions::When::SegmentEntered(_) => None,
+            });
+            for n in read {
+                names.insert(symbols.intern(n).0, n.as_str().into());
+            }
+        }
+        let journeys = Arc::new(Journeys { t: triggers, names });
         let sizes: Vec<AtomicI64> = (0..segments.set.len()).map(|_| AtomicI64::new(0)).collect();
         for part in &partitions {
             for p in part.values() {
@@ -398,6 +450,7 @@ impl Pipeline {
             matcher: RwLock::new(matcher),
             partitions: partitions.into_iter().map(RwLock::new).collect(),
             segments: RwLock::new(Arc::new(segments)),
+            journeys,
             sizes: RwLock::new(Arc::new(sizes)),
             api_segments: RwLock::new(api_segments),
             size_history: Mutex::new(sizes::SizeHistory::open(
@@ -692,6 +745,12 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         backfill_index: Vec::new(),
         changed: None,
         hook: sh.cfg.on_change.clone(),
+        journeys: sh.journeys.clone(),
+        fires: Vec::new(),
+        cause: None,
+        actions: sh.cfg.on_action.clone(),
+        clock: sh.cfg.clock.clone(),
+        action_max_age_ms: sh.cfg.action_max_age_ms,
     };
     // Profiles waiting for merged profiles from other partitions: how many, and the
     // operations held until they arrive.
@@ -921,11 +980,61 @@ struct SegWork<'a> {
     /// their carried-over memberships).
     changed: Option<Vec<usize>>,
     hook: Option<ChangeHook>,
+    journeys: Arc<Journeys>,
+    /// Trigger runs due to act for the profile being worked on.
+    fires: Vec<niyet_actions::Fire>,
+    /// The log offset of the record being applied (`None`: time or a merge moved on).
+    cause: Option<u64>,
+    actions: Option<ActionHook>,
+    clock: SharedClock,
+    action_max_age_ms: i64,
 }
 
 impl SegWork<'_> {
     fn active(&self) -> bool {
-        !self.segs.set.is_empty()
+        !self.segs.set.is_empty() || !self.journeys.t.is_empty()
+    }
+
+    /// Starts the triggers the changes just recorded start, and takes the actions of
+    /// every trigger run due (decided on the memberships now).
+    fn act(&mut self, id: u64, st: &mut SegState) {
+        let t = &self.journeys.t;
+        if t.is_empty() {
+            return;
+        }
+        for c in &self.changes {
+            if c.entered {
+                let origin = self.cause.unwrap_or(TIME_ORIGIN | c.at_ms as u64);
+                let name = self.segs.set.name(c.segment);
+                t.on_entry(&mut st.journeys, name, origin, c.at_ms, &mut self.fires);
+            }
+        }
+        if self.fires.is_empty() {
+            return;
+        }
+        let profile = ProfileId(id).to_string();
+        let oldest = self.clock.0.now_ms().saturating_sub(self.action_max_age_ms);
+        for f in std::mem::take(&mut self.fires) {
+            let set = &self.segs.set;
+            let outcome = t.decide(&mut st.journeys, &f, &profile, |name| {
+                set.index(name).is_some_and(|i| st.m.is_member(i))
+            });
+            let Some(hook) = self.actions.as_ref().filter(|_| f.at >= oldest) else {
+                continue;
+            };
+            let def = t.def(f.trigger);
+            for d in &def.then {
+                (hook.send)(niyet_actions::Action {
+                    key: niyet_actions::idempotency_key(&def.name, &profile, f.origin, d),
+                    trigger: def.name.clone(),
+                    destination: d.clone(),
+                    profile: profile.clone(),
+                    origin: f.origin,
+                    at_ms: f.at,
+                    outcome,
+                });
+            }
+        }
     }
 
     /// Counts the changes into the segment sizes and the profile's history, and sets the
@@ -957,6 +1066,7 @@ impl SegWork<'_> {
                 });
             }
         }
+        self.act(id, st);
         st.record(&self.changes);
         self.changes.clear();
         let due = match due {
@@ -969,6 +1079,7 @@ impl SegWork<'_> {
                     .unwrap_or(i64::MAX)
             }
         };
+        let due = niyet_actions::Triggers::next_due(&st.journeys).map_or(due, |j| j.min(due));
         if due != st.due {
             st.due = due;
             self.timers.schedule(id, due);
@@ -984,6 +1095,7 @@ impl SegWork<'_> {
                 .advance(&mut st.m, &traits, st.at, now, &mut self.changes);
             st.at = now;
         }
+        niyet_actions::Triggers::advance(&mut st.journeys, now, &mut self.fires);
     }
 
     /// Fires every timer due by `now`, except for profiles waiting for a merge (they
@@ -1093,7 +1205,18 @@ impl SegWork<'_> {
             None if traits_changed => set.on_traits(&mut st.m, &traits, now, &mut self.changes),
             None => {}
         }
+        if let Some(name) = u.name.and_then(|n| self.journeys.names.get(&n.0)) {
+            let journeys = self.journeys.clone();
+            journeys
+                .t
+                .on_event(&mut st.journeys, name, u.offset, now, &mut self.fires);
+        }
+        // Runs the event starts act with it as their origin.
+        self.cause = Some(u.offset);
+        let due =
+            due.map(|d| niyet_actions::Triggers::next_due(&st.journeys).map_or(d, |j| j.min(d)));
         self.finish_with(id, p, &mut st, due);
+        self.cause = None;
         p.segments = Some(st);
     }
 
@@ -1286,6 +1409,7 @@ impl SegWork<'_> {
         self.segs
             .set
             .on_merge(&mut st.m, &other.m, &traits, now, &mut self.changes);
+        niyet_actions::Triggers::absorb(&mut st.journeys, &other.journeys);
         let mut history = other.history;
         history.extend_from_slice(&st.history);
         history.sort_by_key(|h| h.2);
@@ -1411,6 +1535,7 @@ impl Router {
             .read()
             .map(|s| !s.set.is_empty())
             .unwrap_or(false)
+            || !self.sh.journeys.t.is_empty()
     }
 
     fn tick(&mut self) {
@@ -1872,8 +1997,11 @@ impl Router {
     }
 
     fn snapshot(&mut self) {
-        // Let every worker finish what it was sent.
+        // Let every worker finish what it was sent, and the actions it took be durable.
         self.flush();
+        if let Some(h) = &self.sh.cfg.on_action {
+            (h.sync)();
+        }
         let started = Instant::now();
         let mut waits = Vec::new();
         for i in 0..self.senders.len() {

@@ -117,7 +117,32 @@ fn cfg(dir: &Path, partitions: usize, every: u64) -> PipelineConfig {
     .iter()
     .map(|(n, r)| (n.to_string(), niyet_rules::parse(r).unwrap()))
     .collect();
+    // Triggers started by events (with a wait an order cancels) and by segment entries.
+    c.triggers = serde_json::from_value(json!([
+        {"name": "Browse abandoned", "when": {"event": "Product Viewed"}, "wait": "30m",
+         "unless": ["Order Completed"], "then": ["offers"], "holdout_percent": 30.0},
+        {"name": "Now active", "when": {"segment_entered": "Active"}, "if": "City",
+         "then": ["crm", "ads"], "cap": {"max": 1, "per": "1h"}},
+    ]))
+    .unwrap();
     c
+}
+
+type Taken = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// Collects the actions a pipeline takes (each once: a replay after a restart takes
+/// some again, with the same keys, and the outbox keeps one).
+fn collect(c: &mut PipelineConfig, into: &Taken) {
+    let into = into.clone();
+    c.on_action = Some(niyet_pipeline::ActionHook {
+        send: Arc::new(move |a: niyet_actions::Action| {
+            into.lock().unwrap().insert(format!(
+                "{} {} {} {} {:?} {}",
+                a.key, a.trigger, a.destination, a.profile, a.outcome, a.at_ms
+            ));
+        }),
+        sync: Arc::new(|| {}),
+    });
 }
 
 fn run(log: &Arc<Log>, c: PipelineConfig) -> (Value, niyet_pipeline::PipelineStats) {
@@ -154,18 +179,27 @@ proptest! {
         let log = open_log(&tmp.path().join("log"));
 
         // Live, with a restart (snapshot on close) at `cut`.
+        let (live_acts, replay_acts) = (Taken::default(), Taken::default());
         append(&log, &evs[..cut]);
-        run(&log, cfg(&tmp.path().join("live"), parts, 7));
+        let mut c = cfg(&tmp.path().join("live"), parts, 7);
+        collect(&mut c, &live_acts);
+        run(&log, c);
         append(&log, &evs[cut..]);
-        let (live, stats) = run(&log, cfg(&tmp.path().join("live"), parts, 7));
+        let mut c = cfg(&tmp.path().join("live"), parts, 7);
+        collect(&mut c, &live_acts);
+        let (live, stats) = run(&log, c);
         if cut > 0 {
             // The close wrote a snapshot at `cut`; the second run started from it.
             prop_assert_eq!(stats.restored_from, Some(cut as u64));
         }
 
         // Replay from offset 0 in one go, with another partition count.
-        let (replayed, _) = run(&log, cfg(&tmp.path().join("replay"), 4 - parts, 1_000_000));
+        let mut c = cfg(&tmp.path().join("replay"), 4 - parts, 1_000_000);
+        collect(&mut c, &replay_acts);
+        let (replayed, _) = run(&log, c);
         prop_assert_eq!(&live, &replayed);
+        // The same actions, with the same keys, outcomes and times.
+        prop_assert_eq!(&*live_acts.lock().unwrap(), &*replay_acts.lock().unwrap());
         prop_assert!(live.as_array().map(|a| !a.is_empty()).unwrap_or(false));
     }
 }
@@ -279,6 +313,7 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
     // Live: the definitions arrive through the API after the events.
     let mut c = cfg(&tmp.path().join("live"), 2, 1_000_000);
     c.segments.clear();
+    c.triggers.clear();
     let p = Pipeline::start(log.clone(), c).unwrap();
     p.wait_processed(log.end_offset(), Duration::from_secs(20))
         .unwrap();
@@ -310,6 +345,7 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
         ("Buyers".into(), niyet_rules::parse(buyers).unwrap()),
         ("Viewers".into(), niyet_rules::parse(viewers).unwrap()),
     ];
+    c.triggers.clear();
     let (configured, _) = run(&log, c);
     let m = members(&live);
     assert!(m.iter().any(|(_, s)| s.contains(&"Buyers".to_string())));
@@ -319,12 +355,14 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
     // A replay of the log (definitions included) gives the live state exactly.
     let mut c = cfg(&tmp.path().join("replay"), 1, 1_000_000);
     c.segments.clear();
+    c.triggers.clear();
     let (replayed, _) = run(&log, c);
     assert_eq!(live, replayed);
 
     // Deleting a segment removes it from every profile; a configured one cannot be.
     let mut c = cfg(&tmp.path().join("replay"), 1, 1_000_000);
     c.segments.clear();
+    c.triggers.clear();
     let p = Pipeline::start(log.clone(), c).unwrap();
     p.delete_segment("Buyers", now + 2, Duration::from_secs(20))
         .unwrap();
