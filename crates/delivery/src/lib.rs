@@ -1,0 +1,864 @@
+//! Delivery of actions: a durable outbox and one queue per destination.
+//!
+//! The pipeline's partition owners hand actions to [`Delivery::emit`]; a writer thread
+//! appends them to the outbox (a `niyet-log` with each action's idempotency key as the
+//! record key, so an action derived again on replay is kept once) and
+//! [`Delivery::sync`] returns once all handed over are durable — the pipeline calls it
+//! before each snapshot, so no action derived from an acknowledged event is lost.
+//!
+//! Each destination reads the outbox from its own cursor (kept in a file), so a slow or
+//! failing destination delays nobody else. Failed attempts are retried with exponential
+//! backoff and jitter, honouring `Retry-After`; what cannot be delivered goes to the
+//! destination's dead letters, which can be replayed.
+
+pub mod send;
+pub mod shape;
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use niyet_actions::{Action, Outcome};
+use niyet_log::{Appended, Log, LogConfig, NewRecord};
+use niyet_model::Clock;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use send::{Failure, Signed};
+use shape::Shaped;
+
+/// Kinds of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The action document as JSON, signed.
+    Webhook,
+    /// A mobile-push shaped JSON body (`to`, `notification`, `data`) to a push gateway.
+    Push,
+    /// A lead hand-off for a CRM.
+    Crm,
+    /// Meta Conversions API shaped conversion feedback.
+    MetaCapi,
+    /// Google Ads enhanced-conversions shaped feedback.
+    GoogleAds,
+    /// An e-mail over SMTP.
+    Email,
+}
+
+/// A destination (`[[destinations]]` in `niyet.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: Kind,
+    /// Where HTTP kinds POST to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// HMAC-SHA256 key of the `x-niyet-signature` header.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// `host:port` of the SMTP server (e-mail).
+    #[serde(default)]
+    pub smtp: Option<String>,
+    /// Sender address (e-mail).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Recipient template (e-mail; default `{{profile.traits.email}}`).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Subject template (e-mail).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Title template (push).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Body template (e-mail, push); `{{path}}` reads the action document.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Consent purpose the destination needs (default by kind: e-mail `email`, push
+    /// `push`, ad platforms `ads`, others none).
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Attempts before an action becomes a dead letter.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt up to `max_backoff_ms`.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_timeout() -> u64 {
+    5_000
+}
+fn default_attempts() -> u32 {
+    12
+}
+fn default_backoff() -> u64 {
+    500
+}
+fn default_max_backoff() -> u64 {
+    60_000
+}
+
+impl DestinationConfig {
+    /// The consent purpose in force.
+    pub fn purpose(&self) -> Option<&str> {
+        self.purpose.as_deref().or(match self.kind {
+            Kind::Email => Some("email"),
+            Kind::Push => Some("push"),
+            Kind::MetaCapi | Kind::GoogleAds => Some("ads"),
+            Kind::Webhook | Kind::Crm => None,
+        })
+    }
+
+    /// Checks the fields its kind needs.
+    pub fn validate(&self) -> Result<(), DeliveryError> {
+        let bad = |m: &str| {
+            Err(DeliveryError::Config(format!(
+                "destination `{}`: {m}",
+                self.name
+            )))
+        };
+        if self.name.trim().is_empty() {
+            return Err(DeliveryError::Config("a destination has no name".into()));
+        }
+        match self.kind {
+            Kind::Email => {
+                if self.smtp.is_none() || self.from.is_none() {
+                    return bad("e-mail needs `smtp` (host:port) and `from`");
+                }
+            }
+            _ => match &self.url {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {}
+                Some(u) => return bad(&format!("`url` must be http(s), got `{u}`")),
+                None => return bad("needs a `url`"),
+            },
+        }
+        if self.max_attempts == 0 {
+            return bad("`max_attempts` must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Config(String),
+    #[error("outbox: {0}")]
+    Log(#[from] niyet_log::LogError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no destination is named `{0}`")]
+    UnknownDestination(String),
+}
+
+/// Builds the action document (profile, starting event, …) an action is sent with.
+pub type Compose = Arc<dyn Fn(&Action) -> Value + Send + Sync>;
+
+/// What became of one action at one destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub key: String,
+    pub trigger: String,
+    pub destination: String,
+    pub profile: String,
+    /// `sent`, `held_out`, `capped`, `not_in_segment`, `blocked` (no consent),
+    /// `unsendable`, `dead`.
+    pub status: &'static str,
+    pub attempts: u32,
+    pub detail: String,
+    pub acted_at: String,
+    /// From the trigger acting to the request leaving (sent ones).
+    pub latency_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    retries: AtomicU64,
+    dead: AtomicU64,
+    blocked: AtomicU64,
+    held_out: AtomicU64,
+    /// Latency histogram (ms upper bounds in [`BUCKETS`]; the last one is +Inf).
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_ms: AtomicU64,
+    /// Outbox offset this destination has handled up to.
+    cursor: AtomicU64,
+}
+
+/// Upper bounds (ms) of the latency histogram.
+pub const BUCKETS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
+
+struct Dest {
+    cfg: DestinationConfig,
+    counters: Counters,
+}
+
+struct Shared {
+    log: Arc<Log>,
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    dests: Vec<Dest>,
+    compose: Compose,
+    /// Actions handed over / made durable (or found already there).
+    emitted: AtomicU64,
+    durable: Mutex<u64>,
+    durable_cv: Condvar,
+    tx: Mutex<Option<std::sync::mpsc::Sender<Action>>>,
+    /// The outbox's end after the latest append.
+    appended: tokio::sync::watch::Sender<u64>,
+    recent: Mutex<VecDeque<Status>>,
+    client: reqwest::Client,
+}
+
+/// The outbox and its destinations.
+#[derive(Clone)]
+pub struct Delivery {
+    sh: Arc<Shared>,
+}
+
+const RECENT: usize = 10_000;
+
+impl Delivery {
+    /// Opens the outbox in `dir` (created if missing) and starts its writer thread; call
+    /// [`Delivery::start`] within a tokio runtime to start sending.
+    pub fn open(
+        dir: &Path,
+        dests: Vec<DestinationConfig>,
+        clock: Arc<dyn Clock>,
+        compose: Compose,
+    ) -> Result<Delivery, DeliveryError> {
+        for (i, d) in dests.iter().enumerate() {
+            d.validate()?;
+            if dests[..i].iter().any(|o| o.name == d.name) {
+                return Err(DeliveryError::Config(format!(
+                    "destination `{}` is defined twice",
+                    d.name
+                )));
+            }
+        }
+        std::fs::create_dir_all(dir.join("cursors"))?;
+        std::fs::create_dir_all(dir.join("dead"))?;
+        let mut lc = LogConfig::new(dir.join("outbox"));
+        lc.segment_bytes = 32 << 20;
+        // Keys are remembered long enough for any replay that still acts (actions older
+        // than an hour are not taken again).
+        lc.dedup_window_ms = 48 * 3_600_000;
+        let log = Arc::new(Log::open(lc, clock.now_ms())?);
+        let end = log.end_offset();
+        let (tx, rx) = std::sync::mpsc::channel::<Action>();
+        let dests: Vec<Dest> = dests
+            .into_iter()
+            .map(|cfg| {
+                let counters = Counters::default();
+                counters.cursor.store(
+                    read_cursor(&dir.join("cursors"), &cfg.name),
+                    Ordering::Relaxed,
+                );
+                Dest { cfg, counters }
+            })
+            .collect();
+        let sh = Arc::new(Shared {
+            log,
+            dir: dir.to_path_buf(),
+            clock,
+            dests,
+            compose,
+            emitted: AtomicU64::new(0),
+            durable: Mutex::new(0),
+            durable_cv: Condvar::new(),
+            tx: Mutex::new(Some(tx)),
+            appended: tokio::sync::watch::channel(end).0,
+            recent: Mutex::new(VecDeque::new()),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(4)
+                .build()
+                .map_err(|e| DeliveryError::Config(format!("HTTP client: {e}")))?,
+        });
+        let w = sh.clone();
+        std::thread::Builder::new()
+            .name("niyet-outbox".into())
+            .spawn(move || writer(&w, rx))?;
+        Ok(Delivery { sh })
+    }
+
+    /// Hands an action over (quick; from any thread).
+    pub fn emit(&self, a: Action) {
+        self.sh.emitted.fetch_add(1, Ordering::SeqCst);
+        let sent = self
+            .sh
+            .tx
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| t.send(a).is_ok()));
+        if sent != Some(true) {
+            // Closed: count it as settled so `sync` does not wait for it.
+            tracing::error!("action handed over after the outbox closed");
+            self.settle(1);
+        }
+    }
+
+    fn settle(&self, n: u64) {
+        if let Ok(mut d) = self.sh.durable.lock() {
+            *d += n;
+            self.sh.durable_cv.notify_all();
+        }
+    }
+
+    /// Returns once every action handed over so far is in the outbox (or 30 s passed,
+    /// which is logged).
+    pub fn sync(&self) {
+        let target = self.sh.emitted.load(Ordering::SeqCst);
+        let Ok(mut d) = self.sh.durable.lock() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while *d < target {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::error!(
+                    waiting = target - *d,
+                    "actions not durable after 30 s; the snapshot goes ahead"
+                );
+                return;
+            }
+            d = match self.sh.durable_cv.wait_timeout(d, left) {
+                Ok((g, _)) => g,
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Starts one sending task per destination on the current tokio runtime.
+    pub fn start(&self) {
+        for i in 0..self.sh.dests.len() {
+            let sh = self.sh.clone();
+            tokio::spawn(async move { worker(sh, i).await });
+        }
+    }
+
+    /// Stops taking actions and waits for the outbox writer to finish what it has.
+    pub fn close(&self) {
+        if let Ok(mut t) = self.sh.tx.lock() {
+            t.take();
+        }
+        self.sync();
+        self.sh.log.close();
+    }
+
+    /// Recent outcomes, newest first, optionally of one profile.
+    pub fn recent(&self, profile: Option<&str>, limit: usize) -> Vec<Status> {
+        self.sh
+            .recent
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .rev()
+                    .filter(|s| profile.is_none_or(|p| s.profile == p))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Per destination: counters, queue depth (outbox records not yet handled) and dead
+    /// letters waiting.
+    pub fn stats(&self) -> Value {
+        let end = self.sh.log.end_offset();
+        let dests: Vec<Value> = self
+            .sh
+            .dests
+            .iter()
+            .map(|d| {
+                let c = &d.counters;
+                json!({
+                    "name": d.cfg.name,
+                    "kind": d.cfg.kind,
+                    "sent": c.sent.load(Ordering::Relaxed),
+                    "retries": c.retries.load(Ordering::Relaxed),
+                    "dead_letters": c.dead.load(Ordering::Relaxed),
+                    "blocked_by_consent": c.blocked.load(Ordering::Relaxed),
+                    "held_out": c.held_out.load(Ordering::Relaxed),
+                    "queue_depth": end.saturating_sub(c.cursor.load(Ordering::Relaxed)),
+                    "dead_letters_waiting": self.dead_letters(&d.cfg.name).map(|v| v.len()).unwrap_or(0),
+                })
+            })
+            .collect();
+        json!({"outbox_records": end, "destinations": dests})
+    }
+
+    /// Prometheus text of the delivery metrics.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let end = self.sh.log.end_offset();
+        for (name, help) in [
+            (
+                "niyet_actions_sent_total",
+                "Actions delivered, by destination.",
+            ),
+            ("niyet_action_retries_total", "Failed attempts retried."),
+            ("niyet_action_dead_letters_total", "Actions given up on."),
+            (
+                "niyet_action_queue_depth",
+                "Outbox records a destination has not handled yet.",
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let kind = if name.ends_with("depth") {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let _ = writeln!(s, "# TYPE {name} {kind}");
+            for d in &self.sh.dests {
+                let c = &d.counters;
+                let v = match name {
+                    "niyet_actions_sent_total" => c.sent.load(Ordering::Relaxed),
+                    "niyet_action_retries_total" => c.retries.load(Ordering::Relaxed),
+                    "niyet_action_dead_letters_total" => c.dead.load(Ordering::Relaxed),
+                    _ => end.saturating_sub(c.cursor.load(Ordering::Relaxed)),
+                };
+                let _ = writeln!(s, "{name}{{destination=\"{}\"}} {v}", d.cfg.name);
+            }
+        }
+        let h = "niyet_action_latency_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {h} From a trigger acting to its request leaving."
+        );
+        let _ = writeln!(s, "# TYPE {h} histogram");
+        for d in &self.sh.dests {
+            let c = &d.counters;
+            let mut acc = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                acc += c.latency[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    s,
+                    "{h}_bucket{{destination=\"{}\",le=\"{}\"}} {acc}",
+                    d.cfg.name,
+                    *b as f64 / 1000.0
+                );
+            }
+            acc += c.latency[BUCKETS.len()].load(Ordering::Relaxed);
+            let _ = writeln!(
+                s,
+                "{h}_bucket{{destination=\"{}\",le=\"+Inf\"}} {acc}",
+                d.cfg.name
+            );
+            let _ = writeln!(
+                s,
+                "{h}_sum{{destination=\"{}\"}} {}",
+                d.cfg.name,
+                c.latency_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            );
+            let _ = writeln!(s, "{h}_count{{destination=\"{}\"}} {acc}", d.cfg.name);
+        }
+        s
+    }
+
+    fn dest(&self, name: &str) -> Result<&Dest, DeliveryError> {
+        self.sh
+            .dests
+            .iter()
+            .find(|d| d.cfg.name == name)
+            .ok_or_else(|| DeliveryError::UnknownDestination(name.into()))
+    }
+
+    /// The destination's dead letters: `{"action", "error", "at"}` each.
+    pub fn dead_letters(&self, name: &str) -> Result<Vec<Value>, DeliveryError> {
+        self.dest(name)?;
+        let path = dead_path(&self.sh.dir, name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Queues the destination's dead letters again (same idempotency keys) and empties
+    /// the list; returns how many.
+    pub fn replay_dead(&self, name: &str) -> Result<usize, DeliveryError> {
+        let letters = self.dead_letters(name)?;
+        let now = self.sh.clock.now_ms();
+        let recs: Vec<NewRecord> = letters
+            .iter()
+            .filter_map(|l| serde_json::to_vec(&l["action"]).ok())
+            .map(|payload| NewRecord {
+                time_ms: now,
+                // No dedup key: the same action is meant to be queued again.
+                key: 0,
+                payload,
+            })
+            .collect();
+        let n = recs.len();
+        if n > 0 {
+            self.sh.log.append_blocking(recs)?;
+            let _ = self.sh.appended.send(self.sh.log.end_offset());
+        }
+        let path = dead_path(&self.sh.dir, name);
+        if path.exists() {
+            std::fs::write(&path, b"")?;
+        }
+        Ok(n)
+    }
+}
+
+fn dead_path(dir: &Path, dest: &str) -> PathBuf {
+    dir.join("dead").join(format!("{}.ndjson", file_name(dest)))
+}
+
+/// A file name for a destination name (any text): readable part plus a hash.
+fn file_name(dest: &str) -> String {
+    let safe: String = dest
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    format!(
+        "{safe}-{:08x}",
+        xxhash_rust::xxh3::xxh3_64(dest.as_bytes()) as u32
+    )
+}
+
+fn read_cursor(dir: &Path, dest: &str) -> u64 {
+    std::fs::read_to_string(dir.join(file_name(dest)))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_cursor(dir: &Path, dest: &str, offset: u64) -> std::io::Result<()> {
+    let path = dir.join("cursors").join(file_name(dest));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(offset.to_string().as_bytes())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, &path)
+}
+
+fn key_of(hex: &str) -> u128 {
+    u128::from_str_radix(hex, 16).unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_128(hex.as_bytes()))
+        | 1
+}
+
+/// The outbox writer: appends what is handed over, in batches, and tells `sync`.
+fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4_096 {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let now = sh.clock.now_ms();
+        let recs: Vec<NewRecord> = batch
+            .iter()
+            .filter_map(|a| {
+                Some(NewRecord {
+                    time_ms: now,
+                    key: key_of(&a.key),
+                    payload: serde_json::to_vec(a).ok()?,
+                })
+            })
+            .collect();
+        match sh.log.append_blocking(recs) {
+            Ok(out) => {
+                let fresh = out.iter().filter(|o| matches!(o, Appended::At(_))).count();
+                tracing::debug!(
+                    fresh,
+                    duplicates = out.len() - fresh,
+                    "actions in the outbox"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "writing actions to the outbox failed"),
+        }
+        let _ = sh.appended.send(sh.log.end_offset());
+        if let Ok(mut d) = sh.durable.lock() {
+            *d += n;
+            sh.durable_cv.notify_all();
+        }
+    }
+}
+
+/// Sends one destination's actions, in outbox order.
+async fn worker(sh: Arc<Shared>, i: usize) {
+    let d = &sh.dests[i];
+    let mut changed = sh.appended.subscribe();
+    let mut cursor = d.counters.cursor.load(Ordering::Relaxed);
+    loop {
+        if cursor >= sh.log.end_offset() {
+            // Woken by appends; a timeout covers a missed wake-up.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
+            continue;
+        }
+        let recs = match sh.log.read(cursor, 256) {
+            Ok(r) => r,
+            Err(niyet_log::LogError::BeforeStart { start, .. }) => {
+                cursor = start;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, destination = %d.cfg.name, "reading the outbox failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for r in recs {
+            if let Ok(a) = serde_json::from_slice::<Action>(&r.payload) {
+                if a.destination == d.cfg.name {
+                    handle(&sh, d, &a).await;
+                }
+            }
+            cursor = r.offset + 1;
+            d.counters.cursor.store(cursor, Ordering::Relaxed);
+        }
+        if let Err(e) = write_cursor(&sh.dir, &d.cfg.name, cursor) {
+            tracing::error!(error = %e, destination = %d.cfg.name, "saving the outbox cursor failed");
+        }
+    }
+}
+
+fn record(
+    sh: &Shared,
+    a: &Action,
+    status: &'static str,
+    attempts: u32,
+    detail: String,
+    latency: Option<i64>,
+) {
+    if let Ok(mut r) = sh.recent.lock() {
+        if r.len() >= RECENT {
+            r.pop_front();
+        }
+        r.push_back(Status {
+            key: a.key.clone(),
+            trigger: a.trigger.clone(),
+            destination: a.destination.clone(),
+            profile: a.profile.clone(),
+            status,
+            attempts,
+            detail,
+            acted_at: niyet_model::format_rfc3339_millis(a.at_ms),
+            latency_ms: latency,
+        });
+    }
+}
+
+async fn handle(sh: &Shared, d: &Dest, a: &Action) {
+    let c = &d.counters;
+    match a.outcome {
+        Outcome::Send => {}
+        Outcome::Holdout => {
+            c.held_out.fetch_add(1, Ordering::Relaxed);
+            return record(sh, a, "held_out", 0, "control group".into(), None);
+        }
+        Outcome::Capped => return record(sh, a, "capped", 0, "frequency cap".into(), None),
+        Outcome::NotInSegment => {
+            return record(
+                sh,
+                a,
+                "not_in_segment",
+                0,
+                "`if` segment did not hold".into(),
+                None,
+            )
+        }
+    }
+    let doc = (sh.compose)(a);
+    if let Some(p) = d.cfg.purpose() {
+        if !shape::consented(&doc, p) {
+            c.blocked.fetch_add(1, Ordering::Relaxed);
+            return record(sh, a, "blocked", 0, format!("no consent for `{p}`"), None);
+        }
+    }
+    let now = sh.clock.now_ms();
+    let shaped = shape::shape(&d.cfg, &doc, &a.key, &google_time(now));
+    let body = match &shaped {
+        Shaped::Unsendable(why) => return dead(sh, d, a, 0, why.clone()),
+        Shaped::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+        Shaped::Mail(_) => Vec::new(),
+    };
+    let timeout = Duration::from_millis(d.cfg.timeout_ms);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let now = sh.clock.now_ms();
+        let result = match &shaped {
+            Shaped::Mail(m) => send::smtp(
+                d.cfg.smtp.as_deref().unwrap_or_default(),
+                d.cfg.from.as_deref().unwrap_or_default(),
+                m,
+                &a.key,
+                &niyet_model::format_rfc3339_millis(now),
+                timeout,
+            )
+            .await
+            .map(|_| 250),
+            _ => {
+                let ts = now.div_euclid(1000);
+                let sig = d
+                    .cfg
+                    .secret
+                    .as_ref()
+                    .map(|s| niyet_actions::payload::signature(s.as_bytes(), ts, &body));
+                send::post(
+                    &sh.client,
+                    d.cfg.url.as_deref().unwrap_or_default(),
+                    body.clone(),
+                    Signed {
+                        key: &a.key,
+                        timestamp_s: ts,
+                        signature: sig,
+                    },
+                    timeout,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(code) => {
+                let lat = sh.clock.now_ms().saturating_sub(a.at_ms).max(0);
+                c.sent.fetch_add(1, Ordering::Relaxed);
+                let b = BUCKETS
+                    .iter()
+                    .position(|b| lat as u64 <= *b)
+                    .unwrap_or(BUCKETS.len());
+                c.latency[b].fetch_add(1, Ordering::Relaxed);
+                c.latency_sum_ms.fetch_add(lat as u64, Ordering::Relaxed);
+                return record(
+                    sh,
+                    a,
+                    "sent",
+                    attempt,
+                    format!("answered {code}"),
+                    Some(lat),
+                );
+            }
+            Err(Failure::Permanent(why)) => return dead(sh, d, a, attempt, why),
+            Err(Failure::Retry(why, after)) => {
+                if attempt >= d.cfg.max_attempts {
+                    return dead(
+                        sh,
+                        d,
+                        a,
+                        attempt,
+                        format!("gave up after {attempt} attempts: {why}"),
+                    );
+                }
+                c.retries.fetch_add(1, Ordering::Relaxed);
+                let delay = backoff(&d.cfg, &a.key, attempt, after);
+                tracing::debug!(destination = %d.cfg.name, attempt, error = %why, ?delay, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The delay before attempt `attempt + 1`: exponential with "equal jitter" (half fixed,
+/// half spread by a hash of the key, so replays wait alike), at least what `Retry-After`
+/// asked for (up to an hour).
+pub fn backoff(
+    cfg: &DestinationConfig,
+    key: &str,
+    attempt: u32,
+    after: Option<Duration>,
+) -> Duration {
+    let exp = cfg
+        .backoff_ms
+        .saturating_mul(1u64 << (attempt - 1).min(30))
+        .min(cfg.max_backoff_ms)
+        .max(1);
+    let spread =
+        xxhash_rust::xxh3::xxh3_64(format!("{key}/{attempt}").as_bytes()) % exp.div_ceil(2).max(1);
+    let d = Duration::from_millis(exp / 2 + spread);
+    match after {
+        Some(a) => d.max(a.min(Duration::from_secs(3_600))),
+        None => d,
+    }
+}
+
+fn dead(sh: &Shared, d: &Dest, a: &Action, attempts: u32, why: String) {
+    d.counters.dead.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(destination = %d.cfg.name, key = %a.key, error = %why, "action is a dead letter");
+    let line = json!({"action": a, "error": why, "attempts": attempts,
+                      "at": niyet_model::format_rfc3339_millis(sh.clock.now_ms())});
+    let path = dead_path(&sh.dir, &d.cfg.name);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(format!("{line}\n").as_bytes())?;
+            f.sync_data()
+        });
+    if let Err(e) = written {
+        tracing::error!(error = %e, "writing a dead letter failed");
+    }
+    record(sh, a, "dead", attempts, why, None);
+}
+
+/// `yyyy-mm-dd hh:mm:ss+00:00`, as Google Ads wants conversion times.
+fn google_time(ms: i64) -> String {
+    let s = niyet_model::format_rfc3339_millis(ms);
+    // 2023-11-14T22:13:20.000Z → 2023-11-14 22:13:20+00:00
+    format!("{} {}+00:00", &s[..10], &s[11..19])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_honours_retry_after() {
+        let cfg: DestinationConfig = serde_json::from_value(
+            json!({"name": "w", "kind": "webhook", "url": "http://x", "backoff_ms": 100, "max_backoff_ms": 1000}),
+        )
+        .unwrap();
+        let d1 = backoff(&cfg, "k", 1, None);
+        let d3 = backoff(&cfg, "k", 3, None);
+        assert!(
+            d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+            "{d1:?}"
+        );
+        assert!(
+            d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+            "{d3:?}"
+        );
+        assert!(backoff(&cfg, "k", 20, None) <= Duration::from_millis(1000));
+        assert_eq!(backoff(&cfg, "k", 3, None), d3, "deterministic");
+        assert_eq!(
+            backoff(&cfg, "k", 1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(google_time(1_700_000_000_000), "2023-11-14 22:13:20+00:00");
+    }
+
+    #[test]
+    fn destinations_are_validated() {
+        let bad: DestinationConfig =
+            serde_json::from_value(json!({"name": "m", "kind": "email"})).unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("smtp"));
+        let bad: DestinationConfig =
+            serde_json::from_value(json!({"name": "w", "kind": "webhook", "url": "ftp://x"}))
+                .unwrap();
+        assert!(bad.validate().is_err());
+        assert_eq!(bad.purpose(), None);
+    }
+}
