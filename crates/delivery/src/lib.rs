@@ -467,6 +467,35 @@ impl Delivery {
         s
     }
 
+    /// Every action in the outbox (each key once, replays of dead letters included once),
+    /// in outbox order.
+    pub fn actions(&self) -> Result<Vec<Action>, DeliveryError> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut at = self.sh.log.stats().start_offset;
+        let end = self.sh.log.end_offset();
+        while at < end {
+            let recs = self.sh.log.read(at, 4_096)?;
+            let Some(last) = recs.last() else {
+                break;
+            };
+            at = last.offset + 1;
+            for r in recs {
+                if let Ok(a) = serde_json::from_slice::<Action>(&r.payload) {
+                    if seen.insert(a.key.clone()) {
+                        out.push(a);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The configured destinations.
+    pub fn destinations(&self) -> impl Iterator<Item = &DestinationConfig> {
+        self.sh.dests.iter().map(|d| &d.cfg)
+    }
+
     fn dest(&self, name: &str) -> Result<&Dest, DeliveryError> {
         self.sh
             .dests

@@ -107,6 +107,9 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         st.log.poison_reason().is_some(),
     );
     crate::metrics::Metrics::render_pipeline(&mut text, &st.pipeline.stats());
+    if let Some(d) = &st.delivery {
+        text.push_str(&d.metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

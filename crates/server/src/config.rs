@@ -86,6 +86,10 @@ pub struct Config {
     pub lifecycle: LifecycleSection,
     /// Attribution and lifetime value (`[analytics]`).
     pub analytics: AnalyticsSection,
+    /// Triggers and journeys (`[[triggers]]`).
+    pub triggers: Vec<niyet_actions::TriggerDef>,
+    /// Where actions go (`[[destinations]]`).
+    pub destinations: Vec<niyet_delivery::DestinationConfig>,
 }
 
 /// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be
@@ -254,6 +258,8 @@ impl Default for Config {
             segments: Vec::new(),
             lifecycle: LifecycleSection::default(),
             analytics: AnalyticsSection::default(),
+            triggers: Vec::new(),
+            destinations: Vec::new(),
         }
     }
 }
@@ -381,6 +387,7 @@ impl Config {
             .into_iter()
             .filter_map(|(n, r)| Some((n, niyet_rules::parse(&r).ok()?)))
             .collect();
+        c.triggers = self.triggers.clone();
         c
     }
 
@@ -527,6 +534,27 @@ impl Config {
     pub fn validate(&self) -> Result<HashMap<String, TrackingPlan>, ConfigError> {
         let mut problems = Vec::new();
         let mut plans = HashMap::new();
+        for d in &self.destinations {
+            if let Err(e) = d.validate() {
+                problems.push(e.to_string());
+            }
+        }
+        for t in &self.triggers {
+            for d in &t.then {
+                if !self.destinations.iter().any(|x| &x.name == d) {
+                    problems.push(format!(
+                        "trigger `{}`: then: no destination is named `{d}`",
+                        t.name
+                    ));
+                }
+            }
+        }
+        let segments: Vec<String> = self.segment_rules().into_iter().map(|(n, _)| n).collect();
+        if let Err(e) =
+            niyet_actions::Triggers::new(self.triggers.clone(), |n| segments.iter().any(|s| s == n))
+        {
+            problems.push(e.to_string());
+        }
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! the event log (group commit, acknowledged only once durable) and, for invalid
 //! messages, one append to the quarantine log → `200 {"success":true}`.
 
+mod actions;
 pub mod admin;
 mod analytics;
 pub mod config;
@@ -99,6 +100,10 @@ pub struct AppState {
     pub analytics: config::AnalyticsSection,
     /// Segment entries and exits as they happen (for the live stream).
     pub segment_changes: tokio::sync::broadcast::Sender<niyet_pipeline::SegmentChange>,
+    /// The outbox and destinations (none configured: `None`).
+    pub delivery: Option<niyet_delivery::Delivery>,
+    /// The triggers in force.
+    pub triggers: Vec<niyet_actions::TriggerDef>,
 }
 
 /// An API error: HTTP status plus `{"code","message"}`.
@@ -231,14 +236,42 @@ impl Server {
                 let _ = changes.send(c);
             }),
         });
-        let (log, qlog, pipeline) = tokio::task::spawn_blocking(move || {
+        let dests = cfg.destinations.clone();
+        let delivery_dir = cfg.data_dir.join("delivery");
+        let dclock = clock.clone();
+        let (log, qlog, pipeline, delivery) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
+            // Actions need the pipeline to compose their documents, and the pipeline
+            // hands its actions to the outbox: the pipeline is filled in once started.
+            let started: Arc<std::sync::OnceLock<Arc<niyet_pipeline::Pipeline>>> =
+                Default::default();
+            let delivery = if dests.is_empty() && pcfg.triggers.is_empty() {
+                None
+            } else {
+                let d = niyet_delivery::Delivery::open(
+                    &delivery_dir,
+                    dests,
+                    dclock,
+                    actions::composer(started.clone(), log.clone()),
+                )
+                .map_err(|e| ServerError::Io {
+                    context: "opening the outbox".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                let (a, b) = (d.clone(), d.clone());
+                pcfg.on_action = Some(niyet_pipeline::ActionHook {
+                    send: Arc::new(move |x| a.emit(x)),
+                    sync: Arc::new(move || b.sync()),
+                });
+                Some(d)
+            };
             let mut qc = LogConfig::new(data_dir.join("quarantine"));
             qc.segment_bytes = 16 << 20;
             qc.dedup_max_keys = 0;
             let q = Quarantine::open(Log::open(qc, now)?)?;
-            let p = niyet_pipeline::Pipeline::start(log.clone(), pcfg)?;
-            Ok::<_, ServerError>((log, q, p))
+            let p = Arc::new(niyet_pipeline::Pipeline::start(log.clone(), pcfg)?);
+            let _ = started.set(p.clone());
+            Ok::<_, ServerError>((log, q, p, delivery))
         })
         .await
         .map_err(|e| ServerError::Io {
@@ -258,7 +291,9 @@ impl Server {
         let state = Arc::new(AppState {
             segment_changes,
             log,
-            pipeline: Arc::new(pipeline),
+            pipeline,
+            delivery,
+            triggers: cfg.triggers.clone(),
             quarantine: Arc::new(qlog),
             sources,
             sources_by_name: by_name,
@@ -315,6 +350,9 @@ impl Server {
         let state = self.state.clone();
         let retention = tokio::spawn(retention_loop(state.clone(), self.retention_every));
         let retrain = tokio::spawn(intent::retrain_loop(state.clone()));
+        if let Some(d) = &state.delivery {
+            d.start();
+        }
         let app = router(state.clone());
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
@@ -328,6 +366,9 @@ impl Server {
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             st.pipeline.close();
+            if let Some(d) = &st.delivery {
+                d.close();
+            }
             st.log.close();
             st.quarantine.log().close();
         })
@@ -364,6 +405,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(analytics::routes())
         .merge(intent::routes())
         .merge(spend::routes())
+        .merge(actions::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

@@ -1,0 +1,230 @@
+//! Triggers and their actions over the admin API: the action documents destinations
+//! receive, recent outcomes, destinations with their queues and dead letters, and the
+//! conversion uplift of each trigger against its control group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use niyet_actions::{Action, Outcome};
+use niyet_identity::ProfileId;
+use niyet_log::Log;
+use niyet_pipeline::Pipeline;
+use serde_json::{json, Map, Value};
+
+use crate::admin::{authorize, blocking};
+use crate::profiles::limit_of;
+use crate::{ApiError, AppState};
+
+/// Builds the document an action is sent with: the trigger, the profile as it is now
+/// (traits as plain values), the record that started it and its event time.
+pub fn composer(pipeline: Arc<OnceLock<Arc<Pipeline>>>, log: Arc<Log>) -> niyet_delivery::Compose {
+    Arc::new(move |a: &Action| {
+        let mut doc = json!({
+            "id": a.key,
+            "trigger": a.trigger,
+            "destination": a.destination,
+            "acted_at": niyet_model::format_rfc3339_millis(a.at_ms),
+            "profile": {"id": a.profile},
+        });
+        if let Some(p) = pipeline.get() {
+            let id: Option<ProfileId> = a.profile.parse().ok();
+            let q = p.query();
+            if let Some(v) = id
+                .and_then(|id| q.canonical(id))
+                .and_then(|id| q.profile(id))
+            {
+                doc["profile"] = plain_traits(v);
+            }
+        }
+        if a.origin & niyet_pipeline::TIME_ORIGIN == 0 {
+            if let Ok(recs) = log.read(a.origin, 1) {
+                if let Some(r) = recs.into_iter().find(|r| r.offset == a.origin) {
+                    if let Ok(ev) = serde_json::from_slice::<Value>(&r.payload) {
+                        doc["event_time_ms"] = ev
+                            .get("timestamp")
+                            .and_then(Value::as_str)
+                            .and_then(|t| niyet_model::parse_timestamp(t).ok())
+                            .map_or(json!(r.time_ms), |t| json!(t));
+                        doc["event"] = ev;
+                    }
+                }
+            }
+        }
+        doc
+    })
+}
+
+/// `traits: {"email": {"value": …, "source": …}}` → `traits: {"email": …}`.
+fn plain_traits(mut profile: Value) -> Value {
+    if let Some(Value::Object(t)) = profile.get_mut("traits") {
+        let plain: Map<String, Value> = std::mem::take(t)
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Object(mut o) if o.contains_key("value") => {
+                        o.remove("value").unwrap_or(Value::Null)
+                    }
+                    v => v,
+                };
+                (k, v)
+            })
+            .collect();
+        *t = plain;
+    }
+    profile
+}
+
+fn delivery(st: &AppState) -> Result<&niyet_delivery::Delivery, ApiError> {
+    st.delivery.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_destinations",
+            "no destinations are configured ([[destinations]] in niyet.toml)",
+        )
+    })
+}
+
+fn delivery_error(e: niyet_delivery::DeliveryError) -> ApiError {
+    match e {
+        niyet_delivery::DeliveryError::UnknownDestination(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "destination_not_found",
+            e.to_string(),
+        ),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "delivery", e.to_string()),
+    }
+}
+
+async fn list_actions(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let limit = limit_of(&q, 100)?;
+    let d = delivery(&st)?;
+    Ok(Json(
+        json!({"actions": d.recent(q.get("profile").map(String::as_str), limit)}),
+    ))
+}
+
+async fn triggers(State(st): State<Arc<AppState>>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    Ok(Json(json!({"triggers": st.triggers})))
+}
+
+async fn destinations(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    Ok(Json(delivery(&st)?.stats()))
+}
+
+async fn dead(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let d = delivery(&st)?.clone();
+    let letters = blocking(move || d.dead_letters(&name).map_err(delivery_error)).await?;
+    Ok(Json(json!({"dead_letters": letters})))
+}
+
+async fn replay(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let d = delivery(&st)?.clone();
+    let n = blocking(move || d.replay_dead(&name).map_err(delivery_error)).await?;
+    Ok(Json(json!({"requeued": n})))
+}
+
+/// Conversion of treated against held-out profiles: the share whose last order came
+/// after the trigger acted on them.
+async fn uplift(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    if !st.triggers.iter().any(|t| t.name == name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "trigger_not_found",
+            format!("no trigger is named `{name}`"),
+        ));
+    }
+    let d = delivery(&st)?.clone();
+    let p = st.pipeline.clone();
+    let out = blocking(move || {
+        let actions = d.actions().map_err(delivery_error)?;
+        // One decision per profile and run: the first destination's record stands for it.
+        let mut runs: HashMap<(String, u64), (Outcome, i64)> = HashMap::new();
+        for a in actions.iter().filter(|a| a.trigger == name) {
+            runs.entry((a.profile.clone(), a.origin))
+                .or_insert((a.outcome, a.at_ms));
+        }
+        let q = p.query();
+        let mut groups: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for ((profile, _), (outcome, at)) in &runs {
+            let group = match outcome {
+                Outcome::Send => "treated",
+                Outcome::Holdout => "held_out",
+                _ => continue,
+            };
+            let last_order = profile
+                .parse::<ProfileId>()
+                .ok()
+                .and_then(|id| q.canonical(id))
+                .and_then(|id| q.profile(id))
+                .and_then(|v| {
+                    v["purchases"]["last_order"]
+                        .as_str()
+                        .and_then(|t| niyet_model::parse_timestamp(t).ok())
+                });
+            let g = groups.entry(group).or_default();
+            g.0 += 1;
+            if last_order.is_some_and(|t| t > *at) {
+                g.1 += 1;
+            }
+        }
+        let rate = |g: &str| {
+            groups
+                .get(g)
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, c)| *c as f64 / *n as f64)
+        };
+        let (t, c) = (rate("treated"), rate("held_out"));
+        let group = |g: &str| {
+            let (n, conv) = groups.get(g).copied().unwrap_or_default();
+            json!({"profiles": n, "converted": conv, "conversion_rate": rate(g)})
+        };
+        Ok(json!({
+            "trigger": name,
+            "treated": group("treated"),
+            "held_out": group("held_out"),
+            "uplift": t.zip(c).map(|(t, c)| t - c),
+            "relative_uplift": t.zip(c).filter(|(_, c)| *c > 0.0).map(|(t, c)| t / c - 1.0),
+        }))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/actions", get(list_actions))
+        .route("/v1/triggers", get(triggers))
+        .route("/v1/triggers/{name}/uplift", get(uplift))
+        .route("/v1/destinations", get(destinations))
+        .route("/v1/destinations/{name}/dead", get(dead))
+        .route("/v1/destinations/{name}/dead/replay", post(replay))
+}

@@ -1,0 +1,586 @@
+//! Triggers end to end over real HTTP, in simulated time: the server in this process on a
+//! manual clock, a real webhook receiver (HTTP on loopback) and a real SMTP server
+//! (Python's standard `smtpd`) started here.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use niyet_model::ManualClock;
+use serde_json::{json, Value};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01
+const MIN: i64 = 60_000;
+const ADMIN: &str = "journey-admin-token";
+const KEY: &str = "journey-write-key";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+/// A webhook receiver: records every request; answers 500 to the first `fail` requests
+/// (with `Retry-After: 0`), and waits `slow_ms` before answering requests to `/slow`.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Got>>>,
+    fail: Arc<AtomicU32>,
+    slow_ms: Arc<AtomicU32>,
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, String) {
+        let r = Receiver::default();
+        let state = r.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let r = state.clone();
+                async move {
+                    if uri.path() == "/slow" {
+                        let ms = r.slow_ms.load(Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+                    }
+                    let failing = r
+                        .fail
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    r.got.lock().unwrap().push(Got {
+                        path: uri.path().to_string(),
+                        headers,
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        raw: body.to_vec(),
+                    });
+                    if uri.path() == "/missing" {
+                        (
+                            StatusCode::NOT_FOUND,
+                            [("retry-after", "0")],
+                            "no such hook",
+                        )
+                            .into_response()
+                    } else if failing {
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [("retry-after", "0")],
+                            "down",
+                        )
+                            .into_response()
+                    } else {
+                        (StatusCode::OK, "ok").into_response()
+                    }
+                }
+            },
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (r, url)
+    }
+
+    fn at(&self, path: &str) -> Vec<Got> {
+        let g = self.got.lock().unwrap();
+        g.iter().filter(|g| g.path == path).cloned().collect()
+    }
+}
+
+/// Python's standard-library SMTP server, printing what it receives.
+struct Smtp {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+    addr: String,
+}
+
+impl Smtp {
+    fn start(dir: &std::path::Path) -> Smtp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = dir.join("smtp.out");
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new("python3")
+            .args([
+                "-u",
+                "-W",
+                "ignore",
+                "-m",
+                "smtpd",
+                "-n",
+                "-c",
+                "DebuggingServer",
+                &addr,
+            ])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with the smtpd module (CPython 3.11)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "the SMTP server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Smtp { child, out, addr }
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Niyet {
+    url: String,
+    clock: ManualClock,
+    state: Arc<niyet_server::AppState>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    n: u32,
+}
+
+impl Niyet {
+    async fn start(extra: &str) -> Niyet {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            r#"
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+admin_token = "{ADMIN}"
+[[sources]]
+name = "web"
+write_key = "{KEY}"
+[lifecycle]
+enabled = false
+{extra}
+"#,
+            data = dir.path().join("data").display()
+        );
+        let cfg: niyet_server::Config = toml::from_str(&toml).unwrap();
+        let clock = ManualClock::new(T0);
+        let server = niyet_server::Server::bind(cfg, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let url = format!("http://{}", server.local_addr().unwrap());
+        let state = server.state();
+        tokio::spawn(server.run(std::future::pending()));
+        Niyet {
+            url,
+            clock,
+            state,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            n: 0,
+        }
+    }
+
+    async fn track(&mut self, user: &str, event: &str, props: Value, traits: Value) {
+        self.n += 1;
+        let r = self
+            .http
+            .post(format!("{}/v1/track", self.url))
+            .basic_auth(KEY, Some(""))
+            .json(&json!({"userId": user, "event": event, "properties": props,
+                          "context": {"traits": traits}, "messageId": format!("m{}", self.n)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        self.processed().await;
+    }
+
+    async fn processed(&self) {
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            st.pipeline
+                .wait_processed(st.log.end_offset(), Duration::from_secs(10))
+                .unwrap()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Moves the clock to `t` and waits until the timers due by then fired (timers run a
+    /// second behind the clock).
+    async fn at(&self, t: i64) {
+        self.clock.set(t + 1_000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state.pipeline.time_reached() < t {
+            assert!(Instant::now() < deadline, "timers did not reach {t}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn actions(&self, user: &str) -> Vec<Value> {
+        let id = self.profile_id(user);
+        self.get(&format!("/v1/actions?profile={id}")).await["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn profile_id(&self, user: &str) -> String {
+        let q = self.state.pipeline.query();
+        q.find("user_id", user).unwrap().unwrap().to_string()
+    }
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn cart_config(url: &str, holdout: f64) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "offers"
+kind = "webhook"
+url = "{url}/offers"
+secret = "whsec-test"
+backoff_ms = 20
+max_backoff_ms = 200
+
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+url = "{url}/meta"
+
+[[triggers]]
+name = "Cart abandoned"
+when = {{ event = "Product Added" }}
+wait = "30m"
+unless = ["Order Completed"]
+then = ["offers"]
+holdout_percent = {holdout}
+
+[[triggers]]
+name = "Purchase feedback"
+when = {{ event = "Order Completed" }}
+then = ["meta"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cart_abandonment_waits_is_cancelled_by_an_order_and_is_signed() {
+    let (rx, url) = Receiver::start().await;
+    let mut n = Niyet::start(&cart_config(&url, 0.0)).await;
+    n.track(
+        "ayse",
+        "Product Added",
+        json!({"sku": "S1", "price": 120}),
+        json!({}),
+    )
+    .await;
+    n.track("mehmet", "Product Added", json!({"sku": "S2"}), json!({}))
+        .await;
+    // Mehmet orders ten minutes in: his wait is cancelled.
+    n.clock.set(T0 + 10 * MIN);
+    n.track(
+        "mehmet",
+        "Order Completed",
+        json!({"revenue": 99.5, "currency": "try", "order_id": "o-1"}),
+        json!({"email": " Mehmet@Example.com ", "phone": "+90 532 000 11 22"}),
+    )
+    .await;
+    // Nothing leaves before the wait elapses.
+    n.at(T0 + 30 * MIN - 1_000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.at("/offers").is_empty(), "sent before the wait elapsed");
+
+    n.at(T0 + 30 * MIN + 10).await;
+    let got = eventually("the offer", || rx.at("/offers").pop()).await;
+    assert_eq!(got.body["trigger"], "Cart abandoned");
+    assert_eq!(got.body["profile"]["id"], n.profile_id("ayse"));
+    assert_eq!(got.body["event"]["properties"]["sku"], "S1");
+    // Signed: HMAC-SHA256 over "timestamp.body" with the destination's secret.
+    let ts: i64 = got.headers["x-niyet-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sig = got.headers["x-niyet-signature"].to_str().unwrap();
+    assert_eq!(
+        sig,
+        format!(
+            "v1={}",
+            niyet_actions::payload::signature(b"whsec-test", ts, &got.raw)
+        )
+    );
+    assert_eq!(
+        got.headers["idempotency-key"].to_str().unwrap(),
+        got.body["id"]
+    );
+
+    // Later still, nothing for Mehmet: his order came during the wait.
+    n.at(T0 + 90 * MIN).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.at("/offers").len(), 1, "{:?}", rx.at("/offers"));
+
+    // The order went to the ad platform at once, with hashed identifiers.
+    let meta = eventually("the conversion feedback", || rx.at("/meta").pop()).await;
+    let d = &meta.body["data"][0];
+    assert_eq!(
+        d["user_data"]["em"][0],
+        niyet_actions::payload::sha256_hex("mehmet@example.com")
+    );
+    assert_eq!(
+        d["user_data"]["ph"][0],
+        niyet_actions::payload::sha256_hex("905320001122")
+    );
+    assert_eq!(d["custom_data"]["value"], 99.5);
+    assert_eq!(d["custom_data"]["currency"], "TRY");
+    assert_eq!(
+        d["event_id"],
+        meta.headers["idempotency-key"].to_str().unwrap()
+    );
+    assert_eq!(d["event_time"], (T0 + 10 * MIN) / 1000);
+
+    // Outcomes are visible per profile.
+    let a = n.actions("ayse").await;
+    assert_eq!(a[0]["status"], "sent", "{a:?}");
+    assert_eq!(a[0]["latency_ms"].as_i64().map(|l| l < 5_000), Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_group_is_recorded_not_sent() {
+    let (rx, url) = Receiver::start().await;
+    let mut n = Niyet::start(&cart_config(&url, 50.0)).await;
+    let users: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        n.track(u, "Product Added", json!({}), json!({})).await;
+    }
+    n.at(T0 + 31 * MIN).await;
+    let mut held = Vec::new();
+    for u in &users {
+        let id = n.profile_id(u);
+        let out = niyet_actions::trigger::held_out("Cart abandoned", &id, 5_000);
+        let status = eventually("an outcome", || {
+            let d = n.state.delivery.as_ref().unwrap();
+            d.recent(Some(&id), 1).pop().map(|s| s.status)
+        })
+        .await;
+        assert_eq!(status, if out { "held_out" } else { "sent" }, "{u}");
+        if out {
+            held.push(id);
+        }
+    }
+    assert!((8..=32).contains(&held.len()), "{} held out", held.len());
+    let sent = eventually("all treated sent", || {
+        let s = rx.at("/offers");
+        (s.len() == users.len() - held.len()).then_some(s)
+    })
+    .await;
+    assert!(sent
+        .iter()
+        .all(|g| !held.contains(&g.body["profile"]["id"].as_str().unwrap().to_string())));
+    // Uplift report: one held-out and three treated profiles order afterwards.
+    n.clock.set(T0 + 40 * MIN);
+    let treated: Vec<&String> = users
+        .iter()
+        .filter(|u| !held.contains(&n.profile_id(u)))
+        .take(3)
+        .collect();
+    let control = users
+        .iter()
+        .find(|u| held.contains(&n.profile_id(u)))
+        .unwrap();
+    for u in treated.iter().copied().chain([control]) {
+        n.track(u, "Order Completed", json!({"revenue": 10}), json!({}))
+            .await;
+    }
+    let report = n.get("/v1/triggers/Cart%20abandoned/uplift").await;
+    let (t, c) = (&report["treated"], &report["held_out"]);
+    assert_eq!(t["profiles"], users.len() - held.len(), "{report}");
+    assert_eq!(c["profiles"], held.len(), "{report}");
+    assert_eq!(t["converted"], 3, "{report}");
+    assert_eq!(c["converted"], 1, "{report}");
+    let expect = 3.0 / (users.len() - held.len()) as f64 - 1.0 / held.len() as f64;
+    assert!(
+        (report["uplift"].as_f64().unwrap() - expect).abs() < 1e-12,
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_receivers_are_retried_with_one_key_and_others_keep_going() {
+    let (rx, url) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(dir.path());
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "flaky"
+kind = "webhook"
+url = "{url}/flaky"
+backoff_ms = 20
+max_backoff_ms = 100
+
+[[destinations]]
+name = "mail"
+kind = "email"
+smtp = "{smtp}"
+from = "kampanya@niyet.example"
+subject = "Hello {{{{profile.traits.first_name}}}}"
+template = "Your code: WELCOME-{{{{profile.id}}}}"
+
+[[triggers]]
+name = "Signed up"
+when = {{ event = "Signed Up" }}
+then = ["flaky", "mail"]
+"#,
+        smtp = smtp.addr
+    );
+    let mut n = Niyet::start(&extra).await;
+    rx.fail.store(5, Ordering::SeqCst);
+    n.track(
+        "zeynep",
+        "Signed Up",
+        json!({}),
+        json!({"email": "zeynep@example.com", "first_name": "Zeynep"}),
+    )
+    .await;
+    n.track(
+        "ali",
+        "Signed Up",
+        json!({}),
+        json!({"email": "ali@example.com", "first_name": "Ali", "consent": {"email": "denied"}}),
+    )
+    .await;
+    // The e-mail does not wait for the failing webhook.
+    eventually("the e-mail", || {
+        smtp.received().contains("Hello Zeynep").then_some(())
+    })
+    .await;
+    // The webhook succeeds after the failures; every attempt carries the same key.
+    let got = eventually("two deliveries", || {
+        let g = rx.at("/flaky");
+        (g.len() >= 7).then_some(g)
+    })
+    .await;
+    let key = |g: &Got| g.headers["idempotency-key"].to_str().unwrap().to_string();
+    let zeynep = n.profile_id("zeynep");
+    let attempts: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.body["profile"]["id"] == zeynep.as_str())
+        .collect();
+    assert!(attempts.len() >= 5, "{}", attempts.len());
+    assert!(attempts.iter().all(|g| key(g) == key(attempts[0])));
+    let stats = n.get("/v1/destinations").await;
+    let flaky = &stats["destinations"][0];
+    assert_eq!(flaky["name"], "flaky");
+    assert_eq!(flaky["retries"], 5, "{stats}");
+    assert_eq!(flaky["sent"], 2, "{stats}");
+    // Ali denied e-mail: blocked, recorded, not sent.
+    let mail = eventually("Ali's e-mail outcome", || {
+        let d = n.state.delivery.as_ref().unwrap();
+        d.recent(Some(&n.profile_id("ali")), 10)
+            .into_iter()
+            .find(|s| s.destination == "mail")
+    })
+    .await;
+    assert_eq!(mail.status, "blocked");
+    assert!(!smtp.received().contains("Hello Ali"));
+    let metrics = n
+        .http
+        .get(format!("{}/metrics", n.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("niyet_action_retries_total{destination=\"flaky\"} 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("niyet_action_latency_seconds_bucket{destination=\"mail\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_become_dead_letters_that_replay() {
+    let (rx, url) = Receiver::start().await;
+    // A receiver that answers 404 until fixed: permanent, no retries.
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "crm"
+kind = "crm"
+url = "{url}/missing"
+
+[[triggers]]
+name = "Hot lead"
+when = {{ event = "Demo Requested" }}
+then = ["crm"]
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    let _ = &rx;
+    n.track(
+        "lead1",
+        "Demo Requested",
+        json!({}),
+        json!({"email": "l@x.co", "company": "Acme"}),
+    )
+    .await;
+    let d = n.state.delivery.as_ref().unwrap().clone();
+    eventually("a dead letter", || {
+        (d.dead_letters("crm").ok()?.len() == 1).then_some(())
+    })
+    .await;
+    let dead = n.get("/v1/destinations/crm/dead").await;
+    assert_eq!(dead["dead_letters"][0]["action"]["trigger"], "Hot lead");
+    // Replay queues it again (the receiver still says 404, so it comes back once more).
+    let r: Value = n
+        .http
+        .post(format!("{}/v1/destinations/crm/dead/replay", n.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["requeued"], 1);
+    eventually("the replayed letter", || {
+        let got = rx.at("/missing");
+        (got.len() == 2 && d.dead_letters("crm").ok()?.len() == 1).then_some(got)
+    })
+    .await;
+    let got = rx.at("/missing");
+    assert_eq!(
+        got[0].headers["idempotency-key"],
+        got[1].headers["idempotency-key"]
+    );
+    assert_eq!(got[0].body["lead"]["company"], "Acme");
+    assert_eq!(got[0].body["type"], "lead");
+}
