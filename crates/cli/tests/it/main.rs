@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod demo;
 mod import;
+mod journeys;
 mod overload;
 mod profiles;
 mod segments;
