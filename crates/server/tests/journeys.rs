@@ -584,3 +584,48 @@ then = ["crm"]
     assert_eq!(got[0].body["lead"]["company"], "Acme");
     assert_eq!(got[0].body["type"], "lead");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_does_not_delay_the_others() {
+    let (rx, url) = Receiver::start().await;
+    rx.slow_ms.store(3_000, Ordering::SeqCst);
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "slow"
+kind = "webhook"
+url = "{url}/slow"
+timeout_ms = 10000
+
+[[destinations]]
+name = "fast"
+kind = "webhook"
+url = "{url}/fast"
+
+[[triggers]]
+name = "Viewed"
+when = {{ event = "Product Viewed" }}
+then = ["slow", "fast"]
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    let started = Instant::now();
+    for i in 0..5 {
+        n.track(&format!("v{i}"), "Product Viewed", json!({}), json!({}))
+            .await;
+    }
+    eventually("five fast deliveries", || {
+        (rx.at("/fast").len() == 5).then_some(())
+    })
+    .await;
+    // All five went out while the slow receiver still holds its first request.
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(rx.at("/slow").len() <= 1);
+    let stats = n.get("/v1/destinations").await;
+    assert_eq!(stats["destinations"][1]["sent"], 5, "{stats}");
+    assert_eq!(stats["destinations"][0]["sent"], 0, "{stats}");
+}
