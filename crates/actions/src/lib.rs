@@ -11,7 +11,9 @@
 //!   shapes of ad-platform conversion feedback (hashed e-mail and phone).
 
 pub mod payload;
+pub mod score;
 pub mod trigger;
 
 pub use payload::{idempotency_key, Action, Decision};
+pub use score::{Crossing, ScoreDef, Scores};
 pub use trigger::{Cap, Fire, JourneyState, Outcome, TriggerDef, TriggerError, Triggers, When};

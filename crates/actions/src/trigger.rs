@@ -43,6 +43,19 @@ pub enum When {
     Event(String),
     /// The profile entered this segment.
     SegmentEntered(String),
+    /// A score crossed this threshold upwards (`"Hot Lead"`).
+    ScoreCrossed(String),
+}
+
+/// The value at a dotted path of a JSON document.
+pub fn lookup_json<'a>(doc: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.')
+        .filter(|p| !p.is_empty())
+        .try_fold(doc, |v, k| match v {
+            serde_json::Value::Object(m) => m.get(k),
+            serde_json::Value::Array(a) => a.get(k.parse::<usize>().ok()?),
+            _ => None,
+        })
 }
 
 /// A frequency cap.
@@ -129,17 +142,20 @@ pub struct Waiting {
 }
 
 /// Per-profile journey state (kept with the profile, merged with it, in snapshots).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JourneyState {
     /// Running waits, at most one per trigger.
     pub waiting: Vec<Waiting>,
     /// Recent actions per trigger `(trigger, at)`, for frequency caps.
     pub acted: Vec<(u16, i64)>,
+    /// Intent scores, by score index.
+    #[serde(default)]
+    pub scores: Vec<crate::score::ScoreState>,
 }
 
 impl JourneyState {
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty() && self.acted.is_empty()
+        self.waiting.is_empty() && self.acted.is_empty() && self.scores.is_empty()
     }
 }
 
@@ -254,6 +270,22 @@ impl Triggers {
         });
         for (i, c) in self.defs.iter().enumerate() {
             if matches!(&c.def.when, When::Event(e) if e == name) {
+                self.start(st, i, origin, now, out);
+            }
+        }
+    }
+
+    /// A score crossed threshold `name` upwards at `now`.
+    pub fn on_crossing(
+        &self,
+        st: &mut JourneyState,
+        name: &str,
+        origin: u64,
+        now: i64,
+        out: &mut Vec<Fire>,
+    ) {
+        for (i, c) in self.defs.iter().enumerate() {
+            if matches!(&c.def.when, When::ScoreCrossed(s) if s == name) {
                 self.start(st, i, origin, now, out);
             }
         }

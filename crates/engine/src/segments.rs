@@ -258,7 +258,7 @@ impl<'a> ProfileTraits<'a> {
 }
 
 /// A profile's segment state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegState {
     pub m: Membership,
     /// Processing time the memberships are evaluated at.

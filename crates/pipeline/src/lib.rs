@@ -102,6 +102,8 @@ pub struct PipelineConfig {
     pub size_samples_kept: usize,
     /// Triggers (see [`niyet_actions::trigger`]).
     pub triggers: Vec<niyet_actions::TriggerDef>,
+    /// Intent scores (see [`niyet_actions::score`]).
+    pub scores: Vec<niyet_actions::ScoreDef>,
     /// Receives the actions triggers take; `sync` must return once every action sent so
     /// far is durable (a snapshot is written only after it, so a crash never loses one).
     pub on_action: Option<ActionHook>,
@@ -123,14 +125,51 @@ impl std::fmt::Debug for ActionHook {
     }
 }
 
+/// Properties of an event for score signal filters: `properties`, and for pages also
+/// `context.page` (where `path`, `url`, `title` often are).
+struct SignalProps {
+    properties: serde_json::Value,
+    page: serde_json::Value,
+}
+
+impl SignalProps {
+    fn new(view: &extract::EventView<'_>) -> Self {
+        let parse = |r: Option<&serde_json::value::RawValue>| {
+            r.and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or(serde_json::Value::Null)
+        };
+        SignalProps {
+            properties: parse(view.properties),
+            page: parse(view.context.page),
+        }
+    }
+}
+
+impl niyet_actions::score::EventProps for SignalProps {
+    fn prop(&self, path: &str) -> Option<serde_json::Value> {
+        niyet_actions::trigger::lookup_json(&self.properties, path)
+            .or_else(|| niyet_actions::trigger::lookup_json(&self.page, path))
+            .cloned()
+    }
+}
+
 /// Origins of trigger runs started by time (a segment entered as time passed, or at a
 /// merge) rather than by a record: the instant with this bit set.
 pub const TIME_ORIGIN: u64 = 1 << 63;
 
 /// The compiled triggers with the names of the events they read, by symbol.
-struct Journeys {
+pub(crate) struct Journeys {
     t: niyet_actions::Triggers,
+    scores: niyet_actions::Scores,
     names: niyet_model::hash::FastMap<u32, Box<str>>,
+    /// Event names score signals read.
+    signal_events: std::collections::HashSet<Box<str>>,
+}
+
+impl Journeys {
+    fn active(&self) -> bool {
+        !self.t.is_empty() || !self.scores.is_empty()
+    }
 }
 
 /// A profile entered or left a segment.
@@ -193,6 +232,7 @@ impl PipelineConfig {
             size_sample_ms: 60_000,
             size_samples_kept: 7 * 24 * 60,
             triggers: Vec::new(),
+            scores: Vec::new(),
             on_action: None,
             action_max_age_ms: 3_600_000,
         }
@@ -202,14 +242,15 @@ impl PipelineConfig {
     fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.rules,
             self.identity.calling_code,
             self.identity.trait_ids,
             self.commerce,
             self.matching,
             self.segments,
-            self.triggers
+            self.triggers,
+            self.scores
         )
         .hash(&mut h);
         h.finish()
@@ -327,8 +368,8 @@ pub(crate) struct Shared {
     pub partitions: Vec<RwLock<Partition>>,
     /// The segments in force.
     pub segments: RwLock<Arc<Segments>>,
-    /// The triggers.
-    journeys: Arc<Journeys>,
+    /// The triggers and scores.
+    pub(crate) journeys: Arc<Journeys>,
     /// Members per segment (by index in the set in force).
     pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
     /// Segments defined through the admin API (after those of the configuration).
@@ -422,13 +463,36 @@ impl Pipeline {
         for d in triggers.defs() {
             let read = d.unless.iter().chain(match &d.when {
                 niyet_actions::When::Event(e) => Some(e),
-                niyet_actions::When::SegmentEntered(_) => None,
+                niyet_actions::When::SegmentEntered(_) | niyet_actions::When::ScoreCrossed(_) => {
+                    None
+                }
             });
             for n in read {
                 names.insert(symbols.intern(n).0, n.as_str().into());
             }
         }
-        let journeys = Arc::new(Journeys { t: triggers, names });
+        let scores =
+            niyet_actions::Scores::new(cfg.scores.clone()).map_err(PipelineError::Invalid)?;
+        for d in triggers.defs() {
+            if let niyet_actions::When::ScoreCrossed(th) = &d.when {
+                if !scores
+                    .defs()
+                    .any(|s| s.thresholds.iter().any(|t| &t.name == th))
+                {
+                    return Err(PipelineError::Invalid(format!(
+                        "trigger `{}`: when: no score has a threshold named `{th}`",
+                        d.name
+                    )));
+                }
+            }
+        }
+        let signal_events = scores.event_names().map(Into::into).collect();
+        let journeys = Arc::new(Journeys {
+            t: triggers,
+            scores,
+            names,
+            signal_events,
+        });
         let sizes: Vec<AtomicI64> = (0..segments.set.len()).map(|_| AtomicI64::new(0)).collect();
         for part in &partitions {
             for p in part.values() {
@@ -992,7 +1056,17 @@ struct SegWork<'a> {
 
 impl SegWork<'_> {
     fn active(&self) -> bool {
-        !self.segs.set.is_empty() || !self.journeys.t.is_empty()
+        !self.segs.set.is_empty() || self.journeys.active()
+    }
+
+    /// Starts the triggers of upward crossings.
+    fn crossed(&mut self, st: &mut SegState, crossings: &[niyet_actions::Crossing]) {
+        let j = self.journeys.clone();
+        for c in crossings.iter().filter(|c| c.up) {
+            let name = &j.scores.def(c.score).thresholds[c.threshold].name;
+            let origin = self.cause.unwrap_or(TIME_ORIGIN | c.at as u64);
+            j.t.on_crossing(&mut st.journeys, name, origin, c.at, &mut self.fires);
+        }
     }
 
     /// Starts the triggers the changes just recorded start, and takes the actions of
@@ -1000,6 +1074,7 @@ impl SegWork<'_> {
     fn act(&mut self, id: u64, st: &mut SegState) {
         let t = &self.journeys.t;
         if t.is_empty() {
+            self.fires.clear();
             return;
         }
         for c in &self.changes {
@@ -1080,6 +1155,11 @@ impl SegWork<'_> {
             }
         };
         let due = niyet_actions::Triggers::next_due(&st.journeys).map_or(due, |j| j.min(due));
+        let due = self
+            .journeys
+            .scores
+            .next_due(&st.journeys.scores)
+            .map_or(due, |j| j.min(due));
         if due != st.due {
             st.due = due;
             self.timers.schedule(id, due);
@@ -1096,6 +1176,12 @@ impl SegWork<'_> {
             st.at = now;
         }
         niyet_actions::Triggers::advance(&mut st.journeys, now, &mut self.fires);
+        if !self.journeys.scores.is_empty() {
+            let mut crossed = Vec::new();
+            let j = self.journeys.clone();
+            j.scores.advance(&mut st.journeys.scores, now, &mut crossed);
+            self.crossed(st, &crossed);
+        }
     }
 
     /// Fires every timer due by `now`, except for profiles waiting for a merge (they
@@ -1205,6 +1291,14 @@ impl SegWork<'_> {
             None if traits_changed => set.on_traits(&mut st.m, &traits, now, &mut self.changes),
             None => {}
         }
+        self.cause = Some(u.offset);
+        if !u.signals.is_empty() {
+            let mut crossed = Vec::new();
+            let j = self.journeys.clone();
+            j.scores
+                .on_signals(&mut st.journeys.scores, &u.signals, now, &mut crossed);
+            self.crossed(&mut st, &crossed);
+        }
         if let Some(name) = u.name.and_then(|n| self.journeys.names.get(&n.0)) {
             let journeys = self.journeys.clone();
             journeys
@@ -1212,9 +1306,13 @@ impl SegWork<'_> {
                 .on_event(&mut st.journeys, name, u.offset, now, &mut self.fires);
         }
         // Runs the event starts act with it as their origin.
-        self.cause = Some(u.offset);
-        let due =
-            due.map(|d| niyet_actions::Triggers::next_due(&st.journeys).map_or(d, |j| j.min(d)));
+        let due = due.map(|d| {
+            let d = niyet_actions::Triggers::next_due(&st.journeys).map_or(d, |j| j.min(d));
+            self.journeys
+                .scores
+                .next_due(&st.journeys.scores)
+                .map_or(d, |j| j.min(d))
+        });
         self.finish_with(id, p, &mut st, due);
         self.cause = None;
         p.segments = Some(st);
@@ -1410,6 +1508,17 @@ impl SegWork<'_> {
             .set
             .on_merge(&mut st.m, &other.m, &traits, now, &mut self.changes);
         niyet_actions::Triggers::absorb(&mut st.journeys, &other.journeys);
+        if !self.journeys.scores.is_empty() {
+            let mut crossed = Vec::new();
+            let j = self.journeys.clone();
+            j.scores.absorb(
+                &mut st.journeys.scores,
+                &other.journeys.scores,
+                now,
+                &mut crossed,
+            );
+            self.crossed(&mut st, &crossed);
+        }
         let mut history = other.history;
         history.extend_from_slice(&st.history);
         history.sort_by_key(|h| h.2);
@@ -1535,7 +1644,7 @@ impl Router {
             .read()
             .map(|s| !s.set.is_empty())
             .unwrap_or(false)
-            || !self.sh.journeys.t.is_empty()
+            || self.sh.journeys.active()
     }
 
     fn tick(&mut self) {
@@ -1675,6 +1784,14 @@ impl Router {
             Err(_) => None,
         }?;
         u.now_ms = now_ms;
+        let j = &self.sh.journeys;
+        if !j.scores.is_empty() {
+            if let Some(name) = niyet_engine::segments::event_name(view) {
+                if j.signal_events.contains(&*name) {
+                    u.signals = j.scores.matches(&name, &SignalProps::new(view));
+                }
+            }
+        }
         if let Ok(segs) = self.sh.segments.read() {
             if !segs.set.is_empty() {
                 u.seg = seg_event(&segs, view);

@@ -352,6 +352,21 @@ impl ProfileQuery<'_> {
         .or_else(|| Some(json!({"id": id.to_string(), "segments": [], "history": []})))
     }
 
+    /// A profile's intent scores at `now`, with the signals that made them and their
+    /// threshold crossings.
+    pub fn profile_scores(&self, id: ProfileId, now: i64) -> Option<Value> {
+        let id = self.canonical(id)?;
+        let j = self.sh.journeys.clone();
+        let scores = self
+            .with_profile(id, |p| {
+                let empty = Vec::new();
+                let st = p.segments.as_ref().map_or(&empty, |s| &s.journeys.scores);
+                j.scores.explain(st, now)
+            })
+            .unwrap_or_else(|| j.scores.explain(&[], now));
+        Some(json!({"id": id.to_string(), "scores": scores}))
+    }
+
     /// Names of the segments in force.
     pub fn segment_names(&self) -> Vec<String> {
         self.sh

@@ -123,6 +123,16 @@ fn cfg(dir: &Path, partitions: usize, every: u64) -> PipelineConfig {
          "unless": ["Order Completed"], "then": ["offers"], "holdout_percent": 30.0},
         {"name": "Now active", "when": {"segment_entered": "Active"}, "if": "City",
          "then": ["crm", "ads"], "cap": {"max": 1, "per": "1h"}},
+        {"name": "Keen", "when": {"score_crossed": "Keen"}, "then": ["crm"]},
+    ]))
+    .unwrap();
+    // A decaying score: crossings up with events, down with time alone.
+    c.scores = serde_json::from_value(json!([
+        {"name": "interest", "half_life": "20m",
+         "signals": [{"event": "Product Viewed", "points": 10},
+                     {"event": "Page Viewed", "points": 5, "nth": 2, "within": "1h"},
+                     {"event": "Order Completed", "points": -8}],
+         "thresholds": [{"name": "Keen", "at": 18, "hysteresis": 4}]},
     ]))
     .unwrap();
     c
@@ -346,6 +356,7 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
         ("Viewers".into(), niyet_rules::parse(viewers).unwrap()),
     ];
     c.triggers.clear();
+    c.scores.clear();
     let (configured, _) = run(&log, c);
     let m = members(&live);
     assert!(m.iter().any(|(_, s)| s.contains(&"Buyers".to_string())));

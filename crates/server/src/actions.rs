@@ -219,8 +219,24 @@ async fn uplift(
     Ok(Json(out))
 }
 
+async fn profile_scores(
+    State(st): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &h)?;
+    let pid = crate::profiles::parse_id(&id)?;
+    let now = st.clock.now_ms();
+    st.pipeline
+        .query()
+        .profile_scores(pid, now)
+        .map(Json)
+        .ok_or_else(|| crate::profiles::not_found(&id))
+}
+
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/v1/profiles/{id}/scores", get(profile_scores))
         .route("/v1/actions", get(list_actions))
         .route("/v1/triggers", get(triggers))
         .route("/v1/triggers/{name}/uplift", get(uplift))

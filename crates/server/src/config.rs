@@ -90,6 +90,8 @@ pub struct Config {
     pub triggers: Vec<niyet_actions::TriggerDef>,
     /// Where actions go (`[[destinations]]`).
     pub destinations: Vec<niyet_delivery::DestinationConfig>,
+    /// Intent scores (`[[scores]]`).
+    pub scores: Vec<niyet_actions::ScoreDef>,
 }
 
 /// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be
@@ -260,6 +262,7 @@ impl Default for Config {
             analytics: AnalyticsSection::default(),
             triggers: Vec::new(),
             destinations: Vec::new(),
+            scores: Vec::new(),
         }
     }
 }
@@ -388,6 +391,7 @@ impl Config {
             .filter_map(|(n, r)| Some((n, niyet_rules::parse(&r).ok()?)))
             .collect();
         c.triggers = self.triggers.clone();
+        c.scores = self.scores.clone();
         c
     }
 
@@ -548,6 +552,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Err(e) = niyet_actions::Scores::new(self.scores.clone()) {
+            problems.push(e);
         }
         let segments: Vec<String> = self.segment_rules().into_iter().map(|(n, _)| n).collect();
         if let Err(e) =

@@ -629,3 +629,113 @@ then = ["slow", "fast"]
     assert_eq!(stats["destinations"][1]["sent"], 5, "{stats}");
     assert_eq!(stats["destinations"][0]["sent"], 0, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_crossing_the_score_threshold_goes_to_sales_once() {
+    let (rx, url) = Receiver::start().await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "sales"
+kind = "crm"
+url = "{url}/crm"
+
+[[scores]]
+name = "lead"
+half_life = "7d"
+signals = [
+  {{ name = "pricing page", event = "Page Viewed", where = {{ path = "/pricing" }}, points = 10 }},
+  {{ name = "third pricing visit in 7 days", event = "Page Viewed", where = {{ path = "/pricing" }}, points = 20, nth = 3, within = "7d" }},
+  {{ event = "Whitepaper Downloaded", points = 15 }},
+  {{ event = "Email Unsubscribed", points = -30 }},
+]
+thresholds = [{{ name = "Hot Lead", at = 80, hysteresis = 10 }}]
+
+[[triggers]]
+name = "Hot lead to sales"
+when = {{ score_crossed = "Hot Lead" }}
+then = ["sales"]
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    let page = |n: &Niyet, path: &str| {
+        let body = json!({"userId": "lead", "name": "Pricing", "properties": {"path": path}});
+        n.http
+            .post(format!("{}/v1/page", n.url))
+            .basic_auth(KEY, Some(""))
+            .json(&body)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(page(&n, "/pricing").await.unwrap().status(), 200);
+    }
+    assert_eq!(page(&n, "/blog").await.unwrap().status(), 200);
+    n.processed().await;
+    // 3 × 10 + 20 for the third visit = 50: not hot yet.
+    let id = n.profile_id("lead");
+    let s = n.get(&format!("/v1/profiles/{id}/scores")).await;
+    assert_eq!(s["scores"][0]["value"], 50.0, "{s}");
+    n.track(
+        "lead",
+        "Whitepaper Downloaded",
+        json!({}),
+        json!({"email": "cto@acme.example", "company": "Acme"}),
+    )
+    .await;
+    assert!(rx.at("/crm").is_empty());
+    n.track("lead", "Whitepaper Downloaded", json!({}), json!({}))
+        .await;
+    // 80: hot. Sales hears at once, with who the lead is.
+    let got = eventually("the hand-off", || rx.at("/crm").pop()).await;
+    assert_eq!(got.body["type"], "lead");
+    assert_eq!(got.body["lead"]["company"], "Acme");
+    assert_eq!(got.body["trigger"], "Hot lead to sales");
+    let s = n.get(&format!("/v1/profiles/{id}/scores")).await;
+    assert_eq!(s["scores"][0]["above"][0], "Hot Lead", "{s}");
+    // Why it is hot: each signal with its points, largest first.
+    let why: Vec<(String, f64)> = s["scores"][0]["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["signal"].as_str().unwrap().to_string(),
+                x["points"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(why.len(), 3, "{s}");
+    assert!(why.contains(&("Whitepaper Downloaded".into(), 30.0)), "{s}");
+    assert!(why.contains(&("pricing page".into(), 30.0)), "{s}");
+    assert_eq!(
+        why[2],
+        ("third pricing visit in 7 days".into(), 20.0),
+        "{s}"
+    );
+    // More interest while hot is no new crossing.
+    n.track("lead", "Whitepaper Downloaded", json!({}), json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.at("/crm").len(), 1);
+    // Three weeks of silence: 95 halves three times, below 70 (the crossing down is
+    // recorded at its instant), then new interest makes the lead hot again.
+    n.at(T0 + 21 * 86_400_000).await;
+    let s = n.get(&format!("/v1/profiles/{id}/scores")).await;
+    assert!(
+        s["scores"][0]["above"].as_array().unwrap().is_empty(),
+        "{s}"
+    );
+    let down = &s["scores"][0]["crossings"][1];
+    assert_eq!(down["direction"], "down", "{s}");
+    // 95 · 2^(-t/7d) = 70 at t = 7d · log2(95/70) ≈ 3.08 days.
+    let expect = T0 + (7.0 * 86_400_000.0 * (95.0f64 / 70.0).log2()) as i64;
+    assert!((down["at_ms"].as_i64().unwrap() - expect).abs() < 5, "{s}");
+    for _ in 0..6 {
+        n.track("lead", "Whitepaper Downloaded", json!({}), json!({}))
+            .await;
+    }
+    eventually("the second hand-off", || {
+        (rx.at("/crm").len() == 2).then_some(())
+    })
+    .await;
+}

@@ -228,6 +228,8 @@ pub struct Update {
     pub now_ms: i64,
     /// What segment features read of the event (none when no feature reads its name).
     pub seg: Option<Box<crate::segments::SegEvent>>,
+    /// Intent-score signals the event matches (see `niyet_actions::Scores::matches`).
+    pub signals: Vec<u32>,
 }
 
 /// Names of the commerce events that feed the purchase summary.
@@ -312,12 +314,13 @@ impl Update {
             account,
             now_ms: v.time_ms,
             seg: None,
+            signals: Vec::new(),
         })
     }
 }
 
 /// The state of one customer profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// Earliest event time.
     pub first_seen_ms: i64,

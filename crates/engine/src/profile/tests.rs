@@ -28,6 +28,7 @@ fn update(
             .then(|| (format!("g{val}").into(), vec![(Sym(trait_key), "1".into())])),
         now_ms: time,
         seg: None,
+        signals: Vec::new(),
     }
 }
 
