@@ -35,6 +35,10 @@ pub enum BenchCommand {
     /// Lifetime-value fits and attribution over a million customers and journeys, side by
     /// side with the Python reference packages when `--python` is given.
     Analytics(crate::bench_analytics::AnalyticsBench),
+    /// Triggers and scores: throughput with 10 of each against none, event-to-webhook
+    /// latency of a zero-wait trigger under load, how soon an action leaves after its
+    /// wait.
+    Actions(crate::bench_actions::ActionsBench),
 }
 
 #[derive(Debug, Args)]
@@ -436,6 +440,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Profiles(p) => return crate::bench_profiles::run(p).await,
         BenchCommand::Segments(p) => return crate::bench_segments::run(p).await,
         BenchCommand::Analytics(p) => return crate::bench_analytics::run(p).await,
+        BenchCommand::Actions(p) => return crate::bench_actions::run(p).await,
     };
     let key = "bench-write-key";
     let (url, key, _server) = match &a.url {

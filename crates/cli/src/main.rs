@@ -1,6 +1,7 @@
 //! `niyet`: the one binary.
 
 mod bench;
+mod bench_actions;
 mod bench_analytics;
 mod bench_profiles;
 mod bench_segments;

@@ -126,29 +126,36 @@ impl std::fmt::Debug for ActionHook {
 }
 
 /// Properties of an event for score signal filters: `properties`, and for pages also
-/// `context.page` (where `path`, `url`, `title` often are).
-struct SignalProps {
-    properties: serde_json::Value,
-    page: serde_json::Value,
+/// `context.page` (where `path`, `url`, `title` often are); each parsed only when a
+/// filter first asks.
+struct SignalProps<'a> {
+    raw: (
+        Option<&'a serde_json::value::RawValue>,
+        Option<&'a serde_json::value::RawValue>,
+    ),
+    parsed: std::cell::OnceCell<(serde_json::Value, serde_json::Value)>,
 }
 
-impl SignalProps {
-    fn new(view: &extract::EventView<'_>) -> Self {
-        let parse = |r: Option<&serde_json::value::RawValue>| {
-            r.and_then(|r| serde_json::from_str(r.get()).ok())
-                .unwrap_or(serde_json::Value::Null)
-        };
+impl<'a> SignalProps<'a> {
+    fn new(view: &'a extract::EventView<'_>) -> Self {
         SignalProps {
-            properties: parse(view.properties),
-            page: parse(view.context.page),
+            raw: (view.properties, view.context.page),
+            parsed: std::cell::OnceCell::new(),
         }
     }
 }
 
-impl niyet_actions::score::EventProps for SignalProps {
+impl niyet_actions::score::EventProps for SignalProps<'_> {
     fn prop(&self, path: &str) -> Option<serde_json::Value> {
-        niyet_actions::trigger::lookup_json(&self.properties, path)
-            .or_else(|| niyet_actions::trigger::lookup_json(&self.page, path))
+        let (props, page) = self.parsed.get_or_init(|| {
+            let parse = |r: Option<&serde_json::value::RawValue>| {
+                r.and_then(|r| serde_json::from_str(r.get()).ok())
+                    .unwrap_or(serde_json::Value::Null)
+            };
+            (parse(self.raw.0), parse(self.raw.1))
+        });
+        niyet_actions::trigger::lookup_json(props, path)
+            .or_else(|| niyet_actions::trigger::lookup_json(page, path))
             .cloned()
     }
 }

@@ -340,6 +340,11 @@ pub struct ProfilesSection {
     /// Segment sizes are sampled once per this many seconds of processing time (the
     /// history behind `GET /v1/segments/{name}/sizes`; a week of samples is kept).
     pub segment_size_sample_seconds: u32,
+    /// Timers (segment changes by time, trigger waits, score decay) fire this long
+    /// behind the clock, so an event received just before a timer's instant is
+    /// processed first, live and on replay alike. Lower values act sooner; keep it above
+    /// the log's commit latency.
+    pub timer_lag_ms: u32,
 }
 
 impl Default for ProfilesSection {
@@ -350,6 +355,7 @@ impl Default for ProfilesSection {
             order_event: "Order Completed".into(),
             refund_event: "Order Refunded".into(),
             segment_size_sample_seconds: 60,
+            timer_lag_ms: 1_000,
         }
     }
 }
@@ -359,6 +365,7 @@ impl Config {
     pub fn pipeline(&self) -> niyet_pipeline::PipelineConfig {
         let mut c = niyet_pipeline::PipelineConfig::new(self.data_dir.join("state"));
         c.partitions = self.profiles.partitions;
+        c.timer_lag_ms = i64::from(self.profiles.timer_lag_ms);
         c.snapshot_every = self.profiles.snapshot_every;
         let every = i64::from(self.profiles.segment_size_sample_seconds.max(1));
         c.size_sample_ms = every * 1_000;

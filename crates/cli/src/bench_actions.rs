@@ -1,0 +1,360 @@
+//! `niyet bench actions`: what triggers and scores cost and how fast actions leave.
+//!
+//! Servers are separate `niyet serve` processes on loopback; the webhook receiver runs
+//! in this process.
+//!
+//! 1. **Overhead**: the same load (typical shop customers) into a server with no scores
+//!    or triggers and into one with 10 scores and 10 triggers (acting into a webhook),
+//!    alternating; events/s until durable and reflected in profiles.
+//! 2. **Latency**: with background load at half of the second throughput, single events
+//!    that start a trigger with no wait; the time from sending each until its webhook
+//!    request reaches the receiver (ingest, log commit, processing, outbox commit and the
+//!    request included).
+//! 3. **Waits**: events starting a trigger with a 2 s wait; how long after the wait
+//!    elapsed (counted from when the event was sent) the request arrives.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use niyet_model::Clock;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::bench::{latency, machine, start_server_with, Latency};
+use crate::bench_profiles::{caught_up, customer_batch, send_all, traffic_batch, BatchMaker};
+use crate::client::IngestClient;
+
+/// Arguments of `niyet bench actions`.
+#[derive(Debug, Args)]
+pub struct ActionsBench {
+    /// Customers loaded in each overhead run.
+    #[arg(long, default_value_t = 200_000)]
+    customers: u64,
+    /// Overhead runs per configuration (alternating; medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Latency probes (zero-wait and 2 s wait each).
+    #[arg(long, default_value_t = 300)]
+    probes: usize,
+    /// Concurrent connections for loads.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cores: usize,
+    memory_gib: f64,
+    customers: u64,
+    without: Vec<f64>,
+    with_10_scores_10_triggers: Vec<f64>,
+    median_without: f64,
+    median_with: f64,
+    drop_percent: f64,
+    actions_received: u64,
+    background_events_per_s: f64,
+    zero_wait: Latency,
+    after_wait: Latency,
+}
+
+const KEY: &str = "bench-write-key";
+
+fn config(receiver: &str, active: bool) -> String {
+    let mut t = String::from("[lifecycle]\nenabled = false\n[profiles]\ntimer_lag_ms = 20\n");
+    if !active {
+        return t;
+    }
+    t.push_str(&format!(
+        r#"
+[[destinations]]
+name = "sink"
+kind = "webhook"
+url = "{receiver}/sink"
+secret = "bench"
+
+[[destinations]]
+name = "probe"
+kind = "webhook"
+url = "{receiver}/probe"
+"#
+    ));
+    for k in 0..10 {
+        t.push_str(&format!(
+            r#"
+[[scores]]
+name = "s{k}"
+half_life = "{h}d"
+signals = [
+  {{ event = "Product Viewed", points = {a} }},
+  {{ event = "Product Added", points = {b} }},
+  {{ event = "Product Viewed", where = {{ sku = "K-{k}" }}, points = 20, nth = 2, within = "7d" }},
+  {{ event = "Order Completed", points = -{c} }},
+]
+thresholds = [{{ name = "t{k}", at = {at}, hysteresis = 5 }}]
+"#,
+            h = 1 + k,
+            a = 3 + k,
+            b = 10 + k,
+            c = 5 + k,
+            at = 30 + 5 * k
+        ));
+    }
+    let triggers = [
+        r#"when = { event = "Product Added" }
+wait = "30m"
+unless = ["Order Completed"]
+then = ["sink"]"#
+            .to_string(),
+        r#"when = { event = "Order Completed" }
+then = ["sink"]"#
+            .to_string(),
+        r#"when = { event = "Product Viewed" }
+wait = "1h"
+unless = ["Product Added", "Order Completed"]
+then = ["sink"]
+cap = { max = 1, per = "1d" }"#
+            .to_string(),
+        r#"when = { event = "Probe" }
+then = ["probe"]"#
+            .to_string(),
+        r#"when = { event = "Probe Wait" }
+wait = "2s"
+unless = ["Order Completed"]
+then = ["probe"]"#
+            .to_string(),
+    ]
+    .into_iter()
+    .chain((0..5).map(|k| {
+        format!("when = {{ score_crossed = \"t{k}\" }}\nthen = [\"sink\"]\nholdout_percent = 10")
+    }));
+    for (k, body) in triggers.enumerate() {
+        t.push_str(&format!("\n[[triggers]]\nname = \"trigger {k}\"\n{body}\n"));
+    }
+    t
+}
+
+/// The webhook receiver: counts `/sink` requests, reports `/probe` arrivals.
+async fn receiver() -> anyhow::Result<(
+    String,
+    Arc<AtomicU64>,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+)> {
+    let sink = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = sink.clone();
+    let app = axum::Router::new()
+        .route(
+            "/sink",
+            axum::routing::post(move || {
+                let s = s.clone();
+                async move {
+                    s.fetch_add(1, Ordering::Relaxed);
+                    "ok"
+                }
+            }),
+        )
+        .route(
+            "/probe",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let at = Instant::now();
+                let tx = tx.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let user = v["event"]["userId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send((user, at));
+                    "ok"
+                }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", l.local_addr()?);
+    tokio::spawn(async move { axum::serve(l, app).await });
+    Ok((url, sink, rx))
+}
+
+async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Result<f64> {
+    let client = IngestClient::new(url, KEY)?;
+    let http = reqwest::Client::new();
+    let per_batch = 20u64;
+    let batches = n.div_ceil(per_batch);
+    let bodies: Vec<Vec<u8>> = (0..batches)
+        .rev()
+        .map(|b| customer_batch(b * per_batch, per_batch.min(n - b * per_batch), t0))
+        .collect();
+    let pool = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let make: BatchMaker =
+        Arc::new(move |_| pool.lock().ok().and_then(|mut p| p.pop()).map(|b| (b, 0)));
+    let (events, _) = send_all(&client, conns, Arc::new(AtomicU64::new(0)), make).await?;
+    caught_up(&http, url, Some(n)).await?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sends `probes` events named `event` one at a time; the time from each send until its
+/// request arrives, minus `wait`.
+async fn probe(
+    client: &IngestClient,
+    arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+    event: &str,
+    probes: usize,
+    wait: Duration,
+) -> anyhow::Result<Vec<u64>> {
+    let mut us = Vec::with_capacity(probes);
+    for k in 0..probes {
+        let user = format!("{event}-{k}");
+        let body = json!({"userId": user, "event": event})
+            .to_string()
+            .into_bytes();
+        let t = Instant::now();
+        let (status, b) = client.post("/v1/track", body).await?;
+        if status != 200 {
+            bail!(
+                "probe refused: HTTP {status}: {}",
+                String::from_utf8_lossy(&b.bytes)
+            );
+        }
+        let at = loop {
+            let (who, at) = tokio::time::timeout(wait + Duration::from_secs(10), arrivals.recv())
+                .await
+                .context("no webhook request within 10 s")?
+                .context("the receiver stopped")?;
+            if who == user {
+                break at;
+            }
+        };
+        us.push(at.duration_since(t).saturating_sub(wait).as_micros() as u64);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(us)
+}
+
+pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
+    let t0 = niyet_model::SystemClock.now_ms() - 10 * 86_400_000;
+    let (rurl, sink, mut arrivals) = receiver().await?;
+    let (none, active) = (config(&rurl, false), config(&rurl, true));
+
+    // 1. Overhead.
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for run in 0..a.runs.max(1) {
+        for (cfg, out, what) in [
+            (none.as_str(), &mut without, "no scores or triggers"),
+            (active.as_str(), &mut with, "10 scores and 10 triggers"),
+        ] {
+            eprintln!(
+                "load of {} customers with {what} ({}/{})…",
+                a.customers,
+                run + 1,
+                a.runs.max(1)
+            );
+            let (url, _server) = start_server_with(KEY, Some(cfg)).await?;
+            out.push(load(&url, a.customers, a.connections, t0).await?);
+            eprintln!("  {:.0} events/s", out[out.len() - 1]);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let (m0, m1) = (median(&without), median(&with));
+    let actions = sink.load(Ordering::Relaxed);
+
+    // 2 and 3. Latency under half of the throughput with triggers.
+    let (url, server) = start_server_with(KEY, Some(&active)).await?;
+    load(&url, a.customers / 4, a.connections, t0).await?;
+    let rate = m1 / 2.0;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let client = IngestClient::new(&url, KEY)?;
+    let mut bg = Vec::new();
+    let conns = 8u64;
+    let every = Duration::from_secs_f64(100.0 * conns as f64 / rate.max(1.0));
+    let seq = Arc::new(AtomicU64::new(1_000_000));
+    let customers = a.customers / 4;
+    for _ in 0..conns {
+        let (client, stop, sent, seq) = (client.clone(), stop.clone(), sent.clone(), seq.clone());
+        bg.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (body, _) = traffic_batch(seq.fetch_add(1, Ordering::Relaxed), customers, t0);
+                if let Ok(Ok(ans)) = client.batch_with_retry(body, 3).await {
+                    sent.fetch_add(ans.accepted, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "latency: {} probes under {rate:.0} events/s of background load…",
+        a.probes
+    );
+    let bg_started = Instant::now();
+    let bg_before = sent.load(Ordering::Relaxed);
+    let zero = probe(&client, &mut arrivals, "Probe", a.probes, Duration::ZERO).await?;
+    let waited = probe(
+        &client,
+        &mut arrivals,
+        "Probe Wait",
+        a.probes.div_ceil(10),
+        Duration::from_secs(2),
+    )
+    .await?;
+    let background =
+        (sent.load(Ordering::Relaxed) - bg_before) as f64 / bg_started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in bg {
+        let _ = t.await;
+    }
+    drop(server);
+
+    let (cores, memory_gib) = machine();
+    let r = Report {
+        cores,
+        memory_gib,
+        customers: a.customers,
+        median_without: m0,
+        median_with: m1,
+        drop_percent: (1.0 - m1 / m0) * 100.0,
+        without,
+        with_10_scores_10_triggers: with,
+        actions_received: actions,
+        background_events_per_s: background,
+        zero_wait: latency(zero),
+        after_wait: latency(waited),
+    };
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    println!("niyet bench actions — {cores} cores, {memory_gib:.0} GiB");
+    println!(
+        "  load of {} customers: none {:.0} events/s ({}), 10 scores + 10 triggers {:.0} events/s ({}): {:.1} % lower; {} webhook requests received",
+        r.customers, m0, fmt(&r.without), m1, fmt(&r.with_10_scores_10_triggers), r.drop_percent, r.actions_received
+    );
+    let (z, w) = (&r.zero_wait, &r.after_wait);
+    println!(
+        "  event sent → webhook request received, zero-wait trigger, {} probes under {:.0} events/s: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        a.probes, r.background_events_per_s, z.p50_ms, z.p90_ms, z.p99_ms, z.max_ms
+    );
+    println!(
+        "  2 s wait elapsed → webhook request received, {} probes: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        a.probes.div_ceil(10), w.p50_ms, w.p90_ms, w.p99_ms, w.max_ms
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
+    }
+    Ok(())
+}
