@@ -33,6 +33,9 @@ pub struct TriggerDef {
     /// same ones) held out as a control group: recorded, never sent.
     #[serde(default)]
     pub holdout_percent: f64,
+    /// Attach a cart offer (see [`crate::offer`]) to the action document as `offer`.
+    #[serde(default)]
+    pub offer: bool,
 }
 
 /// What starts a trigger.
@@ -426,6 +429,7 @@ mod tests {
             then: vec!["offers".into()],
             cap: None,
             holdout_percent: 0.0,
+            offer: false,
         }
     }
 

@@ -21,7 +21,11 @@ use crate::{ApiError, AppState};
 
 /// Builds the document an action is sent with: the trigger, the profile as it is now
 /// (traits as plain values), the record that started it and its event time.
-pub fn composer(pipeline: Arc<OnceLock<Arc<Pipeline>>>, log: Arc<Log>) -> niyet_delivery::Compose {
+pub fn composer(
+    pipeline: Arc<OnceLock<Arc<Pipeline>>>,
+    log: Arc<Log>,
+    offers: Offers,
+) -> niyet_delivery::Compose {
     Arc::new(move |a: &Action| {
         let mut doc = json!({
             "id": a.key,
@@ -40,6 +44,11 @@ pub fn composer(pipeline: Arc<OnceLock<Arc<Pipeline>>>, log: Arc<Log>) -> niyet_
                 doc["profile"] = plain_traits(v);
             }
         }
+        if offers.triggers.contains(&a.trigger) {
+            if let Some(p) = pipeline.get() {
+                doc["offer"] = offer(p, &offers, a, &doc["profile"]);
+            }
+        }
         if a.origin & niyet_pipeline::TIME_ORIGIN == 0 {
             if let Ok(recs) = log.read(a.origin, 1) {
                 if let Some(r) = recs.into_iter().find(|r| r.offset == a.origin) {
@@ -56,6 +65,94 @@ pub fn composer(pipeline: Arc<OnceLock<Arc<Pipeline>>>, log: Arc<Log>) -> niyet_
         }
         doc
     })
+}
+
+/// What offers need besides the profile.
+#[derive(Clone)]
+pub struct Offers {
+    /// Triggers with `offer = true`.
+    pub triggers: Vec<String>,
+    pub policy: niyet_actions::offer::Policy,
+    pub catalogue: Arc<crate::catalogue::Catalogue>,
+    pub order_event: String,
+    pub cart_event: String,
+}
+
+/// The cart offer for the profile of `a`: the cart is what was added since the last
+/// order (of its latest 500 events), the history its orders and how many used a coupon.
+fn offer(p: &Pipeline, o: &Offers, a: &Action, profile: &Value) -> Value {
+    let q = p.query();
+    let Some(id) = a
+        .profile
+        .parse::<ProfileId>()
+        .ok()
+        .and_then(|id| q.canonical(id))
+    else {
+        return Value::Null;
+    };
+    let events = q.events(id, None, 500).unwrap_or(Value::Null);
+    let mut cart: Vec<(niyet_actions::offer::Product, u32)> = Vec::new();
+    let (mut seen_orders, mut coupons, mut in_cart) = (0u32, 0u32, true);
+    for e in events["entries"].as_array().into_iter().flatten() {
+        let ev = &e["event"];
+        let name = ev["event"].as_str().unwrap_or_default();
+        let props = &ev["properties"];
+        if name == o.order_event {
+            in_cart = false;
+            seen_orders += 1;
+            if props["coupon"]
+                .as_str()
+                .is_some_and(|c| !c.trim().is_empty())
+            {
+                coupons += 1;
+            }
+        } else if in_cart && name == o.cart_event {
+            let Some(sku) = props["sku"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| props["product_id"].as_str().map(str::to_string))
+            else {
+                continue;
+            };
+            if cart.iter().any(|(x, _)| x.sku == sku) {
+                continue;
+            }
+            let qty = props["quantity"].as_u64().unwrap_or(1).clamp(1, 1_000) as u32;
+            let product = o
+                .catalogue
+                .get(&sku)
+                .unwrap_or(niyet_actions::offer::Product {
+                    sku,
+                    price: props["price"].as_f64().unwrap_or(0.0),
+                    category: props["category"].as_str().map(str::to_string),
+                    stock: None,
+                });
+            cart.push((product, qty));
+        }
+    }
+    let purchases = &profile["purchases"];
+    let history = niyet_actions::offer::History {
+        orders: purchases["orders"]
+            .as_u64()
+            .map_or(seen_orders, |n| n as u32),
+        coupon_orders: coupons,
+        average_basket: purchases["average_basket"].as_f64().unwrap_or(0.0),
+        lifetime_value: None,
+    };
+    let mut alternatives = Vec::new();
+    for (x, _) in cart.iter().filter(|(x, _)| x.stock == Some(0)) {
+        if let Some(c) = &x.category {
+            alternatives.extend(o.catalogue.in_stock(c));
+        }
+    }
+    let d = niyet_actions::offer::decide(&cart, &alternatives, &history, &o.policy, &a.key);
+    let mut v = serde_json::to_value(&d.offer).unwrap_or(Value::Null);
+    v["reasons"] = json!(d.reasons);
+    v["cart"] = json!(cart
+        .iter()
+        .map(|(x, q)| json!({"sku": x.sku, "quantity": q}))
+        .collect::<Vec<_>>());
+    v
 }
 
 /// `traits: {"email": {"value": …, "source": …}}` → `traits: {"email": …}`.

@@ -92,6 +92,8 @@ pub struct Config {
     pub destinations: Vec<niyet_delivery::DestinationConfig>,
     /// Intent scores (`[[scores]]`).
     pub scores: Vec<niyet_actions::ScoreDef>,
+    /// How cart offers are chosen (`[offers]`).
+    pub offers: niyet_actions::offer::Policy,
 }
 
 /// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be
@@ -263,6 +265,7 @@ impl Default for Config {
             triggers: Vec::new(),
             destinations: Vec::new(),
             scores: Vec::new(),
+            offers: Default::default(),
         }
     }
 }

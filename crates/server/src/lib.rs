@@ -8,6 +8,7 @@
 mod actions;
 pub mod admin;
 mod analytics;
+pub mod catalogue;
 pub mod config;
 pub mod credentials;
 pub mod ingest;
@@ -104,6 +105,8 @@ pub struct AppState {
     pub delivery: Option<niyet_delivery::Delivery>,
     /// The triggers in force.
     pub triggers: Vec<niyet_actions::TriggerDef>,
+    /// Products, prices and stock for offers.
+    pub catalogue: Arc<catalogue::Catalogue>,
 }
 
 /// An API error: HTTP status plus `{"code","message"}`.
@@ -239,6 +242,19 @@ impl Server {
         let dests = cfg.destinations.clone();
         let delivery_dir = cfg.data_dir.join("delivery");
         let dclock = clock.clone();
+        let catalogue = Arc::new(catalogue::Catalogue::open(&cfg.data_dir));
+        let offers = actions::Offers {
+            triggers: cfg
+                .triggers
+                .iter()
+                .filter(|t| t.offer)
+                .map(|t| t.name.clone())
+                .collect(),
+            policy: cfg.offers.clone(),
+            catalogue: catalogue.clone(),
+            order_event: cfg.profiles.order_event.clone(),
+            cart_event: "Product Added".into(),
+        };
         let (log, qlog, pipeline, delivery) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
             // Actions need the pipeline to compose their documents, and the pipeline
@@ -252,7 +268,7 @@ impl Server {
                     &delivery_dir,
                     dests,
                     dclock,
-                    actions::composer(started.clone(), log.clone()),
+                    actions::composer(started.clone(), log.clone(), offers),
                 )
                 .map_err(|e| ServerError::Io {
                     context: "opening the outbox".into(),
@@ -294,6 +310,7 @@ impl Server {
             pipeline,
             delivery,
             triggers: cfg.triggers.clone(),
+            catalogue,
             quarantine: Arc::new(qlog),
             sources,
             sources_by_name: by_name,
@@ -406,6 +423,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(intent::routes())
         .merge(spend::routes())
         .merge(actions::routes())
+        .merge(catalogue::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

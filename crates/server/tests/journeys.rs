@@ -739,3 +739,121 @@ then = ["sales"]
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offer_follows_stock_and_history() {
+    let (rx, url) = Receiver::start().await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "offers"
+kind = "webhook"
+url = "{url}/offers"
+
+[[triggers]]
+name = "Cart abandoned"
+when = {{ event = "Product Added" }}
+wait = "30m"
+unless = ["Order Completed"]
+then = ["offers"]
+offer = true
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    let r = n
+        .http
+        .post(format!("{}/v1/catalogue", n.url))
+        .bearer_auth(ADMIN)
+        .json(&json!([
+            {"sku": "SHOE-1", "price": 900.0, "category": "shoes", "stock": 40},
+            {"sku": "SHOE-2", "price": 950.0, "category": "shoes", "stock": 2},
+            {"sku": "SHOE-3", "price": 880.0, "category": "shoes", "stock": 0},
+            {"sku": "SHOE-4", "price": 300.0, "category": "shoes", "stock": 9},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bad = n
+        .http
+        .post(format!("{}/v1/catalogue", n.url))
+        .bearer_auth(ADMIN)
+        .json(&json!([{"sku": "", "price": 1.0}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // A customer who buys with coupons; one who never does; and the same cart items.
+    for (u, coupon) in [("hunter", Some("SAVE10")), ("loyal", None)] {
+        for k in 0..2 {
+            let mut props = json!({"revenue": 100.0, "order_id": format!("{u}-{k}")});
+            if let Some(c) = coupon {
+                props["coupon"] = json!(c);
+            }
+            n.track(u, "Order Completed", props, json!({})).await;
+        }
+    }
+    n.clock.set(T0 + MIN);
+    n.track(
+        "hunter",
+        "Product Added",
+        json!({"sku": "SHOE-1"}),
+        json!({}),
+    )
+    .await;
+    n.track(
+        "loyal",
+        "Product Added",
+        json!({"sku": "SHOE-1"}),
+        json!({}),
+    )
+    .await;
+    n.track(
+        "scarce",
+        "Product Added",
+        json!({"sku": "SHOE-2"}),
+        json!({}),
+    )
+    .await;
+    n.track("gone", "Product Added", json!({"sku": "SHOE-3"}), json!({}))
+        .await;
+    n.at(T0 + 32 * MIN).await;
+    let got = eventually("four offers", || {
+        let g = rx.at("/offers");
+        (g.len() == 4).then_some(g)
+    })
+    .await;
+    let of = |user: &str| {
+        let id = n.profile_id(user);
+        got.iter()
+            .find(|g| g.body["profile"]["id"] == id.as_str())
+            .map(|g| g.body.clone())
+            .unwrap()
+    };
+    let hunter = of("hunter");
+    assert_eq!(hunter["offer"]["kind"], "discount", "{hunter}");
+    assert_eq!(
+        hunter["offer"]["code"],
+        niyet_actions::offer::coupon_code("NIYET", hunter["id"].as_str().unwrap())
+    );
+    assert!(hunter["offer"]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("2 of 2 orders"));
+    // 900 in the cart, below the free-shipping line of 500? No: nothing for the loyal one.
+    let loyal = of("loyal");
+    assert_eq!(loyal["offer"]["kind"], "nothing", "{loyal}");
+    let scarce = of("scarce");
+    assert_eq!(scarce["offer"]["kind"], "nothing", "{scarce}");
+    assert!(scarce["offer"]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("only 2 left"));
+    let gone = of("gone");
+    assert_eq!(gone["offer"]["kind"], "alternative", "{gone}");
+    // The in-stock shoe closest in price to the 880 one.
+    assert_eq!(gone["offer"]["sku"], "SHOE-1", "{gone}");
+    assert_eq!(gone["offer"]["instead_of"], "SHOE-3");
+    // Codes are single-use: each action its own.
+    assert_ne!(hunter["id"], loyal["id"]);
+}
