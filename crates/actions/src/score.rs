@@ -250,6 +250,8 @@ impl Scores {
     }
 
     /// Time reached `now`: every downward crossing decay makes by then, at its instant.
+    /// Values stay as of their last change (decay is applied when they are next read or
+    /// changed), so this only looks for crossings.
     pub fn advance(&self, sts: &mut Vec<ScoreState>, now: i64, out: &mut Vec<Crossing>) {
         sts.resize_with(self.defs.len(), Default::default);
         for (i, st) in sts.iter_mut().enumerate() {
@@ -272,12 +274,14 @@ impl Scores {
                 }
                 self.cross(i, st, t, out);
             }
-            self.decay(i, st, now);
         }
     }
 
     /// The next instant decay alone takes score `i` below a threshold it is above.
     fn next_crossing(&self, i: usize, st: &ScoreState) -> Option<i64> {
+        if st.above == 0 {
+            return None;
+        }
         let h = self.defs[i].half_life_ms?;
         if st.value <= 0.0 {
             return None;
@@ -322,6 +326,7 @@ impl Scores {
             let Some(s) = c.def.signals.get(j) else {
                 continue;
             };
+            self.decay(i, &mut sts[i], now);
             let st = &mut sts[i];
             if let (Some(n), Some(Some(w))) = (s.nth, c.within_ms.get(j)) {
                 let k = match st.recent.iter().position(|r| r.0 == j as u16) {
