@@ -271,11 +271,13 @@ impl Triggers {
                 .iter()
                 .any(|u| u == name)
         });
-        for (i, c) in self.defs.iter().enumerate() {
-            if matches!(&c.def.when, When::Event(e) if e == name) {
-                self.start(st, i, origin, now, out);
-            }
-        }
+        self.start_all(
+            st,
+            |w| matches!(w, When::Event(e) if e == name),
+            origin,
+            now,
+            out,
+        );
     }
 
     /// A score crossed threshold `name` upwards at `now`.
@@ -287,11 +289,13 @@ impl Triggers {
         now: i64,
         out: &mut Vec<Fire>,
     ) {
-        for (i, c) in self.defs.iter().enumerate() {
-            if matches!(&c.def.when, When::ScoreCrossed(s) if s == name) {
-                self.start(st, i, origin, now, out);
-            }
-        }
+        self.start_all(
+            st,
+            |w| matches!(w, When::ScoreCrossed(s) if s == name),
+            origin,
+            now,
+            out,
+        );
     }
 
     /// The profile entered `segment` at `now` (while processing the record at `origin`).
@@ -303,8 +307,26 @@ impl Triggers {
         now: i64,
         out: &mut Vec<Fire>,
     ) {
-        for (i, c) in self.defs.iter().enumerate() {
-            if matches!(&c.def.when, When::SegmentEntered(s) if s == segment) {
+        self.start_all(
+            st,
+            |w| matches!(w, When::SegmentEntered(s) if s == segment),
+            origin,
+            now,
+            out,
+        );
+    }
+
+    /// Starts every trigger whose `when` matches.
+    fn start_all(
+        &self,
+        st: &mut JourneyState,
+        when: impl Fn(&When) -> bool,
+        origin: u64,
+        now: i64,
+        out: &mut Vec<Fire>,
+    ) {
+        for i in 0..self.defs.len() {
+            if when(&self.defs[i].def.when) {
                 self.start(st, i, origin, now, out);
             }
         }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bench::{latency, machine, start_server_with, Latency};
-use crate::bench_profiles::{caught_up, customer_batch, send_all, traffic_batch, BatchMaker};
+use crate::bench_segments::{load, Background, KEY};
 use crate::client::IngestClient;
 
 /// Arguments of `niyet bench actions`.
@@ -62,8 +62,6 @@ struct Report {
     zero_wait: Latency,
     after_wait: Latency,
 }
-
-const KEY: &str = "bench-write-key";
 
 fn config(receiver: &str, active: bool) -> String {
     let mut t = String::from("[lifecycle]\nenabled = false\n[profiles]\ntimer_lag_ms = 20\n");
@@ -181,24 +179,6 @@ async fn receiver() -> anyhow::Result<(
     Ok((url, sink, rx))
 }
 
-async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Result<f64> {
-    let client = IngestClient::new(url, KEY)?;
-    let http = reqwest::Client::new();
-    let per_batch = 20u64;
-    let batches = n.div_ceil(per_batch);
-    let bodies: Vec<Vec<u8>> = (0..batches)
-        .rev()
-        .map(|b| customer_batch(b * per_batch, per_batch.min(n - b * per_batch), t0))
-        .collect();
-    let pool = Arc::new(std::sync::Mutex::new(bodies));
-    let started = Instant::now();
-    let make: BatchMaker =
-        Arc::new(move |_| pool.lock().ok().and_then(|mut p| p.pop()).map(|b| (b, 0)));
-    let (events, _) = send_all(&client, conns, Arc::new(AtomicU64::new(0)), make).await?;
-    caught_up(&http, url, Some(n)).await?;
-    Ok(events as f64 / started.elapsed().as_secs_f64())
-}
-
 /// Sends `probes` events named `event` one at a time; the time from each send until its
 /// request arrives, minus `wait`.
 async fn probe(
@@ -272,28 +252,9 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     let (url, server) = start_server_with(KEY, Some(&active)).await?;
     load(&url, a.customers / 4, a.connections, t0).await?;
     let rate = m1 / 2.0;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
     let client = IngestClient::new(&url, KEY)?;
-    let mut bg = Vec::new();
-    let conns = 8u64;
-    let every = Duration::from_secs_f64(100.0 * conns as f64 / rate.max(1.0));
-    let seq = Arc::new(AtomicU64::new(1_000_000));
-    let customers = a.customers / 4;
-    for _ in 0..conns {
-        let (client, stop, sent, seq) = (client.clone(), stop.clone(), sent.clone(), seq.clone());
-        bg.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let (body, _) = traffic_batch(seq.fetch_add(1, Ordering::Relaxed), customers, t0);
-                if let Ok(Ok(ans)) = client.batch_with_retry(body, 3).await {
-                    sent.fetch_add(ans.accepted, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let bg = Background::start(&client, rate, a.customers / 4, t0);
+    let sent = bg.sent.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!(
         "latency: {} probes under {rate:.0} events/s of background load…",
@@ -312,10 +273,7 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     .await?;
     let background =
         (sent.load(Ordering::Relaxed) - bg_before) as f64 / bg_started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in bg {
-        let _ = t.await;
-    }
+    bg.stop().await;
     drop(server);
 
     let (cores, memory_gib) = machine();

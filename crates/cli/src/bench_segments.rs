@@ -73,7 +73,7 @@ struct Report {
     ack_latency: Latency,
 }
 
-const KEY: &str = "bench-write-key";
+pub(crate) const KEY: &str = "bench-write-key";
 const CITIES: [&str; 6] = ["İstanbul", "Ankara", "İzmir", "Bursa", "Antalya", "Konya"];
 
 /// 44 segments over the bench's events and traits, besides the six built-ins.
@@ -112,7 +112,7 @@ fn fifty() -> String {
 const NONE: &str = "[lifecycle]\nenabled = false\n";
 
 /// Loads `n` customers; events/s until everything is processed.
-async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Result<f64> {
+pub(crate) async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Result<f64> {
     let client = IngestClient::new(url, KEY)?;
     let http = reqwest::Client::new();
     let per_batch = 20u64;
@@ -176,6 +176,49 @@ async fn listen(
         }
     });
     Ok(rx)
+}
+
+/// Background traffic at about `rate` events/s (batches over 8 connections) until stopped.
+pub(crate) struct Background {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Events accepted so far.
+    pub(crate) sent: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub(crate) fn start(client: &IngestClient, rate: f64, customers: u64, t0: i64) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        let conns = 8u64;
+        let every = Duration::from_secs_f64(100.0 * conns as f64 / rate.max(1.0));
+        let seq = Arc::new(AtomicU64::new(1_000_000));
+        for _ in 0..conns {
+            let (client, stop, sent, seq) =
+                (client.clone(), stop.clone(), sent.clone(), seq.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let (body, _) =
+                        traffic_batch(seq.fetch_add(1, Ordering::Relaxed), customers, t0);
+                    if let Ok(Ok(ans)) = client.batch_with_retry(body, 3).await {
+                        sent.fetch_add(ans.accepted, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        Background { stop, sent, tasks }
+    }
+
+    pub(crate) async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
 }
 
 pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
@@ -256,28 +299,9 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     .await?;
     let mut entries = listen(server.port, "Probe").await?;
     let rate = m50 / 2.0;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
     let client = IngestClient::new(&url, KEY)?;
-    let mut bg = Vec::new();
-    let conns = 8u64;
-    let every = Duration::from_secs_f64(100.0 * conns as f64 / rate.max(1.0));
-    let seq = Arc::new(AtomicU64::new(1_000_000));
-    for _ in 0..conns {
-        let (client, stop, sent, seq) = (client.clone(), stop.clone(), sent.clone(), seq.clone());
-        let customers = a.profiles;
-        bg.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let (body, _) = traffic_batch(seq.fetch_add(1, Ordering::Relaxed), customers, t0);
-                if let Ok(Ok(ans)) = client.batch_with_retry(body, 3).await {
-                    sent.fetch_add(ans.accepted, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let bg = Background::start(&client, rate, a.profiles, t0);
+    let sent = bg.sent.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!(
         "latency: {} probes under {:.0} events/s of background load…",
@@ -309,10 +333,7 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     }
     let background =
         (sent.load(Ordering::Relaxed) - bg_before) as f64 / bg_started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in bg {
-        let _ = t.await;
-    }
+    bg.stop().await;
     let lat = latency(us);
     let ack = latency(acks);
     drop(server);

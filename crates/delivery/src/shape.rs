@@ -30,15 +30,7 @@ pub fn render(template: &str, doc: &Value) -> String {
 }
 
 /// The value at a dotted path (`profile.traits.email`).
-pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .filter(|p| !p.is_empty())
-        .try_fold(doc, |v, k| match v {
-            Value::Object(m) => m.get(k),
-            Value::Array(a) => a.get(k.parse::<usize>().ok()?),
-            _ => None,
-        })
-}
+pub use niyet_actions::trigger::lookup_json as lookup;
 
 fn text<'a>(doc: &'a Value, paths: &[&str]) -> Option<&'a str> {
     paths
