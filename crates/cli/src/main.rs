@@ -8,6 +8,7 @@ mod bench_segments;
 mod client;
 mod demo;
 mod import;
+mod keys;
 mod profile;
 mod report;
 mod serve;
@@ -58,6 +59,9 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write keys and admin tokens of a running server: list, create, rotate, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             Command::Import(_) => anyhow::bail!("niyet import FILE, or niyet import spend FILE"),
             Command::Report(a) => report::run(a).await,
             Command::Profile(p) => profile::run(p).await,
+            Command::Keys(k) => keys::run(k).await,
             Command::Bench(b) => bench::run(b).await,
             Command::Config(ConfigCommand::Validate { file }) => {
                 let cfg = niyet_server::Config::from_file(&file)?;

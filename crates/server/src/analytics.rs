@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,7 +22,7 @@ use niyet_pipeline::{JourneyQuery, JourneyTable};
 use serde_json::json;
 use serde_json::Value;
 
-use crate::admin::{authorize, blocking};
+use crate::admin::blocking;
 use crate::profiles::{
     bad, csv_response, export_of, limit_of, not_found, one_of, parse_id, pipeline_error,
     profile_view,
@@ -104,10 +103,8 @@ fn models(half_life_hours: f64, direct: u32) -> Vec<(&'static str, Model)> {
 /// each channel (or campaign) by every model, or by the one named.
 async fn attribution(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h)?;
     let a = &st.analytics;
     let lookback_days = num(
         &q,
@@ -396,10 +393,8 @@ impl ClvModels {
 /// expected purchases and predicted value over the horizon, and of historical value.
 async fn clv(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let horizon = num(
         &q,
         "horizon_days",
@@ -441,11 +436,9 @@ async fn clv(
 /// under the models fitted on the whole base.
 async fn profile_clv(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let id = parse_id(&id)?;
     let horizon = num(
         &q,
@@ -488,8 +481,7 @@ async fn profile_clv(
 
 /// `GET /v1/rfm`: the customer base, where each fifth begins on recency, frequency and
 /// monetary value, and the size of every score and named group.
-async fn table(State(st): State<Arc<AppState>>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
+async fn table(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let now = st.clock.now_ms();
         Ok(Json(st.pipeline.query().rfm(now)))
@@ -501,10 +493,8 @@ async fn table(State(st): State<Arc<AppState>>, h: HeaderMap) -> Result<Json<Val
 /// their scores, by profile id.
 async fn members(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h)?;
     let group = q
         .get("group")
         .map(|g| {
@@ -551,11 +541,10 @@ async fn members(
 /// `GET /v1/profiles/{id}/rfm`: one profile's scores and group against the base now.
 async fn of_profile(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let now = st.clock.now_ms();
-    profile_view(st, &h, &id, move |q, id| q.profile_rfm(id, now)).await
+    profile_view(st, &id, move |q, id| q.profile_rfm(id, now)).await
 }
 
 fn period_of(q: &BTreeMap<String, String>, default: Period) -> Result<Period, ApiError> {
@@ -585,10 +574,8 @@ fn steps_json(names: &[String], steps: &[Step]) -> Vec<Value> {
 /// profile's first event, or by a trait's value (the 50 largest groups), when asked.
 async fn funnel_report(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let steps: Vec<String> = q
         .get("steps")
         .map(|s| {
@@ -676,10 +663,8 @@ async fn funnel_report(
 /// and how many of each were active in each later period.
 async fn retention_report(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let period = period_of(&q, Period::Week)?;
     let by_purchase =
         one_of(&q, "cohort", &["first_seen", "first_purchase"])? == Some("first_purchase");
@@ -726,10 +711,8 @@ async fn retention_report(
 /// the share of them that converted.
 async fn conversion_rate(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let period = period_of(&q, Period::Day)?;
     let conversion = conversion_of(&st, &q);
     blocking(move || {
@@ -769,11 +752,9 @@ fn item_links(st: &AppState) -> Result<(niyet_pipeline::ItemHistory, Links), Api
 /// and items bought after viewing it, each with its count and confidence.
 async fn item_recommendations(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Path(item): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let limit = limit_of(&q, 10)?;
     blocking(move || {
         let (hist, links) = item_links(&st)?;
@@ -794,11 +775,9 @@ async fn item_recommendations(
 /// viewed and bought, without what it bought and without items out of stock.
 async fn profile_recommendations(
     State(st): State<Arc<AppState>>,
-    h: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &h)?;
     let id = parse_id(&id)?;
     let limit = limit_of(&q, 10)?;
     blocking(move || {

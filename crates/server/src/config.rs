@@ -16,6 +16,9 @@
 //! max_batch_bytes = 512000       # per request, after decompression (Segment: 500 KB)
 //! max_message_bytes = 32768      # per message (Segment: 32 KB)
 //! max_pending_requests = 2048    # beyond this many requests waiting for the log: 429
+//! header_timeout_ms = 10000      # slow clients still sending headers are cut off
+//! body_timeout_ms = 30000        # … and still sending the body get 408
+//! max_admin_body_bytes = 67108864
 //!
 //! [[sources]]
 //! name = "web"
@@ -74,6 +77,8 @@ pub struct Config {
     pub log: LogSection,
     /// Request limits.
     pub limits: Limits,
+    /// Rate limits of keys.
+    pub access: AccessSection,
     /// Sources and their write keys.
     pub sources: Vec<SourceConfig>,
     /// Identity resolution.
@@ -256,6 +261,7 @@ impl Default for Config {
             admin_token: None,
             log: LogSection::default(),
             limits: Limits::default(),
+            access: AccessSection::default(),
             sources: Vec::new(),
             identity: IdentitySection::default(),
             profiles: ProfilesSection::default(),
@@ -445,6 +451,26 @@ impl Default for LogSection {
     }
 }
 
+/// `[access]`: default rate limits per key (requests per second, burst twice that; 0 =
+/// unlimited). A key created with its own `rate_per_s` uses that.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    /// Admin tokens.
+    pub admin_rate_per_s: f64,
+    /// Write keys.
+    pub write_rate_per_s: f64,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        Self {
+            admin_rate_per_s: 100.0,
+            write_rate_per_s: 0.0,
+        }
+    }
+}
+
 /// `[limits]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -455,6 +481,12 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Requests waiting for the log before new ones get 429.
     pub max_pending_requests: usize,
+    /// A client still sending its request headers after this long is cut off.
+    pub header_timeout_ms: u64,
+    /// A client still sending its request body after this long gets 408.
+    pub body_timeout_ms: u64,
+    /// Largest body of an admin API request.
+    pub max_admin_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -463,6 +495,9 @@ impl Default for Limits {
             max_batch_bytes: 500 * 1024,
             max_message_bytes: niyet_ingest::MAX_MESSAGE_BYTES,
             max_pending_requests: 2048,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_admin_body_bytes: 64 << 20,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -139,10 +139,22 @@ async fn ingest(
         )
     };
     let declared = header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
-    let raw = match read_limited(b, limit, declared).await {
-        Ok(raw) => raw,
-        Err(None) => return Err(too_large()),
-        Err(Some(e)) => {
+    let deadline = Duration::from_millis(st.limits.body_timeout_ms.max(1));
+    let read = tokio::time::timeout(deadline, read_limited(b, limit, declared)).await;
+    let raw = match read {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    st.limits.body_timeout_ms
+                ),
+            ))
+        }
+        Ok(Ok(raw)) => raw,
+        Ok(Err(None)) => return Err(too_large()),
+        Ok(Err(Some(e))) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
@@ -170,13 +182,30 @@ async fn ingest(
             "no write key: send it as the HTTP Basic user name or as writeKey in the body",
         ));
     };
-    let Some(source) = st.sources.get(&key) else {
+    let source = st
+        .keys
+        .find(&key)
+        .filter(|k| k.kind == crate::access::KeyKind::Write)
+        .and_then(|k| {
+            let s = st.sources_by_name.get(k.source.as_deref()?)?;
+            Some((k, s))
+        });
+    let Some((wk, source)) = source else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_write_key",
-            "the write key is not known to this server",
+            "the write key is not known to this server (or was rotated or revoked)",
         ));
     };
+    if let Err(wait) = st.keys.take(&wk, st.clock.now_ms()) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for write key `{}`; retry later", wk.id),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
     let received_ms = st.clock.now_ms();
     let ctx = NormalizeCtx {
         received_ms,

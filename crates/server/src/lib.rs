@@ -5,6 +5,7 @@
 //! the event log (group commit, acknowledged only once durable) and, for invalid
 //! messages, one append to the quarantine log → `200 {"success":true}`.
 
+pub mod access;
 mod actions;
 pub mod admin;
 mod analytics;
@@ -76,12 +77,10 @@ pub struct AppState {
     pub pipeline: Arc<niyet_pipeline::Pipeline>,
     /// Quarantined messages.
     pub quarantine: Arc<Quarantine>,
-    /// Write key → source.
-    pub sources: HashMap<String, Source>,
+    /// Write keys and admin tokens, their rate limits and the audit log.
+    pub keys: access::Keys,
     /// Source name → source.
     pub sources_by_name: HashMap<String, Source>,
-    /// Admin token.
-    pub admin_token: String,
     /// Processing time.
     pub clock: Arc<dyn Clock>,
     /// Counters.
@@ -183,6 +182,20 @@ impl IntoResponse for ApiError {
         }
         r
     }
+}
+
+/// Replaces `path` with `bytes` durably: written to a temporary file, synced, renamed.
+pub fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Appends to a log and waits (without blocking the runtime) until durable.
@@ -294,16 +307,36 @@ impl Server {
             context: "opening storage".into(),
             source: std::io::Error::other(e.to_string()),
         })??;
-        let mut sources = HashMap::new();
         let mut by_name = HashMap::new();
+        let mut configured = vec![(
+            "admin".to_string(),
+            access::KeyKind::Admin,
+            None,
+            creds.admin_token.clone(),
+        )];
         for (name, key) in &creds.write_keys {
             let s = Source {
                 name: name.clone(),
                 plan: plans.get(name).cloned().map(Arc::new),
             };
-            sources.insert(key.clone(), s.clone());
+            configured.push((
+                name.clone(),
+                access::KeyKind::Write,
+                Some(name.clone()),
+                key.clone(),
+            ));
             by_name.insert(name.clone(), s);
         }
+        let keys = access::Keys::open(
+            &cfg.data_dir,
+            configured,
+            cfg.access.admin_rate_per_s,
+            cfg.access.write_rate_per_s,
+        )
+        .map_err(|e| ServerError::Io {
+            context: "opening the keys".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let state = Arc::new(AppState {
             segment_changes,
             log,
@@ -312,9 +345,8 @@ impl Server {
             triggers: cfg.triggers.clone(),
             catalogue,
             quarantine: Arc::new(qlog),
-            sources,
+            keys,
             sources_by_name: by_name,
-            admin_token: creds.admin_token.clone(),
             clock,
             metrics: metrics::Metrics::default(),
             pending: Semaphore::new(cfg.limits.max_pending_requests),
@@ -371,13 +403,7 @@ impl Server {
             d.start();
         }
         let app = router(state.clone());
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| ServerError::Io {
-                context: "serving".into(),
-                source: e,
-            });
+        let result = serve(self.listener, app, &state.limits, shutdown).await;
         retention.abort();
         retrain.abort();
         let st = state.clone();
@@ -392,6 +418,51 @@ impl Server {
         .await;
         result
     }
+}
+
+/// Accepts connections until `shutdown`, each served by hyper with a deadline for the
+/// request headers (slow clients are cut off); then lets open requests finish (at most
+/// 5 s).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &config::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms.max(1));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(256 * 1024);
+        let conn = graceful.watch(b.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    Ok(())
 }
 
 async fn retention_loop(state: Arc<AppState>, every: Duration) {
@@ -424,6 +495,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(spend::routes())
         .merge(actions::routes())
         .merge(catalogue::routes())
+        .merge(access::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::layer,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.max_admin_body_bytes,
+        ))
         .with_state(state)
-        .layer(axum::extract::DefaultBodyLimit::disable())
 }
