@@ -122,6 +122,24 @@ impl AppendFile {
             .map_err(|e| LogError::io(format!("closing {what}"), &e))
     }
 
+    /// Bytes at `pos` of a file whose durable end is `len` were rewritten in place (by
+    /// another handle): the copy of the last partial block kept for the next direct write
+    /// takes them too, or that write would put the old bytes back.
+    pub fn patched(&mut self, pos: u64, bytes: &[u8], len: u64) {
+        if !self.direct || self.tail.is_empty() {
+            return;
+        }
+        let tail_start = len - self.tail.len() as u64;
+        let end = pos + bytes.len() as u64;
+        if end <= tail_start || pos >= len {
+            return;
+        }
+        let from = pos.max(tail_start);
+        let to = end.min(len);
+        let src = &bytes[(from - pos) as usize..(to - pos) as usize];
+        self.tail[(from - tail_start) as usize..(to - tail_start) as usize].copy_from_slice(src);
+    }
+
     /// Whether direct I/O is in use.
     pub fn is_direct(&self) -> bool {
         self.direct

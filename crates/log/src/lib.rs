@@ -31,6 +31,9 @@
 //!   again. The key index is bounded ([`LogConfig::dedup_max_keys`]) and rebuilt from the
 //!   segments on open, so it survives restarts.
 //! * **Retention** by age and total size removes whole, closed segments, oldest first.
+//! * **Erasure** ([`Log::erase`]) rewrites chosen records in place with a payload of the
+//!   same length ([`ERASED`] and spaces) and a new checksum, so personal data leaves the
+//!   files without moving any other record.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -47,7 +50,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-pub use segment::{RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
+pub use segment::{ERASED, RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
 
 /// Errors of the log. Cloneable so that one failed group commit can answer every waiter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -226,6 +229,10 @@ pub(crate) enum Command {
         now_ms: i64,
         done: mpsc::Sender<Result<RetentionReport, LogError>>,
     },
+    Erase {
+        offsets: Vec<u64>,
+        done: mpsc::Sender<Result<u64, LogError>>,
+    },
     Shutdown,
 }
 
@@ -346,6 +353,21 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let (tx, rx) = mpsc::channel();
         if self.send(Command::Retention { now_ms, done: tx }).is_err() {
+            return Err(LogError::Closed);
+        }
+        rx.recv().unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Erases records in place: each payload becomes [`ERASED`] padded with spaces to its
+    /// old length, with a new checksum, synced before this returns. Offsets, times and
+    /// keys stay (nothing else moves); offsets already gone (retention) or not yet
+    /// written are skipped. Returns how many records were rewritten.
+    pub fn erase(&self, offsets: Vec<u64>) -> Result<u64, LogError> {
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        let (tx, rx) = mpsc::channel();
+        if self.send(Command::Erase { offsets, done: tx }).is_err() {
             return Err(LogError::Closed);
         }
         rx.recv().unwrap_or(Err(LogError::Closed))

@@ -322,6 +322,81 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
     Ok(out)
 }
 
+/// The payload an erased record keeps: the same length (so no other record moves),
+/// this text and then spaces.
+pub const ERASED: &[u8] = br#"{"type":"niyet.erased"}"#;
+
+/// Overwrites the payloads of records `targets` (ascending, all in this segment) with
+/// [`ERASED`] and fixes their checksums, in place; returns `(file position, bytes)` of
+/// every write, for a caller that keeps some of the file in memory.
+pub(crate) fn erase_in_segment(
+    meta: &SegmentMeta,
+    targets: &[u64],
+) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    use std::os::unix::fs::FileExt;
+    let ctx = |e: &std::io::Error| LogError::io(format!("erasing in {}", meta.path.display()), e);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&meta.path)
+        .map_err(|e| ctx(&e))?;
+    let corrupt = |detail: String| LogError::Corrupt {
+        segment: meta.path.display().to_string(),
+        detail,
+    };
+    let mut writes = Vec::with_capacity(targets.len());
+    let (mut offset, mut pos) = (meta.base, SEGMENT_HEADER_LEN);
+    for &t in targets {
+        if t < offset {
+            // Targets come sorted; a repeat is already done.
+            continue;
+        }
+        // Jump with the sparse index where it gets closer, then walk record headers.
+        let i = meta.index.partition_point(|&(o, _)| o <= t);
+        if i > 0 && meta.index[i - 1].0 > offset {
+            (offset, pos) = meta.index[i - 1];
+        }
+        let mut head = [0u8; 8];
+        loop {
+            if pos + 8 > meta.len {
+                return Err(corrupt(format!("offset {t} is not in the segment")));
+            }
+            f.read_exact_at(&mut head, pos).map_err(|e| ctx(&e))?;
+            let blen = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if !(BODY_FIXED..=MAX_BODY).contains(&blen) {
+                return Err(corrupt(format!("implausible length at offset {offset}")));
+            }
+            if offset == t {
+                let mut body = vec![0u8; blen];
+                f.read_exact_at(&mut body, pos + 8).map_err(|e| ctx(&e))?;
+                if le_u64(&body) != t {
+                    return Err(corrupt(format!("found another offset where {t} belongs")));
+                }
+                let payload = &mut body[BODY_FIXED..];
+                payload.fill(b' ');
+                if payload.len() >= ERASED.len() {
+                    payload[..ERASED.len()].copy_from_slice(ERASED);
+                }
+                let mut rec = Vec::with_capacity(8 + blen);
+                rec.extend_from_slice(&head[..4]);
+                rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                rec.extend_from_slice(&body);
+                f.write_all_at(&rec, pos).map_err(|e| ctx(&e))?;
+                writes.push((pos, rec));
+                pos += 8 + blen as u64;
+                offset += 1;
+                break;
+            }
+            pos += 8 + blen as u64;
+            offset += 1;
+        }
+    }
+    if !writes.is_empty() {
+        f.sync_data().map_err(|e| ctx(&e))?;
+    }
+    Ok(writes)
+}
+
 /// Bytes read from a segment file at a time.
 const READ_CHUNK: usize = 256 << 10;
 

@@ -80,6 +80,10 @@ impl Writer {
                         self.commit(&mut pending);
                         let _ = done.send(self.retention(now_ms));
                     }
+                    Command::Erase { offsets, done } => {
+                        self.commit(&mut pending);
+                        let _ = done.send(self.erase(offsets));
+                    }
                     Command::Shutdown => shutdown = true,
                 }
                 if shutdown || self.buf.len() >= self.cfg.max_commit_bytes {
@@ -226,6 +230,38 @@ impl Writer {
                 Err(e) => (p.done)(Err(e.clone())),
             }
         }
+    }
+
+    fn erase(&mut self, mut offsets: Vec<u64>) -> Result<u64, LogError> {
+        if let Some(e) = self.poisoned() {
+            return Err(e);
+        }
+        offsets.sort_unstable();
+        offsets.dedup();
+        let metas: Vec<SegmentMeta> = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .map_err(|_| LogError::Poisoned("segment table lock".into()))?;
+            segs.values().cloned().collect()
+        };
+        let mut n = 0;
+        for m in &metas {
+            let lo = offsets.partition_point(|&o| o < m.base);
+            let hi = offsets.partition_point(|&o| o < m.base + m.count);
+            if lo == hi {
+                continue;
+            }
+            let writes = segment::erase_in_segment(m, &offsets[lo..hi])?;
+            n += writes.len() as u64;
+            if m.base == self.active.base {
+                for (pos, bytes) in &writes {
+                    self.file.patched(*pos, bytes, self.active.len);
+                }
+            }
+        }
+        Ok(n)
     }
 
     fn retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
