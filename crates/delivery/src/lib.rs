@@ -355,6 +355,41 @@ impl Delivery {
         self.sh.log.close();
     }
 
+    /// Actions blocked for want of consent for a profile (kept in
+    /// `consent-blocks.ndjson`), oldest first.
+    pub fn blocked(&self, profile: &str) -> Vec<Value> {
+        std::fs::read_to_string(blocked_path(&self.sh.dir))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["profile"] == profile)
+            .collect()
+    }
+
+    /// Forgets erased profiles: their dead letters, consent blocks and recent outcomes.
+    /// Returns how many records went.
+    pub fn forget(&self, profiles: &[String]) -> std::io::Result<usize> {
+        if profiles.is_empty() {
+            return Ok(0);
+        }
+        let of = |v: &Value, at: &str| {
+            let p = v.pointer(at).and_then(Value::as_str).unwrap_or("");
+            !profiles.iter().any(|x| x == p)
+        };
+        let mut gone = filter_lines(&blocked_path(&self.sh.dir), |v| of(v, "/profile"))?;
+        for d in &self.sh.dests {
+            gone += filter_lines(&dead_path(&self.sh.dir, &d.cfg.name), |v| {
+                of(v, "/action/profile")
+            })?;
+        }
+        if let Ok(mut r) = self.sh.recent.lock() {
+            let before = r.len();
+            r.retain(|s| !profiles.contains(&s.profile));
+            gone += before - r.len();
+        }
+        Ok(gone)
+    }
+
     /// Recent outcomes, newest first, optionally of one profile.
     pub fn recent(&self, profile: Option<&str>, limit: usize) -> Vec<Status> {
         self.sh
@@ -547,6 +582,51 @@ impl Delivery {
     }
 }
 
+/// Appends one JSON line to a file, synced.
+fn append_line(path: &Path, line: &Value) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_data()
+}
+
+/// Keeps the lines of an ndjson file that `keep` accepts; returns how many went.
+fn filter_lines(path: &Path, keep: impl Fn(&Value) -> bool) -> std::io::Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut gone = 0;
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+        if keep(&v) {
+            out.push_str(l);
+            out.push('\n');
+        } else {
+            gone += 1;
+        }
+    }
+    if gone > 0 {
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(gone)
+}
+
+fn blocked_path(dir: &Path) -> PathBuf {
+    dir.join("consent-blocks.ndjson")
+}
+
 fn dead_path(dir: &Path, dest: &str) -> PathBuf {
     dir.join("dead").join(format!("{}.ndjson", file_name(dest)))
 }
@@ -711,10 +791,22 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
         }
     }
     let doc = (sh.compose)(a);
+    if doc["profile_missing"] == true {
+        return record(sh, a, "no_profile", 0, "the profile no longer exists (erased)".into(), None);
+    }
     if let Some(p) = d.cfg.purpose() {
         if !shape::consented(&doc, p) {
             c.blocked.fetch_add(1, Ordering::Relaxed);
-            return record(sh, a, "blocked", 0, format!("no consent for `{p}`"), None);
+            let status = doc["consent"][p]["status"].as_str().unwrap_or("unknown");
+            let why = format!("no consent for `{p}` ({status})");
+            let line = json!({"key": a.key, "trigger": a.trigger, "destination": a.destination,
+                "profile": a.profile, "purpose": p, "consent": status, "detail": why,
+                "acted_at": niyet_model::format_rfc3339_millis(a.at_ms),
+                "at": niyet_model::format_rfc3339_millis(sh.clock.now_ms())});
+            if let Err(e) = append_line(&blocked_path(&sh.dir), &line) {
+                tracing::error!(error = %e, "recording a consent block failed");
+            }
+            return record(sh, a, "blocked", 0, why, None);
         }
     }
     let now = sh.clock.now_ms();
@@ -828,16 +920,7 @@ fn dead(sh: &Shared, d: &Dest, a: &Action, attempts: u32, why: String) {
     tracing::warn!(destination = %d.cfg.name, key = %a.key, error = %why, "action is a dead letter");
     let line = json!({"action": a, "error": why, "attempts": attempts,
                       "at": niyet_model::format_rfc3339_millis(sh.clock.now_ms())});
-    let path = dead_path(&sh.dir, &d.cfg.name);
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| {
-            f.write_all(format!("{line}\n").as_bytes())?;
-            f.sync_data()
-        });
-    if let Err(e) = written {
+    if let Err(e) = append_line(&dead_path(&sh.dir, &d.cfg.name), &line) {
         tracing::error!(error = %e, "writing a dead letter failed");
     }
     record(sh, a, "dead", attempts, why, None);

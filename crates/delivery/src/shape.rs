@@ -46,15 +46,11 @@ fn number(doc: &Value, paths: &[&str]) -> Option<f64> {
     })
 }
 
-/// The customer's consent to `purpose`, as a profile trait stands in for it until the
-/// consent model exists: `consent.<purpose>` or `consent_<purpose>` set to `false`,
-/// `"denied"` or `"no"` denies; anything else (or nothing) allows.
+/// Whether the customer's consent lets an action needing `purpose` leave: the document's
+/// `consent.<purpose>.allowed`, as the composer works it out from the profile and the
+/// purpose's default policy. A purpose the document says nothing of is not allowed.
 pub fn consented(doc: &Value, purpose: &str) -> bool {
-    let traits = &doc["profile"]["traits"];
-    let v = lookup(traits, &format!("consent.{purpose}"))
-        .or_else(|| traits.get(format!("consent_{purpose}")));
-    !matches!(v, Some(Value::Bool(false)))
-        && !matches!(v.and_then(Value::as_str), Some("denied" | "no" | "false"))
+    doc["consent"][purpose]["allowed"] == true
 }
 
 /// The conversion an order event makes, for ad platforms.
@@ -192,13 +188,13 @@ mod tests {
     }
 
     #[test]
-    fn consent_traits_stand_in() {
-        let d = doc();
+    fn consent_is_what_the_document_allows() {
+        let mut d = doc();
+        d["consent"] = json!({"email": {"status": "denied", "allowed": false},
+                              "push": {"status": "unknown", "allowed": true}});
         assert!(!consented(&d, "email"));
         assert!(consented(&d, "push"));
-        let mut d2 = d.clone();
-        d2["profile"]["traits"]["consent_ads"] = json!(false);
-        assert!(!consented(&d2, "ads"));
+        assert!(!consented(&d, "ads"), "a purpose not stated is not allowed");
     }
 
     #[test]

@@ -172,6 +172,9 @@ pub struct Context<'a> {
     /// `context.ip`.
     #[serde(borrow, default)]
     pub ip: Option<Text<'a>>,
+    /// `context.consent` (`categoryPreferences`, as consent managers send it).
+    #[serde(borrow, default)]
+    pub consent: Option<&'a RawValue>,
     /// `context.timezone`.
     #[serde(borrow, default)]
     pub timezone: Option<Text<'a>>,
@@ -396,19 +399,7 @@ impl EventView<'_> {
                 }
             }
         }
-        if let Some(e) = self.person_trait("email").and_then(text) {
-            if let Some(e) = normalize::email(&e) {
-                out.push(Ident::new(EMAIL, e));
-            }
-        }
-        if let Some(p) = self.person_trait("phone").and_then(text) {
-            if let Some(p) = normalize::phone(&p, &cfg.calling_code) {
-                out.push(Ident::new(PHONE, p));
-            }
-        }
-        if let Some(d) = self.context.device.as_ref().and_then(|d| d.id.as_ref()) {
-            out.push(Ident::new(DEVICE_ID, &*d.0));
-        }
+        self.contact_identifiers(cfg, &mut out);
         if let Some(ext) = &self.context.external_ids {
             for e in ext {
                 if let Some(k) = graph.external_kind(&e.kind.0) {
@@ -424,6 +415,42 @@ impl EventView<'_> {
             }
         }
         (out, self.kind == Kind::Alias)
+    }
+
+    /// E-mail, phone and device id.
+    fn contact_identifiers(&self, cfg: &IdentityConfig, out: &mut Vec<Ident>) {
+        if let Some(e) = self.person_trait("email").and_then(text) {
+            if let Some(e) = normalize::email(&e) {
+                out.push(Ident::new(EMAIL, e));
+            }
+        }
+        if let Some(p) = self.person_trait("phone").and_then(text) {
+            if let Some(p) = normalize::phone(&p, &cfg.calling_code) {
+                out.push(Ident::new(PHONE, p));
+            }
+        }
+        if let Some(d) = self.context.device.as_ref().and_then(|d| d.id.as_ref()) {
+            out.push(Ident::new(DEVICE_ID, &*d.0));
+        }
+    }
+
+    /// The identifiers of the built-in kinds this event carries, without a graph (an
+    /// alias's `previousId` as both a user id and an anonymous id): enough to drop the
+    /// events of erased customers on the way in.
+    pub fn builtin_identifiers(&self, cfg: &IdentityConfig) -> Vec<Ident> {
+        let mut out = Vec::with_capacity(4);
+        if let Some(u) = &self.user_id {
+            out.push(Ident::new(USER_ID, &**u));
+        }
+        if let Some(a) = &self.anonymous_id {
+            out.push(Ident::new(ANONYMOUS_ID, &**a));
+        }
+        if let Some(p) = &self.previous_id {
+            out.push(Ident::new(USER_ID, &**p));
+            out.push(Ident::new(ANONYMOUS_ID, &**p));
+        }
+        self.contact_identifiers(cfg, &mut out);
+        out
     }
 
     /// The channel: explicit `channel`/`context.channel`, else `app` for mobile apps,

@@ -442,6 +442,59 @@ impl Graph {
         self.index.get(&split_key(ident.key())).copied()
     }
 
+    /// The profile of the identifier with this key ([`Ident::key`]).
+    pub fn lookup_key(&self, key: u128) -> Option<ProfileId> {
+        self.index.get(&split_key(key)).copied()
+    }
+
+    /// Forgets a profile's identity for good (erasure): its identifiers, the ids merged
+    /// into it, the pairs kept apart with them and every other profile's notes naming
+    /// them. Returns the identifiers removed.
+    pub fn erase(&mut self, id: ProfileId) -> Vec<Ident> {
+        let Some(node) = self.nodes.remove(&id) else {
+            return Vec::new();
+        };
+        let idents: Vec<Ident> = node.members.iter().map(|m| m.ident()).collect();
+        let keys: HashSet<u128> = idents.iter().map(Ident::key).collect();
+        for k in &keys {
+            self.index.remove(&split_key(*k));
+            if let Some(partners) = self.apart.remove(k) {
+                for p in partners {
+                    if let Some(v) = self.apart.get_mut(&p) {
+                        v.retain(|x| !keys.contains(x));
+                        if v.is_empty() {
+                            self.apart.remove(&p);
+                        }
+                    }
+                }
+            }
+        }
+        let dead: Vec<ProfileId> = self
+            .redirects
+            .keys()
+            .copied()
+            .filter(|r| self.canonical(*r).is_none())
+            .collect();
+        for r in dead {
+            self.redirects.remove(&r);
+        }
+        let names = |i: &Ident| keys.contains(&i.key());
+        for n in self.nodes.values_mut() {
+            if let Some(notes) = n.notes.as_mut() {
+                notes.retain(|note| match &note.kind {
+                    NoteKind::Merged { kept, joined, .. } => !names(kept) && !names(joined),
+                    NoteKind::Blocked { ident, .. } | NoteKind::Split { ident, .. } => {
+                        !names(ident)
+                    }
+                });
+                if notes.is_empty() {
+                    n.notes = None;
+                }
+            }
+        }
+        idents
+    }
+
     /// The live profile a (possibly merged-away) profile id resolves to.
     pub fn canonical(&self, mut id: ProfileId) -> Option<ProfileId> {
         for _ in 0..64 {

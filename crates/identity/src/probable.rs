@@ -215,6 +215,25 @@ fn key(parts: &[&str]) -> u64 {
 }
 
 impl Matcher {
+    /// Forgets everything observed of `profile` (erasure).
+    pub fn forget(&mut self, profile: ProfileId) {
+        let id = profile.0;
+        self.signals.remove(&id);
+        self.suggestions.remove(&id);
+        for v in self.suggestions.values_mut() {
+            v.retain(|s| s.other != profile);
+        }
+        self.suggestions.retain(|_, v| !v.is_empty());
+        for v in self.by_device.values_mut() {
+            v.retain(|(p, _)| *p != id);
+        }
+        self.by_device.retain(|_, v| !v.is_empty());
+        for v in self.by_person.values_mut() {
+            v.retain(|p| *p != id);
+        }
+        self.by_person.retain(|_, v| !v.is_empty());
+    }
+
     /// Records `profile`'s signals from an event at `time_ms` and returns the candidates
     /// at or above the suggestion threshold, most likely first.
     pub fn observe(

@@ -23,6 +23,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod analytics;
+mod erase;
 mod preview;
 mod render;
 mod sizes;
@@ -287,6 +288,8 @@ pub struct PipelineStats {
     pub unreadable: u64,
     /// Events with no usable identifier.
     pub unresolved: u64,
+    /// Events dropped because they carry an identifier on the suppression list.
+    pub suppressed: u64,
     /// Snapshots written since start.
     pub snapshots: u64,
     /// Offset of the snapshot restored at start (None: rebuilt from the log).
@@ -390,6 +393,8 @@ pub(crate) struct Shared {
     progress: (Mutex<()>, Condvar),
     stats: Mutex<PipelineStats>,
     outcomes: Mutex<BTreeMap<u64, Result<serde_json::Value, String>>>,
+    /// Identifiers of erased customers whose events are dropped.
+    pub(crate) suppressed: erase::Suppression,
     pub log: Arc<Log>,
     pub cfg: PipelineConfig,
     stop: AtomicBool,
@@ -535,6 +540,7 @@ impl Pipeline {
             progress: (Mutex::new(()), Condvar::new()),
             stats: Mutex::new(stats),
             outcomes: Mutex::new(BTreeMap::new()),
+            suppressed: erase::Suppression::open(cfg.state_dir.join("suppressed.bin")),
             log,
             cfg,
             stop: AtomicBool::new(false),
@@ -568,6 +574,7 @@ impl Pipeline {
                     ticked: i64::MIN,
                     now: i64::MIN,
                     merges: 0,
+                    to_erase: Vec::new(),
                 };
                 r.run();
                 r.finish_snapshot_write();
@@ -1552,6 +1559,8 @@ struct Router {
     now: i64,
     /// Merges sent so far (numbers them).
     merges: u64,
+    /// Offsets of suppressed events to erase from the log.
+    to_erase: Vec<u64>,
 }
 
 impl Router {
@@ -1595,6 +1604,7 @@ impl Router {
                 self.next = r.offset + 1;
             }
             self.since_snapshot += recs.len() as u64;
+            self.erase_suppressed();
             // Every partition takes its timers due by the chunk's processing time, also
             // those that had no event in it: the state after a record never depends on
             // how profiles are spread over partitions.
@@ -1761,7 +1771,14 @@ impl Router {
                 return;
             };
             let (ids, explicit) = view.identifiers(&self.sh.cfg.identity, &mut g);
-            g.resolve(&ids, offset, view.time_ms, explicit)
+            if self.sh.suppressed.any_of(ids.iter().map(Ident::key)) {
+                None
+            } else {
+                Some(g.resolve(&ids, offset, view.time_ms, explicit))
+            }
+        };
+        let Some(res) = res else {
+            return self.skip_suppressed(offset);
         };
         let Some(mut pid) = res.profile else {
             self.bump(|s| s.unresolved += 1);
@@ -1874,6 +1891,9 @@ impl Router {
     fn control(&mut self, offset: u64, now_ms: i64, payload: &[u8], view: &extract::EventView<'_>) {
         let outcome = match &*view.type_name {
             "niyet.unmerge" => self.unmerge(offset, view),
+            "niyet.erase" => self.erase(payload),
+            // An erased record: nothing left to do.
+            "niyet.erased" => return,
             "niyet.segment" => self.define(payload, now_ms),
             other => Err(format!("unknown admin action `{other}`")),
         };

@@ -33,6 +33,27 @@ fn traits_json(traits: &TraitSet, syms: &Symbols) -> Value {
     Value::Object(m)
 }
 
+/// Consent statements by purpose (`consent.<purpose>` traits): status, time, source.
+fn consent_json(traits: &TraitSet, syms: &Symbols) -> Value {
+    let mut m = Map::new();
+    for t in traits.iter() {
+        if let Some(p) = syms
+            .name(t.key)
+            .strip_prefix(niyet_engine::consent::TRAIT_PREFIX)
+        {
+            m.insert(
+                p.to_string(),
+                json!({
+                    "status": raw_json(t.value),
+                    "time": format_rfc3339_millis(t.time_ms),
+                    "source": syms.name(t.source),
+                }),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
 fn ident_json(g: &Graph, i: &Ident) -> Value {
     json!({"type": g.kinds().name(i.kind), "value": &*i.value})
 }
@@ -193,6 +214,64 @@ impl<'a> ProfileQuery<'a> {
             "identifiers": explained,
             "history": history,
         }))
+    }
+
+    /// Every consent statement in the profile's events, oldest first: purpose, status,
+    /// time, source and the event's offset (its proof).
+    pub fn consent_history(&self, id: ProfileId) -> Option<Value> {
+        let id = self.canonical(id)?;
+        let mut offsets = self.with_profile(id, |p| p.events.newest_first())?;
+        offsets.reverse();
+        let mut out = Vec::new();
+        for o in offsets {
+            let Some(r) = self.sh.log.read(o, 1).ok().and_then(|mut r| r.pop()) else {
+                continue;
+            };
+            if let Ok(v) = niyet_engine::extract::parse(&r.payload) {
+                for (purpose, status) in niyet_engine::consent::changes(&v) {
+                    out.push(json!({
+                        "purpose": purpose,
+                        "status": status,
+                        "time": format_rfc3339_millis(v.time_ms),
+                        "source": &*v.source,
+                        "offset": o,
+                    }));
+                }
+            }
+        }
+        Some(Value::Array(out))
+    }
+
+    /// Every event of the profile, oldest first, as stored.
+    pub fn all_events(&self, id: ProfileId) -> Option<Vec<Value>> {
+        let id = self.canonical(id)?;
+        let mut offsets = self.with_profile(id, |p| p.events.newest_first())?;
+        offsets.reverse();
+        Some(
+            offsets
+                .into_iter()
+                .filter_map(|o| self.sh.log.read(o, 1).ok()?.pop())
+                .map(|r| {
+                    json!({
+                        "offset": r.offset,
+                        "event": serde_json::from_slice::<Value>(&r.payload).unwrap_or(Value::Null),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Keys ([`Ident::key`]) and values of the profile's identifiers.
+    pub fn identifier_keys(&self, id: ProfileId) -> Option<Vec<(u128, String)>> {
+        let g = self.sh.graph.read().ok()?;
+        let id = g.canonical(id)?;
+        Some(
+            g.node(id)?
+                .members
+                .iter()
+                .map(|m| (m.ident().key(), m.value.to_string()))
+                .collect(),
+        )
     }
 
     /// The profile's history, newest first: its events (read from the log) and identity
@@ -704,7 +783,7 @@ fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments) -> Value {
             "refunded": pu.refunded as f64 / MONEY_SCALE,
         },
         "segments": render_segments(p, segs),
-        "consent": {},
+        "consent": consent_json(&p.traits, syms),
         "accounts": p.accounts().iter().map(|a| json!({
             "id": &*a.id,
             "since": format_rfc3339_millis(a.since_ms),

@@ -37,11 +37,12 @@ pub fn composer(
         if let Some(p) = pipeline.get() {
             let id: Option<ProfileId> = a.profile.parse().ok();
             let q = p.query();
-            if let Some(v) = id
-                .and_then(|id| q.canonical(id))
-                .and_then(|id| q.profile(id))
-            {
-                doc["profile"] = plain_traits(v);
+            match id.and_then(|id| q.canonical(id)).and_then(|id| q.profile(id)) {
+                Some(v) => {
+                    doc["consent"] = crate::privacy::consent_state(&v, &offers.privacy);
+                    doc["profile"] = plain_traits(v);
+                }
+                None => doc["profile_missing"] = json!(true),
             }
         }
         if offers.triggers.contains(&a.trigger) {
@@ -72,6 +73,8 @@ pub fn composer(
 pub struct Offers {
     /// Triggers with `offer = true`.
     pub triggers: Vec<String>,
+    /// Consent policies.
+    pub privacy: crate::config::PrivacySection,
     pub policy: niyet_actions::offer::Policy,
     pub catalogue: Arc<crate::catalogue::Catalogue>,
     pub order_event: String,

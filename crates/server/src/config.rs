@@ -99,6 +99,85 @@ pub struct Config {
     pub scores: Vec<niyet_actions::ScoreDef>,
     /// How cart offers are chosen (`[offers]`).
     pub offers: niyet_actions::offer::Policy,
+    /// Consent and erasure (`[privacy]`).
+    pub privacy: PrivacySection,
+}
+
+/// `[privacy]`.
+///
+/// ```toml
+/// [privacy]
+/// erasure = "suppress"      # or "delete": erase without dropping later events
+/// [privacy.consent]         # purpose = default policy: opt_in (denied until granted)
+/// email = "opt_in"          # or opt_out (allowed until denied)
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// `suppress` (default) or `delete`.
+    pub erasure: ErasureMode,
+    /// Default policy per purpose; purposes not listed are opt-in.
+    pub consent: BTreeMap<String, ConsentDefault>,
+}
+
+/// What an erasure does to later events of the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureMode {
+    /// Their identifiers go on the suppression list: later events are dropped.
+    Suppress,
+    /// Only what is held now is erased.
+    Delete,
+}
+
+/// A purpose's policy when the customer said nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentDefault {
+    /// Denied until granted (KVKK and GDPR for marketing messages).
+    OptIn,
+    /// Allowed until denied.
+    OptOut,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self {
+            erasure: ErasureMode::Suppress,
+            consent: BTreeMap::new(),
+        }
+    }
+}
+
+/// Purposes known without configuration, with their default policies.
+pub const PURPOSES: [(&str, ConsentDefault); 6] = [
+    ("email", ConsentDefault::OptIn),
+    ("sms", ConsentDefault::OptIn),
+    ("push", ConsentDefault::OptIn),
+    ("ads", ConsentDefault::OptIn),
+    ("analytics", ConsentDefault::OptOut),
+    ("personalization", ConsentDefault::OptOut),
+];
+
+impl PrivacySection {
+    /// The policy of a purpose: configured, else built in, else opt-in.
+    pub fn policy(&self, purpose: &str) -> ConsentDefault {
+        self.consent.get(purpose).copied().unwrap_or_else(|| {
+            PURPOSES
+                .iter()
+                .find(|(p, _)| *p == purpose)
+                .map_or(ConsentDefault::OptIn, |(_, d)| *d)
+        })
+    }
+
+    /// Every purpose with a policy (built in and configured).
+    pub fn purposes(&self) -> Vec<String> {
+        let mut v: Vec<String> = PURPOSES.iter().map(|(p, _)| p.to_string()).collect();
+        v.extend(self.consent.keys().cloned());
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be
@@ -272,6 +351,7 @@ impl Default for Config {
             destinations: Vec::new(),
             scores: Vec::new(),
             offers: Default::default(),
+            privacy: Default::default(),
         }
     }
 }

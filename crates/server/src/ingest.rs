@@ -226,6 +226,11 @@ async fn ingest(
     };
     for o in outcomes {
         match o {
+            // Events of erased customers are dropped before they are stored (and
+            // acknowledged like the rest, so the sender does not retry them).
+            Outcome::Valid(n) if st.pipeline.suppressed(&n.payload) => {
+                st.metrics.events_suppressed.fetch_add(1, Ordering::Relaxed);
+            }
             Outcome::Valid(n) => records.push(NewRecord {
                 time_ms: received_ms,
                 key: n.dedup_key,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod credentials;
 pub mod ingest;
 mod intent;
+mod privacy;
 pub mod metrics;
 pub mod profiles;
 pub mod quarantine;
@@ -106,6 +107,8 @@ pub struct AppState {
     pub triggers: Vec<niyet_actions::TriggerDef>,
     /// Products, prices and stock for offers.
     pub catalogue: Arc<catalogue::Catalogue>,
+    /// Consent policies and the erasure mode.
+    pub privacy: config::PrivacySection,
 }
 
 /// An API error: HTTP status plus `{"code","message"}`.
@@ -267,6 +270,7 @@ impl Server {
             catalogue: catalogue.clone(),
             order_event: cfg.profiles.order_event.clone(),
             cart_event: "Product Added".into(),
+            privacy: cfg.privacy.clone(),
         };
         let (log, qlog, pipeline, delivery) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
@@ -344,6 +348,7 @@ impl Server {
             delivery,
             triggers: cfg.triggers.clone(),
             catalogue,
+            privacy: cfg.privacy.clone(),
             quarantine: Arc::new(qlog),
             keys,
             sources_by_name: by_name,
@@ -496,6 +501,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(actions::routes())
         .merge(catalogue::routes())
         .merge(access::routes())
+        .merge(privacy::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::layer,

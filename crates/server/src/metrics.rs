@@ -25,6 +25,8 @@ pub struct Metrics {
     pub events_quarantined: AtomicU64,
     /// Events rejected by a tracking plan.
     pub events_rejected: AtomicU64,
+    /// Events dropped because they carry an erased (suppressed) identifier.
+    pub events_suppressed: AtomicU64,
     /// Bytes of request bodies received (before decompression).
     pub bytes_received: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -83,6 +85,7 @@ impl Metrics {
             ("duplicate", &self.events_duplicate),
             ("quarantined", &self.events_quarantined),
             ("rejected", &self.events_rejected),
+            ("suppressed", &self.events_suppressed),
         ] {
             let _ = writeln!(
                 o,

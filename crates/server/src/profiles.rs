@@ -185,7 +185,19 @@ async fn profile(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    profile_view(st, &id, |q, id| q.profile(id)).await
+    let st2 = st.clone();
+    profile_view(st, &id, move |q, id| {
+        let mut v = q.profile(id)?;
+        // Consent with the default policies applied, and what it held back.
+        v["consent"] = crate::privacy::consent_state(&v, &st2.privacy);
+        let pid = v["id"].as_str().unwrap_or_default().to_string();
+        v["consent_blocks"] = st2
+            .delivery
+            .as_ref()
+            .map_or(Value::Array(Vec::new()), |d| Value::Array(d.blocked(&pid)));
+        Some(v)
+    })
+    .await
 }
 
 async fn identity(

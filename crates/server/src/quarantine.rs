@@ -80,6 +80,9 @@ impl Quarantine {
             let Some(last) = batch.last() else { break };
             from = last.offset + 1;
             for r in batch {
+                if r.payload.starts_with(niyet_log::ERASED) {
+                    continue;
+                }
                 match serde_json::from_slice::<Stored>(&r.payload) {
                     Ok(Stored::Quarantined(_)) => {
                         state.insert(r.offset, (Status::Pending, None));
@@ -210,6 +213,54 @@ impl Quarantine {
             }
         }
         Ok(out)
+    }
+
+    /// Erases every quarantined message that carries one of these identifiers (by key,
+    /// as events would resolve them, or by value anywhere in its text, case-insensitively);
+    /// returns how many.
+    pub fn erase_matching(
+        &self,
+        keys: &[u128],
+        values: &[String],
+        pipeline: &niyet_pipeline::Pipeline,
+    ) -> Result<u64, LogError> {
+        let needles: Vec<String> = values
+            .iter()
+            .filter(|v| v.len() >= 3)
+            .map(|v| v.to_lowercase())
+            .collect();
+        let ids: Vec<u64> = self
+            .state
+            .lock()
+            .map(|s| s.keys().copied().collect())
+            .unwrap_or_default();
+        let mut hit = Vec::new();
+        for id in ids {
+            let Some(e) = self.get(id)? else { continue };
+            let text = e.raw.to_lowercase();
+            let by_value = needles.iter().any(|n| text.contains(n.as_str()));
+            let by_key = || {
+                let mut v: serde_json::Value = serde_json::from_str(&e.raw).ok()?;
+                if v.get("timestamp").is_none() {
+                    v["timestamp"] = serde_json::json!(e.received_at);
+                }
+                if v.get("type").is_none() {
+                    v["type"] = serde_json::json!(e.endpoint_type.as_deref().unwrap_or("track"));
+                }
+                let found = pipeline.identifier_keys_of(&serde_json::to_vec(&v).ok()?)?;
+                Some(found.iter().any(|k| keys.contains(k)))
+            };
+            if by_value || by_key().unwrap_or(false) {
+                hit.push(id);
+            }
+        }
+        let n = self.log.erase(hit.clone())?;
+        if let Ok(mut s) = self.state.lock() {
+            for id in &hit {
+                s.remove(id);
+            }
+        }
+        Ok(n)
     }
 
     /// The underlying log (for closing).

@@ -277,6 +277,18 @@ impl Update {
                 traits.push((s, Box::<str>::from(val.get())));
             }
         }
+        // Consent statements are traits of their own, one per purpose (so each purpose
+        // is last-writer-wins on its own); the raw `consent` object is not kept.
+        if let Some(raw) = syms.get("consent") {
+            traits.retain(|(t, _)| *t != raw);
+        }
+        for (p, status) in crate::consent::changes(v) {
+            {
+                let key = syms.intern(&format!("{}{p}", crate::consent::TRAIT_PREFIX));
+                traits.retain(|(t, _)| *t != key);
+                traits.push((key, format!("\"{status}\"").into_boxed_str()));
+            }
+        }
         let is = |n: &str| v.kind == Kind::Track && v.name.as_deref() == Some(n);
         let money = |f: f64| (f * MONEY_SCALE).round() as i64;
         let order = if is(&commerce.order) {
