@@ -198,6 +198,7 @@ fn address(event: &mut Value, identity: &Value) -> Option<()> {
     let ids = identity["identifiers"].as_array()?;
     let find = |kind: &str| {
         ids.iter()
+            .map(|i| &i["identifier"])
             .find(|i| i["type"] == kind)
             .and_then(|i| i["value"].as_str())
             .map(str::to_string)

@@ -286,6 +286,10 @@ holdout_percent = {holdout}
 name = "Purchase feedback"
 when = {{ event = "Order Completed" }}
 then = ["meta"]
+
+# This shop collects ad consent at checkout and states only refusals.
+[privacy.consent]
+ads = "opt_out"
 "#
     )
 }
@@ -466,7 +470,7 @@ then = ["flaky", "mail"]
         "zeynep",
         "Signed Up",
         json!({}),
-        json!({"email": "zeynep@example.com", "first_name": "Zeynep"}),
+        json!({"email": "zeynep@example.com", "first_name": "Zeynep", "consent": {"email": true}}),
     )
     .await;
     n.track(
@@ -856,4 +860,107 @@ offer = true
     assert_eq!(gone["offer"]["instead_of"], "SHOE-3");
     // Codes are single-use: each action its own.
     assert_ne!(hunter["id"], loyal["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_offer_waits_for_email_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(dir.path());
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "mail"
+kind = "email"
+smtp = "{smtp}"
+from = "kampanya@niyet.example"
+subject = "Sepetin seni bekliyor {{{{profile.traits.first_name}}}}"
+template = "Offer: {{{{offer.kind}}}} for {{{{profile.id}}}}"
+
+[[triggers]]
+name = "Cart abandoned"
+when = {{ event = "Product Added" }}
+wait = "30m"
+unless = ["Order Completed"]
+then = ["mail"]
+offer = true
+"#,
+        smtp = smtp.addr
+    );
+    let mut n = Niyet::start(&extra).await;
+    // E-mail is opt-in: with nothing said, and then with consent denied, nothing leaves.
+    n.track(
+        "deniz",
+        "Product Added",
+        json!({"sku": "S1", "price": 100}),
+        json!({"email": "deniz@example.com", "first_name": "Deniz", "consent": {"email": "denied"}}),
+    )
+    .await;
+    n.at(T0 + 31 * MIN).await;
+    let id = n.profile_id("deniz");
+    let blocked = eventually("the blocked e-mail", || {
+        let d = n.state.delivery.as_ref().unwrap();
+        d.recent(Some(&id), 10)
+            .into_iter()
+            .find(|s| s.destination == "mail")
+    })
+    .await;
+    assert_eq!(blocked.status, "blocked");
+    assert!(blocked.detail.contains("email"), "{}", blocked.detail);
+    // The block is on the profile, with the consent that caused it.
+    let profile = n.get(&format!("/v1/profiles/{id}")).await;
+    assert_eq!(profile["consent"]["email"]["status"], "denied", "{profile}");
+    assert_eq!(profile["consent"]["email"]["allowed"], false);
+    let blocks = profile["consent_blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 1, "{profile}");
+    assert_eq!(blocks[0]["trigger"], "Cart abandoned");
+    assert_eq!(blocks[0]["purpose"], "email");
+    assert_eq!(blocks[0]["consent"], "denied");
+    assert!(!smtp.received().contains("Deniz"));
+
+    // Consent granted over the admin API (a Consent Updated event with its proof).
+    let r = n
+        .http
+        .post(format!("{}/v1/profiles/{id}/consent", n.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"email": "granted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(c["purposes"]["email"]["status"], "granted", "{c}");
+    assert_eq!(c["purposes"]["email"]["source"], "admin");
+    assert!(c["purposes"]["email"]["proof"]["offset"].is_u64(), "{c}");
+    let history: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["purpose"] == "email")
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["denied", "granted"]);
+    assert_eq!(c["blocked"].as_array().unwrap().len(), 1);
+    // The next abandoned cart is mailed, with its offer.
+    n.clock.set(T0 + 40 * MIN);
+    n.track("deniz", "Product Added", json!({"sku": "S2", "price": 80}), json!({}))
+        .await;
+    n.at(T0 + 71 * MIN).await;
+    let mail = eventually("the e-mail", || {
+        let got = smtp.received();
+        got.contains("Deniz").then_some(got)
+    })
+    .await;
+    assert!(mail.contains("Offer: "), "{mail}");
+    assert!(mail.contains(&format!("for {id}")), "{mail}");
+    let sent: Vec<_> = n
+        .state
+        .delivery
+        .as_ref()
+        .unwrap()
+        .recent(Some(&id), 10)
+        .into_iter()
+        .filter(|s| s.destination == "mail")
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(sent, ["sent", "blocked"]);
 }
