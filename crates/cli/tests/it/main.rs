@@ -1,5 +1,6 @@
 //! Integration tests against the real `niyet` binary over real HTTP (one test binary).
 
+mod access;
 mod admin;
 mod analytics;
 mod attribution;
@@ -11,5 +12,6 @@ mod hostile;
 mod import;
 mod journeys;
 mod overload;
+mod privacy;
 mod profiles;
 mod segments;
