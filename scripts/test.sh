@@ -36,6 +36,19 @@ fi
     -dict=parse.dict -max_total_time=30
 )
 
+step "fuzzing the ingest decoder (30 s)"
+# Arbitrary bodies, content encodings, content types and endpoints through the server's
+# sequence of niyet-ingest calls (decode, depth check, envelope, validation). A crash
+# (panic, or a broken invariant such as a decoded body over its limit or an invalid
+# message without a code) fails the suite; its input is saved under
+# crates/ingest/fuzz/artifacts/decode/.
+(
+  cd crates/ingest/fuzz
+  mkdir -p corpus/decode
+  RUSTC_BOOTSTRAP=1 cargo fuzz run decode corpus/decode seeds/decode -- \
+    -dict=decode.dict -max_total_time=30
+)
+
 step "tracking SDKs (Python and Node) against the real server"
 cargo build --locked -p niyet
 bash scripts/sdk-setup.sh
