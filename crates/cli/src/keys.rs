@@ -121,3 +121,120 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
+
+/// `niyet privacy …`
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Erase a person (right to be forgotten): profile, events, snapshots, quarantined
+    /// messages, delivery records; by default later events with their identifiers are
+    /// dropped too.
+    Erase {
+        /// `TYPE:VALUE` (`email:ayse@example.com`, `phone:+90…`, `user_id:42`, …) or a
+        /// profile id (`p_12`).
+        identifier: String,
+        /// Erase only what is held now; do not drop later events.
+        #[arg(long)]
+        delete_only: bool,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Everything held about a person, as one JSON document (right of access).
+    Export {
+        /// `TYPE:VALUE` or a profile id.
+        identifier: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Show a profile's consent, or set it: `--set email=granted --set sms=denied`.
+    Consent {
+        /// `TYPE:VALUE` or a profile id.
+        identifier: String,
+        /// `PURPOSE=granted|denied`.
+        #[arg(long)]
+        set: Vec<String>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+}
+
+/// The profile id an identifier belongs to.
+async fn profile_of(admin: &Admin, identifier: &str) -> anyhow::Result<String> {
+    match crate::profile::query_for(identifier) {
+        (id, None) => Ok(id),
+        (kind, Some(value)) => {
+            let q = format!(
+                "/v1/profiles?{kind}={}",
+                url_escape(&value)
+            );
+            let v = admin.call(reqwest::Method::GET, &q, None).await?;
+            v["id"]
+                .as_str()
+                .map(str::to_string)
+                .context("the answer has no profile id")
+        }
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs `niyet privacy`.
+pub async fn run_privacy(cmd: PrivacyCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let v = match cmd {
+        PrivacyCommand::Erase {
+            identifier,
+            delete_only,
+            admin,
+        } => {
+            let (kind, value) = match crate::profile::query_for(&identifier) {
+                (id, None) => ("profile".to_string(), id),
+                (k, Some(v)) => (k, v),
+            };
+            let mode = if delete_only { "delete" } else { "suppress" };
+            admin
+                .call(
+                    Method::POST,
+                    "/v1/privacy/erase",
+                    Some(json!({ kind: value, "mode": mode })),
+                )
+                .await?
+        }
+        PrivacyCommand::Export { identifier, admin } => {
+            let id = profile_of(&admin, &identifier).await?;
+            admin
+                .call(Method::GET, &format!("/v1/profiles/{id}/export"), None)
+                .await?
+        }
+        PrivacyCommand::Consent {
+            identifier,
+            set,
+            admin,
+        } => {
+            let id = profile_of(&admin, &identifier).await?;
+            let path = format!("/v1/profiles/{id}/consent");
+            if set.is_empty() {
+                admin.call(Method::GET, &path, None).await?
+            } else {
+                let mut body = serde_json::Map::new();
+                for s in &set {
+                    let (p, st) = s
+                        .split_once('=')
+                        .with_context(|| format!("`{s}`: expected PURPOSE=granted|denied"))?;
+                    body.insert(p.to_string(), json!(st));
+                }
+                admin.call(Method::POST, &path, Some(Value::Object(body))).await?
+            }
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}

@@ -62,6 +62,9 @@ enum Command {
     /// Write keys and admin tokens of a running server: list, create, rotate, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Erasure, export and consent of one person in a running server.
+    #[command(subcommand)]
+    Privacy(keys::PrivacyCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             Command::Report(a) => report::run(a).await,
             Command::Profile(p) => profile::run(p).await,
             Command::Keys(k) => keys::run(k).await,
+            Command::Privacy(p) => keys::run_privacy(p).await,
             Command::Bench(b) => bench::run(b).await,
             Command::Config(ConfigCommand::Validate { file }) => {
                 let cfg = niyet_server::Config::from_file(&file)?;

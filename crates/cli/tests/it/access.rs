@@ -123,20 +123,6 @@ async fn call(method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(json!({"raw": text})))
 }
 
-fn niyet(args: &[&str], url: &str, token: &str) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
-        .args(args)
-        .env("NIYET_URL", url)
-        .env("NIYET_ADMIN_TOKEN", token)
-        .output()
-        .expect("run niyet");
-    assert!(
-        out.status.success(),
-        "niyet {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("niyet prints JSON")
-}
 
 #[tokio::test]
 async fn every_admin_endpoint_by_every_kind_of_key() {

@@ -205,3 +205,19 @@ pub async fn all_events(base: &str) -> Vec<Value> {
         }
     }
 }
+
+/// Runs a `niyet` command against a server; its stdout as JSON.
+pub fn niyet(args: &[&str], url: &str, token: &str) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
+        .args(args)
+        .env("NIYET_URL", url)
+        .env("NIYET_ADMIN_TOKEN", token)
+        .output()
+        .expect("run niyet");
+    assert!(
+        out.status.success(),
+        "niyet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("niyet prints JSON")
+}

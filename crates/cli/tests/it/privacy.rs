@@ -110,6 +110,14 @@ async fn an_erased_customer_leaves_no_byte_behind_and_stays_out() {
     assert_eq!(export["consent"]["purposes"]["email"]["status"], "granted");
     assert!(export["identity"]["identifiers"].as_array().expect("ids").len() >= 5);
     assert!(export["segments"].is_object() && export["profile"]["purchases"]["orders"] == 1);
+    let cli = niyet(
+        &["privacy", "export", "email:ayse.yilmaz@example.com"],
+        &base,
+        ADMIN,
+    );
+    assert_eq!(cli["events"], export["events"]);
+    let cli = niyet(&["privacy", "consent", &id], &base, ADMIN);
+    assert_eq!(cli["purposes"]["email"]["status"], "granted");
 
     // A clean restart writes a snapshot holding her: the erasure must reach it too.
     srv.stop();
