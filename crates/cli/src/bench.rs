@@ -39,6 +39,8 @@ pub enum BenchCommand {
     /// latency of a zero-wait trigger under load, how soon an action leaves after its
     /// wait.
     Actions(crate::bench_actions::ActionsBench),
+    /// Erasure of one customer among a million while ingest goes on.
+    Erase(crate::bench_erase::EraseBench),
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +443,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Segments(p) => return crate::bench_segments::run(p).await,
         BenchCommand::Analytics(p) => return crate::bench_analytics::run(p).await,
         BenchCommand::Actions(p) => return crate::bench_actions::run(p).await,
+        BenchCommand::Erase(p) => return crate::bench_erase::run(p).await,
     };
     let key = "bench-write-key";
     let (url, key, _server) = match &a.url {

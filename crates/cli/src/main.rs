@@ -3,6 +3,7 @@
 mod bench;
 mod bench_actions;
 mod bench_analytics;
+mod bench_erase;
 mod bench_profiles;
 mod bench_segments;
 mod client;
