@@ -96,7 +96,10 @@ pub async fn run(a: EraseBench) -> anyhow::Result<()> {
         if gone.as_u16() != 404 {
             bail!("{email} is still found after its erasure ({gone})");
         }
-        eprintln!("  erased {email}: {ms:.0} ms, {} events", v["events_erased"]);
+        eprintln!(
+            "  erased {email}: {ms:.0} ms, {} events",
+            v["events_erased"]
+        );
         took.push(ms);
         erased.push(v["events_erased"].as_u64().unwrap_or(0));
     }

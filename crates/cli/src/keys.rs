@@ -31,7 +31,10 @@ impl Admin {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let r = r.send().await.with_context(|| format!("requesting {url}"))?;
+        let r = r
+            .send()
+            .await
+            .with_context(|| format!("requesting {url}"))?;
         let status = r.status();
         let v: Value = r.json().await.with_context(|| format!("reading {url}"))?;
         if !status.is_success() {
@@ -162,10 +165,7 @@ async fn profile_of(admin: &Admin, identifier: &str) -> anyhow::Result<String> {
     match crate::profile::query_for(identifier) {
         (id, None) => Ok(id),
         (kind, Some(value)) => {
-            let q = format!(
-                "/v1/profiles?{kind}={}",
-                url_escape(&value)
-            );
+            let q = format!("/v1/profiles?{kind}={}", url_escape(&value));
             let v = admin.call(reqwest::Method::GET, &q, None).await?;
             v["id"]
                 .as_str()
@@ -231,7 +231,9 @@ pub async fn run_privacy(cmd: PrivacyCommand) -> anyhow::Result<()> {
                         .with_context(|| format!("`{s}`: expected PURPOSE=granted|denied"))?;
                     body.insert(p.to_string(), json!(st));
                 }
-                admin.call(Method::POST, &path, Some(Value::Object(body))).await?
+                admin
+                    .call(Method::POST, &path, Some(Value::Object(body)))
+                    .await?
             }
         }
     };

@@ -792,7 +792,14 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
     }
     let doc = (sh.compose)(a);
     if doc["profile_missing"] == true {
-        return record(sh, a, "no_profile", 0, "the profile no longer exists (erased)".into(), None);
+        return record(
+            sh,
+            a,
+            "no_profile",
+            0,
+            "the profile no longer exists (erased)".into(),
+            None,
+        );
     }
     if let Some(p) = d.cfg.purpose() {
         if !shape::consented(&doc, p) {

@@ -45,8 +45,7 @@ fn purpose_name(p: &str) -> Option<String> {
     let p = p.trim().to_lowercase();
     let ok = !p.is_empty()
         && p.len() <= 64
-        && p
-            .chars()
+        && p.chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
     ok.then_some(p)
 }
@@ -124,23 +123,34 @@ mod tests {
     #[test]
     fn statements_from_every_place() {
         assert_eq!(
-            of(r#"{"type":"identify","userId":"u","traits":{"consent":{"email":true,"SMS":"denied","x":3}}}"#),
+            of(
+                r#"{"type":"identify","userId":"u","traits":{"consent":{"email":true,"SMS":"denied","x":3}}}"#
+            ),
             vec![("email".into(), "granted"), ("sms".into(), "denied")]
         );
         assert_eq!(
-            of(r#"{"type":"track","event":"Consent Updated","userId":"u","properties":{"purpose":"push","status":"revoked"}}"#),
+            of(
+                r#"{"type":"track","event":"Consent Updated","userId":"u","properties":{"purpose":"push","status":"revoked"}}"#
+            ),
             vec![("push".into(), "denied")]
         );
         assert_eq!(
-            of(r#"{"type":"track","event":"Consent Updated","userId":"u","properties":{"consents":{"ads":"opt_in"}}}"#),
+            of(
+                r#"{"type":"track","event":"Consent Updated","userId":"u","properties":{"consents":{"ads":"opt_in"}}}"#
+            ),
             vec![("ads".into(), "granted")]
         );
         assert_eq!(
-            of(r#"{"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":{"Advertising":false}}}}"#),
+            of(
+                r#"{"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":{"Advertising":false}}}}"#
+            ),
             vec![("advertising".into(), "denied")]
         );
         // Properties of other events and traits of tracks say nothing.
         assert!(of(r#"{"type":"track","event":"Order Completed","userId":"u","properties":{"purpose":"email","status":"granted"}}"#).is_empty());
-        assert!(of(r#"{"type":"track","event":"X","userId":"u","traits":{"consent":{"email":true}}}"#).is_empty());
+        assert!(of(
+            r#"{"type":"track","event":"X","userId":"u","traits":{"consent":{"email":true}}}"#
+        )
+        .is_empty());
     }
 }

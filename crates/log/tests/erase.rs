@@ -8,7 +8,10 @@ fn rec(i: u64, secret: bool) -> NewRecord {
     let text = if secret {
         format!("{{\"email\":\"secret-{i}@example.com\",\"n\":{i}}}")
     } else {
-        format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 50) as usize))
+        format!(
+            "{{\"n\":{i},\"pad\":\"{}\"}}",
+            "x".repeat((i % 50) as usize)
+        )
     };
     NewRecord {
         time_ms: i as i64,
@@ -59,10 +62,19 @@ fn erased_records_leave_every_file_and_the_rest_stays() {
         assert_eq!(all.len(), 310);
         for r in &all {
             if secret(r.offset) && r.offset < 300 {
-                assert!(r.payload.starts_with(ERASED), "offset {} not erased", r.offset);
+                assert!(
+                    r.payload.starts_with(ERASED),
+                    "offset {} not erased",
+                    r.offset
+                );
                 assert_eq!(r.payload.len(), rec(r.offset, true).payload.len());
             } else {
-                assert_eq!(r.payload, rec(r.offset, false).payload, "offset {}", r.offset);
+                assert_eq!(
+                    r.payload,
+                    rec(r.offset, false).payload,
+                    "offset {}",
+                    r.offset
+                );
             }
             assert_eq!(r.time_ms, r.offset as i64);
         }
@@ -71,7 +83,10 @@ fn erased_records_leave_every_file_and_the_rest_stays() {
     log.close();
     drop(log);
     let bytes = all_bytes(dir.path());
-    assert!(!contains(&bytes, b"secret-"), "erased bytes are still on disk");
+    assert!(
+        !contains(&bytes, b"secret-"),
+        "erased bytes are still on disk"
+    );
     let log = Log::open(cfg, 0).expect("reopen");
     check(&log);
 }

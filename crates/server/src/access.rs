@@ -112,11 +112,7 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     fn allows(&self, need: Scope) -> bool {
-        self.kind == KeyKind::Admin
-            && self
-                .scopes
-                .iter()
-                .any(|s| *s == need || *s == Scope::Admin)
+        self.kind == KeyKind::Admin && self.scopes.iter().any(|s| *s == need || *s == Scope::Admin)
     }
 
     /// The record as the API shows it (no digest).
@@ -355,7 +351,10 @@ impl Keys {
             revoked_ms: None,
             configured: false,
         };
-        let mut recs = self.records.write().map_err(|_| KeyError::Io("lock".into()))?;
+        let mut recs = self
+            .records
+            .write()
+            .map_err(|_| KeyError::Io("lock".into()))?;
         let mut next = recs.clone();
         next.push(rec.clone());
         self.save(&next)?;
@@ -370,7 +369,10 @@ impl Keys {
         id: &str,
         f: impl FnOnce(&mut KeyRecord) -> Result<Option<String>, KeyError>,
     ) -> Result<(KeyRecord, Option<String>), KeyError> {
-        let mut recs = self.records.write().map_err(|_| KeyError::Io("lock".into()))?;
+        let mut recs = self
+            .records
+            .write()
+            .map_err(|_| KeyError::Io("lock".into()))?;
         let mut next = recs.clone();
         let r = next
             .iter_mut()
@@ -484,10 +486,7 @@ pub fn scope_for(method: &Method, path: &str) -> Scope {
     if path.starts_with("/v1/keys") || path.starts_with("/v1/audit") {
         return Scope::Admin;
     }
-    if path.starts_with("/v1/privacy")
-        || path.ends_with("/consent")
-        || path.ends_with("/export")
-    {
+    if path.starts_with("/v1/privacy") || path.ends_with("/consent") || path.ends_with("/export") {
         return Scope::Privacy;
     }
     // Checking and previewing a rule change nothing.
@@ -598,9 +597,11 @@ pub(crate) fn routes() -> axum::Router<Arc<AppState>> {
 fn key_error(e: KeyError) -> ApiError {
     match e {
         KeyError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-        KeyError::Invalid(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_key_request", e.to_string())
-        }
+        KeyError::Invalid(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_key_request",
+            e.to_string(),
+        ),
         KeyError::Io(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_unavailable",
@@ -681,10 +682,7 @@ async fn rotate(
     State(st): State<Arc<AppState>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let (rec, secret) = st
-        .keys
-        .rotate(&id, st.clock.now_ms())
-        .map_err(key_error)?;
+    let (rec, secret) = st.keys.rotate(&id, st.clock.now_ms()).map_err(key_error)?;
     let mut v = rec.view();
     v["secret"] = secret.into();
     Ok(axum::Json(v))
@@ -694,10 +692,7 @@ async fn revoke(
     State(st): State<Arc<AppState>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let rec = st
-        .keys
-        .revoke(&id, st.clock.now_ms())
-        .map_err(key_error)?;
+    let rec = st.keys.revoke(&id, st.clock.now_ms()).map_err(key_error)?;
     Ok(axum::Json(rec.view()))
 }
 
@@ -722,8 +717,14 @@ mod tests {
         assert_eq!(scope_for(&Method::GET, "/v1/profiles/1"), Scope::Read);
         assert_eq!(scope_for(&Method::POST, "/v1/segments"), Scope::Write);
         assert_eq!(scope_for(&Method::POST, "/v1/rules/check"), Scope::Read);
-        assert_eq!(scope_for(&Method::POST, "/v1/privacy/erase"), Scope::Privacy);
-        assert_eq!(scope_for(&Method::GET, "/v1/profiles/1/export"), Scope::Privacy);
+        assert_eq!(
+            scope_for(&Method::POST, "/v1/privacy/erase"),
+            Scope::Privacy
+        );
+        assert_eq!(
+            scope_for(&Method::GET, "/v1/profiles/1/export"),
+            Scope::Privacy
+        );
         assert_eq!(scope_for(&Method::GET, "/v1/keys"), Scope::Admin);
     }
 

@@ -37,7 +37,10 @@ pub fn composer(
         if let Some(p) = pipeline.get() {
             let id: Option<ProfileId> = a.profile.parse().ok();
             let q = p.query();
-            match id.and_then(|id| q.canonical(id)).and_then(|id| q.profile(id)) {
+            match id
+                .and_then(|id| q.canonical(id))
+                .and_then(|id| q.profile(id))
+            {
                 Some(v) => {
                     doc["consent"] = crate::privacy::consent_state(&v, &offers.privacy);
                     doc["profile"] = plain_traits(v);
@@ -214,9 +217,7 @@ async fn triggers(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({"triggers": st.triggers})))
 }
 
-async fn destinations(
-    State(st): State<Arc<AppState>>,
-) -> Result<Json<Value>, ApiError> {
+async fn destinations(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(delivery(&st)?.stats()))
 }
 

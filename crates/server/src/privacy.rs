@@ -123,7 +123,12 @@ async fn consent(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pid = parse_id(&id)?;
-    blocking(move || consent_view(&st, pid).map(Json).ok_or_else(|| not_found(pid))).await
+    blocking(move || {
+        consent_view(&st, pid)
+            .map(Json)
+            .ok_or_else(|| not_found(pid))
+    })
+    .await
 }
 
 async fn set_consent(
@@ -283,7 +288,7 @@ async fn export_by_identifier(
 ) -> Result<Json<Value>, ApiError> {
     let (kind, value) = one_identifier(&q)?;
     blocking(move || {
-        let id = resolve(&st, &kind, &value)?.ok_or_else(|| not_found(format!("{kind}")))?;
+        let id = resolve(&st, &kind, &value)?.ok_or_else(|| not_found(format!("{kind} {value}")))?;
         export_doc(&st, id).map(Json).ok_or_else(|| not_found(id))
     })
     .await
@@ -292,7 +297,10 @@ async fn export_by_identifier(
 fn request_id() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
-    format!("er_{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!(
+        "er_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 async fn erase(
@@ -303,7 +311,9 @@ async fn erase(
     let v: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
         bad(
             "invalid_json",
-            format!("expected {{\"email\": \"…\"}} (or another identifier type, or \"profile\"): {e}"),
+            format!(
+                "expected {{\"email\": \"…\"}} (or another identifier type, or \"profile\"): {e}"
+            ),
         )
     })?;
     let mut q = BTreeMap::new();
@@ -311,7 +321,12 @@ async fn erase(
         let text = match val {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            other => return Err(bad("invalid_parameter", format!("{k}: expected text, got {other}"))),
+            other => {
+                return Err(bad(
+                    "invalid_parameter",
+                    format!("{k}: expected text, got {other}"),
+                ))
+            }
         };
         q.insert(k.clone(), text);
     }
@@ -319,7 +334,12 @@ async fn erase(
         None => st.privacy.erasure,
         Some("suppress") => ErasureMode::Suppress,
         Some("delete") => ErasureMode::Delete,
-        Some(m) => return Err(bad("invalid_parameter", format!("mode: `{m}` is not suppress or delete"))),
+        Some(m) => {
+            return Err(bad(
+                "invalid_parameter",
+                format!("mode: `{m}` is not suppress or delete"),
+            ))
+        }
     };
     let (kind, value) = one_identifier(&q)?;
     let caller = caller.map(|c| c.0.id.clone()).unwrap_or_default();
@@ -332,7 +352,11 @@ async fn erase(
         let named = if kind == "profile" {
             None
         } else {
-            Some(query.parse_identifier(&kind, &value).map_err(pipeline_error)?)
+            Some(
+                query
+                    .parse_identifier(&kind, &value)
+                    .map_err(pipeline_error)?,
+            )
         };
         let profile = resolve(&st, &kind, &value)?;
         let mut keys: Vec<(u128, String)> = profile
@@ -342,7 +366,7 @@ async fn erase(
             keys.push((i.key(), i.value.to_string()));
         }
         if keys.is_empty() {
-            return Err(not_found(format!("{kind}")));
+            return Err(not_found(format!("{kind} {value}")));
         }
         st.keys.audit(&json!({
             "time": niyet_model::format_rfc3339_millis(st.clock.now_ms()),
@@ -365,7 +389,11 @@ async fn erase(
             .map_err(pipeline_error)?;
         let profiles: Vec<String> = outcome["profiles"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let values: Vec<String> = keys.into_iter().map(|(_, v)| v).collect();
         let quarantined = st
@@ -374,7 +402,11 @@ async fn erase(
             .map_err(|e| ApiError::from_log(&e))?;
         let delivery = match &st.delivery {
             Some(d) => d.forget(&profiles).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "erasure_incomplete", format!("delivery records: {e}"))
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "erasure_incomplete",
+                    format!("delivery records: {e}"),
+                )
             })?,
             None => 0,
         };

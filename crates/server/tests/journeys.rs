@@ -942,8 +942,13 @@ offer = true
     assert_eq!(c["blocked"].as_array().unwrap().len(), 1);
     // The next abandoned cart is mailed, with its offer.
     n.clock.set(T0 + 40 * MIN);
-    n.track("deniz", "Product Added", json!({"sku": "S2", "price": 80}), json!({}))
-        .await;
+    n.track(
+        "deniz",
+        "Product Added",
+        json!({"sku": "S2", "price": 80}),
+        json!({}),
+    )
+    .await;
     n.at(T0 + 71 * MIN).await;
     let mail = eventually("the e-mail", || {
         let got = smtp.received();

@@ -120,9 +120,11 @@ async fn call(method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
         return (status, json!({}));
     }
     let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(json!({"raw": text})))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(json!({"raw": text})),
+    )
 }
-
 
 #[tokio::test]
 async fn every_admin_endpoint_by_every_kind_of_key() {
@@ -150,7 +152,13 @@ async fn every_admin_endpoint_by_every_kind_of_key() {
     let mut tokens = Vec::new();
     for scope in ["read", "write", "privacy", "admin"] {
         let v = niyet(
-            &["keys", "create", &format!("{scope}-token"), "--scope", scope],
+            &[
+                "keys",
+                "create",
+                &format!("{scope}-token"),
+                "--scope",
+                scope,
+            ],
             &base,
             ADMIN,
         );
@@ -202,7 +210,9 @@ async fn keys_rotate_revoke_rate_limit_and_audit() {
     let base = srv.url();
     // A write key for the default source sends events and nothing else.
     let wk = niyet(
-        &["keys", "create", "shop", "--kind", "write", "--source", "default"],
+        &[
+            "keys", "create", "shop", "--kind", "write", "--source", "default",
+        ],
         &base,
         ADMIN,
     );
@@ -225,17 +235,37 @@ async fn keys_rotate_revoke_rate_limit_and_audit() {
         v["id"].as_str().expect("id").to_string(),
         v["secret"].as_str().expect("secret").to_string(),
     );
-    assert_eq!(call("GET", &format!("{base}/v1/pipeline"), Some(&old)).await.0, 200);
+    assert_eq!(
+        call("GET", &format!("{base}/v1/pipeline"), Some(&old))
+            .await
+            .0,
+        200
+    );
     let keys_file = std::fs::read_to_string(srv.data_dir().join("keys.json")).expect("keys");
     assert!(!keys_file.contains(&old) && !keys_file.contains(&wk_secret));
 
     let v = niyet(&["keys", "rotate", &id], &base, ADMIN);
     let new = v["secret"].as_str().expect("secret").to_string();
     assert_ne!(new, old);
-    assert_eq!(call("GET", &format!("{base}/v1/pipeline"), Some(&old)).await.0, 401);
-    assert_eq!(call("GET", &format!("{base}/v1/pipeline"), Some(&new)).await.0, 200);
+    assert_eq!(
+        call("GET", &format!("{base}/v1/pipeline"), Some(&old))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call("GET", &format!("{base}/v1/pipeline"), Some(&new))
+            .await
+            .0,
+        200
+    );
     niyet(&["keys", "revoke", &id], &base, ADMIN);
-    assert_eq!(call("GET", &format!("{base}/v1/pipeline"), Some(&new)).await.0, 401);
+    assert_eq!(
+        call("GET", &format!("{base}/v1/pipeline"), Some(&new))
+            .await
+            .0,
+        401
+    );
     let list = niyet(&["keys", "list"], &base, ADMIN);
     let listed = list["keys"]
         .as_array()
@@ -246,12 +276,25 @@ async fn keys_rotate_revoke_rate_limit_and_audit() {
         .clone();
     assert!(listed["revoked_ms"].is_number() && listed.get("hash").is_none());
     // Configured keys cannot be changed over the API.
-    let (s, v) = call("DELETE", &format!("{base}/v1/keys/config:admin"), Some(ADMIN)).await;
+    let (s, v) = call(
+        "DELETE",
+        &format!("{base}/v1/keys/config:admin"),
+        Some(ADMIN),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
 
     // One request per second, burst two: the third at once is refused with Retry-After.
     let v = niyet(
-        &["keys", "create", "slow", "--scope", "read", "--rate-per-s", "1"],
+        &[
+            "keys",
+            "create",
+            "slow",
+            "--scope",
+            "read",
+            "--rate-per-s",
+            "1",
+        ],
         &base,
         ADMIN,
     );

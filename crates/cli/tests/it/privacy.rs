@@ -106,9 +106,19 @@ async fn an_erased_customer_leaves_no_byte_behind_and_stays_out() {
     .await;
     assert_eq!(s, 200, "{export}");
     assert_eq!(export["profile"]["id"], id.as_str());
-    assert_eq!(export["events"].as_array().expect("events").len(), 5, "{export}");
+    assert_eq!(
+        export["events"].as_array().expect("events").len(),
+        5,
+        "{export}"
+    );
     assert_eq!(export["consent"]["purposes"]["email"]["status"], "granted");
-    assert!(export["identity"]["identifiers"].as_array().expect("ids").len() >= 5);
+    assert!(
+        export["identity"]["identifiers"]
+            .as_array()
+            .expect("ids")
+            .len()
+            >= 5
+    );
     assert!(export["segments"].is_object() && export["profile"]["purchases"]["orders"] == 1);
     let cli = niyet(
         &["privacy", "export", "email:ayse.yilmaz@example.com"],
