@@ -14,6 +14,7 @@
 pub mod body;
 pub mod error;
 pub mod message;
+pub mod minimise;
 pub mod plan;
 
 pub use error::{ErrorKind, IngestError};
@@ -21,4 +22,5 @@ pub use message::{
     parse_envelope, Disposition, Endpoint, Envelope, Invalid, MessageType, NormalizeCtx,
     Normalized, Outcome, MAX_MESSAGE_BYTES,
 };
+pub use minimise::{IpPolicy, Minimise};
 pub use plan::{PlanAction, Schema, SchemaError, TrackingPlan};

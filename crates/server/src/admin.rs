@@ -360,7 +360,10 @@ async fn quarantine_replay(
         vec![NewRecord {
             time_ms: now,
             key: normalized.dedup_key,
-            payload: normalized.payload,
+            payload: match source.and_then(|s| s.minimise.as_ref()) {
+                Some(m) => m.apply(normalized.payload),
+                None => normalized.payload,
+            },
         }],
     )
     .await

@@ -23,6 +23,10 @@
 //! [[sources]]
 //! name = "web"
 //! write_key = "…"
+//! [sources.minimise]               # data minimisation, before anything is stored
+//! ip = "truncate"                # keep | drop | truncate (IPv4 /24, IPv6 /48)
+//! drop_properties = ["card_number"]
+//! hash_identifiers = ["email", "phone"]   # stored as SHA-256 of the normalised value
 //! [sources.tracking_plan]
 //! unplanned = "accept"           # accept | quarantine | reject
 //! invalid = "quarantine"
@@ -593,6 +597,9 @@ pub struct SourceConfig {
     /// Optional tracking plan.
     #[serde(default)]
     pub tracking_plan: Option<PlanConfig>,
+    /// Data minimisation: IP addresses, dropped fields, hashed identifiers.
+    #[serde(default)]
+    pub minimise: niyet_ingest::Minimise,
 }
 
 /// `[sources.tracking_plan]`
@@ -653,6 +660,7 @@ impl Config {
                     name: "default".into(),
                     write_key: v,
                     tracking_plan: None,
+                    minimise: Default::default(),
                 }),
             }
         }
@@ -704,6 +712,12 @@ impl Config {
             if !keys.insert(&s.write_key) {
                 problems.push(format!("sources[{i}].write_key is used by another source"));
             }
+            problems.extend(
+                s.minimise
+                    .problems()
+                    .into_iter()
+                    .map(|e| format!("sources[{i}] ('{}') minimise.{e}", s.name)),
+            );
             if let Some(p) = &s.tracking_plan {
                 match TrackingPlan::new(&p.events, p.unplanned, p.invalid) {
                     Ok(plan) => {

@@ -224,7 +224,10 @@ async fn ingest(
         Endpoint::Single(t) => Some(t.as_str().to_string()),
         Endpoint::Batch => None,
     };
-    for o in outcomes {
+    for mut o in outcomes {
+        if let (Outcome::Valid(n), Some(m)) = (&mut o, &source.minimise) {
+            n.payload = m.apply(std::mem::take(&mut n.payload));
+        }
         match o {
             // Events of erased customers are dropped before they are stored (and
             // acknowledged like the rest, so the sender does not retry them).

@@ -68,6 +68,8 @@ pub struct Source {
     pub name: String,
     /// Its tracking plan.
     pub plan: Option<Arc<TrackingPlan>>,
+    /// What it keeps of each message (none: everything).
+    pub minimise: Option<Arc<niyet_ingest::Minimise>>,
 }
 
 /// Everything a request handler needs.
@@ -322,6 +324,13 @@ impl Server {
             let s = Source {
                 name: name.clone(),
                 plan: plans.get(name).cloned().map(Arc::new),
+                minimise: cfg
+                    .sources
+                    .iter()
+                    .find(|c| c.name == *name)
+                    .map(|c| c.minimise.clone())
+                    .filter(niyet_ingest::Minimise::is_active)
+                    .map(Arc::new),
             };
             configured.push((
                 name.clone(),

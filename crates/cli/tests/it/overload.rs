@@ -16,6 +16,7 @@ async fn overload_answers_429_with_retry_after() {
             name: "web".into(),
             write_key: "overload-key".into(),
             tracking_plan: None,
+            minimise: Default::default(),
         }],
         ..Config::default()
     };

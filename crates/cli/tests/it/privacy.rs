@@ -232,3 +232,47 @@ async fn an_erased_customer_leaves_no_byte_behind_and_stays_out() {
     srv.stop();
     check(&srv.dir);
 }
+
+#[tokio::test]
+async fn a_minimising_source_stores_less() {
+    let srv = TestServer::start_with_config(Some(
+        r#"
+[[sources]]
+name = "web"
+write_key = "test-write-key"
+[sources.minimise]
+ip = "truncate"
+drop_properties = ["card_number"]
+hash_identifiers = ["email"]
+"#,
+    ));
+    let base = srv.url();
+    let (s, v, _) = post(
+        &format!("{base}/v1/batch"),
+        send(json!({"batch": [
+            {"type": "identify", "userId": "u-min", "traits": {"email": "Gizli.Kisi@Example.com"},
+             "context": {"ip": "85.34.12.201"}, "messageId": "min-1"},
+            {"type": "track", "userId": "u-min", "event": "Order Completed",
+             "properties": {"revenue": 10, "card_number": "4111111111111111"},
+             "context": {"ip": "85.34.12.201", "traits": {"email": "gizli.kisi@example.com"}},
+             "messageId": "min-2"},
+        ]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let events = all_events(&base).await;
+    assert_eq!(events.len(), 2);
+    for e in &events {
+        assert_eq!(e["context"]["ip"], "85.34.12.0", "{e}");
+        assert!(e["properties"].get("card_number").is_none(), "{e}");
+    }
+    let hashed = events[0]["traits"]["email"].as_str().expect("email");
+    assert_eq!(hashed.len(), 64, "a SHA-256 in hex: {hashed}");
+    assert_eq!(events[1]["context"]["traits"]["email"], hashed, "one person, one hash");
+    // Both events are one profile, found by the hash; the address itself is nowhere.
+    let p = wait_profile(&base, "user_id=u-min").await;
+    assert_eq!(p["traits"]["email"]["value"], hashed, "{p}");
+    for needle in ["gizli.kisi@example.com", "4111111111111111", "85.34.12.201"] {
+        assert!(files_containing(&srv.dir, needle).is_empty(), "{needle}");
+    }
+}
