@@ -144,10 +144,7 @@ impl Minimise {
             match k.as_str() {
                 "properties" => props = val.as_object_mut(),
                 "traits" => people.extend(val.as_object_mut()),
-                "context" => people.extend(
-                    val.get_mut("traits")
-                        .and_then(Value::as_object_mut),
-                ),
+                "context" => people.extend(val.get_mut("traits").and_then(Value::as_object_mut)),
                 _ => {}
             }
         }
@@ -208,18 +205,27 @@ mod tests {
         assert_eq!(out["traits"]["city"], "İzmir");
         let h = sha256_hex("ayse@example.com");
         assert_eq!(out["traits"]["email"], h.as_str());
-        assert_eq!(out["context"]["traits"]["email"], h.as_str(), "one hash per person");
+        assert_eq!(
+            out["context"]["traits"]["email"],
+            h.as_str(),
+            "one hash per person"
+        );
         assert_eq!(out["userId"], sha256_hex("u1").as_str());
         assert_eq!(out["anonymousId"], "a1");
-        assert_eq!(truncate_ip("2a02:ff0:1:2:3::9").as_deref(), Some("2a02:ff0:1::"));
+        assert_eq!(
+            truncate_ip("2a02:ff0:1:2:3::9").as_deref(),
+            Some("2a02:ff0:1::")
+        );
         assert_eq!(truncate_ip("not an ip"), None);
         let d = Minimise {
             ip: IpPolicy::Drop,
             ..Default::default()
         };
-        assert!(run(&d, json!({"context": {"ip": "1.2.3.4", "locale": "tr"}}))["context"]
-            .get("ip")
-            .is_none());
+        assert!(
+            run(&d, json!({"context": {"ip": "1.2.3.4", "locale": "tr"}}))["context"]
+                .get("ip")
+                .is_none()
+        );
         assert_eq!(
             Minimise {
                 hash_identifiers: vec!["name".into()],

@@ -150,6 +150,40 @@ impl crate::Pipeline {
         )
     }
 
+    /// Erases events named `name` (`Page Viewed` for pages, `Screen Viewed` for screens)
+    /// received before `before_ms`, reading the log from `from`; stops at the first record
+    /// received at or after `before_ms` (or the end). Returns the offset to go on from next
+    /// time and how many were erased.
+    pub fn expire_events(
+        &self,
+        name: &str,
+        before_ms: i64,
+        from: u64,
+    ) -> Result<(u64, u64), PipelineError> {
+        let log = &self.shared.log;
+        let mut next = from.max(log.stats().start_offset);
+        let mut doomed = Vec::new();
+        'read: loop {
+            let recs = log.read(next, 4096)?;
+            if recs.is_empty() {
+                break;
+            }
+            for r in recs {
+                if r.time_ms >= before_ms {
+                    break 'read;
+                }
+                next = r.offset + 1;
+                if let Ok(v) = niyet_engine::extract::parse(&r.payload) {
+                    if niyet_engine::segments::event_name(&v).as_deref() == Some(name) {
+                        doomed.push(r.offset);
+                    }
+                }
+            }
+        }
+        let n = log.erase(doomed)?;
+        Ok((next, n))
+    }
+
     /// Identifier keys on the suppression list.
     pub fn suppressed_count(&self) -> usize {
         self.shared.suppressed.len()

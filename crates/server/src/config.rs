@@ -11,6 +11,9 @@
 //! dedup_max_keys = 4000000
 //! retention_days = 395           # raw events kept ~13 months; omit to keep forever
 //! retention_max_gb = 100
+//! quarantine_retention_days = 30
+//! [log.retention_by_event]       # shorter retention for some events (days)
+//! "Page Viewed" = 90
 //!
 //! [limits]
 //! max_batch_bytes = 512000       # per request, after decompression (Segment: 500 KB)
@@ -521,6 +524,11 @@ pub struct LogSection {
     pub retention_days: Option<u64>,
     /// Keep at most this many GiB of raw events (none: no limit).
     pub retention_max_gb: Option<f64>,
+    /// Days to keep events of these names (`"Page Viewed" = 90`); shorter than the
+    /// global retention, they are erased from the log as they age.
+    pub retention_by_event: BTreeMap<String, u64>,
+    /// Days to keep quarantined messages.
+    pub quarantine_retention_days: Option<u64>,
 }
 
 impl Default for LogSection {
@@ -531,6 +539,8 @@ impl Default for LogSection {
             dedup_max_keys: 4_000_000,
             retention_days: None,
             retention_max_gb: None,
+            retention_by_event: BTreeMap::new(),
+            quarantine_retention_days: Some(30),
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod quarantine;
 mod segments;
 pub mod spend;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -224,6 +224,7 @@ pub struct Server {
     /// Write keys in force: (source name, key).
     pub write_keys: Vec<(String, String)>,
     retention_every: Duration,
+    retention_by_event: BTreeMap<String, u64>,
 }
 
 impl Server {
@@ -246,6 +247,7 @@ impl Server {
             .retention_max_gb
             .map(|g| (g * (1u64 << 30) as f64) as u64);
         let data_dir = cfg.data_dir.clone();
+        let quarantine_days = cfg.log.quarantine_retention_days;
         let mut pcfg = cfg.pipeline();
         pcfg.clock = niyet_pipeline::SharedClock(clock.clone());
         let (segment_changes, _) = tokio::sync::broadcast::channel(8192);
@@ -303,6 +305,7 @@ impl Server {
             let mut qc = LogConfig::new(data_dir.join("quarantine"));
             qc.segment_bytes = 16 << 20;
             qc.dedup_max_keys = 0;
+            qc.retention_max_age_ms = quarantine_days.map(|d| (d * 86_400_000) as i64);
             let q = Quarantine::open(Log::open(qc, now)?)?;
             let p = Arc::new(niyet_pipeline::Pipeline::start(log.clone(), pcfg)?);
             let _ = started.set(p.clone());
@@ -389,6 +392,7 @@ impl Server {
             admin_token: creds.admin_token,
             write_keys: creds.write_keys,
             retention_every: Duration::from_secs(60),
+            retention_by_event: cfg.log.retention_by_event.clone(),
         })
     }
 
@@ -411,7 +415,11 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let state = self.state.clone();
-        let retention = tokio::spawn(retention_loop(state.clone(), self.retention_every));
+        let retention = tokio::spawn(retention_loop(
+            state.clone(),
+            self.retention_every,
+            self.retention_by_event.clone(),
+        ));
         let retrain = tokio::spawn(intent::retrain_loop(state.clone()));
         if let Some(d) = &state.delivery {
             d.start();
@@ -479,21 +487,75 @@ async fn serve(
     Ok(())
 }
 
-async fn retention_loop(state: Arc<AppState>, every: Duration) {
+/// What one retention pass removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RetentionPass {
+    /// Events in whole segments past the global limits.
+    pub events_removed: u64,
+    /// Quarantined messages past theirs.
+    pub quarantined_removed: u64,
+    /// Events erased by the per-event-type limits.
+    pub events_expired: u64,
+}
+
+/// Runs retention once at the clock's time: the global limits of the log and the
+/// quarantine, then each `retention_by_event` rule from its cursor (one per rule, kept by
+/// the caller between passes).
+pub fn retention_pass(
+    st: &AppState,
+    by_event: &BTreeMap<String, u64>,
+    cursors: &mut Vec<u64>,
+) -> RetentionPass {
+    let now = st.clock.now_ms();
+    cursors.resize(by_event.len(), 0);
+    let mut out = RetentionPass::default();
+    match st.log.enforce_retention(now) {
+        Ok(r) => out.events_removed = r.records_removed,
+        Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+    }
+    match st.quarantine.enforce_retention(now) {
+        Ok(n) => out.quarantined_removed = n,
+        Err(e) => tracing::warn!(error = %e, "quarantine retention failed"),
+    }
+    for ((name, days), cursor) in by_event.iter().zip(cursors.iter_mut()) {
+        let before = now - (*days as i64) * 86_400_000;
+        match st.pipeline.expire_events(name, before, *cursor) {
+            Ok((next, n)) => {
+                *cursor = next;
+                out.events_expired += n;
+            }
+            Err(e) => tracing::warn!(event = %name, error = %e, "event retention failed"),
+        }
+    }
+    out
+}
+
+async fn retention_loop(state: Arc<AppState>, every: Duration, by_event: BTreeMap<String, u64>) {
     let mut tick = tokio::time::interval(every);
+    let mut cursors = Vec::new();
     loop {
         tick.tick().await;
-        let st = state.clone();
-        let now = st.clock.now_ms();
-        match tokio::task::spawn_blocking(move || st.log.enforce_retention(now)).await {
-            Ok(Ok(r)) if r.segments_removed > 0 => tracing::info!(
-                segments = r.segments_removed,
-                records = r.records_removed,
-                bytes = r.bytes_removed,
-                "retention removed old events"
-            ),
-            Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
-            _ => {}
+        let (st, rules, mut c) = (
+            state.clone(),
+            by_event.clone(),
+            std::mem::take(&mut cursors),
+        );
+        let Ok((r, c)) = tokio::task::spawn_blocking(move || {
+            let r = retention_pass(&st, &rules, &mut c);
+            (r, c)
+        })
+        .await
+        else {
+            continue;
+        };
+        cursors = c;
+        if r.events_removed + r.quarantined_removed + r.events_expired > 0 {
+            tracing::info!(
+                events = r.events_removed,
+                quarantined = r.quarantined_removed,
+                expired_by_event = r.events_expired,
+                "retention removed old data"
+            );
         }
     }
 }

@@ -288,7 +288,8 @@ async fn export_by_identifier(
 ) -> Result<Json<Value>, ApiError> {
     let (kind, value) = one_identifier(&q)?;
     blocking(move || {
-        let id = resolve(&st, &kind, &value)?.ok_or_else(|| not_found(format!("{kind} {value}")))?;
+        let id =
+            resolve(&st, &kind, &value)?.ok_or_else(|| not_found(format!("{kind} {value}")))?;
         export_doc(&st, id).map(Json).ok_or_else(|| not_found(id))
     })
     .await

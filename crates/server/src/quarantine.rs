@@ -263,6 +263,17 @@ impl Quarantine {
         Ok(n)
     }
 
+    /// Removes messages older than the quarantine's retention (whole segments); returns
+    /// how many went.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
+        let r = self.log.enforce_retention(now_ms)?;
+        let start = self.log.stats().start_offset;
+        if let Ok(mut s) = self.state.lock() {
+            *s = s.split_off(&start);
+        }
+        Ok(r.records_removed)
+    }
+
     /// The underlying log (for closing).
     pub fn log(&self) -> &Log {
         &self.log

@@ -268,7 +268,10 @@ hash_identifiers = ["email"]
     }
     let hashed = events[0]["traits"]["email"].as_str().expect("email");
     assert_eq!(hashed.len(), 64, "a SHA-256 in hex: {hashed}");
-    assert_eq!(events[1]["context"]["traits"]["email"], hashed, "one person, one hash");
+    assert_eq!(
+        events[1]["context"]["traits"]["email"], hashed,
+        "one person, one hash"
+    );
     // Both events are one profile, found by the hash; the address itself is nowhere.
     let p = wait_profile(&base, "user_id=u-min").await;
     assert_eq!(p["traits"]["email"]["value"], hashed, "{p}");
