@@ -790,7 +790,15 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
             )
         }
     }
-    let doc = (sh.compose)(a);
+    let mut doc = (sh.compose)(a);
+    // After a restart the profile may still be on its way back (replay): wait a while.
+    for _ in 0..300 {
+        if doc["profile_pending"] != true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        doc = (sh.compose)(a);
+    }
     if doc["profile_missing"] == true {
         return record(
             sh,

@@ -616,6 +616,11 @@ impl Pipeline {
         }
     }
 
+    /// Every log record below this offset has been applied to profiles.
+    pub fn processed_offset(&self) -> u64 {
+        self.shared.processed()
+    }
+
     /// Processing time up to which every partition has fired its segment timers.
     pub fn time_reached(&self) -> i64 {
         self.shared

@@ -45,7 +45,21 @@ pub fn composer(
                     doc["consent"] = crate::privacy::consent_state(&v, &offers.privacy);
                     doc["profile"] = plain_traits(v);
                 }
-                None => doc["profile_missing"] = json!(true),
+                // Not there although the pipeline is past the action's start: erased
+                // (or never was). Not there yet (replay after a restart): wait for it.
+                None => {
+                    let past = if a.origin & niyet_pipeline::TIME_ORIGIN == 0 {
+                        p.processed_offset() > a.origin
+                    } else {
+                        p.time_reached() >= a.at_ms
+                    };
+                    let flag = if past {
+                        "profile_missing"
+                    } else {
+                        "profile_pending"
+                    };
+                    doc[flag] = json!(true);
+                }
             }
         }
         if offers.triggers.contains(&a.trigger) {

@@ -180,9 +180,9 @@ async fn admin_api_requires_the_admin_token_and_metrics_report() {
             .send()
             .await
             .expect("send");
-        assert_eq!(r.status().as_u16(), 401, "{path} with a write key");
+        assert_eq!(r.status().as_u16(), 403, "{path} with a write key");
         let v: serde_json::Value = r.json().await.expect("json");
-        assert_eq!(v["code"], "invalid_admin_token");
+        assert_eq!(v["code"], "write_key_not_allowed");
     }
     let r = http
         .post(format!("{base}/v1/quarantine/0/replay"))
