@@ -5,6 +5,10 @@
 //! data_dir = "./niyet-data"
 //! admin_token = "…"            # or NIYET_ADMIN_TOKEN; generated on first start if absent
 //!
+//! [tls]                          # optional: HTTPS on the listener
+//! cert = "/etc/niyet/cert.pem"
+//! key = "/etc/niyet/key.pem"
+//!
 //! [log]
 //! segment_mb = 128
 //! dedup_window_hours = 24
@@ -80,6 +84,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Token for the admin API (`Authorization: Bearer …`).
     pub admin_token: Option<String>,
+    /// TLS for the listener (`[tls] cert`, `key`: PEM files); none: plain HTTP.
+    pub tls: Option<TlsSection>,
     /// Event log settings.
     pub log: LogSection,
     /// Request limits.
@@ -108,6 +114,16 @@ pub struct Config {
     pub offers: niyet_actions::offer::Policy,
     /// Consent and erasure (`[privacy]`).
     pub privacy: PrivacySection,
+}
+
+/// `[tls]`: serve HTTPS with this certificate chain and private key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `[privacy]`.
@@ -345,6 +361,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./niyet-data"),
             admin_token: None,
+            tls: None,
             log: LogSection::default(),
             limits: Limits::default(),
             access: AccessSection::default(),

@@ -225,6 +225,7 @@ pub struct Server {
     pub write_keys: Vec<(String, String)>,
     retention_every: Duration,
     retention_by_event: BTreeMap<String, u64>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -393,6 +394,7 @@ impl Server {
             write_keys: creds.write_keys,
             retention_every: Duration::from_secs(60),
             retention_by_event: cfg.log.retention_by_event.clone(),
+            tls: cfg.tls.as_ref().map(tls_acceptor).transpose()?,
         })
     }
 
@@ -425,7 +427,7 @@ impl Server {
             d.start();
         }
         let app = router(state.clone());
-        let result = serve(self.listener, app, &state.limits, shutdown).await;
+        let result = serve(self.listener, app, &state.limits, self.tls, shutdown).await;
         retention.abort();
         retrain.abort();
         let st = state.clone();
@@ -442,13 +444,47 @@ impl Server {
     }
 }
 
+/// Builds the TLS acceptor of `[tls]`.
+fn tls_acceptor(t: &config::TlsSection) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |what: String| {
+        move |e: &dyn std::fmt::Display| ServerError::Io {
+            context: what.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
+        .map_err(|e| err(format!("reading the TLS certificate {}", t.cert.display()))(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("reading the TLS certificate {}", t.cert.display()))(&e))?;
+    if certs.is_empty() {
+        return Err(err(format!(
+            "reading the TLS certificate {}",
+            t.cert.display()
+        ))(&"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&t.key)
+        .map_err(|e| err(format!("reading the TLS key {}", t.key.display()))(&e))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err("setting up TLS".into())(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| err("the TLS certificate and key do not fit together".into())(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
 /// Accepts connections until `shutdown`, each served by hyper with a deadline for the
-/// request headers (slow clients are cut off); then lets open requests finish (at most
-/// 5 s).
+/// request headers (slow clients are cut off; with TLS the handshake counts against it);
+/// then lets open requests finish (at most 5 s).
 async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: &config::Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -474,9 +510,26 @@ async fn serve(
         b.timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_buf_size(256 * 1024);
-        let conn = graceful.watch(b.serve_connection(TokioIo::new(stream), svc));
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let _ = watcher
+                        .watch(b.serve_connection(TokioIo::new(stream), svc))
+                        .await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(s)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let _ = watcher
+                        .watch(b.serve_connection(TokioIo::new(s), svc))
+                        .await;
+                }
+            }
         });
     }
     drop(listener);
