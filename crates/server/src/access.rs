@@ -10,8 +10,9 @@
 //! when it is created or rotated), looked up by digest and compared in constant time. Keys
 //! from the configuration (`admin_token`, `[[sources]] write_key`) and the generated ones
 //! of `credentials.toml` are held the same way in memory and cannot be changed over the
-//! API (and are not rate limited). Every other key has a token bucket on the server's `Clock` (`rate_per_s`, a burst of
-//! twice that); an empty bucket answers 429 with `Retry-After`. Every admin request that
+//! API (and are not rate limited). Every other key has a token bucket on the server's
+//! `Clock` (`rate_per_s`, a burst of twice that); an empty bucket answers 429 with
+//! `Retry-After`. Every admin request that
 //! changes something, and every privacy or admin request, is appended to
 //! `<data_dir>/audit.ndjson` (time, key id, method, path, status; never a body).
 

@@ -448,32 +448,28 @@ impl Server {
 fn tls_acceptor(t: &config::TlsSection) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let err = |what: String| {
-        move |e: &dyn std::fmt::Display| ServerError::Io {
-            context: what.clone(),
-            source: std::io::Error::other(e.to_string()),
-        }
+    let fail = |context: String, e: &dyn std::fmt::Display| ServerError::Io {
+        context,
+        source: std::io::Error::other(e.to_string()),
     };
+    let reading_cert = || format!("reading the TLS certificate {}", t.cert.display());
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
-        .map_err(|e| err(format!("reading the TLS certificate {}", t.cert.display()))(&e))?
+        .map_err(|e| fail(reading_cert(), &e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| err(format!("reading the TLS certificate {}", t.cert.display()))(&e))?;
+        .map_err(|e| fail(reading_cert(), &e))?;
     if certs.is_empty() {
-        return Err(err(format!(
-            "reading the TLS certificate {}",
-            t.cert.display()
-        ))(&"no certificate in the file"));
+        return Err(fail(reading_cert(), &"no certificate in the file"));
     }
     let key = PrivateKeyDer::from_pem_file(&t.key)
-        .map_err(|e| err(format!("reading the TLS key {}", t.key.display()))(&e))?;
+        .map_err(|e| fail(format!("reading the TLS key {}", t.key.display()), &e))?;
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| err("setting up TLS".into())(&e))?
+    .map_err(|e| fail("setting up TLS".into(), &e))?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| err("the TLS certificate and key do not fit together".into())(&e))?;
+    .map_err(|e| fail("the TLS certificate and key do not fit together".into(), &e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
