@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::optimize::{bfgs_from, Minimum};
 use crate::special::{digamma, hyp2f1, ln_gamma};
@@ -50,7 +50,7 @@ pub enum FitError {
 
 /// Fitted BG/NBD parameters: purchase rates are Gamma(r, α) across customers, dropout
 /// probabilities after each purchase Beta(a, b).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BgNbd {
     pub r: f64,
     pub alpha: f64,
@@ -64,7 +64,7 @@ pub struct BgNbd {
 
 /// Fitted Gamma-Gamma parameters: spend per purchase is Gamma(p, ν) with ν ~ Gamma(q, v)
 /// across customers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GammaGamma {
     pub p: f64,
     pub q: f64,

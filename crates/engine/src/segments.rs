@@ -153,6 +153,8 @@ pub fn seg_event(segs: &Segments, v: &EventView<'_>) -> Option<Box<SegEvent>> {
 /// Segments with their trait names interned and the properties each event name needs.
 pub struct Segments {
     pub set: SegmentSet,
+    /// The lifetime-value model rules' `clv` and `p_alive` read (none until published).
+    pub clv: std::sync::RwLock<Option<std::sync::Arc<ClvModel>>>,
     traits: niyet_model::hash::FastMap<Box<str>, Sym>,
     /// Property paths features read, by event name.
     props: HashMap<Box<str>, Box<[Box<str>]>>,
@@ -193,6 +195,7 @@ impl Segments {
         let any_props = paths("");
         Self {
             set,
+            clv: Default::default(),
             traits,
             props,
             any_props,
@@ -218,6 +221,32 @@ fn trait_names(r: &Rule, out: &mut Vec<String>) {
     }
 }
 
+/// A published lifetime-value model: BG/NBD for purchases and P(alive), Gamma-Gamma for
+/// the value of an order (without it, the customer's own mean order value), over a
+/// horizon in days; `version` numbers publications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClvModel {
+    pub version: u64,
+    pub horizon_days: f64,
+    pub bgnbd: niyet_analytics::clv::BgNbd,
+    pub gamma_gamma: Option<niyet_analytics::clv::GammaGamma>,
+}
+
+impl ClvModel {
+    /// `(p_alive, predicted value over the horizon)` of a purchase summary at `now`;
+    /// `None` before the first order.
+    pub fn predict(&self, p: &crate::Purchases, now: i64) -> Option<(f64, f64)> {
+        let (h, mean) = p.history(now)?;
+        let alive = self.bgnbd.p_alive(&h);
+        let purchases = self.bgnbd.expected_purchases(&h, self.horizon_days);
+        let value = match &self.gamma_gamma {
+            Some(g) if g.q > 1.0 => g.expected_value(h.frequency, mean),
+            _ => mean,
+        };
+        Some((alive, value * purchases))
+    }
+}
+
 /// A profile's traits seen through [`Traits`]. Values read are remembered (by path) for
 /// as long as this view lives: one evaluation reads the same trait for many segments.
 pub struct ProfileTraits<'a> {
@@ -227,6 +256,18 @@ pub struct ProfileTraits<'a> {
 }
 
 impl Traits for ProfileTraits<'_> {
+    fn metric(&self, name: &str, now: i64) -> Value<'_> {
+        let model = self.seg.clv.read().ok().and_then(|m| m.clone());
+        let Some((alive, clv)) = model.and_then(|m| m.predict(&self.p.purchases, now)) else {
+            return Value::Null;
+        };
+        match name {
+            "p_alive" if alive.is_finite() => Value::Num(alive),
+            "clv" if clv.is_finite() => Value::Num(clv),
+            _ => Value::Null,
+        }
+    }
+
     fn get(&self, path: &str) -> Value<'_> {
         if let Some((_, v)) = self.seen.borrow().iter().find(|(k, _)| **k == *path) {
             return v.clone();

@@ -16,7 +16,6 @@ use niyet_analytics::clv::History;
 use niyet_analytics::intent::Behaviour;
 use niyet_analytics::recommend::ItemEvent;
 use niyet_engine::extract::{self, Kind};
-use niyet_engine::MONEY_SCALE;
 use niyet_identity::{FastMap, ProfileId};
 use niyet_log::LogError;
 
@@ -500,28 +499,13 @@ impl Pipeline {
     /// to `now` (ms): (profile, history, mean order value). Frequency counts orders after
     /// the first; the mean is over all orders (the summary keeps no per-order values).
     pub fn purchase_histories(&self, now: i64) -> Vec<(ProfileId, History, f64)> {
-        const DAY: f64 = 86_400_000.0;
         let mut out = Vec::new();
         for part in &self.shared.partitions {
             let Ok(part) = part.read() else { continue };
             for (id, p) in part.iter() {
-                let pu = &p.purchases;
-                if pu.orders == 0 {
-                    continue;
+                if let Some((h, mean)) = p.purchases.history(now) {
+                    out.push((ProfileId(*id), h, mean));
                 }
-                let age = ((now - pu.first_order_ms) as f64 / DAY).max(0.0);
-                let recency = ((pu.last_order_ms - pu.first_order_ms) as f64 / DAY).clamp(0.0, age);
-                let frequency = pu.orders - 1;
-                out.push((
-                    ProfileId(*id),
-                    History {
-                        frequency,
-                        recency: if frequency == 0 { 0.0 } else { recency },
-                        age,
-                    },
-                    ((pu.revenue - pu.refunded) as f64 / MONEY_SCALE / f64::from(pu.orders))
-                        .max(0.0),
-                ));
             }
         }
         out.sort_unstable_by_key(|c| c.0 .0);

@@ -24,6 +24,7 @@
 
 mod analytics;
 mod erase;
+mod metrics;
 mod preview;
 mod render;
 mod sizes;
@@ -467,6 +468,13 @@ impl Pipeline {
         );
         let segments =
             Segments::new(&all, &mut symbols).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        // The lifetime-value model published before the restored state (a later one is
+        // published again by the replay).
+        if let Some(m) = metrics::load(&cfg.state_dir, offset) {
+            if let Ok(mut slot) = segments.clv.write() {
+                *slot = Some(Arc::new(m));
+            }
+        }
         let triggers = niyet_actions::Triggers::new(cfg.triggers.clone(), |name| {
             segments.set.index(name).is_some()
         })
@@ -1278,7 +1286,9 @@ impl SegWork<'_> {
         };
         let now = st.at;
         let traits = self.segs.traits(p);
-        let traits_changed = !u.traits.is_empty();
+        // A purchase changes the lifetime-value metrics segments may read.
+        let traits_changed = !u.traits.is_empty()
+            || (self.segs.set.reads_metrics() && (u.order.is_some() || u.refund.is_some()));
         // The profile's next change by time is still ahead and exact; an event that sets
         // no traits can only bring it forward (by the instants its own entries add).
         let due = (!fresh && !traits_changed && st.due > now).then(|| {
@@ -1897,6 +1907,7 @@ impl Router {
         let outcome = match &*view.type_name {
             "niyet.unmerge" => self.unmerge(offset, view),
             "niyet.erase" => self.erase(payload),
+            "niyet.clv_model" => self.publish_clv(offset, payload, now_ms),
             // An erased record: nothing left to do.
             "niyet.erased" => return,
             "niyet.segment" => self.define(payload, now_ms),
@@ -1959,7 +1970,12 @@ impl Router {
         self.flush();
         let segs = {
             let mut syms = self.sh.symbols.write().map_err(|_| "stopped")?;
-            Arc::new(Segments::with_set(set, &mut syms))
+            let segs = Segments::with_set(set, &mut syms);
+            let model = old.clv.read().ok().and_then(|m| m.clone());
+            if let Ok(mut m) = segs.clv.write() {
+                *m = model;
+            }
+            Arc::new(segs)
         };
         let sizes: Arc<Vec<AtomicI64>> =
             Arc::new((0..segs.set.len()).map(|_| AtomicI64::new(0)).collect());

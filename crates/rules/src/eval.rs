@@ -53,6 +53,8 @@ pub struct SegmentSet {
     dirty_traits: Vec<u32>,
     /// Segments an empty profile (no events, no traits) is in, at any time.
     empty: Vec<usize>,
+    /// Whether a segment reads a metric (`clv`, `p_alive`).
+    metrics: bool,
 }
 
 /// The traits of a profile that has none.
@@ -198,12 +200,17 @@ impl SegmentSet {
         }
         let mut catalog = Catalog::default();
         let mut segs = Vec::with_capacity(defs.len());
+        let mut metrics = false;
         for (name, rule) in defs {
             let pred = catalog
                 .compile(rule, &|n| names.iter().position(|x| *x == n))
                 .map_err(|e| SetError::Compile(name.clone(), e))?;
             let (mut traits, mut clock) = (false, false);
             pred.walk(&mut |p| match p {
+                Pred::Trait { name, .. } if crate::metric_of(name).is_some() => {
+                    (traits, clock) = (true, true);
+                    metrics = true;
+                }
                 Pred::Trait { .. } => traits = true,
                 Pred::Age(_) => (traits, clock) = (true, true),
                 Pred::Seen {
@@ -284,6 +291,7 @@ impl SegmentSet {
             dirty_any,
             dirty_traits,
             empty: Vec::new(),
+            metrics,
         };
         // With no event and no trait, no feature, window, `… ago` test or age depends on
         // the time: the empty profile's memberships hold at every instant.
@@ -291,6 +299,12 @@ impl SegmentSet {
         set.evaluate(&mut st, &NoTraits, 0, None, &mut Vec::new());
         set.empty = st.member.iter().map(|m| m.0 as usize).collect();
         Ok(set)
+    }
+
+    /// Whether a segment reads a metric (`clv`, `p_alive`): such segments are evaluated
+    /// again when the profile's purchases change (give `traits_changed`).
+    pub fn reads_metrics(&self) -> bool {
+        self.metrics
     }
 
     /// The set with new definitions, and how to carry profiles over to it: see
@@ -464,7 +478,9 @@ impl SegmentSet {
                 let x = st.features.seen(*f).map(|(a, b)| if *last { b } else { a });
                 time_test(x, test, now)
             }
-            Pred::Trait { name, test } => traits.get(name).passes(test),
+            Pred::Trait { name, test } => {
+                crate::value::trait_or_metric(traits, name, now).passes(test)
+            }
             Pred::Age(test) => {
                 let a =
                     crate::age::age(traits, now).map_or(Value::Null, |a| Value::Num(a.0 as f64));
@@ -832,6 +848,10 @@ impl SegmentSet {
                     f(x.saturating_add(d.0));
                     f(x.saturating_add(d.0).saturating_add(1));
                 }
+            }
+            // Metrics drift with time (a customer's age grows): looked at again daily.
+            Pred::Trait { name, .. } if crate::metric_of(name).is_some() => {
+                f(now.saturating_add(crate::METRIC_RECHECK_MS));
             }
             Pred::Age(_) => {
                 let next =

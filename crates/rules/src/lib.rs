@@ -31,3 +31,16 @@ pub use eval::{Change, Membership, SegmentSet, SetError};
 pub use feature::{Event, Features};
 pub use parse::{parse, ParseError};
 pub use value::{Props, Traits, Value};
+
+/// Names of `Trait` tests that read a metric (`clv`, `p_alive`) start with this.
+pub const METRIC_PREFIX: &str = "$";
+/// The metrics rules can read.
+pub const METRICS: [&str; 2] = ["clv", "p_alive"];
+
+/// The metric a `Trait` test's name stands for (`$clv` → `clv`), if it is one.
+pub fn metric_of(name: &str) -> Option<&str> {
+    name.strip_prefix(METRIC_PREFIX)
+        .filter(|m| METRICS.contains(m))
+}
+/// How often segments reading metrics are evaluated again with time alone (a day).
+pub const METRIC_RECHECK_MS: i64 = 86_400_000;

@@ -116,7 +116,7 @@ impl Naive<'_> {
                     (TimeTest::Ago(..), None) => false,
                 }
             }
-            Rule::Trait(t) => traits.get(&t.name).passes(&t.test),
+            Rule::Trait(t) => crate::value::trait_or_metric(traits, &t.name, now).passes(&t.test),
             Rule::Age(t) => crate::age::age(traits, now)
                 .map_or(Value::Null, |a| Value::Num(a.0 as f64))
                 .passes(t),

@@ -22,7 +22,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Words that are never part of a bare event name. An event whose name contains one is
 /// written as a quoted string: `"No Show"`.
-pub const RESERVED: [&str; 27] = [
+pub const RESERVED: [&str; 29] = [
     "and",
     "or",
     "not",
@@ -41,6 +41,8 @@ pub const RESERVED: [&str; 27] = [
     "last_seen",
     "trait",
     "age",
+    "clv",
+    "p_alive",
     "segment",
     "between",
     "contains",
@@ -685,6 +687,15 @@ impl Parser {
             "age" => {
                 self.bump();
                 Ok(Rule::Age(self.test()?))
+            }
+            // Lifetime-value metrics: traits of their own, named with a `$`.
+            "clv" | "p_alive" => {
+                let name = format!("{}{word}", crate::METRIC_PREFIX);
+                self.bump();
+                Ok(Rule::Trait(TraitTest {
+                    name,
+                    test: self.test()?,
+                }))
             }
             "segment" => {
                 self.bump();

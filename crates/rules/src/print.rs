@@ -60,6 +60,9 @@ impl Display for Rule {
                 }
                 write!(f, " {}", s.test)
             }
+            Rule::Trait(t) if crate::metric_of(&t.name).is_some() => {
+                write!(f, "{} {}", &t.name[1..], t.test)
+            }
             Rule::Trait(t) => {
                 f.write_str("trait.")?;
                 path(f, &t.name)?;

@@ -25,6 +25,20 @@ pub trait Props {
 pub trait Traits {
     /// The trait at `path`, `Value::Null` when absent.
     fn get(&self, path: &str) -> Value<'_>;
+
+    /// A metric computed from the profile at `now` (`clv`, `p_alive`), `Value::Null` when
+    /// there is none (no model yet, or no orders).
+    fn metric(&self, _name: &str, _now: i64) -> Value<'_> {
+        Value::Null
+    }
+}
+
+/// The value a `Trait` test reads: a trait, or a metric when the name starts with `$`.
+pub fn trait_or_metric<'a>(traits: &'a dyn Traits, name: &str, now: i64) -> Value<'a> {
+    match crate::metric_of(name) {
+        Some(m) => traits.metric(m, now),
+        None => traits.get(name),
+    }
 }
 
 /// No properties or traits at all.

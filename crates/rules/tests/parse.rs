@@ -1071,3 +1071,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn lifetime_value_metrics() {
+    check(
+        "clv > 500 and p_alive < 0.3",
+        Rule::And(vec![
+            tr("$clv", Test::Cmp(Cmp::Gt, Literal::Num(500.0))),
+            tr("$p_alive", Test::Cmp(Cmp::Lt, Literal::Num(0.3))),
+        ]),
+    );
+    assert_eq!(
+        ok("p_alive between 0.2 and 0.4").to_string(),
+        "p_alive between 0.2 and 0.4"
+    );
+    // A trait that happens to be called `clv` stays a trait.
+    check(
+        "trait.clv > 1",
+        tr("clv", Test::Cmp(Cmp::Gt, Literal::Num(1.0))),
+    );
+    assert!(parse("clv").is_err());
+}

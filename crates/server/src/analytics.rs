@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/profiles/{id}/rfm", get(of_profile))
         .route("/v1/attribution", get(attribution))
         .route("/v1/clv", get(clv))
+        .route("/v1/clv/model", get(clv_model).post(publish_clv))
         .route("/v1/funnel", get(funnel_report))
         .route("/v1/retention", get(retention_report))
         .route("/v1/conversion-rate", get(conversion_rate))
@@ -386,6 +387,73 @@ impl ClvModels {
             },
             "time_unit": "day",
         })
+    }
+}
+
+/// Fits the lifetime-value models on every customer now and publishes them for rules
+/// (`clv > 500`, `p_alive < 0.3`); returns what was published.
+pub(crate) fn publish_clv_model(st: &AppState, horizon: f64) -> Result<Value, ApiError> {
+    let now = st.clock.now_ms();
+    let m = fit_clv(st.pipeline.purchase_histories(now))?;
+    let model = niyet_engine::segments::ClvModel {
+        version: st.pipeline.clv_model().map_or(1, |m| m.version + 1),
+        horizon_days: horizon,
+        bgnbd: m.bgnbd,
+        gamma_gamma: m.gamma_gamma.ok(),
+    };
+    st.pipeline
+        .publish_clv(&model, now, std::time::Duration::from_secs(300))
+        .map_err(crate::profiles::pipeline_error)?;
+    Ok(json!({
+        "published_at": format_rfc3339_millis(now),
+        "customers": m.histories.len(),
+        "model": model,
+    }))
+}
+
+/// `POST /v1/clv/model?horizon_days=365`: fit and publish the model rules read.
+async fn publish_clv(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let horizon = num(
+        &q,
+        "horizon_days",
+        f64::from(st.analytics.clv_horizon_days),
+        1.0..=3650.0,
+    )?;
+    blocking(move || publish_clv_model(&st, horizon).map(Json)).await
+}
+
+/// `GET /v1/clv/model`: the model rules read now (404 before the first publication).
+async fn clv_model(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    st.pipeline
+        .clv_model()
+        .map(|m| Json(json!(*m)))
+        .ok_or_else(|| {
+            crate::profiles::not_found("lifetime-value model (POST /v1/clv/model publishes one)")
+        })
+}
+
+/// Refits and publishes the model rules read on the `clv_refit_hours` schedule.
+pub(crate) async fn refit_loop(state: Arc<AppState>) {
+    let hours = state.analytics.clv_refit_hours;
+    if hours == 0 {
+        return;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(u64::from(hours) * 3600));
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let horizon = f64::from(st.analytics.clv_horizon_days);
+        match tokio::task::spawn_blocking(move || publish_clv_model(&st, horizon)).await {
+            Ok(Ok(v)) => {
+                tracing::info!(version = %v["model"]["version"], "lifetime-value model published")
+            }
+            Ok(Err(e)) => tracing::info!(error = %e.message, "lifetime-value model not refitted"),
+            Err(e) => tracing::warn!(error = %e, "lifetime-value refit failed"),
+        }
     }
 }
 

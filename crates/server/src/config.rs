@@ -223,6 +223,9 @@ pub struct AnalyticsSection {
     pub intent_horizon_days: u32,
     /// Retrain the intent model every this many hours (0: only on request).
     pub intent_retrain_hours: u32,
+    /// Refit and publish the lifetime-value model rules read (`clv`, `p_alive`) every
+    /// this many hours, the first time a minute after start (0: only on request).
+    pub clv_refit_hours: u32,
     /// Channel rules tried before the built-in classification, in order
     /// (`[[analytics.channel_rules]]` with `source`, `medium` and/or `campaign_prefix`, and
     /// `channel`).
@@ -239,6 +242,7 @@ impl Default for AnalyticsSection {
             clv_horizon_days: 365,
             intent_horizon_days: 7,
             intent_retrain_hours: 24,
+            clv_refit_hours: 24,
             channel_rules: Vec::new(),
         }
     }

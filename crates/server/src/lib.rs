@@ -423,6 +423,7 @@ impl Server {
             self.retention_by_event.clone(),
         ));
         let retrain = tokio::spawn(intent::retrain_loop(state.clone()));
+        let refit = tokio::spawn(analytics::refit_loop(state.clone()));
         if let Some(d) = &state.delivery {
             d.start();
         }
@@ -430,6 +431,7 @@ impl Server {
         let result = serve(self.listener, app, &state.limits, self.tls, shutdown).await;
         retention.abort();
         retrain.abort();
+        refit.abort();
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             st.pipeline.close();

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{admin_get, client, TestServer, ADMIN};
+use crate::common::{admin_get, admin_send, client, TestServer, ADMIN};
 use crate::segments::send;
 
 const DAY: i64 = 86_400_000;
@@ -662,4 +662,142 @@ async fn reports_and_spend_from_the_command_line() {
     assert!(!ok && err.contains("row 2: cost is not a number"), "{err}");
     let (ok, _, err) = cli(&srv, &["report", "funnel"]);
     assert!(!ok && err.contains("invalid_parameter"), "{err}");
+}
+
+#[tokio::test]
+async fn lifetime_value_and_p_alive_drive_segments() {
+    use niyet_analytics::clv::{simulate, BgNbd, GammaGamma, History};
+    use std::collections::BTreeSet;
+    let srv = TestServer::start();
+    let base = srv.url();
+    let now = now_ms();
+    let pop = simulate(300, 3);
+    let mut msgs = Vec::new();
+    let mut hist = Vec::new();
+    for (i, (h, m)) in pop.iter().enumerate() {
+        let value = ((m * 100.0).round() / 100.0).max(1.0);
+        let first = now - (h.age * DAY as f64) as i64;
+        let last = first + (h.recency * DAY as f64) as i64;
+        let mut times = vec![first];
+        for k in 1..=h.frequency {
+            times.push(first + (last - first) * i64::from(k) / i64::from(h.frequency));
+        }
+        for t in times {
+            msgs.push(order(("userId", &format!("w{i}")), t, value));
+        }
+        hist.push((first, last, h.frequency, value));
+    }
+    for chunk in msgs.chunks(400) {
+        send(&base, chunk.to_vec()).await;
+    }
+    // No model yet: the rule is accepted and nobody is in it.
+    let (s, _) = admin_get(&format!("{base}/v1/clv/model")).await;
+    assert_eq!(s, 404);
+    let (s, v) = admin_send(
+        "POST",
+        &format!("{base}/v1/clv/model?horizon_days=90"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["model"]["version"], 1);
+    let bg: BgNbd = serde_json::from_value(v["model"]["bgnbd"].clone()).expect("bgnbd");
+    let gg: Option<GammaGamma> =
+        serde_json::from_value(v["model"]["gamma_gamma"].clone()).expect("gamma_gamma");
+    let published = now_ms();
+    // What each customer's metrics are under the published model, computed here.
+    let metrics: Vec<(f64, f64)> = hist
+        .iter()
+        .map(|&(first, last, f, value)| {
+            let age = (published - first) as f64 / DAY as f64;
+            let h = History {
+                frequency: f,
+                recency: if f == 0 {
+                    0.0
+                } else {
+                    (last - first) as f64 / DAY as f64
+                },
+                age,
+            };
+            let v = match &gg {
+                Some(g) if g.q > 1.0 => g.expected_value(f, value),
+                _ => value,
+            };
+            (bg.p_alive(&h), v * bg.expected_purchases(&h, 90.0))
+        })
+        .collect();
+    let mut values: Vec<f64> = metrics.iter().map(|m| m.1).collect();
+    values.sort_by(f64::total_cmp);
+    let threshold = (values[values.len() / 2] * 100.0).round() / 100.0;
+    for (name, rule) in [
+        ("Valuable", format!("clv > {threshold}")),
+        ("Slipping", "p_alive < 0.5".to_string()),
+    ] {
+        let (s, v) = admin_send(
+            "POST",
+            &format!("{base}/v1/segments"),
+            Some(json!({"name": name, "rule": rule})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut ids = Vec::new();
+    for i in 0..pop.len() {
+        let (_, p) = admin_get(&format!("{base}/v1/profiles?user_id=w{i}")).await;
+        ids.push(p["id"].as_str().expect("id").to_string());
+    }
+    let members = |v: &Value| -> BTreeSet<String> {
+        v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["profile"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, v) = admin_get(&format!("{base}/v1/segments/Valuable/members?limit=1000")).await;
+    let valuable = members(&v);
+    let (_, v) = admin_get(&format!("{base}/v1/segments/Slipping/members?limit=1000")).await;
+    let slipping = members(&v);
+    // Exactly the customers the model says, apart from a hair's breadth at the threshold
+    // (the server evaluated a moment later than the computation here).
+    let (mut checked, mut slipping_repeat) = (0, None);
+    for (i, (alive, clv)) in metrics.iter().enumerate() {
+        if (clv - threshold).abs() > 1e-6 * threshold.max(1.0) {
+            assert_eq!(
+                valuable.contains(&ids[i]),
+                *clv > threshold,
+                "w{i}: clv {clv}"
+            );
+            checked += 1;
+        }
+        if (alive - 0.5).abs() > 1e-6 {
+            assert_eq!(
+                slipping.contains(&ids[i]),
+                *alive < 0.5,
+                "w{i}: p_alive {alive}"
+            );
+        }
+        if *alive < 0.5 && pop[i].0.frequency >= 1 && slipping_repeat.is_none() {
+            slipping_repeat = Some(i);
+        }
+    }
+    assert!(checked > 250 && !valuable.is_empty() && !slipping.is_empty());
+    // A slipping customer who orders again is alive at once: out of the segment.
+    let i = slipping_repeat.expect("a slipping repeat customer");
+    send(
+        &base,
+        vec![order(("userId", &format!("w{i}")), now_ms(), 50.0)],
+    )
+    .await;
+    let (_, v) = admin_get(&format!("{base}/v1/profiles/{}/segments", ids[i])).await;
+    let names: Vec<&str> = v["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"Slipping"), "{v}");
+    // The rule prints back as written.
+    let (_, v) = admin_get(&format!("{base}/v1/segments/Slipping")).await;
+    assert_eq!(v["rule"], "p_alive < 0.5", "{v}");
 }

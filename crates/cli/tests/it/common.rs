@@ -189,6 +189,19 @@ pub async fn admin_get(url: &str) -> (u16, Value) {
     (status, r.json().await.expect("json"))
 }
 
+/// An admin request with an optional JSON body; the status and the JSON answer.
+pub async fn admin_send(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = client()
+        .request(method.parse().expect("method"), url)
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("send");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
 /// Every event in the log, by paging `/v1/events`.
 pub async fn all_events(base: &str) -> Vec<Value> {
     let mut out = Vec::new();

@@ -33,18 +33,6 @@ fn send(v: Value) -> Vec<u8> {
     serde_json::to_vec(&v).expect("json")
 }
 
-async fn admin(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = client()
-        .request(method.parse().expect("method"), url)
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.expect("send");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn wait_profile(base: &str, q: &str) -> Value {
     for _ in 0..500 {
         let (s, v) = admin_get(&format!("{base}/v1/profiles?{q}")).await;
@@ -98,7 +86,7 @@ async fn an_erased_customer_leaves_no_byte_behind_and_stays_out() {
     wait_profile(&base, "user_id=user-mehmet-5").await;
 
     // Export first: everything held about her, in one document.
-    let (s, export) = admin(
+    let (s, export) = admin_send(
         "GET",
         &format!("{base}/v1/privacy/export?email=ayse.yilmaz@example.com"),
         None,
@@ -140,7 +128,7 @@ async fn an_erased_customer_leaves_no_byte_behind_and_stays_out() {
     }
     assert!(!files_containing(&srv.dir.join("state"), "user-ayse-77").is_empty());
 
-    let (s, v) = admin(
+    let (s, v) = admin_send(
         "POST",
         &format!("{base}/v1/privacy/erase"),
         Some(json!({"phone": "+90 532 111 22 33"})),

@@ -33,6 +33,28 @@ pub struct Purchases {
 }
 
 impl Purchases {
+    /// The purchase history in days as lifetime-value models read it at `now`, and the
+    /// mean value of an order net of refunds; `None` before the first order.
+    pub fn history(&self, now: i64) -> Option<(niyet_analytics::clv::History, f64)> {
+        const DAY: f64 = 86_400_000.0;
+        if self.orders == 0 {
+            return None;
+        }
+        let age = ((now - self.first_order_ms) as f64 / DAY).max(0.0);
+        let recency = ((self.last_order_ms - self.first_order_ms) as f64 / DAY).clamp(0.0, age);
+        let frequency = self.orders - 1;
+        let mean =
+            ((self.revenue - self.refunded) as f64 / MONEY_SCALE / f64::from(self.orders)).max(0.0);
+        Some((
+            niyet_analytics::clv::History {
+                frequency,
+                recency: if frequency == 0 { 0.0 } else { recency },
+                age,
+            },
+            mean,
+        ))
+    }
+
     /// Average basket (revenue per order), in currency units.
     pub fn average_basket(&self) -> f64 {
         if self.orders == 0 {
