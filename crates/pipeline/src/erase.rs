@@ -184,6 +184,11 @@ impl crate::Pipeline {
         Ok((next, n))
     }
 
+    /// Whether any of these identifier keys is on the suppression list.
+    pub fn any_suppressed(&self, keys: &[u128]) -> bool {
+        self.shared.suppressed.any_of(keys.iter().copied())
+    }
+
     /// Identifier keys on the suppression list.
     pub fn suppressed_count(&self) -> usize {
         self.shared.suppressed.len()

@@ -242,7 +242,7 @@ async fn ingest(
             Outcome::Invalid(i) => {
                 let outcome = match i.disposition {
                     Disposition::Quarantine => {
-                        quarantine.push(Entry {
+                        let e = Entry {
                             source: source.name.clone(),
                             code: i.code.to_string(),
                             reason: i.reason.clone(),
@@ -250,8 +250,17 @@ async fn ingest(
                             index: i.index,
                             received_at: format_rfc3339_millis(received_ms),
                             raw: String::from_utf8_lossy(&i.raw).into_owned(),
-                        });
-                        "quarantined"
+                        };
+                        // An erased customer's messages are not kept, valid or not.
+                        if st.pipeline.suppressed_count() > 0
+                            && st.pipeline.any_suppressed(&e.identifier_keys(&st.pipeline))
+                        {
+                            st.metrics.events_suppressed.fetch_add(1, Ordering::Relaxed);
+                            "suppressed"
+                        } else {
+                            quarantine.push(e);
+                            "quarantined"
+                        }
                     }
                     Disposition::Reject => {
                         rejected += 1;

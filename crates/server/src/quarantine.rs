@@ -29,6 +29,49 @@ pub struct Entry {
     pub raw: String,
 }
 
+impl Entry {
+    /// Keys of the built-in identifiers the message carries, however wrong the rest of
+    /// it is: the identifier fields that are text (or numbers, for ids) are read as an
+    /// event carrying only them would be; none if the message is not a JSON object.
+    pub fn identifier_keys(&self, pipeline: &niyet_pipeline::Pipeline) -> Vec<u128> {
+        use serde_json::{json, Value};
+        let Ok(v) = serde_json::from_str::<Value>(&self.raw) else {
+            return Vec::new();
+        };
+        let text = |x: &Value| match x {
+            Value::String(s) => Some(Value::String(s.clone())),
+            Value::Number(n) => Some(Value::String(n.to_string())),
+            _ => None,
+        };
+        let mut ev = json!({"type": "identify", "timestamp": self.received_at,
+                            "traits": {}, "context": {"traits": {}}});
+        for f in ["userId", "anonymousId"] {
+            if let Some(t) = v.get(f).and_then(text) {
+                ev[f] = t;
+            }
+        }
+        for (from, to) in [
+            ("/traits", "/traits"),
+            ("/context/traits", "/context/traits"),
+        ] {
+            for k in ["email", "phone"] {
+                if let Some(t) = v.pointer(&format!("{from}/{k}")).and_then(text) {
+                    if let Some(o) = ev.pointer_mut(to).and_then(Value::as_object_mut) {
+                        o.insert(k.into(), t);
+                    }
+                }
+            }
+        }
+        if let Some(t) = v.pointer("/context/device/id").and_then(text) {
+            ev["context"]["device"] = json!({ "id": t });
+        }
+        serde_json::to_vec(&ev)
+            .ok()
+            .and_then(|b| pipeline.identifier_keys_of(&b))
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Stored {
@@ -239,18 +282,8 @@ impl Quarantine {
             let Some(e) = self.get(id)? else { continue };
             let text = e.raw.to_lowercase();
             let by_value = needles.iter().any(|n| text.contains(n.as_str()));
-            let by_key = || {
-                let mut v: serde_json::Value = serde_json::from_str(&e.raw).ok()?;
-                if v.get("timestamp").is_none() {
-                    v["timestamp"] = serde_json::json!(e.received_at);
-                }
-                if v.get("type").is_none() {
-                    v["type"] = serde_json::json!(e.endpoint_type.as_deref().unwrap_or("track"));
-                }
-                let found = pipeline.identifier_keys_of(&serde_json::to_vec(&v).ok()?)?;
-                Some(found.iter().any(|k| keys.contains(k)))
-            };
-            if by_value || by_key().unwrap_or(false) {
+            let by_key = || e.identifier_keys(pipeline).iter().any(|k| keys.contains(k));
+            if by_value || by_key() {
                 hit.push(id);
             }
         }
