@@ -344,93 +344,101 @@ async fn erase(
     };
     let (kind, value) = one_identifier(&q)?;
     let caller = caller.map(|c| c.0.id.clone()).unwrap_or_default();
-    blocking(move || {
-        let started = Instant::now();
-        let request = request_id();
-        let query = st.pipeline.query();
-        // The identifier named, normalised, whether or not a profile holds it: with
-        // suppression on it is kept out from now on either way.
-        let named = if kind == "profile" {
-            None
-        } else {
-            Some(
-                query
-                    .parse_identifier(&kind, &value)
-                    .map_err(pipeline_error)?,
+    blocking(move || erase_person(&st, &kind, &value, mode, &caller).map(Json)).await
+}
+
+/// Erases the person `kind`=`value` and everything held of them; the completion report.
+fn erase_person(
+    st: &AppState,
+    kind: &str,
+    value: &str,
+    mode: ErasureMode,
+    caller: &str,
+) -> Result<Value, ApiError> {
+    let started = Instant::now();
+    let request = request_id();
+    let query = st.pipeline.query();
+    // The identifier named, normalised, whether or not a profile holds it: with
+    // suppression on it is kept out from now on either way.
+    let named = if kind == "profile" {
+        None
+    } else {
+        Some(
+            query
+                .parse_identifier(kind, value)
+                .map_err(pipeline_error)?,
+        )
+    };
+    let profile = resolve(st, kind, value)?;
+    let mut keys: Vec<(u128, String)> = profile
+        .and_then(|p| query.identifier_keys(p))
+        .unwrap_or_default();
+    if let Some(i) = &named {
+        keys.push((i.key(), i.value.to_string()));
+    }
+    if keys.is_empty() {
+        return Err(not_found(format!("{kind} {value}")));
+    }
+    st.keys.audit(&json!({
+        "time": niyet_model::format_rfc3339_millis(st.clock.now_ms()),
+        "key": caller,
+        "event": "erasure requested",
+        "request": request,
+        "identifier_type": kind,
+        "mode": if mode == ErasureMode::Suppress { "suppress" } else { "delete" },
+    }));
+    let hashes: Vec<u128> = keys.iter().map(|(k, _)| *k).collect();
+    let outcome = st
+        .pipeline
+        .erase(
+            &hashes,
+            mode == ErasureMode::Suppress,
+            &request,
+            st.clock.now_ms(),
+            Duration::from_secs(120),
+        )
+        .map_err(pipeline_error)?;
+    let profiles: Vec<String> = outcome["profiles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let values: Vec<String> = keys.into_iter().map(|(_, v)| v).collect();
+    let quarantined = st
+        .quarantine
+        .erase_matching(&hashes, &values, &st.pipeline)
+        .map_err(|e| ApiError::from_log(&e))?;
+    let delivery = match &st.delivery {
+        Some(d) => d.forget(&profiles).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "erasure_incomplete",
+                format!("delivery records: {e}"),
             )
-        };
-        let profile = resolve(&st, &kind, &value)?;
-        let mut keys: Vec<(u128, String)> = profile
-            .and_then(|p| query.identifier_keys(p))
-            .unwrap_or_default();
-        if let Some(i) = &named {
-            keys.push((i.key(), i.value.to_string()));
-        }
-        if keys.is_empty() {
-            return Err(not_found(format!("{kind} {value}")));
-        }
-        st.keys.audit(&json!({
-            "time": niyet_model::format_rfc3339_millis(st.clock.now_ms()),
-            "key": caller,
-            "event": "erasure requested",
-            "request": request,
-            "identifier_type": kind,
-            "mode": if mode == ErasureMode::Suppress { "suppress" } else { "delete" },
-        }));
-        let hashes: Vec<u128> = keys.iter().map(|(k, _)| *k).collect();
-        let outcome = st
-            .pipeline
-            .erase(
-                &hashes,
-                mode == ErasureMode::Suppress,
-                &request,
-                st.clock.now_ms(),
-                Duration::from_secs(120),
-            )
-            .map_err(pipeline_error)?;
-        let profiles: Vec<String> = outcome["profiles"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let values: Vec<String> = keys.into_iter().map(|(_, v)| v).collect();
-        let quarantined = st
-            .quarantine
-            .erase_matching(&hashes, &values, &st.pipeline)
-            .map_err(|e| ApiError::from_log(&e))?;
-        let delivery = match &st.delivery {
-            Some(d) => d.forget(&profiles).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "erasure_incomplete",
-                    format!("delivery records: {e}"),
-                )
-            })?,
-            None => 0,
-        };
-        let took_ms = started.elapsed().as_millis() as u64;
-        let done = json!({
-            "request": request,
-            "status": "complete",
-            "profiles": profiles,
-            "identifiers": outcome["identifiers"],
-            "events_erased": outcome["events_erased"],
-            "quarantine_erased": quarantined,
-            "delivery_records_removed": delivery,
-            "suppressed": outcome["suppressed"],
-            "took_ms": took_ms,
-        });
-        let mut audit = done.clone();
-        audit["time"] = json!(niyet_model::format_rfc3339_millis(st.clock.now_ms()));
-        audit["key"] = json!(caller);
-        audit["event"] = json!("erasure completed");
-        st.keys.audit(&audit);
-        Ok(Json(done))
-    })
-    .await
+        })?,
+        None => 0,
+    };
+    let took_ms = started.elapsed().as_millis() as u64;
+    let done = json!({
+        "request": request,
+        "status": "complete",
+        "profiles": profiles,
+        "identifiers": outcome["identifiers"],
+        "events_erased": outcome["events_erased"],
+        "quarantine_erased": quarantined,
+        "delivery_records_removed": delivery,
+        "suppressed": outcome["suppressed"],
+        "took_ms": took_ms,
+    });
+    let mut audit = done.clone();
+    audit["time"] = json!(niyet_model::format_rfc3339_millis(st.clock.now_ms()));
+    audit["key"] = json!(caller);
+    audit["event"] = json!("erasure completed");
+    st.keys.audit(&audit);
+    Ok(done)
 }
 
 async fn suppressions(State(st): State<Arc<AppState>>) -> Json<Value> {
