@@ -33,10 +33,13 @@ fn send(v: Value) -> Vec<u8> {
     serde_json::to_vec(&v).expect("json")
 }
 
+/// The profile an identifier finds, once every stored event is reflected in profiles.
 async fn wait_profile(base: &str, q: &str) -> Value {
     for _ in 0..500 {
+        let (_, st) = admin_get(&format!("{base}/v1/pipeline")).await;
+        let caught_up = st["caught_up"] == true;
         let (s, v) = admin_get(&format!("{base}/v1/profiles?{q}")).await;
-        if s == 200 {
+        if s == 200 && caught_up {
             return v;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -272,6 +275,7 @@ hash_identifiers = ["email"]
     );
     // Both events are one profile, found by the hash; the address itself is nowhere.
     let p = wait_profile(&base, "user_id=u-min").await;
+    assert_eq!(p["purchases"]["orders"], 1, "{p}");
     assert_eq!(p["traits"]["email"]["value"], hashed, "{p}");
     for needle in ["gizli.kisi@example.com", "4111111111111111", "85.34.12.201"] {
         assert!(files_containing(&srv.dir, needle).is_empty(), "{needle}");
