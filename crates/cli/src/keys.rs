@@ -161,7 +161,7 @@ pub enum PrivacyCommand {
 }
 
 /// The profile id an identifier belongs to.
-async fn profile_of(admin: &Admin, identifier: &str) -> anyhow::Result<String> {
+pub async fn profile_of(admin: &Admin, identifier: &str) -> anyhow::Result<String> {
     match crate::profile::query_for(identifier) {
         (id, None) => Ok(id),
         (kind, Some(value)) => {

@@ -1,6 +1,5 @@
 //! `niyet profile show <identifier>`: one customer's profile from a running server.
 
-use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -21,12 +20,8 @@ pub enum ProfileCommand {
 pub struct ShowArgs {
     /// The identifier.
     identifier: String,
-    /// Server URL.
-    #[arg(long, env = "NIYET_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// Admin token.
-    #[arg(long, env = "NIYET_ADMIN_TOKEN")]
-    admin_token: String,
+    #[command(flatten)]
+    admin: crate::keys::Admin,
     /// Print the raw JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -56,50 +51,21 @@ pub fn query_for(identifier: &str) -> (String, Option<String>) {
     (kind.to_string(), Some(identifier.to_string()))
 }
 
-async fn get(
-    c: &reqwest::Client,
-    a: &ShowArgs,
-    path: &str,
-    q: &[(&str, &str)],
-) -> anyhow::Result<Value> {
-    let url = format!("{}{}", a.url.trim_end_matches('/'), path);
-    let r = c
-        .get(&url)
-        .query(q)
-        .bearer_auth(&a.admin_token)
-        .send()
-        .await
-        .with_context(|| format!("requesting {url}"))?;
-    let status = r.status();
-    let v: Value = r.json().await.with_context(|| format!("reading {url}"))?;
-    if !status.is_success() {
-        bail!(
-            "{}: {}",
-            v["code"].as_str().unwrap_or("error"),
-            v["message"].as_str().unwrap_or("request failed")
-        );
-    }
-    Ok(v)
-}
-
 /// Runs `niyet profile`.
 pub async fn run(cmd: ProfileCommand) -> anyhow::Result<()> {
     let ProfileCommand::Show(a) = cmd;
-    let c = reqwest::Client::new();
-    let profile = match query_for(&a.identifier) {
-        (id, None) => get(&c, &a, &format!("/v1/profiles/{id}"), &[]).await?,
-        (k, Some(v)) => get(&c, &a, "/v1/profiles", &[(k.as_str(), v.as_str())]).await?,
-    };
-    let id = profile["id"].as_str().unwrap_or_default().to_string();
-    let identity = get(&c, &a, &format!("/v1/profiles/{id}/identity"), &[]).await?;
-    let limit = a.events.clamp(1, 1000).to_string();
-    let events = get(
-        &c,
-        &a,
-        &format!("/v1/profiles/{id}/events"),
-        &[("limit", &limit)],
-    )
-    .await?;
+    let id = crate::keys::profile_of(&a.admin, &a.identifier).await?;
+    let (get, base) = (reqwest::Method::GET, format!("/v1/profiles/{id}"));
+    let profile = a.admin.call(get.clone(), &base, None).await?;
+    let identity = a
+        .admin
+        .call(get.clone(), &format!("{base}/identity"), None)
+        .await?;
+    let limit = a.events.clamp(1, 1000);
+    let events = a
+        .admin
+        .call(get, &format!("{base}/events?limit={limit}"), None)
+        .await?;
     if a.json {
         let all = serde_json::json!({"profile": profile, "identity": identity, "events": events});
         println!("{}", serde_json::to_string_pretty(&all)?);

@@ -509,10 +509,10 @@ fn bearer(req: &Request) -> Option<&str> {
 
 /// The middleware in front of every route.
 pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if public(&path) {
+    if public(req.uri().path()) {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_string();
     let method = req.method().clone();
     let need = scope_for(&method, &path);
     let key = match bearer(&req) {

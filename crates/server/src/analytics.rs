@@ -411,17 +411,22 @@ pub(crate) fn publish_clv_model(st: &AppState, horizon: f64) -> Result<Value, Ap
     }))
 }
 
+/// `horizon_days` of a lifetime-value request (default `analytics.clv_horizon_days`).
+fn clv_horizon(st: &AppState, q: &BTreeMap<String, String>) -> Result<f64, ApiError> {
+    num(
+        q,
+        "horizon_days",
+        f64::from(st.analytics.clv_horizon_days),
+        1.0..=3650.0,
+    )
+}
+
 /// `POST /v1/clv/model?horizon_days=365`: fit and publish the model rules read.
 async fn publish_clv(
     State(st): State<Arc<AppState>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let horizon = num(
-        &q,
-        "horizon_days",
-        f64::from(st.analytics.clv_horizon_days),
-        1.0..=3650.0,
-    )?;
+    let horizon = clv_horizon(&st, &q)?;
     blocking(move || publish_clv_model(&st, horizon).map(Json)).await
 }
 
@@ -435,26 +440,17 @@ async fn clv_model(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         })
 }
 
-/// Refits and publishes the model rules read on the `clv_refit_hours` schedule.
+/// Refits and publishes the model rules read on the `clv_refit_hours` schedule, the first
+/// time a minute after start.
 pub(crate) async fn refit_loop(state: Arc<AppState>) {
     let hours = state.analytics.clv_refit_hours;
-    if hours == 0 {
-        return;
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(u64::from(hours) * 3600));
-    loop {
-        tick.tick().await;
-        let st = state.clone();
-        let horizon = f64::from(st.analytics.clv_horizon_days);
-        match tokio::task::spawn_blocking(move || publish_clv_model(&st, horizon)).await {
-            Ok(Ok(v)) => {
-                tracing::info!(version = %v["model"]["version"], "lifetime-value model published")
-            }
-            Ok(Err(e)) => tracing::info!(error = %e.message, "lifetime-value model not refitted"),
-            Err(e) => tracing::warn!(error = %e, "lifetime-value refit failed"),
-        }
-    }
+    let first = std::time::Duration::from_secs(60);
+    crate::intent::on_schedule(hours, first, move || {
+        let horizon = f64::from(state.analytics.clv_horizon_days);
+        publish_clv_model(&state, horizon)
+            .map(|v| format!("lifetime-value model {} published", v["model"]["version"]))
+    })
+    .await
 }
 
 /// `GET /v1/clv?horizon_days=365`: the fitted models and the distribution of P(alive),
@@ -463,12 +459,7 @@ async fn clv(
     State(st): State<Arc<AppState>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let horizon = num(
-        &q,
-        "horizon_days",
-        f64::from(st.analytics.clv_horizon_days),
-        1.0..=3650.0,
-    )?;
+    let horizon = clv_horizon(&st, &q)?;
     blocking(move || {
         let now = st.clock.now_ms();
         let m = fit_clv(st.pipeline.purchase_histories(now))?;
@@ -508,12 +499,7 @@ async fn profile_clv(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let horizon = num(
-        &q,
-        "horizon_days",
-        f64::from(st.analytics.clv_horizon_days),
-        1.0..=3650.0,
-    )?;
+    let horizon = clv_horizon(&st, &q)?;
     blocking(move || {
         let now = st.clock.now_ms();
         let id = st

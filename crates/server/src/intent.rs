@@ -224,21 +224,35 @@ async fn profile_intent(
 /// Retrains on the configured schedule (never when it is 0).
 pub(crate) async fn retrain_loop(state: Arc<AppState>) {
     let hours = state.analytics.intent_retrain_hours;
+    let first = Duration::from_secs(u64::from(hours) * 3600);
+    on_schedule(hours, first, move || {
+        let horizon = f64::from(state.analytics.intent_horizon_days);
+        train(&state, horizon)
+            .map(|m| format!("intent model {} retrained (AUC {:?})", m.version, m.auc))
+    })
+    .await
+}
+
+/// Runs `job` on a blocking thread `first` after start and then every `hours` (never when
+/// `hours` is 0), logging what it says or why it did nothing.
+pub(crate) async fn on_schedule(
+    hours: u32,
+    first: Duration,
+    job: impl Fn() -> Result<String, ApiError> + Send + Sync + 'static,
+) {
     if hours == 0 {
         return;
     }
+    let job = Arc::new(job);
+    tokio::time::sleep(first).await;
     let mut tick = tokio::time::interval(Duration::from_secs(u64::from(hours) * 3600));
-    tick.tick().await; // the first tick is immediate: wait a whole interval first
     loop {
         tick.tick().await;
-        let st = state.clone();
-        let horizon = f64::from(st.analytics.intent_horizon_days);
-        match tokio::task::spawn_blocking(move || train(&st, horizon)).await {
-            Ok(Ok(m)) => {
-                tracing::info!(version = m.version, auc = ?m.auc, "intent model retrained")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e.message, "intent model not retrained"),
-            Err(e) => tracing::warn!(error = %e, "intent training failed"),
+        let j = job.clone();
+        match tokio::task::spawn_blocking(move || j()).await {
+            Ok(Ok(done)) => tracing::info!("{done}"),
+            Ok(Err(e)) => tracing::info!(error = %e.message, "scheduled job did nothing"),
+            Err(e) => tracing::warn!(error = %e, "scheduled job failed"),
         }
     }
 }

@@ -34,6 +34,32 @@ fn order(who: (&str, &str), t: i64, revenue: f64) -> Value {
            "properties": {"revenue": revenue}, "timestamp": iso(t)})
 }
 
+/// Orders of simulated customers (`{prefix}{i}`, `value` each) placed as their histories
+/// (in days, up to `now`) say; also each customer's first and last order time.
+fn simulated_orders(
+    pop: &[(niyet_analytics::clv::History, f64)],
+    now: i64,
+    prefix: &str,
+    value: impl Fn(&niyet_analytics::clv::History, f64) -> f64,
+) -> (Vec<Value>, Vec<(i64, i64)>) {
+    let mut msgs = Vec::new();
+    let mut spans = Vec::new();
+    for (i, (h, m)) in pop.iter().enumerate() {
+        let v = value(h, *m);
+        let first = now - (h.age * DAY as f64) as i64;
+        let last = first + (h.recency * DAY as f64) as i64;
+        let mut times = vec![first];
+        for k in 1..=h.frequency {
+            times.push(first + (last - first) * i64::from(k) / i64::from(h.frequency));
+        }
+        for t in times {
+            msgs.push(order(("userId", &format!("{prefix}{i}")), t, v));
+        }
+        spans.push((first, last));
+    }
+    (msgs, spans)
+}
+
 /// Credit per name of one model: name → (conversions, revenue).
 fn credit(v: &Value, model: &str, dim: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
     v["models"][model]
@@ -279,29 +305,22 @@ async fn lifetime_value_is_fitted_on_the_customers_the_pipeline_built() {
     // 300 customers drawn from the model, in days; every order of one customer has the
     // same value, so the mean the server keeps is the mean of the repeat orders.
     let pop = simulate(300, 3);
-    let mut msgs = Vec::new();
-    let mut expected = Vec::new();
-    for (i, (h, m)) in pop.iter().enumerate() {
-        let value = if h.frequency > 0 {
+    let (msgs, spans) = simulated_orders(&pop, now, "v", |h, m| {
+        if h.frequency > 0 {
             (m * 100.0).round() / 100.0
         } else {
             40.0
-        };
-        let first = now - (h.age * DAY as f64) as i64;
-        let last = first + (h.recency * DAY as f64) as i64;
-        let mut times = vec![first];
-        for k in 1..=h.frequency {
-            times.push(first + (last - first) * i64::from(k) / i64::from(h.frequency));
         }
-        for t in times {
-            msgs.push(order(("userId", &format!("v{i}")), t, value));
-        }
-        expected.push(History {
+    });
+    let expected: Vec<History> = pop
+        .iter()
+        .zip(&spans)
+        .map(|((h, _), &(first, last))| History {
             frequency: h.frequency,
             recency: (last - first) as f64 / DAY as f64,
             age: (now - first) as f64 / DAY as f64,
-        });
-    }
+        })
+        .collect();
     for chunk in msgs.chunks(400) {
         send(&base, chunk.to_vec()).await;
     }
@@ -672,21 +691,13 @@ async fn lifetime_value_and_p_alive_drive_segments() {
     let base = srv.url();
     let now = now_ms();
     let pop = simulate(300, 3);
-    let mut msgs = Vec::new();
-    let mut hist = Vec::new();
-    for (i, (h, m)) in pop.iter().enumerate() {
-        let value = ((m * 100.0).round() / 100.0).max(1.0);
-        let first = now - (h.age * DAY as f64) as i64;
-        let last = first + (h.recency * DAY as f64) as i64;
-        let mut times = vec![first];
-        for k in 1..=h.frequency {
-            times.push(first + (last - first) * i64::from(k) / i64::from(h.frequency));
-        }
-        for t in times {
-            msgs.push(order(("userId", &format!("w{i}")), t, value));
-        }
-        hist.push((first, last, h.frequency, value));
-    }
+    let value = |m: f64| ((m * 100.0).round() / 100.0).max(1.0);
+    let (msgs, spans) = simulated_orders(&pop, now, "w", |_, m| value(m));
+    let hist: Vec<(i64, i64, u32, f64)> = pop
+        .iter()
+        .zip(&spans)
+        .map(|((h, m), &(first, last))| (first, last, h.frequency, value(*m)))
+        .collect();
     for chunk in msgs.chunks(400) {
         send(&base, chunk.to_vec()).await;
     }
