@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("niyet")
         .build()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(a) => serve::run(a).await,
             Command::Demo(a) => demo::run(a).await,
@@ -119,5 +119,9 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // A scheduled model fit still running on a blocking thread must not hold up the exit:
+    // it only reads state, and the log it would publish to is already closed.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
