@@ -9,11 +9,13 @@
 //!   `if` a segment, `then` destinations), their validation and the per-profile state.
 //! - [`score`]: intent scores with decay and threshold crossings.
 //! - [`offer`]: the cart-abandonment offer from history and stock.
+//! - [`quiet`]: quiet hours in the profile's time zone.
 //! - [`payload`]: the action record, its idempotency key, webhook signatures and the
 //!   shapes of ad-platform conversion feedback (hashed e-mail and phone).
 
 pub mod offer;
 pub mod payload;
+pub mod quiet;
 pub mod score;
 pub mod trigger;
 

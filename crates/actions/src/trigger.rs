@@ -36,6 +36,10 @@ pub struct TriggerDef {
     /// Attach a cart offer (see [`crate::offer`]) to the action document as `offer`.
     #[serde(default)]
     pub offer: bool,
+    /// No sending in these local hours: an action decided then leaves when they end
+    /// (see [`crate::quiet`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<crate::quiet::QuietHoursDef>,
 }
 
 /// What starts a trigger.
@@ -109,6 +113,7 @@ struct Compiled {
     cap: Option<(u32, i64)>,
     /// Held-out share in hundredths of a percent.
     holdout_bp: u64,
+    quiet: Option<crate::quiet::QuietHours>,
 }
 
 /// A trigger's wait elapsed (or it had none): it acts now, for the record at `origin`.
@@ -119,6 +124,8 @@ pub struct Fire {
     pub origin: u64,
     /// Processing time it acts at.
     pub at: i64,
+    /// Decided earlier and held back by quiet hours: it is sent now as decided.
+    pub deferred: bool,
 }
 
 /// What became of a firing.
@@ -142,6 +149,9 @@ pub struct Waiting {
     pub trigger: u16,
     pub origin: u64,
     pub started: i64,
+    /// An action decided at `started` and held back by quiet hours until `due` (not a
+    /// wait: a new `when` does not restart it; an `unless` still cancels it).
+    pub deferred: bool,
 }
 
 /// Per-profile journey state (kept with the profile, merged with it, in snapshots).
@@ -227,11 +237,18 @@ impl Triggers {
                 return Err(err("holdout_percent", "must be between 0 and 100".into()));
             }
             let holdout_bp = (def.holdout_percent * 100.0).round() as u64;
+            let quiet = match &def.quiet_hours {
+                Some(q) => {
+                    Some(crate::quiet::QuietHours::new(q).map_err(|m| err("quiet_hours", m))?)
+                }
+                None => None,
+            };
             out.push(Compiled {
                 def,
                 wait_ms,
                 cap,
                 holdout_bp,
+                quiet,
             });
         }
         Ok(Triggers { defs: out })
@@ -239,6 +256,19 @@ impl Triggers {
 
     pub fn is_empty(&self) -> bool {
         self.defs.is_empty()
+    }
+
+    /// `(trigger, segment)` for every segment a trigger names (`when` or `if`).
+    pub fn segment_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.defs.iter().flat_map(|c| {
+            let when = match &c.def.when {
+                When::SegmentEntered(s) => Some(s.as_str()),
+                _ => None,
+            };
+            when.into_iter()
+                .chain(c.def.if_segment.as_deref())
+                .map(|s| (c.def.name.as_str(), s))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -335,12 +365,13 @@ impl Triggers {
     fn start(&self, st: &mut JourneyState, i: usize, origin: u64, now: i64, out: &mut Vec<Fire>) {
         let c = &self.defs[i];
         let trigger = i as u16;
-        st.waiting.retain(|w| w.trigger != trigger);
+        st.waiting.retain(|w| w.trigger != trigger || w.deferred);
         if c.wait_ms == 0 {
             out.push(Fire {
                 trigger: i,
                 origin,
                 at: now,
+                deferred: false,
             });
             return;
         }
@@ -349,8 +380,38 @@ impl Triggers {
             trigger,
             origin,
             started: now,
+            deferred: false,
         });
         st.waiting.sort_by_key(|w| (w.due, w.trigger));
+    }
+
+    /// If trigger run `fire` (just decided to send) falls in its trigger's quiet hours in
+    /// time zone `tz`, holds it back until they end and returns that instant; the run
+    /// then fires again, `deferred`, and is sent as decided.
+    pub fn hold_for_quiet_hours(
+        &self,
+        st: &mut JourneyState,
+        fire: &Fire,
+        tz: Option<&str>,
+    ) -> Option<i64> {
+        if fire.deferred {
+            return None;
+        }
+        let until = self.defs[fire.trigger].quiet.as_ref()?.until(fire.at, tz)?;
+        st.waiting.push(Waiting {
+            due: until,
+            trigger: fire.trigger as u16,
+            origin: fire.origin,
+            started: fire.at,
+            deferred: true,
+        });
+        st.waiting.sort_by_key(|w| (w.due, w.trigger));
+        Some(until)
+    }
+
+    /// Whether any trigger has quiet hours (so callers look up time zones only then).
+    pub fn has_quiet_hours(&self) -> bool {
+        self.defs.iter().any(|c| c.quiet.is_some())
     }
 
     /// When the next wait elapses.
@@ -366,6 +427,7 @@ impl Triggers {
                 trigger: usize::from(w.trigger),
                 origin: w.origin,
                 at: w.due,
+                deferred: w.deferred,
             });
         }
     }
@@ -374,7 +436,11 @@ impl Triggers {
     /// too (of two waits of one trigger, the later start counts, as a new `when` would).
     pub fn absorb(st: &mut JourneyState, other: &JourneyState) {
         for w in &other.waiting {
-            match st.waiting.iter_mut().find(|x| x.trigger == w.trigger) {
+            match st
+                .waiting
+                .iter_mut()
+                .find(|x| x.trigger == w.trigger && x.deferred == w.deferred)
+            {
                 Some(x) if (w.started, w.origin) > (x.started, x.origin) => *x = *w,
                 Some(_) => {}
                 None => st.waiting.push(*w),
@@ -394,6 +460,10 @@ impl Triggers {
         profile: &str,
         in_segment: impl Fn(&str) -> bool,
     ) -> Outcome {
+        if fire.deferred {
+            // Decided when it first fired; quiet hours only held it back.
+            return Outcome::Send;
+        }
         let c = &self.defs[fire.trigger];
         let trigger = fire.trigger as u16;
         if let Some(s) = &c.def.if_segment {
@@ -452,6 +522,7 @@ mod tests {
             cap: None,
             holdout_percent: 0.0,
             offer: false,
+            quiet_hours: None,
         }
     }
 
@@ -471,7 +542,8 @@ mod tests {
             vec![Fire {
                 trigger: 0,
                 origin: 7,
-                at: 1_801_000
+                at: 1_801_000,
+                deferred: false,
             }]
         );
         // An order during the wait cancels it.
@@ -481,6 +553,69 @@ mod tests {
         Triggers::advance(&mut st, 9_000_000, &mut out);
         assert!(out.is_empty());
         assert!(st.waiting.is_empty());
+    }
+
+    #[test]
+    fn quiet_hours_hold_a_decided_action_until_they_end() {
+        const H: i64 = 3_600_000;
+        let mut d = cart("30m");
+        d.cap = Some(Cap {
+            max: 1,
+            per: "1d".into(),
+        });
+        d.quiet_hours = Some(crate::quiet::QuietHoursDef {
+            from: "21:00".into(),
+            to: "09:00".into(),
+            timezone: None,
+        });
+        let t = Triggers::new(vec![d], |_| true).unwrap();
+        assert!(t.has_quiet_hours());
+        // Day 0 is 1970-01-01 (UTC): a cart at 22:00 is due at 22:30, in quiet hours.
+        let mut st = JourneyState::default();
+        let mut out = Vec::new();
+        t.on_event(&mut st, "Product Added", 5, 22 * H, &mut out);
+        Triggers::advance(&mut st, 22 * H + 1_800_000, &mut out);
+        let fire = out.pop().unwrap();
+        assert_eq!(t.decide(&mut st, &fire, "p_1", |_| true), Outcome::Send);
+        assert_eq!(t.hold_for_quiet_hours(&mut st, &fire, None), Some(33 * H));
+        // Istanbul (UTC+3 since 2016): 22:30 UTC on 10 March 2026 is 01:30 local, quiet
+        // until 09:00 local, 06:00 UTC.
+        let mut other = JourneyState::default();
+        let late = Fire {
+            at: 1_773_181_800_000,
+            ..fire
+        };
+        assert_eq!(
+            t.hold_for_quiet_hours(&mut other, &late, Some("Europe/Istanbul")),
+            Some(1_773_208_800_000)
+        );
+        // A new cart meanwhile starts a new wait and leaves the held action alone.
+        t.on_event(&mut st, "Product Added", 6, 23 * H, &mut out);
+        assert_eq!(st.waiting.len(), 2);
+        assert_eq!(Triggers::next_due(&st), Some(23 * H + 1_800_000));
+        Triggers::advance(&mut st, 33 * H, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        // The new wait fired at 23:30, still quiet: capped (the held one counted).
+        let second = out.remove(0);
+        assert_eq!((second.origin, second.deferred), (6, false));
+        assert_eq!(t.decide(&mut st, &second, "p_1", |_| true), Outcome::Capped);
+        // The held one fires at 09:00 as decided, not capped again, not held again.
+        let held = out.remove(0);
+        assert_eq!((held.origin, held.at, held.deferred), (5, 33 * H, true));
+        assert_eq!(t.decide(&mut st, &held, "p_1", |_| true), Outcome::Send);
+        assert_eq!(t.hold_for_quiet_hours(&mut st, &held, None), None);
+        assert!(st.waiting.is_empty());
+
+        // An order while the action is held back cancels it.
+        let mut st = JourneyState::default();
+        t.on_event(&mut st, "Product Added", 7, 2 * 24 * H + 22 * H, &mut out);
+        Triggers::advance(&mut st, 2 * 24 * H + 22 * H + 1_800_000, &mut out);
+        let fire = out.pop().unwrap();
+        assert_eq!(t.decide(&mut st, &fire, "p_1", |_| true), Outcome::Send);
+        assert!(t.hold_for_quiet_hours(&mut st, &fire, None).is_some());
+        t.on_event(&mut st, "Order Completed", 8, 2 * 24 * H + 23 * H, &mut out);
+        Triggers::advance(&mut st, 4 * 24 * H, &mut out);
+        assert!(out.is_empty() && st.waiting.is_empty(), "{out:?}");
     }
 
     #[test]
@@ -512,6 +647,7 @@ mod tests {
             trigger: 0,
             origin: 0,
             at,
+            deferred: false,
         };
         assert_eq!(t.decide(&mut st, &f(0), "p_1", |_| true), Outcome::Send);
         assert_eq!(t.decide(&mut st, &f(10), "p_1", |_| true), Outcome::Send);

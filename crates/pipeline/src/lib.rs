@@ -173,6 +173,8 @@ pub(crate) struct Journeys {
     names: niyet_model::hash::FastMap<u32, Box<str>>,
     /// Event names score signals read.
     signal_events: std::collections::HashSet<Box<str>>,
+    /// The `timezone` trait, read for quiet hours (`None`: no trigger has them).
+    timezone: Option<niyet_engine::Sym>,
 }
 
 impl Journeys {
@@ -475,10 +477,20 @@ impl Pipeline {
                 *slot = Some(Arc::new(m));
             }
         }
-        let triggers = niyet_actions::Triggers::new(cfg.triggers.clone(), |name| {
-            segments.set.index(name).is_some()
-        })
-        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        // A trigger may name a segment defined later over the API: it acts once a segment
+        // of that name exists (until then its `when` never happens and its `if` fails).
+        let triggers =
+            niyet_actions::Triggers::new(cfg.triggers.clone(), |name| !name.trim().is_empty())
+                .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        for (t, s) in triggers.segment_names() {
+            if segments.set.index(s).is_none() {
+                tracing::warn!(
+                    trigger = t,
+                    segment = s,
+                    "the trigger names a segment that is not defined (yet); it acts once a segment of that name is defined"
+                );
+            }
+        }
         let mut names = niyet_model::hash::FastMap::default();
         for d in triggers.defs() {
             let read = d.unless.iter().chain(match &d.when {
@@ -507,11 +519,15 @@ impl Pipeline {
             }
         }
         let signal_events = scores.event_names().map(Into::into).collect();
+        let timezone = triggers
+            .has_quiet_hours()
+            .then(|| symbols.intern("timezone"));
         let journeys = Arc::new(Journeys {
             t: triggers,
             scores,
             names,
             signal_events,
+            timezone,
         });
         let sizes: Vec<AtomicI64> = (0..segments.set.len()).map(|_| AtomicI64::new(0)).collect();
         for part in &partitions {
@@ -1098,7 +1114,7 @@ impl SegWork<'_> {
 
     /// Starts the triggers the changes just recorded start, and takes the actions of
     /// every trigger run due (decided on the memberships now).
-    fn act(&mut self, id: u64, st: &mut SegState) {
+    fn act(&mut self, id: u64, p: &Profile, st: &mut SegState) {
         let t = &self.journeys.t;
         if t.is_empty() {
             self.fires.clear();
@@ -1121,6 +1137,19 @@ impl SegWork<'_> {
             let outcome = t.decide(&mut st.journeys, &f, &profile, |name| {
                 set.index(name).is_some_and(|i| st.m.is_member(i))
             });
+            if outcome == niyet_actions::Outcome::Send {
+                let tz = self
+                    .journeys
+                    .timezone
+                    .and_then(|k| p.trait_value(k))
+                    .and_then(|v| serde_json::from_str::<String>(v.value).ok());
+                // In quiet hours: held back, it fires again (deferred) when they end.
+                if t.hold_for_quiet_hours(&mut st.journeys, &f, tz.as_deref())
+                    .is_some()
+                {
+                    continue;
+                }
+            }
             let Some(hook) = self.actions.as_ref().filter(|_| f.at >= oldest) else {
                 continue;
             };
@@ -1168,7 +1197,7 @@ impl SegWork<'_> {
                 });
             }
         }
-        self.act(id, st);
+        self.act(id, p, st);
         st.record(&self.changes);
         self.changes.clear();
         let due = match due {

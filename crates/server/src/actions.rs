@@ -227,8 +227,29 @@ async fn list_actions(
     ))
 }
 
+/// `GET /v1/triggers`: the definitions; each names the segments it reads that are not
+/// defined now (`undefined_segments`: such a trigger does not act until they are).
 async fn triggers(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"triggers": st.triggers})))
+    let defined = st.pipeline.query().segment_names();
+    let list: Vec<Value> = st
+        .triggers
+        .iter()
+        .map(|t| {
+            let mut v = json!(t);
+            let when = match &t.when {
+                niyet_actions::When::SegmentEntered(s) => Some(s),
+                _ => None,
+            };
+            let missing: Vec<&String> = when
+                .into_iter()
+                .chain(t.if_segment.as_ref())
+                .filter(|s| !defined.contains(s))
+                .collect();
+            v["undefined_segments"] = json!(missing);
+            v
+        })
+        .collect();
+    Ok(Json(json!({"triggers": list})))
 }
 
 async fn destinations(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {

@@ -969,3 +969,143 @@ offer = true
         .collect();
     assert_eq!(sent, ["sent", "blocked"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_hold_an_offer_until_morning_in_the_customers_time_zone() {
+    const H: i64 = 60 * MIN;
+    let (rx, url) = Receiver::start().await;
+    let mut n = Niyet::start(&format!(
+        r#"
+[[destinations]]
+name = "offers"
+kind = "webhook"
+url = "{url}/offers"
+backoff_ms = 20
+
+[[triggers]]
+name = "Cart abandoned"
+when = {{ event = "Product Added" }}
+wait = "30m"
+unless = ["Order Completed"]
+then = ["offers"]
+quiet_hours = {{ from = "21:00", to = "09:00", timezone = "UTC" }}
+"#
+    ))
+    .await;
+    // 20:00 UTC on 1 January: 23:00 in Istanbul (UTC+3), 20:00 for a profile without a
+    // time zone (the trigger's default, UTC).
+    n.clock.set(T0 + 20 * H);
+    n.track(
+        "ayse",
+        "Product Added",
+        json!({"sku": "S1"}),
+        json!({"timezone": "Europe/Istanbul"}),
+    )
+    .await;
+    n.track("can", "Product Added", json!({"sku": "S2"}), json!({}))
+        .await;
+    n.track(
+        "deniz",
+        "Product Added",
+        json!({"sku": "S3"}),
+        json!({"timezone": "Europe/Istanbul"}),
+    )
+    .await;
+
+    // 20:30 UTC: Can's offer leaves (20:30 is not quiet in UTC); Ayşe's and Deniz's are
+    // decided (23:30 local) and held back.
+    n.at(T0 + 20 * H + 30 * MIN + 10).await;
+    let can = eventually("Can's offer", || rx.at("/offers").pop()).await;
+    assert_eq!(can.body["profile"]["id"], n.profile_id("can"));
+    // Deniz orders at 02:00 local: the held offer is cancelled like a running wait.
+    n.clock.set(T0 + 23 * H);
+    n.track(
+        "deniz",
+        "Order Completed",
+        json!({"revenue": 50, "order_id": "o-9"}),
+        json!({}),
+    )
+    .await;
+    // Nothing more until 09:00 in Istanbul, 06:00 UTC.
+    n.at(T0 + 30 * H - 1_000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.at("/offers").len(), 1, "sent in quiet hours");
+    n.at(T0 + 30 * H + 10).await;
+    let ayse = eventually("Ayşe's offer", || {
+        rx.at("/offers")
+            .into_iter()
+            .find(|g| g.body["profile"]["id"] == n.profile_id("ayse"))
+    })
+    .await;
+    assert_eq!(ayse.body["acted_at"], "2026-01-02T06:00:00.000Z");
+    assert_eq!(ayse.body["event"]["properties"]["sku"], "S1");
+    n.at(T0 + 40 * H).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all = rx.at("/offers");
+    assert_eq!(all.len(), 2, "{all:?}");
+    // Deniz's was never sent; one key per action.
+    assert!(all
+        .iter()
+        .all(|g| g.body["profile"]["id"] != n.profile_id("deniz")));
+    assert_ne!(
+        all[0].headers["idempotency-key"],
+        all[1].headers["idempotency-key"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_on_a_segment_defined_over_the_api() {
+    let (rx, url) = Receiver::start().await;
+    let mut n = Niyet::start(&format!(
+        r#"
+[[destinations]]
+name = "crm"
+kind = "webhook"
+url = "{url}/crm"
+backoff_ms = 20
+
+[[triggers]]
+name = "Big spender welcome"
+when = {{ segment_entered = "Big spenders" }}
+then = ["crm"]
+"#
+    ))
+    .await;
+    let t = n.get("/v1/triggers").await;
+    assert_eq!(
+        t["triggers"][0]["undefined_segments"],
+        json!(["Big spenders"]),
+        "{t}"
+    );
+    let r = n
+        .http
+        .post(format!("{}/v1/segments", n.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "Big spenders",
+                      "rule": "sum(Order Completed.revenue in 365d) > 500"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let t = n.get("/v1/triggers").await;
+    assert_eq!(t["triggers"][0]["undefined_segments"], json!([]), "{t}");
+    n.track(
+        "ece",
+        "Order Completed",
+        json!({"revenue": 300, "order_id": "o-1"}),
+        json!({}),
+    )
+    .await;
+    n.track(
+        "ece",
+        "Order Completed",
+        json!({"revenue": 400, "order_id": "o-2"}),
+        json!({}),
+    )
+    .await;
+    let got = eventually("the CRM hand-off", || rx.at("/crm").pop()).await;
+    assert_eq!(got.body["trigger"], "Big spender welcome");
+    assert_eq!(got.body["profile"]["id"], n.profile_id("ece"));
+    // Started by the second order (the entry happened while processing it).
+    assert_eq!(got.body["event"]["properties"]["order_id"], "o-2");
+}
