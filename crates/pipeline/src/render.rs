@@ -146,6 +146,17 @@ impl<'a> ProfileQuery<'a> {
         part.get(&id.0).map(|p| f(p))
     }
 
+    /// The profile's predicted lifetime value at `now` under the published model
+    /// (`None`: no model yet, or no order).
+    pub fn lifetime_value(&self, id: ProfileId, now: i64) -> Option<f64> {
+        let id = self.canonical(id)?;
+        let model = self.sh.segments.read().ok()?.clv.read().ok()?.clone()?;
+        self.with_profile(id, |p| model.predict(&p.purchases, now))
+            .flatten()
+            .map(|(_, clv)| clv)
+            .filter(|v| v.is_finite())
+    }
+
     /// A profile as JSON (`None` if it does not exist).
     pub fn profile(&self, id: ProfileId) -> Option<Value> {
         let g = self.sh.graph.read().ok()?;

@@ -157,7 +157,8 @@ fn offer(p: &Pipeline, o: &Offers, a: &Action, profile: &Value) -> Value {
             .map_or(seen_orders, |n| n as u32),
         coupon_orders: coupons,
         average_basket: purchases["average_basket"].as_f64().unwrap_or(0.0),
-        lifetime_value: None,
+        // Predicted by the published lifetime-value model, as of the action's instant.
+        lifetime_value: q.lifetime_value(id, a.at_ms),
     };
     let mut alternatives = Vec::new();
     for (x, _) in cart.iter().filter(|(x, _)| x.stock == Some(0)) {

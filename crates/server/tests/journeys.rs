@@ -787,16 +787,66 @@ offer = true
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    // A customer who buys with coupons; one who never does; and the same cart items.
-    for (u, coupon) in [("hunter", Some("SAVE10")), ("loyal", None)] {
+    // A customer who buys with coupons; one who never does; one who spends a lot; and
+    // the same cart items.
+    for (u, coupon, revenue) in [
+        ("hunter", Some("SAVE10"), 100.0),
+        ("loyal", None, 100.0),
+        ("vip", None, 3000.0),
+    ] {
         for k in 0..2 {
-            let mut props = json!({"revenue": 100.0, "order_id": format!("{u}-{k}")});
+            let mut props = json!({"revenue": revenue, "order_id": format!("{u}-{k}")});
             if let Some(c) = coupon {
                 props["coupon"] = json!(c);
             }
             n.track(u, "Order Completed", props, json!({})).await;
         }
     }
+    // A lifetime-value model is published: the valuable customer is worth more than the
+    // `valuable_customer` line (5,000 by default) at the time the offer is made, the
+    // others far less.
+    let model = niyet_engine::segments::ClvModel {
+        version: 1,
+        horizon_days: 30.0,
+        bgnbd: niyet_analytics::clv::BgNbd {
+            r: 2.0,
+            alpha: 10.0,
+            a: 0.5,
+            b: 5.0,
+            log_likelihood: 0.0,
+            customers: 3,
+        },
+        gamma_gamma: None,
+    };
+    let st = n.state.clone();
+    let m = model.clone();
+    tokio::task::spawn_blocking(move || st.pipeline.publish_clv(&m, T0, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let offer_at = T0 + MIN + 30 * MIN;
+    let clv = |user: &str| {
+        let id = n.profile_id(user).parse().unwrap();
+        n.state
+            .pipeline
+            .query()
+            .lifetime_value(id, offer_at)
+            .unwrap()
+    };
+    let (vip_clv, loyal_clv) = (clv("vip"), clv("loyal"));
+    assert!(
+        vip_clv > 5_000.0 && loyal_clv < 5_000.0,
+        "{vip_clv} {loyal_clv}"
+    );
+    // The same prediction as the model's own, from the two orders at T0.
+    let h = niyet_analytics::clv::History {
+        frequency: 1,
+        recency: 0.0,
+        age: (offer_at - T0) as f64 / 86_400_000.0,
+    };
+    let want = 3000.0 * model.bgnbd.expected_purchases(&h, 30.0);
+    assert!((vip_clv - want).abs() < 1e-6 * want, "{vip_clv} vs {want}");
+
     n.clock.set(T0 + MIN);
     n.track(
         "hunter",
@@ -805,6 +855,8 @@ offer = true
         json!({}),
     )
     .await;
+    n.track("vip", "Product Added", json!({"sku": "SHOE-1"}), json!({}))
+        .await;
     n.track(
         "loyal",
         "Product Added",
@@ -822,9 +874,9 @@ offer = true
     n.track("gone", "Product Added", json!({"sku": "SHOE-3"}), json!({}))
         .await;
     n.at(T0 + 32 * MIN).await;
-    let got = eventually("four offers", || {
+    let got = eventually("five offers", || {
         let g = rx.at("/offers");
-        (g.len() == 4).then_some(g)
+        (g.len() == 5).then_some(g)
     })
     .await;
     let of = |user: &str| {
@@ -847,6 +899,18 @@ offer = true
     // 900 in the cart, below the free-shipping line of 500? No: nothing for the loyal one.
     let loyal = of("loyal");
     assert_eq!(loyal["offer"]["kind"], "nothing", "{loyal}");
+    // The same cart for the valuable customer: free shipping, for the predicted value.
+    let vip = of("vip");
+    assert_eq!(vip["offer"]["kind"], "free_shipping", "{vip}");
+    assert_eq!(
+        vip["offer"]["reasons"][0],
+        format!("valuable customer (lifetime value {vip_clv:.0})"),
+        "{vip}"
+    );
+    assert_eq!(
+        vip["acted_at"],
+        niyet_model::format_rfc3339_millis(offer_at)
+    );
     let scarce = of("scarce");
     assert_eq!(scarce["offer"]["kind"], "nothing", "{scarce}");
     assert!(scarce["offer"]["reasons"][0]
