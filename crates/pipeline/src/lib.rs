@@ -23,6 +23,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod analytics;
+mod catalogue;
 mod erase;
 mod metrics;
 mod preview;
@@ -112,6 +113,8 @@ pub struct PipelineConfig {
     /// Actions older than this (processing time against the clock) are not sent: a
     /// replay of old records re-derives journeys without acting on them again.
     pub action_max_age_ms: i64,
+    /// Events that update the product catalogue (see [`catalogue`]).
+    pub catalogue_events: Vec<String>,
 }
 
 /// Receives actions from the partition owners (so `send` must be quick).
@@ -246,6 +249,7 @@ impl PipelineConfig {
             scores: Vec::new(),
             on_action: None,
             action_max_age_ms: 3_600_000,
+            catalogue_events: vec!["Product Updated".into(), "Inventory Updated".into()],
         }
     }
 
@@ -253,7 +257,7 @@ impl PipelineConfig {
     fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.rules,
             self.identity.calling_code,
             self.identity.trait_ids,
@@ -261,7 +265,8 @@ impl PipelineConfig {
             self.matching,
             self.segments,
             self.triggers,
-            self.scores
+            self.scores,
+            self.catalogue_events
         )
         .hash(&mut h);
         h.finish()
@@ -387,6 +392,8 @@ pub(crate) struct Shared {
     pub sizes: RwLock<Arc<Vec<AtomicI64>>>,
     /// Segments defined through the admin API (after those of the configuration).
     pub api_segments: RwLock<Vec<ApiSegment>>,
+    /// Products (see [`catalogue`]).
+    pub catalogue: RwLock<catalogue::Catalogue>,
     /// Segment sizes over time.
     pub(crate) size_history: Mutex<sizes::SizeHistory>,
     processed: AtomicU64,
@@ -436,7 +443,7 @@ impl Pipeline {
         for s in &skipped {
             tracing::warn!(snapshot = %s, "snapshot ignored; state is rebuilt from the log");
         }
-        let (graph, symbols, matcher, api_segments, partitions, offset, restored_from) =
+        let (graph, symbols, matcher, (api_segments, products), partitions, offset, restored_from) =
             match loaded {
                 Some(r) => {
                     tracing::info!(path = %r.path.display(), offset = r.offset, "snapshot restored");
@@ -444,7 +451,7 @@ impl Pipeline {
                         r.graph,
                         r.symbols,
                         r.matcher,
-                        r.api_segments,
+                        (r.api_segments, r.catalogue),
                         r.partitions,
                         r.offset,
                         Some(r.offset),
@@ -454,7 +461,7 @@ impl Pipeline {
                     Graph::new(cfg.rules.clone()),
                     Symbols::default(),
                     Matcher::default(),
-                    Vec::new(),
+                    (Vec::new(), catalogue::Catalogue::new()),
                     (0..parts).map(|_| Partition::default()).collect(),
                     0,
                     None,
@@ -553,6 +560,7 @@ impl Pipeline {
             journeys,
             sizes: RwLock::new(Arc::new(sizes)),
             api_segments: RwLock::new(api_segments),
+            catalogue: RwLock::new(products),
             size_history: Mutex::new(sizes::SizeHistory::open(
                 cfg.state_dir.join("segment-sizes.ndjson"),
                 cfg.size_sample_ms,
@@ -1808,6 +1816,7 @@ impl Router {
         match view.kind {
             Kind::Control => return self.control(offset, now_ms, payload, &view),
             Kind::Other => return,
+            Kind::Track => self.catalogue_event(&view),
             _ => {}
         }
         let res = {
@@ -1842,6 +1851,27 @@ impl Router {
         }
         if let Some(u) = self.update(&view, offset, now_ms) {
             self.send(pid, Op::Apply(pid, u));
+        }
+    }
+
+    /// A product event (by name, see [`catalogue`]) updates the catalogue; it also goes
+    /// to the profile that sent it like any other event.
+    fn catalogue_event(&self, view: &extract::EventView<'_>) {
+        let events = &self.sh.cfg.catalogue_events;
+        let Some(name) = view.name.as_deref() else {
+            return;
+        };
+        if !events.iter().any(|e| e == name) {
+            return;
+        }
+        let props: serde_json::Value = view
+            .properties
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or_default();
+        if let Ok(mut c) = self.sh.catalogue.write() {
+            if !catalogue::apply_event(&mut c, &props) {
+                tracing::debug!(event = name, "a product event without sku or product_id");
+            }
         }
     }
 
@@ -1940,6 +1970,10 @@ impl Router {
             // An erased record: nothing left to do.
             "niyet.erased" => return,
             "niyet.segment" => self.define(payload, now_ms),
+            "niyet.catalogue" => match self.sh.catalogue.write() {
+                Ok(mut c) => catalogue::apply_admin(&mut c, payload),
+                Err(_) => Err("stopped".into()),
+            },
             other => Err(format!("unknown admin action `{other}`")),
         };
         if let Ok(mut o) = self.sh.outcomes.lock() {
@@ -2215,11 +2249,16 @@ impl Router {
                     .api_segments
                     .read()
                     .map_err(|_| PipelineError::Stopped)?;
+                let cat = self
+                    .sh
+                    .catalogue
+                    .read()
+                    .map_err(|_| PipelineError::Stopped)?;
                 vec![
                     snapshot::encode(&g.view())?,
                     snapshot::encode(syms.names())?,
                     snapshot::encode(&*m)?,
-                    snapshot::encode(&*api)?,
+                    snapshot::encode(&(&*api, &*cat))?,
                 ]
             };
             for w in waits {

@@ -4,7 +4,7 @@
 //! file     := "NIYSNAP1" | version u32 LE | fingerprint u64 LE | offset u64 LE | body | trailer
 //! body     := count u32 LE | section*            (count sections)
 //! section  := len u64 LE | bytes                 (postcard encodings)
-//! sections := graph | symbols | matcher | API segments | profiles of partition 0 | …
+//! sections := graph | symbols | matcher | (API segments, catalogue) | profiles of partition 0 | …
 //! trailer  := crc32(body) u32 LE | len(body) u64 LE
 //! ```
 //!
@@ -38,6 +38,7 @@ pub(crate) struct Restored {
     pub symbols: Symbols,
     pub matcher: Matcher,
     pub api_segments: Vec<crate::ApiSegment>,
+    pub catalogue: crate::catalogue::Catalogue,
     pub partitions: Vec<Partition>,
     pub path: PathBuf,
 }
@@ -208,8 +209,11 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
             .collect();
         let symbols = postcard::from_bytes::<Vec<Box<str>>>(symbol_bytes).map_err(undecodable)?;
         let matcher = postcard::from_bytes::<Matcher>(matcher_bytes).map_err(undecodable)?;
-        let api_segments =
-            postcard::from_bytes::<Vec<crate::ApiSegment>>(segment_bytes).map_err(undecodable)?;
+        let (api_segments, catalogue) = postcard::from_bytes::<(
+            Vec<crate::ApiSegment>,
+            crate::catalogue::Catalogue,
+        )>(segment_bytes)
+        .map_err(undecodable)?;
         let mut partitions: Vec<Partition> = (0..parts).map(|_| Partition::default()).collect();
         for d in decoders {
             let profiles = d.join().map_err(|_| "a decoder panicked".to_string())??;
@@ -226,6 +230,7 @@ fn load(path: &Path, fingerprint: u64, rules: &Rules, parts: usize) -> Result<Re
             symbols: Symbols::from_names(symbols),
             matcher,
             api_segments,
+            catalogue,
             partitions,
             path: path.to_path_buf(),
         })

@@ -1,87 +1,74 @@
-//! The product catalogue offers consult: price, category and stock per SKU, set through
-//! the admin API (`POST /v1/catalogue` with a list of products) and kept in
-//! `catalogue.json` in the data directory (written whole, synced, then renamed).
+//! The product catalogue offers consult: price, category and stock per SKU. It lives in
+//! the pipeline, derived from the log: `Product Updated` / `Inventory Updated` events
+//! (`[profiles] catalogue_events`) and `POST /v1/catalogue` (a list of products, written
+//! to the log as an admin record) upsert products; snapshots keep it. A `catalogue.json`
+//! left by an earlier version is imported through the log once at start.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use niyet_actions::offer::Product;
+use niyet_pipeline::Pipeline;
 use serde_json::{json, Value};
 
 use crate::admin::blocking;
 use crate::profiles::bad;
 use crate::{ApiError, AppState};
 
-/// Products by SKU.
+/// Products by SKU, read from the pipeline once it runs.
 pub struct Catalogue {
-    path: PathBuf,
-    products: Mutex<BTreeMap<String, Product>>,
+    legacy: PathBuf,
+    pipeline: OnceLock<Arc<Pipeline>>,
 }
 
 impl Catalogue {
-    /// Opens the catalogue in `data_dir` (empty if there is none yet).
-    pub fn open(data_dir: &std::path::Path) -> Catalogue {
-        let path = data_dir.join("catalogue.json");
-        let products = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Vec<Product>>(&b).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| (p.sku.clone(), p))
-            .collect();
+    pub fn new(data_dir: &std::path::Path) -> Catalogue {
         Catalogue {
-            path,
-            products: Mutex::new(products),
+            legacy: data_dir.join("catalogue.json"),
+            pipeline: OnceLock::new(),
         }
     }
 
+    /// Connects the running pipeline; imports a `catalogue.json` of an earlier version
+    /// through the log (then renames it `catalogue.json.imported`).
+    pub fn attach(&self, p: Arc<Pipeline>, now_ms: i64) -> std::io::Result<()> {
+        let _ = self.pipeline.set(p.clone());
+        let Ok(bytes) = std::fs::read(&self.legacy) else {
+            return Ok(());
+        };
+        let list: Vec<Product> = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        p.upsert_products(&list, now_ms, Duration::from_secs(60))
+            .map_err(std::io::Error::other)?;
+        std::fs::rename(&self.legacy, self.legacy.with_extension("json.imported"))?;
+        tracing::info!(
+            products = list.len(),
+            "catalogue.json imported into the log"
+        );
+        Ok(())
+    }
+
+    fn pipeline(&self) -> Option<&Arc<Pipeline>> {
+        self.pipeline.get()
+    }
+
     pub fn get(&self, sku: &str) -> Option<Product> {
-        self.products.lock().ok()?.get(sku).cloned()
+        self.pipeline()?.product(sku)
     }
 
     /// Products of `category` with stock.
     pub fn in_stock(&self, category: &str) -> Vec<Product> {
-        self.products
-            .lock()
-            .map(|m| {
-                m.values()
-                    .filter(|p| {
-                        p.category.as_deref() == Some(category) && p.stock.is_some_and(|s| s > 0)
-                    })
-                    .cloned()
-                    .collect()
-            })
+        self.pipeline()
+            .map(|p| p.in_stock(category))
             .unwrap_or_default()
     }
 
     pub fn all(&self) -> Vec<Product> {
-        self.products
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Adds or replaces products; durable before it returns.
-    pub fn upsert(&self, list: Vec<Product>) -> std::io::Result<usize> {
-        let mut m = self
-            .products
-            .lock()
-            .map_err(|_| std::io::Error::other("catalogue lock poisoned"))?;
-        let n = list.len();
-        for p in list {
-            m.insert(p.sku.clone(), p);
-        }
-        let all: Vec<&Product> = m.values().collect();
-        crate::write_synced(
-            &self.path,
-            &serde_json::to_vec(&all).map_err(std::io::Error::other)?,
-        )?;
-        Ok(n)
+        self.pipeline().map(|p| p.products()).unwrap_or_default()
     }
 }
 
@@ -124,11 +111,11 @@ async fn upsert(
             format!("product `{}`: needs a SKU and a price of 0 or more", p.sku),
         ));
     }
-    let st2 = st.clone();
-    let n = blocking(move || {
-        st2.catalogue
-            .upsert(list)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))
+    let n = list.len();
+    blocking(move || {
+        st.pipeline
+            .upsert_products(&list, st.clock.now_ms(), Duration::from_secs(30))
+            .map_err(crate::profiles::pipeline_error)
     })
     .await?;
     Ok(Json(json!({"upserted": n})))

@@ -462,6 +462,9 @@ pub struct ProfilesSection {
     /// processed first, live and on replay alike. Lower values act sooner; keep it above
     /// the log's commit latency.
     pub timer_lag_ms: u32,
+    /// Events that update the product catalogue offers read (their `sku` or
+    /// `product_id`, `price`, `category`, `stock` or `inventory`).
+    pub catalogue_events: Vec<String>,
 }
 
 impl Default for ProfilesSection {
@@ -473,6 +476,7 @@ impl Default for ProfilesSection {
             refund_event: "Order Refunded".into(),
             segment_size_sample_seconds: 60,
             timer_lag_ms: 1_000,
+            catalogue_events: vec!["Product Updated".into(), "Inventory Updated".into()],
         }
     }
 }
@@ -516,6 +520,7 @@ impl Config {
             .collect();
         c.triggers = self.triggers.clone();
         c.scores = self.scores.clone();
+        c.catalogue_events = self.profiles.catalogue_events.clone();
         c
     }
 

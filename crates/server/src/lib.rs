@@ -263,7 +263,7 @@ impl Server {
         let dests = cfg.destinations.clone();
         let delivery_dir = cfg.data_dir.join("delivery");
         let dclock = clock.clone();
-        let catalogue = Arc::new(catalogue::Catalogue::open(&cfg.data_dir));
+        let catalogue = Arc::new(catalogue::Catalogue::new(&cfg.data_dir));
         let offers = actions::Offers {
             triggers: cfg
                 .triggers
@@ -277,6 +277,7 @@ impl Server {
             cart_event: "Product Added".into(),
             privacy: cfg.privacy.clone(),
         };
+        let cat = catalogue.clone();
         let (log, qlog, pipeline, delivery) = tokio::task::spawn_blocking(move || {
             let log = Arc::new(Log::open(lc, now)?);
             // Actions need the pipeline to compose their documents, and the pipeline
@@ -310,6 +311,10 @@ impl Server {
             let q = Quarantine::open(Log::open(qc, now)?)?;
             let p = Arc::new(niyet_pipeline::Pipeline::start(log.clone(), pcfg)?);
             let _ = started.set(p.clone());
+            cat.attach(p.clone(), now).map_err(|e| ServerError::Io {
+                context: "importing catalogue.json".into(),
+                source: e,
+            })?;
             Ok::<_, ServerError>((log, q, p, delivery))
         })
         .await

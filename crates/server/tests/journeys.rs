@@ -770,7 +770,7 @@ offer = true
         .bearer_auth(ADMIN)
         .json(&json!([
             {"sku": "SHOE-1", "price": 900.0, "category": "shoes", "stock": 40},
-            {"sku": "SHOE-2", "price": 950.0, "category": "shoes", "stock": 2},
+            {"sku": "SHOE-2", "price": 950.0, "category": "shoes", "stock": 40},
             {"sku": "SHOE-3", "price": 880.0, "category": "shoes", "stock": 0},
             {"sku": "SHOE-4", "price": 300.0, "category": "shoes", "stock": 9},
         ]))
@@ -787,6 +787,19 @@ offer = true
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // The stock feed sells SHOE-2 down to 2 units, through the event stream.
+    n.track(
+        "erp",
+        "Inventory Updated",
+        json!({"sku": "SHOE-2", "stock": 2}),
+        json!({}),
+    )
+    .await;
+    let shoe2 = n.get("/v1/catalogue/SHOE-2").await;
+    assert_eq!(
+        shoe2,
+        json!({"sku": "SHOE-2", "price": 950.0, "category": "shoes", "stock": 2})
+    );
     // A customer who buys with coupons; one who never does; one who spends a lot; and
     // the same cart items.
     for (u, coupon, revenue) in [
