@@ -99,6 +99,8 @@ pub struct PipelineConfig {
     /// Told of every segment entry and exit (for live streams); called on the partition
     /// owners' threads, so it must be quick.
     pub on_change: Option<ChangeHook>,
+    /// Told of every score crossing, up and down (for live streams).
+    pub on_crossing: Option<CrossingHook>,
     /// Segment sizes are sampled once per this much processing time (see [`sizes`]).
     pub size_sample_ms: i64,
     /// Samples of segment sizes kept (the oldest are dropped).
@@ -195,19 +197,44 @@ pub struct SegmentChange {
     pub time: String,
 }
 
-/// Receives segment changes as they happen: `listening` says whether anyone wants them
-/// now (so nothing is built for nobody), `send` takes one.
-#[derive(Clone)]
-pub struct ChangeHook {
-    pub listening: Arc<dyn Fn() -> bool + Send + Sync>,
-    pub send: Arc<dyn Fn(SegmentChange) + Send + Sync>,
+/// A profile's intent score crossed one of its thresholds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoreCrossing {
+    pub profile: String,
+    pub score: String,
+    pub threshold: String,
+    /// `up` or `down`.
+    pub direction: &'static str,
+    pub time: String,
 }
 
-impl std::fmt::Debug for ChangeHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChangeHook")
+/// Receives changes as they happen (segment entries and exits, score crossings):
+/// `listening` says whether anyone wants them now (so nothing is built for nobody), `send`
+/// takes one. Called on the partition owners' threads, so it must be quick.
+pub struct Hook<T> {
+    pub listening: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub send: Arc<dyn Fn(T) + Send + Sync>,
+}
+
+impl<T> Clone for Hook<T> {
+    fn clone(&self) -> Self {
+        Hook {
+            listening: self.listening.clone(),
+            send: self.send.clone(),
+        }
     }
 }
+
+impl<T> std::fmt::Debug for Hook<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// Receives segment changes.
+pub type ChangeHook = Hook<SegmentChange>;
+/// Receives score crossings.
+pub type CrossingHook = Hook<ScoreCrossing>;
 
 /// A segment defined through the admin API (kept in the log and in snapshots).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -243,6 +270,7 @@ impl PipelineConfig {
             clock: SharedClock(Arc::new(niyet_model::SystemClock)),
             timer_lag_ms: 1_000,
             on_change: None,
+            on_crossing: None,
             size_sample_ms: 60_000,
             size_samples_kept: 7 * 24 * 60,
             triggers: Vec::new(),
@@ -860,6 +888,8 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         backfill_index: Vec::new(),
         changed: None,
         hook: sh.cfg.on_change.clone(),
+        crossing_hook: sh.cfg.on_crossing.clone(),
+        crossings: Vec::new(),
         journeys: sh.journeys.clone(),
         fires: Vec::new(),
         cause: None,
@@ -1095,6 +1125,9 @@ struct SegWork<'a> {
     /// their carried-over memberships).
     changed: Option<Vec<usize>>,
     hook: Option<ChangeHook>,
+    crossing_hook: Option<CrossingHook>,
+    /// Score crossings of the profile being worked on, for `crossing_hook`.
+    crossings: Vec<niyet_actions::Crossing>,
     journeys: Arc<Journeys>,
     /// Trigger runs due to act for the profile being worked on.
     fires: Vec<niyet_actions::Fire>,
@@ -1112,6 +1145,9 @@ impl SegWork<'_> {
 
     /// Starts the triggers of upward crossings.
     fn crossed(&mut self, st: &mut SegState, crossings: &[niyet_actions::Crossing]) {
+        if self.crossing_hook.as_ref().is_some_and(|h| (h.listening)()) {
+            self.crossings.extend_from_slice(crossings);
+        }
         let j = self.journeys.clone();
         for c in crossings.iter().filter(|c| c.up) {
             let name = &j.scores.def(c.score).thresholds[c.threshold].name;
@@ -1202,6 +1238,19 @@ impl SegWork<'_> {
                     segment: self.segs.set.name(c.segment).to_string(),
                     entered: c.entered,
                     time: niyet_model::format_rfc3339_millis(c.at_ms),
+                });
+            }
+        }
+        if let Some(h) = &self.crossing_hook {
+            let scores = &self.journeys.scores;
+            for c in self.crossings.drain(..) {
+                let def = scores.def(c.score);
+                (h.send)(ScoreCrossing {
+                    profile: ProfileId(id).to_string(),
+                    score: def.name.clone(),
+                    threshold: def.thresholds[c.threshold].name.clone(),
+                    direction: if c.up { "up" } else { "down" },
+                    time: niyet_model::format_rfc3339_millis(c.at),
                 });
             }
         }

@@ -228,6 +228,47 @@ async fn list_actions(
     ))
 }
 
+/// `GET /v1/stream/scores?score=…`: score crossings as they happen, as server-sent events
+/// (`score crossed`, with profile, score, threshold, direction and time).
+async fn score_stream(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use axum::response::IntoResponse;
+    use tokio::sync::broadcast::error::RecvError;
+    let only = q.get("score").cloned();
+    if let Some(n) = &only {
+        if !st.scores.iter().any(|s| s.name == *n) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "score_not_found",
+                format!("no score is named `{n}`"),
+            ));
+        }
+    }
+    let rx = st.score_crossings.subscribe();
+    let events = futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
+        loop {
+            let ev = match rx.recv().await {
+                Ok(c) if only.as_ref().is_some_and(|n| *n != c.score) => continue,
+                Ok(c) => Event::default()
+                    .event("score crossed")
+                    .json_data(&c)
+                    .unwrap_or_default(),
+                Err(RecvError::Lagged(n)) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"missed\":{n}}}")),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok::<_, std::convert::Infallible>(ev), (rx, only)));
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// `GET /v1/triggers`: the definitions; each names the segments it reads that are not
 /// defined now (`undefined_segments`: such a trigger does not act until they are).
 async fn triggers(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -361,6 +402,7 @@ async fn profile_scores(
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/profiles/{id}/scores", get(profile_scores))
+        .route("/v1/stream/scores", get(score_stream))
         .route("/v1/actions", get(list_actions))
         .route("/v1/triggers", get(triggers))
         .route("/v1/triggers/{name}/uplift", get(uplift))

@@ -103,10 +103,14 @@ pub struct AppState {
     pub analytics: config::AnalyticsSection,
     /// Segment entries and exits as they happen (for the live stream).
     pub segment_changes: tokio::sync::broadcast::Sender<niyet_pipeline::SegmentChange>,
+    /// Live score crossings (`GET /v1/stream/scores`).
+    pub score_crossings: tokio::sync::broadcast::Sender<niyet_pipeline::ScoreCrossing>,
     /// The outbox and destinations (none configured: `None`).
     pub delivery: Option<niyet_delivery::Delivery>,
     /// The triggers in force.
     pub triggers: Vec<niyet_actions::TriggerDef>,
+    /// The configured intent scores.
+    pub scores: Vec<niyet_actions::ScoreDef>,
     /// Products, prices and stock for offers.
     pub catalogue: Arc<catalogue::Catalogue>,
     /// Consent policies and the erasure mode.
@@ -260,6 +264,14 @@ impl Server {
                 let _ = changes.send(c);
             }),
         });
+        let (score_crossings, _) = tokio::sync::broadcast::channel(8192);
+        let (crossings, listeners) = (score_crossings.clone(), score_crossings.clone());
+        pcfg.on_crossing = Some(niyet_pipeline::CrossingHook {
+            listening: Arc::new(move || listeners.receiver_count() > 0),
+            send: Arc::new(move |c| {
+                let _ = crossings.send(c);
+            }),
+        });
         let dests = cfg.destinations.clone();
         let delivery_dir = cfg.data_dir.join("delivery");
         let dclock = clock.clone();
@@ -361,10 +373,12 @@ impl Server {
         })?;
         let state = Arc::new(AppState {
             segment_changes,
+            score_crossings,
             log,
             pipeline,
             delivery,
             triggers: cfg.triggers.clone(),
+            scores: cfg.scores.clone(),
             catalogue,
             privacy: cfg.privacy.clone(),
             quarantine: Arc::new(qlog),

@@ -662,6 +662,38 @@ then = ["sales"]
 "#
     );
     let mut n = Niyet::start(&extra).await;
+    // The live stream of crossings, read from the start.
+    let mut stream = n
+        .http
+        .get(format!("{}/v1/stream/scores?score=lead", n.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let live = Arc::new(Mutex::new(String::new()));
+    let sink = live.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(c)) = stream.chunk().await {
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&c));
+        }
+    });
+    let crossings = |live: &Mutex<String>| -> Vec<Value> {
+        let text = live.lock().unwrap().clone();
+        text.split("\n\n")
+            .filter(|e| e.contains("event: score crossed"))
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    };
+    let unknown = n
+        .http
+        .get(format!("{}/v1/stream/scores?score=nope", n.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
     let page = |n: &Niyet, path: &str| {
         let body = json!({"userId": "lead", "name": "Pricing", "properties": {"path": path}});
         n.http
@@ -742,6 +774,24 @@ then = ["sales"]
         (rx.at("/crm").len() == 2).then_some(())
     })
     .await;
+    // The stream saw each crossing as it happened: up, down at its instant, up again.
+    let seen = eventually("three crossings on the stream", || {
+        let c = crossings(&live);
+        (c.len() >= 3).then_some(c)
+    })
+    .await;
+    let dirs: Vec<&str> = seen
+        .iter()
+        .map(|c| c["direction"].as_str().unwrap())
+        .collect();
+    assert_eq!(dirs, ["up", "down", "up"], "{seen:?}");
+    assert!(seen.iter().all(|c| c["profile"] == id.as_str()
+        && c["threshold"] == "Hot Lead"
+        && c["score"] == "lead"));
+    assert_eq!(
+        seen[1]["time"],
+        niyet_model::format_rfc3339_millis(down["at_ms"].as_i64().unwrap())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
