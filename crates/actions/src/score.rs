@@ -180,6 +180,41 @@ impl Scores {
         self.defs.is_empty()
     }
 
+    /// The index of the score named `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.defs.iter().position(|c| c.def.name == name)
+    }
+
+    /// Score `i`'s value at `now`, decayed (0 for a profile no signal reached).
+    pub fn value_at(&self, i: usize, st: Option<&ScoreState>, now: i64) -> f64 {
+        let Some(st) = st else { return 0.0 };
+        match self.defs.get(i).and_then(|c| c.half_life_ms) {
+            Some(h) if now > st.at => st.value * 0.5f64.powf((now - st.at) as f64 / h),
+            _ => st.value,
+        }
+    }
+
+    /// The last millisecond after `now` at which decay has not yet taken score `i` across
+    /// `level` (the value is on the far side from the next millisecond on); `None` when
+    /// decay never does (no decay, or the value is already on the far side or never gets
+    /// there: decay moves values towards 0 and never past it).
+    pub fn crosses_at(
+        &self,
+        i: usize,
+        st: Option<&ScoreState>,
+        level: f64,
+        now: i64,
+    ) -> Option<i64> {
+        let st = st?;
+        let h = self.defs.get(i)?.half_life_ms?;
+        let (v, now_v) = (st.value, self.value_at(i, Some(st), now));
+        if v == 0.0 || level == 0.0 || (v > 0.0) != (level > 0.0) || now_v.abs() <= level.abs() {
+            return None;
+        }
+        let t = st.at as f64 + h * (v / level).log2();
+        (t.is_finite() && t > now as f64).then(|| t.floor() as i64)
+    }
+
     pub fn def(&self, i: usize) -> &ScoreDef {
         &self.defs[i].def
     }

@@ -155,6 +155,8 @@ pub struct Segments {
     pub set: SegmentSet,
     /// The lifetime-value model rules' `clv` and `p_alive` read (none until published).
     pub clv: std::sync::RwLock<Option<std::sync::Arc<ClvModel>>>,
+    /// The intent scores rules' `score("…")` read.
+    pub scores: std::sync::Arc<niyet_actions::Scores>,
     traits: niyet_model::hash::FastMap<Box<str>, Sym>,
     /// Property paths features read, by event name.
     props: HashMap<Box<str>, Box<[Box<str>]>>,
@@ -196,19 +198,48 @@ impl Segments {
         Self {
             set,
             clv: Default::default(),
+            scores: Default::default(),
             traits,
             props,
             any_props,
         }
     }
 
-    /// The profile's traits as rules read them.
+    /// The profile's traits as rules read them (scores from the profile's own state).
     pub fn traits<'a>(&'a self, p: &'a Profile) -> ProfileTraits<'a> {
         ProfileTraits {
             seg: self,
             p,
+            scores: None,
             seen: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// [`Self::traits`] while the profile's segment state is taken out of it for work:
+    /// scores are read from `scores`.
+    pub fn traits_scored<'a>(
+        &'a self,
+        p: &'a Profile,
+        scores: &'a [niyet_actions::score::ScoreState],
+    ) -> ProfileTraits<'a> {
+        ProfileTraits {
+            seg: self,
+            p,
+            scores: Some(scores),
+            seen: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Score names rules read that no configured score has, as `(segment, score)`.
+    pub fn unknown_scores(&self) -> Vec<(String, String)> {
+        (0..self.set.len())
+            .flat_map(|i| {
+                niyet_rules::scores_read(self.set.rule(i))
+                    .into_iter()
+                    .filter(|s| self.scores.index(s).is_none())
+                    .map(move |s| (self.set.name(i).to_string(), s))
+            })
+            .collect()
     }
 }
 
@@ -252,11 +283,19 @@ impl ClvModel {
 pub struct ProfileTraits<'a> {
     seg: &'a Segments,
     p: &'a Profile,
+    /// Score states when not in `p` (taken out while a partition owner works on it).
+    scores: Option<&'a [niyet_actions::score::ScoreState]>,
     seen: std::cell::RefCell<Vec<(Box<str>, Value<'a>)>>,
 }
 
 impl Traits for ProfileTraits<'_> {
     fn metric(&self, name: &str, now: i64) -> Value<'_> {
+        if let Some(s) = niyet_rules::score_of(name) {
+            return match self.seg.scores.index(s) {
+                Some(i) => Value::Num(self.seg.scores.value_at(i, self.score_state(i), now)),
+                None => Value::Null,
+            };
+        }
         let model = self.seg.clv.read().ok().and_then(|m| m.clone());
         let Some((alive, clv)) = model.and_then(|m| m.predict(&self.p.purchases, now)) else {
             return Value::Null;
@@ -266,6 +305,31 @@ impl Traits for ProfileTraits<'_> {
             "clv" if clv.is_finite() => Value::Num(clv),
             _ => Value::Null,
         }
+    }
+
+    fn metric_changes_at(&self, name: &str, test: &niyet_rules::Test, now: i64) -> Option<i64> {
+        use niyet_rules::{Literal, Test};
+        let Some(s) = niyet_rules::score_of(name) else {
+            return Some(now.saturating_add(niyet_rules::METRIC_RECHECK_MS));
+        };
+        let i = self.seg.scores.index(s)?;
+        let st = self.score_state(i);
+        let at = |k: f64| self.seg.scores.crosses_at(i, st, k, now);
+        let nums = |ls: &[Literal]| -> Vec<f64> {
+            ls.iter()
+                .filter_map(|l| match l {
+                    Literal::Num(x) => Some(*x),
+                    _ => None,
+                })
+                .collect()
+        };
+        let bounds = match test {
+            Test::Cmp(_, Literal::Num(k)) => vec![*k],
+            Test::Between(a, b) => vec![*a, *b],
+            Test::In(ls) | Test::NotIn(ls) => nums(ls),
+            _ => Vec::new(),
+        };
+        bounds.into_iter().filter_map(at).min()
     }
 
     fn get(&self, path: &str) -> Value<'_> {
@@ -279,6 +343,12 @@ impl Traits for ProfileTraits<'_> {
 }
 
 impl<'a> ProfileTraits<'a> {
+    fn score_state(&self, i: usize) -> Option<&niyet_actions::score::ScoreState> {
+        self.scores
+            .or_else(|| self.p.segments.as_ref().map(|s| &s.journeys.scores[..]))?
+            .get(i)
+    }
+
     fn read(&self, path: &str) -> Value<'a> {
         let mut parts = path.splitn(2, '.');
         let top = parts.next().unwrap_or(path);

@@ -503,8 +503,16 @@ impl Pipeline {
                 .iter()
                 .filter_map(|a| Some((a.name.clone(), niyet_rules::parse(&a.rule).ok()?))),
         );
-        let segments =
+        let mut segments =
             Segments::new(&all, &mut symbols).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let scores =
+            niyet_actions::Scores::new(cfg.scores.clone()).map_err(PipelineError::Invalid)?;
+        segments.scores = Arc::new(scores.clone());
+        if let Some((seg, score)) = segments.unknown_scores().into_iter().next() {
+            return Err(PipelineError::Invalid(format!(
+                "segment `{seg}`: no score is named `{score}`"
+            )));
+        }
         // The lifetime-value model published before the restored state (a later one is
         // published again by the replay).
         if let Some(m) = metrics::load(&cfg.state_dir, offset) {
@@ -538,8 +546,6 @@ impl Pipeline {
                 names.insert(symbols.intern(n).0, n.as_str().into());
             }
         }
-        let scores =
-            niyet_actions::Scores::new(cfg.scores.clone()).map_err(PipelineError::Invalid)?;
         for d in triggers.defs() {
             if let niyet_actions::When::ScoreCrossed(th) = &d.when {
                 if !scores
@@ -1260,7 +1266,7 @@ impl SegWork<'_> {
         let due = match due {
             Some(d) => d,
             None => {
-                let traits = self.segs.traits(p);
+                let traits = self.segs.traits_scored(p, &st.journeys.scores);
                 self.segs
                     .set
                     .next_change(&st.m, &traits, st.at)
@@ -1282,7 +1288,7 @@ impl SegWork<'_> {
     /// Brings a profile's segments to `now`, each change at its instant.
     fn advance(&mut self, p: &Profile, st: &mut SegState, now: i64) {
         if now > st.at {
-            let traits = self.segs.traits(p);
+            let traits = self.segs.traits_scored(p, &st.journeys.scores);
             self.segs
                 .set
                 .advance(&mut st.m, &traits, st.at, now, &mut self.changes);
@@ -1371,10 +1377,21 @@ impl SegWork<'_> {
             }),
         };
         let now = st.at;
-        let traits = self.segs.traits(p);
-        // A purchase changes the lifetime-value metrics segments may read.
+        self.cause = Some(u.offset);
+        // Signals first: segments reading scores see the new values.
+        if !u.signals.is_empty() {
+            let mut crossed = Vec::new();
+            let j = self.journeys.clone();
+            j.scores
+                .on_signals(&mut st.journeys.scores, &u.signals, now, &mut crossed);
+            self.crossed(&mut st, &crossed);
+        }
+        let traits = self.segs.traits_scored(p, &st.journeys.scores);
+        // A purchase changes the lifetime-value metrics segments may read, a signal the
+        // scores.
         let traits_changed = !u.traits.is_empty()
-            || (self.segs.set.reads_metrics() && (u.order.is_some() || u.refund.is_some()));
+            || (self.segs.set.reads_metrics()
+                && (u.order.is_some() || u.refund.is_some() || !u.signals.is_empty()));
         // The profile's next change by time is still ahead and exact; an event that sets
         // no traits can only bring it forward (by the instants its own entries add).
         let due = (!fresh && !traits_changed && st.due > now).then(|| {
@@ -1406,14 +1423,7 @@ impl SegWork<'_> {
             None if traits_changed => set.on_traits(&mut st.m, &traits, now, &mut self.changes),
             None => {}
         }
-        self.cause = Some(u.offset);
-        if !u.signals.is_empty() {
-            let mut crossed = Vec::new();
-            let j = self.journeys.clone();
-            j.scores
-                .on_signals(&mut st.journeys.scores, &u.signals, now, &mut crossed);
-            self.crossed(&mut st, &crossed);
-        }
+        drop(traits);
         if let Some(name) = u.name.and_then(|n| self.journeys.names.get(&n.0)) {
             let journeys = self.journeys.clone();
             journeys
@@ -1523,7 +1533,7 @@ impl SegWork<'_> {
             } else {
                 self.advance(p, &mut st, now);
             }
-            let traits = self.segs.traits(p);
+            let traits = self.segs.traits_scored(p, &st.journeys.scores);
             match &changed {
                 Some(c) => {
                     self.segs
@@ -1538,7 +1548,7 @@ impl SegWork<'_> {
             // Every timer was dropped above: schedule this profile's again, changed or not.
             let before = std::mem::replace(&mut st.due, i64::MAX);
             let due = changed.as_ref().filter(|_| kept_due).map(|c| {
-                let traits = self.segs.traits(p);
+                let traits = self.segs.traits_scored(p, &st.journeys.scores);
                 self.segs
                     .set
                     .next_change_of(&st.m, &traits, st.at, c)
@@ -1618,10 +1628,7 @@ impl SegWork<'_> {
         };
         let now = st.at;
         let other = theirs.take().map(|t| *t).unwrap_or_default();
-        let traits = self.segs.traits(target);
-        self.segs
-            .set
-            .on_merge(&mut st.m, &other.m, &traits, now, &mut self.changes);
+        // Scores add up first: segments of the merged profile read the sum.
         niyet_actions::Triggers::absorb(&mut st.journeys, &other.journeys);
         if !self.journeys.scores.is_empty() {
             let mut crossed = Vec::new();
@@ -1634,6 +1641,10 @@ impl SegWork<'_> {
             );
             self.crossed(&mut st, &crossed);
         }
+        let traits = self.segs.traits_scored(target, &st.journeys.scores);
+        self.segs
+            .set
+            .on_merge(&mut st.m, &other.m, &traits, now, &mut self.changes);
         let mut history = other.history;
         history.extend_from_slice(&st.history);
         history.sort_by_key(|h| h.2);
@@ -2082,7 +2093,11 @@ impl Router {
         self.flush();
         let segs = {
             let mut syms = self.sh.symbols.write().map_err(|_| "stopped")?;
-            let segs = Segments::with_set(set, &mut syms);
+            let mut segs = Segments::with_set(set, &mut syms);
+            segs.scores = old.scores.clone();
+            if let Some((seg, score)) = segs.unknown_scores().into_iter().next() {
+                return Err(format!("segment `{seg}`: no score is named `{score}`"));
+            }
             let model = old.clv.read().ok().and_then(|m| m.clone());
             if let Ok(mut m) = segs.clv.write() {
                 *m = model;

@@ -849,9 +849,14 @@ impl SegmentSet {
                     f(x.saturating_add(d.0).saturating_add(1));
                 }
             }
-            // Metrics drift with time (a customer's age grows): looked at again daily.
-            Pred::Trait { name, .. } if crate::metric_of(name).is_some() => {
-                f(now.saturating_add(crate::METRIC_RECHECK_MS));
+            // Metrics drift with time: lifetime value as the customer ages (looked at
+            // again daily), scores as they decay (at the instant they cross the bound).
+            Pred::Trait { name, test } if crate::metric_of(name).is_some() => {
+                let m = crate::metric_of(name).unwrap_or_default();
+                if let Some(t) = traits.metric_changes_at(m, test, now) {
+                    f(t);
+                    f(t.saturating_add(1));
+                }
             }
             Pred::Age(_) => {
                 let next =

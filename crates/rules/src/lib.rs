@@ -37,10 +37,42 @@ pub const METRIC_PREFIX: &str = "$";
 /// The metrics rules can read.
 pub const METRICS: [&str; 2] = ["clv", "p_alive"];
 
-/// The metric a `Trait` test's name stands for (`$clv` → `clv`), if it is one.
+/// Metric names of intent scores start with this (`$score:lead`, written
+/// `score("lead")`).
+pub const SCORE_METRIC: &str = "score:";
+
+/// The metric a `Trait` test's name stands for (`$clv` → `clv`, `$score:lead` →
+/// `score:lead`), if it is one.
 pub fn metric_of(name: &str) -> Option<&str> {
-    name.strip_prefix(METRIC_PREFIX)
-        .filter(|m| METRICS.contains(m))
+    name.strip_prefix(METRIC_PREFIX).filter(|m| {
+        METRICS.contains(m) || m.strip_prefix(SCORE_METRIC).is_some_and(|s| !s.is_empty())
+    })
+}
+
+/// The score a metric name reads (`score:lead` → `lead`), if it is a score.
+pub fn score_of(metric: &str) -> Option<&str> {
+    metric.strip_prefix(SCORE_METRIC)
+}
+
+/// Every score a rule reads, by name.
+pub fn scores_read(rule: &Rule) -> Vec<String> {
+    fn walk(r: &Rule, out: &mut Vec<String>) {
+        match r {
+            Rule::And(rs) | Rule::Or(rs) => rs.iter().for_each(|r| walk(r, out)),
+            Rule::Not(r) => walk(r, out),
+            Rule::Trait(t) => {
+                if let Some(s) = metric_of(&t.name).and_then(score_of) {
+                    if !out.iter().any(|x| x == s) {
+                        out.push(s.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(rule, &mut out);
+    out
 }
 /// How often segments reading metrics are evaluated again with time alone (a day).
 pub const METRIC_RECHECK_MS: i64 = 86_400_000;

@@ -22,7 +22,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Words that are never part of a bare event name. An event whose name contains one is
 /// written as a quoted string: `"No Show"`.
-pub const RESERVED: [&str; 29] = [
+pub const RESERVED: [&str; 30] = [
     "and",
     "or",
     "not",
@@ -43,6 +43,7 @@ pub const RESERVED: [&str; 29] = [
     "age",
     "clv",
     "p_alive",
+    "score",
     "segment",
     "between",
     "contains",
@@ -694,6 +695,20 @@ impl Parser {
                 self.bump();
                 Ok(Rule::Trait(TraitTest {
                     name,
+                    test: self.test()?,
+                }))
+            }
+            "score" => {
+                self.bump();
+                self.lparen()?;
+                let name = match &self.peek().tok {
+                    Tok::Str(s) if !s.trim().is_empty() => s.clone(),
+                    _ => return Err(self.err("a score name in quotes, as in score(\"lead\")")),
+                };
+                self.bump();
+                self.rparen()?;
+                Ok(Rule::Trait(TraitTest {
+                    name: format!("{}{}{name}", crate::METRIC_PREFIX, crate::SCORE_METRIC),
                     test: self.test()?,
                 }))
             }

@@ -61,7 +61,14 @@ impl Display for Rule {
                 write!(f, " {}", s.test)
             }
             Rule::Trait(t) if crate::metric_of(&t.name).is_some() => {
-                write!(f, "{} {}", &t.name[1..], t.test)
+                match crate::metric_of(&t.name).and_then(crate::score_of) {
+                    Some(s) => {
+                        f.write_str("score(")?;
+                        string(f, s)?;
+                        write!(f, ") {}", t.test)
+                    }
+                    None => write!(f, "{} {}", &t.name[1..], t.test),
+                }
             }
             Rule::Trait(t) => {
                 f.write_str("trait.")?;

@@ -31,6 +31,14 @@ pub trait Traits {
     fn metric(&self, _name: &str, _now: i64) -> Value<'_> {
         Value::Null
     }
+
+    /// An instant after `now` at which `test` on metric `name` can change by time alone
+    /// (it is also looked at a millisecond later); `None`: never. By default a daily
+    /// look: lifetime-value metrics drift slowly. A decaying score knows the instant its
+    /// value crosses the test's bound.
+    fn metric_changes_at(&self, _name: &str, _test: &crate::Test, now: i64) -> Option<i64> {
+        Some(now.saturating_add(crate::METRIC_RECHECK_MS))
+    }
 }
 
 /// The value a `Trait` test reads: a trait, or a metric when the name starts with `$`.

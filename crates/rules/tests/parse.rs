@@ -1092,3 +1092,35 @@ fn lifetime_value_metrics() {
     );
     assert!(parse("clv").is_err());
 }
+
+#[test]
+fn intent_scores() {
+    check(
+        r#"score("lead") >= 80 and not score("churn risk") > 20"#,
+        Rule::And(vec![
+            tr("$score:lead", Test::Cmp(Cmp::Ge, Literal::Num(80.0))),
+            Rule::Not(Box::new(tr(
+                "$score:churn risk",
+                Test::Cmp(Cmp::Gt, Literal::Num(20.0)),
+            ))),
+        ]),
+    );
+    assert_eq!(
+        niyet_rules::scores_read(&ok(
+            r#"score("a") > 1 or (score("b") < 2 and score("a") < 9)"#
+        )),
+        ["a", "b"]
+    );
+    // `score` needs a name in quotes and a test.
+    for bad in [
+        r#"score(lead) > 1"#,
+        r#"score("") > 1"#,
+        r#"score("lead")"#,
+        "score > 1",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    // An event called `score` is written in quotes.
+    let r = ok(r#"count("score" in 7d) >= 1"#);
+    assert_eq!(parse(&r.to_string()).unwrap(), r);
+}

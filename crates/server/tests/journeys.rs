@@ -1236,3 +1236,103 @@ then = ["crm"]
     // Started by the second order (the entry happened while processing it).
     assert_eq!(got.body["event"]["properties"]["order_id"], "o-2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_read_scores_and_follow_their_decay_to_the_millisecond() {
+    const DAY: i64 = 86_400_000;
+    let mut n = Niyet::start(
+        r#"
+[[scores]]
+name = "lead"
+half_life = "7d"
+signals = [{ event = "Pricing Viewed", points = 10 }]
+
+[[segments]]
+name = "Warm leads"
+rule = 'score("lead") >= 50 and score("lead") < 100'
+"#,
+    )
+    .await;
+    let id_of = |n: &Niyet| n.profile_id("lead");
+    for _ in 0..5 {
+        n.track("lead", "Pricing Viewed", json!({}), json!({}))
+            .await;
+    }
+    let segs = |n: &Niyet| {
+        let id = id_of(n).parse().unwrap();
+        n.state.pipeline.query().profile_segments(id).unwrap()
+    };
+    // 50 points: warm, the moment the fifth signal arrives.
+    let s = segs(&n);
+    assert_eq!(s["segments"][0]["segment"], "Warm leads", "{s}");
+    // One more at day 1: 50 · 2^(-1/7) + 10 = 55.1… stays warm, and decay takes it
+    // below 50 at day 1 + 7 · log2(55.1…/50) days, with no event.
+    n.clock.set(T0 + DAY);
+    n.track("lead", "Pricing Viewed", json!({}), json!({}))
+        .await;
+    let v = 50.0 * 0.5f64.powf(1.0 / 7.0) + 10.0;
+    let leave = T0 + DAY + (7.0 * DAY as f64 * (v / 50.0).log2()).floor() as i64 + 1;
+    n.at(leave - 2).await;
+    assert_eq!(
+        segs(&n)["segments"].as_array().unwrap().len(),
+        1,
+        "left early"
+    );
+    n.at(leave + 5).await;
+    let s = segs(&n);
+    assert!(s["segments"].as_array().unwrap().is_empty(), "{s}");
+    let exited = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["type"] == "segment exited")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        exited["time"],
+        niyet_model::format_rfc3339_millis(leave),
+        "{s}"
+    );
+    // Enough new interest passes the upper bound: out again, by points this time.
+    n.clock.set(leave + 1_000);
+    for _ in 0..6 {
+        n.track("lead", "Pricing Viewed", json!({}), json!({}))
+            .await;
+    }
+    // 49.99… + 10 enters, the sixth (≈ 100) leaves through the upper bound.
+    let s = segs(&n);
+    let kinds: Vec<&str> = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "segment exited",
+            "segment entered",
+            "segment exited",
+            "segment entered"
+        ],
+        "{s}"
+    );
+    // A rule naming a score that does not exist is refused.
+    let r = n
+        .http
+        .post(format!("{}/v1/segments", n.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "Nope", "rule": "score(\"nosuch\") > 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no score is named `nosuch`"),
+        "{body}"
+    );
+}
