@@ -36,6 +36,17 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> (Receiver, String) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Receiver::serve(l)
+    }
+
+    /// A receiver on `addr` (taken up again after an outage).
+    async fn start_at(addr: &str) -> Receiver {
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Receiver::serve(l).0
+    }
+
+    fn serve(l: tokio::net::TcpListener) -> (Receiver, String) {
         let r = Receiver::default();
         let state = r.clone();
         let app = axum::Router::new().fallback(
@@ -76,7 +87,6 @@ impl Receiver {
                 }
             },
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(l, app).await });
         (r, url)
@@ -1335,4 +1345,137 @@ rule = 'score("lead") >= 50 and score("lead") < 100'
             .contains("no score is named `nosuch`"),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_long_stretch_loses_nothing() {
+    // A port nobody listens on: connections are refused until the receiver comes up.
+    let down_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (fast, fast_url) = Receiver::start().await;
+    let mut n = Niyet::start(&format!(
+        r#"
+[[destinations]]
+name = "patient"
+kind = "webhook"
+url = "http://{down_addr}/hook"
+backoff_ms = 20
+max_backoff_ms = 150
+max_attempts = 10000
+timeout_ms = 500
+
+[[destinations]]
+name = "brief"
+kind = "webhook"
+url = "http://{down_addr}/hook"
+backoff_ms = 20
+max_backoff_ms = 50
+max_attempts = 3
+
+[[destinations]]
+name = "fast"
+kind = "webhook"
+url = "{fast_url}/fast"
+
+[[triggers]]
+name = "Signed up"
+when = {{ event = "Signed Up" }}
+then = ["patient", "brief", "fast"]
+"#
+    ))
+    .await;
+    let users: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+    let started = Instant::now();
+    for u in &users {
+        n.track(u, "Signed Up", json!({}), json!({})).await;
+    }
+    // The working destination is served at once, whatever the others do.
+    eventually("the fast destination", || {
+        (fast.at("/fast").len() == 20).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Three seconds of outage: dozens of refused attempts per action.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = n.get("/v1/destinations").await;
+    let dest = |name: &str| {
+        stats["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let patient = dest("patient");
+    assert_eq!(patient["sent"], 0, "{stats}");
+    assert_eq!(patient["dead_letters"], 0, "{stats}");
+    assert!(patient["retries"].as_u64().unwrap() >= 20, "{stats}");
+    assert!(patient["queue_depth"].as_u64().unwrap() > 0, "{stats}");
+    // The brief one gave up after three attempts each: dead letters, kept.
+    let dead = eventually("20 dead letters", || {
+        let d = n.state.delivery.as_ref().unwrap();
+        let l = d.dead_letters("brief").unwrap();
+        (l.len() == 20).then_some(l)
+    })
+    .await;
+    assert_eq!(dead.len(), 20);
+
+    // The receiver comes back.
+    let back = Receiver::start_at(&down_addr).await;
+    eventually("every action after the outage", || {
+        (back.at("/hook").len() >= 20).then_some(())
+    })
+    .await;
+    // Replaying the dead letters sends the brief destination's actions too.
+    let r = n
+        .http
+        .post(format!("{}/v1/destinations/brief/dead/replay", n.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    eventually("the replayed dead letters", || {
+        (back.at("/hook").len() >= 40).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = back.at("/hook");
+    assert_eq!(
+        all.len(),
+        40,
+        "each action once per destination: {}",
+        all.len()
+    );
+    // Every profile's action reached both destinations, with one key per destination.
+    let mut keys = std::collections::BTreeMap::<(String, String), Vec<String>>::new();
+    for g in &all {
+        let k = g.headers["idempotency-key"].to_str().unwrap().to_string();
+        keys.entry((
+            g.body["profile"]["id"].as_str().unwrap().to_string(),
+            g.body["destination"].as_str().unwrap().to_string(),
+        ))
+        .or_default()
+        .push(k);
+    }
+    assert_eq!(keys.len(), 40, "{keys:?}");
+    assert!(keys.values().all(|k| k.len() == 1));
+    for u in &users {
+        let id = n.profile_id(u);
+        assert!(keys.contains_key(&(id.clone(), "patient".into())), "{u}");
+        assert!(keys.contains_key(&(id, "brief".into())), "{u}");
+    }
+    let stats = n.get("/v1/destinations").await;
+    let patient = stats["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "patient")
+        .unwrap()
+        .clone();
+    assert_eq!(patient["sent"], 20, "{stats}");
+    assert_eq!(patient["queue_depth"], 0, "{stats}");
 }
