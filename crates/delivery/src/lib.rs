@@ -711,7 +711,23 @@ async fn worker(sh: Arc<Shared>, i: usize) {
     let d = &sh.dests[i];
     let mut changed = sh.appended.subscribe();
     let mut cursor = d.counters.cursor.load(Ordering::Relaxed);
+    let (mut saved, mut saved_at) = (cursor, sh.clock.now_ms());
     loop {
+        // The cursor file is written (and synced) on a blocking thread, when the queue is
+        // empty or a second after the last write: never on the hot path of a send. After
+        // a crash at most that second of actions goes again, with the same keys.
+        let idle = cursor >= sh.log.end_offset();
+        if cursor != saved && (idle || sh.clock.now_ms() - saved_at >= CURSOR_SAVE_MS) {
+            let (dir, name) = (sh.dir.clone(), d.cfg.name.clone());
+            match tokio::task::spawn_blocking(move || write_cursor(&dir, &name, cursor)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, destination = %d.cfg.name, "saving the outbox cursor failed")
+                }
+                Err(e) => tracing::error!(error = %e, "saving the outbox cursor failed"),
+            }
+            (saved, saved_at) = (cursor, sh.clock.now_ms());
+        }
         if cursor >= sh.log.end_offset() {
             // Woken by appends; a timeout covers a missed wake-up.
             let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
@@ -738,11 +754,11 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             cursor = r.offset + 1;
             d.counters.cursor.store(cursor, Ordering::Relaxed);
         }
-        if let Err(e) = write_cursor(&sh.dir, &d.cfg.name, cursor) {
-            tracing::error!(error = %e, destination = %d.cfg.name, "saving the outbox cursor failed");
-        }
     }
 }
+
+/// A destination's cursor is saved at least this often while it is busy (ms).
+const CURSOR_SAVE_MS: i64 = 1_000;
 
 fn record(
     sh: &Shared,
