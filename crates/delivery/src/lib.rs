@@ -201,6 +201,12 @@ pub const BUCKETS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000
 struct Dest {
     cfg: DestinationConfig,
     counters: Counters,
+    /// Live actions handed straight to an idle destination while the outbox write is in
+    /// flight (see [`Delivery::emit`]); the receiver is the destination's task.
+    fast: tokio::sync::mpsc::UnboundedSender<Action>,
+    fast_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Action>>>,
+    /// Keys of actions sent from the fast lane whose outbox record is still to come.
+    early: Mutex<std::collections::HashSet<String>>,
 }
 
 struct Shared {
@@ -264,7 +270,14 @@ impl Delivery {
                     read_cursor(&dir.join("cursors"), &cfg.name),
                     Ordering::Relaxed,
                 );
-                Dest { cfg, counters }
+                let (fast, fast_rx) = tokio::sync::mpsc::unbounded_channel();
+                Dest {
+                    cfg,
+                    counters,
+                    fast,
+                    fast_rx: Mutex::new(Some(fast_rx)),
+                    early: Mutex::new(Default::default()),
+                }
             })
             .collect();
         let sh = Arc::new(Shared {
@@ -291,8 +304,19 @@ impl Delivery {
         Ok(Delivery { sh })
     }
 
-    /// Hands an action over (quick; from any thread).
-    pub fn emit(&self, a: Action) {
+    /// Hands an action over (quick; from any thread). A `live` action to send, for a
+    /// destination with nothing queued, also goes straight to it, so the request leaves
+    /// while the outbox write is in flight; its outbox record is then passed over. (A
+    /// crash before that write replays the starting record: the action goes again, with
+    /// the same key, like any action sent and not yet acknowledged in the cursor.)
+    pub fn emit(&self, a: Action, live: bool) {
+        if live && a.outcome == Outcome::Send {
+            if let Some(d) = self.sh.dests.iter().find(|d| d.cfg.name == a.destination) {
+                if d.counters.cursor.load(Ordering::Relaxed) >= self.sh.log.end_offset() {
+                    let _ = d.fast.send(a.clone());
+                }
+            }
+        }
         self.sh.emitted.fetch_add(1, Ordering::SeqCst);
         let sent = self
             .sh
@@ -707,8 +731,19 @@ fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
 }
 
 /// Sends one destination's actions, in outbox order.
+/// The next action of a destination's fast lane (never, without one).
+async fn recv_fast(
+    fast: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Action>>,
+) -> Option<Action> {
+    match fast {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn worker(sh: Arc<Shared>, i: usize) {
     let d = &sh.dests[i];
+    let mut fast = d.fast_rx.lock().ok().and_then(|mut f| f.take());
     let mut changed = sh.appended.subscribe();
     let mut cursor = d.counters.cursor.load(Ordering::Relaxed);
     let (mut saved, mut saved_at) = (cursor, sh.clock.now_ms());
@@ -729,9 +764,23 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             (saved, saved_at) = (cursor, sh.clock.now_ms());
         }
         if cursor >= sh.log.end_offset() {
-            // Woken by appends; a timeout covers a missed wake-up.
-            let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
+            // Woken by a live action or by appends; a timeout covers a missed wake-up.
+            tokio::select! {
+                biased;
+                Some(a) = recv_fast(&mut fast) => {
+                    if let Ok(mut e) = d.early.lock() {
+                        e.insert(a.key.clone());
+                    }
+                    handle(&sh, d, &a).await;
+                }
+                _ = changed.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
             continue;
+        }
+        // With a queue to work through, live actions are taken from the outbox in turn.
+        if let Some(f) = fast.as_mut() {
+            while f.try_recv().is_ok() {}
         }
         let recs = match sh.log.read(cursor, 256) {
             Ok(r) => r,
@@ -747,7 +796,12 @@ async fn worker(sh: Arc<Shared>, i: usize) {
         };
         for r in recs {
             if let Ok(a) = serde_json::from_slice::<Action>(&r.payload) {
-                if a.destination == d.cfg.name {
+                let sent_early = a.destination == d.cfg.name
+                    && d.early
+                        .lock()
+                        .map(|mut e| e.remove(&a.key))
+                        .unwrap_or(false);
+                if a.destination == d.cfg.name && !sent_early {
                     handle(&sh, d, &a).await;
                 }
             }

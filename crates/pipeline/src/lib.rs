@@ -119,10 +119,13 @@ pub struct PipelineConfig {
     pub catalogue_events: Vec<String>,
 }
 
-/// Receives actions from the partition owners (so `send` must be quick).
+/// Receives actions from the partition owners (so `send` must be quick). The flag says
+/// the action is *live*: started by a record appended after this pipeline started, not
+/// re-derived by a replay, so it may go out before it is durable (a crash replays its
+/// record and it goes again with the same key).
 #[derive(Clone)]
 pub struct ActionHook {
-    pub send: Arc<dyn Fn(niyet_actions::Action) + Send + Sync>,
+    pub send: Arc<dyn Fn(niyet_actions::Action, bool) + Send + Sync>,
     pub sync: Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -408,6 +411,8 @@ type Inbox = Receiver<Vec<Op>>;
 const MAX_QUEUED: usize = 16_384;
 
 pub(crate) struct Shared {
+    /// The log's end when the pipeline started: records before it are replayed.
+    pub live_from: u64,
     pub graph: RwLock<Graph>,
     pub symbols: RwLock<Symbols>,
     pub matcher: RwLock<Matcher>,
@@ -586,6 +591,7 @@ impl Pipeline {
             ..Default::default()
         };
         let shared = Arc::new(Shared {
+            live_from: log.end_offset(),
             graph: RwLock::new(graph),
             symbols: RwLock::new(symbols),
             matcher: RwLock::new(matcher),
@@ -902,6 +908,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         actions: sh.cfg.on_action.clone(),
         clock: sh.cfg.clock.clone(),
         action_max_age_ms: sh.cfg.action_max_age_ms,
+        live_from: sh.live_from,
     };
     // Profiles waiting for merged profiles from other partitions: how many, and the
     // operations held until they arrive.
@@ -1142,6 +1149,8 @@ struct SegWork<'a> {
     actions: Option<ActionHook>,
     clock: SharedClock,
     action_max_age_ms: i64,
+    /// Records from this offset on were appended after the pipeline started.
+    live_from: u64,
 }
 
 impl SegWork<'_> {
@@ -1204,16 +1213,20 @@ impl SegWork<'_> {
                 continue;
             };
             let def = t.def(f.trigger);
+            let live = f.origin & TIME_ORIGIN == 0 && f.origin >= self.live_from;
             for d in &def.then {
-                (hook.send)(niyet_actions::Action {
-                    key: niyet_actions::idempotency_key(&def.name, &profile, f.origin, d),
-                    trigger: def.name.clone(),
-                    destination: d.clone(),
-                    profile: profile.clone(),
-                    origin: f.origin,
-                    at_ms: f.at,
-                    outcome,
-                });
+                (hook.send)(
+                    niyet_actions::Action {
+                        key: niyet_actions::idempotency_key(&def.name, &profile, f.origin, d),
+                        trigger: def.name.clone(),
+                        destination: d.clone(),
+                        profile: profile.clone(),
+                        origin: f.origin,
+                        at_ms: f.at,
+                        outcome,
+                    },
+                    live,
+                );
             }
         }
     }

@@ -145,7 +145,7 @@ type Taken = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
 fn collect(c: &mut PipelineConfig, into: &Taken) {
     let into = into.clone();
     c.on_action = Some(niyet_pipeline::ActionHook {
-        send: Arc::new(move |a: niyet_actions::Action| {
+        send: Arc::new(move |a: niyet_actions::Action, _live| {
             into.lock().unwrap().insert(format!(
                 "{} {} {} {} {:?} {}",
                 a.key, a.trigger, a.destination, a.profile, a.outcome, a.at_ms

@@ -311,7 +311,7 @@ impl Server {
                 })?;
                 let (a, b) = (d.clone(), d.clone());
                 pcfg.on_action = Some(niyet_pipeline::ActionHook {
-                    send: Arc::new(move |x| a.emit(x)),
+                    send: Arc::new(move |x, live| a.emit(x, live)),
                     sync: Arc::new(move || b.sync()),
                 });
                 Some(d)

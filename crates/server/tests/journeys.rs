@@ -1478,4 +1478,14 @@ then = ["patient", "brief", "fast"]
         .clone();
     assert_eq!(patient["sent"], 20, "{stats}");
     assert_eq!(patient["queue_depth"], 0, "{stats}");
+    // The working destination got each of its actions once (sent straight away, the
+    // outbox record passed over), with one key each.
+    let fast_got = fast.at("/fast");
+    assert_eq!(fast_got.len(), 20);
+    let fast_keys: std::collections::BTreeSet<String> = fast_got
+        .iter()
+        .map(|g| g.headers["idempotency-key"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fast_keys.len(), 20);
+    assert_eq!(dest("fast")["sent"], 20);
 }
