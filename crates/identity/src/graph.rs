@@ -344,6 +344,42 @@ pub struct Graph {
     redirects: FastMap<ProfileId, ProfileId>,
     apart: FastMap<u128, Vec<u128>>,
     next_id: u64,
+    /// A snapshot being taken while the graph changes (see [`Graph::begin_capture`]).
+    capture: Option<Box<Capture>>,
+}
+
+/// A snapshot of the graph as it stood at [`Graph::begin_capture`], encoded a node at a
+/// time while the graph goes on changing: a node about to change, or to go, is encoded
+/// first (copy on write); nodes made later are left out. The bytes are those of a
+/// [`GraphSnapshot`] of that moment (nodes in another order).
+#[derive(Debug, Clone, Default)]
+struct Capture {
+    /// Nodes of that moment not yet encoded.
+    pending: Vec<ProfileId>,
+    /// Nodes encoded.
+    done: niyet_model::hash::FastSet<ProfileId>,
+    /// Nodes made after that moment.
+    created: niyet_model::hash::FastSet<ProfileId>,
+    /// `kinds` and `next_id`, encoded.
+    head: Vec<u8>,
+    /// Encoded `(id, node)` items, and how many.
+    items: Vec<u8>,
+    count: usize,
+    /// `redirects` and `apart`, encoded.
+    tail: Vec<u8>,
+    failed: Option<String>,
+}
+
+impl Capture {
+    fn add(&mut self, id: ProfileId, node: &Node) {
+        if let Err(e) = postcard::to_extend(&(id, node), std::mem::take(&mut self.items))
+            .map(|v| self.items = v)
+        {
+            self.failed = Some(e.to_string());
+        }
+        self.count += 1;
+        self.done.insert(id);
+    }
 }
 
 impl Graph {
@@ -366,9 +402,99 @@ impl Graph {
             redirects: FastMap::default(),
             apart: FastMap::default(),
             next_id: 1,
+            capture: None,
         };
         g.refresh_kind_tables();
         g
+    }
+
+    /// Starts taking a snapshot of the graph as it is now, without stopping it: call
+    /// [`Self::capture_step`] between changes until it returns the bytes (a
+    /// [`GraphSnapshot`] encoding). A capture still running is finished first (its
+    /// bytes are then dropped).
+    pub fn begin_capture(&mut self) {
+        let _ = self.finish_capture();
+        let mut c = Capture {
+            pending: self.nodes.keys().copied().collect(),
+            ..Default::default()
+        };
+        let mut redirects: Vec<(ProfileId, ProfileId)> =
+            self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
+        redirects.sort_unstable();
+        let mut apart: Vec<(u128, &Vec<u128>)> = self.apart.iter().map(|(k, v)| (*k, v)).collect();
+        apart.sort_unstable_by_key(|a| a.0);
+        // The fields around `nodes`, in `GraphSnapshot` order (a struct is its fields).
+        let head = postcard::to_allocvec(&(&self.kinds, self.next_id));
+        let tail = postcard::to_allocvec(&(&redirects, &apart));
+        match (head, tail) {
+            (Ok(h), Ok(t)) => (c.head, c.tail) = (h, t),
+            (Err(e), _) | (_, Err(e)) => c.failed = Some(e.to_string()),
+        }
+        self.capture = Some(Box::new(c));
+    }
+
+    /// Encodes up to `n` more nodes of the capture; once all are, ends it and returns its
+    /// bytes. `None`: not finished yet, or no capture running.
+    pub fn capture_step(&mut self, n: usize) -> Option<Result<Vec<u8>, String>> {
+        let c = self.capture.as_mut()?;
+        let mut left = n;
+        while left > 0 {
+            let Some(id) = c.pending.pop() else { break };
+            if c.done.contains(&id) {
+                continue;
+            }
+            // Still as it was (a change would have encoded it first) or gone (likewise).
+            if let Some(node) = self.nodes.get(&id) {
+                c.add(id, node);
+            }
+            left -= 1;
+        }
+        if !c.pending.is_empty() {
+            return None;
+        }
+        let c = self.capture.take()?;
+        if let Some(e) = c.failed {
+            return Some(Err(e));
+        }
+        let mut out = c.head;
+        out.reserve(c.items.len() + c.tail.len() + 10);
+        // A sequence: its length as a varint, then the items.
+        let out = match postcard::to_extend(&c.count, out) {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let mut out = out;
+        out.extend_from_slice(&c.items);
+        out.extend_from_slice(&c.tail);
+        Some(Ok(out))
+    }
+
+    /// Encodes every node the running capture has left; its bytes (`None`: none running).
+    pub fn finish_capture(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.capture.as_ref()?;
+        self.capture_step(usize::MAX)
+    }
+
+    /// Whether a capture is running.
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Node `id` is about to change, be removed or be made: a running capture encodes it
+    /// first as it stood (or notes that it is new).
+    fn before_change(&mut self, id: ProfileId) {
+        let Some(c) = self.capture.as_mut() else {
+            return;
+        };
+        if c.done.contains(&id) || c.created.contains(&id) {
+            return;
+        }
+        match self.nodes.get(&id) {
+            Some(node) => c.add(id, node),
+            None => {
+                c.created.insert(id);
+            }
+        }
     }
 
     fn refresh_kind_tables(&mut self) {
@@ -451,6 +577,13 @@ impl Graph {
     /// into it, the pairs kept apart with them and every other profile's notes naming
     /// them. Returns the identifiers removed.
     pub fn erase(&mut self, id: ProfileId) -> Vec<Ident> {
+        // Every node's notes may change below: a running capture takes them all first.
+        if let Some(c) = self.capture.as_mut() {
+            let pending = std::mem::take(&mut c.pending);
+            for p in pending {
+                self.before_change(p);
+            }
+        }
         let Some(node) = self.nodes.remove(&id) else {
             return Vec::new();
         };
@@ -679,6 +812,7 @@ impl Graph {
             None => {
                 let id = ProfileId(self.next_id);
                 self.next_id += 1;
+                self.before_change(id);
                 self.nodes.insert(id, Node::default());
                 for (i, p) in pending.iter().enumerate() {
                     self.attach(
@@ -693,6 +827,9 @@ impl Graph {
             }
         };
         res.conflicts = conflicts.len();
+        if !conflicts.is_empty() {
+            self.before_change(profile);
+        }
         if let Some(node) = self.nodes.get_mut(&profile) {
             for (ident, other, rule) in conflicts {
                 node.notes_mut().push(Note {
@@ -731,6 +868,7 @@ impl Graph {
 
     fn attach(&mut self, id: ProfileId, ident: &Ident, offset: u64, how: How) {
         self.index.insert(split_key(ident.key()), id);
+        self.before_change(id);
         if let Some(node) = self.nodes.get_mut(&id) {
             node.members.push(MemberRef {
                 kind: ident.kind,
@@ -754,6 +892,8 @@ impl Graph {
         rule: &str,
     ) -> ProfileId {
         let (survivor, gone) = if a < b { (a, b) } else { (b, a) };
+        self.before_change(gone);
+        self.before_change(survivor);
         let Some(mut old) = self.nodes.remove(&gone) else {
             return survivor;
         };
@@ -946,13 +1086,15 @@ impl Graph {
             owner.push(p);
         }
         // Rebuild the nodes.
+        self.before_change(id);
         let mut old = self.nodes.remove(&id).unwrap_or_default();
         let mut groups: Vec<(ProfileId, Vec<u64>)> = std::iter::once(id)
             .chain(std::iter::once(new_id))
             .chain(others.iter().copied())
             .map(|p| (p, Vec::new()))
             .collect();
-        for p in groups.iter().map(|g| g.0) {
+        for p in groups.iter().map(|g| g.0).collect::<Vec<_>>() {
+            self.before_change(p);
             self.nodes.insert(p, Node::default());
         }
         for (i, mut m) in members.into_iter().enumerate() {

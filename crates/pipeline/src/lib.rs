@@ -81,6 +81,9 @@ pub struct PipelineConfig {
     pub partitions: usize,
     /// Write a snapshot after this many log records.
     pub snapshot_every: u64,
+    /// Profiles (per partition owner) and graph nodes (router) encoded for a snapshot
+    /// between two pieces of work; the idle router takes 20 times as many.
+    pub snapshot_chunk: usize,
     /// Merge rules.
     pub rules: Rules,
     /// How identifiers are read.
@@ -265,6 +268,7 @@ impl PipelineConfig {
             state_dir: state_dir.into(),
             partitions: 2,
             snapshot_every: 5_000_000,
+            snapshot_chunk: 1_000,
             rules: Rules::default(),
             identity: IdentityConfig::default(),
             commerce: CommerceNames::default(),
@@ -642,6 +646,7 @@ impl Pipeline {
                     since_snapshot: 0,
                     moved_into: Default::default(),
                     snapshot_writer: None,
+                    taking: None,
                     outbox: (0..parts).map(|_| Vec::new()).collect(),
                     ticked: i64::MIN,
                     now: i64::MIN,
@@ -909,6 +914,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         clock: sh.cfg.clock.clone(),
         action_max_age_ms: sh.cfg.action_max_age_ms,
         live_from: sh.live_from,
+        enc: None,
     };
     // Profiles waiting for merged profiles from other partitions: how many, and the
     // operations held until they arrive.
@@ -922,7 +928,32 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             }
         }
     }
-    while let Ok(ops) = rx.recv() {
+    loop {
+        let ops = if seg.enc.is_some() {
+            match rx.try_recv() {
+                Ok(ops) => ops,
+                Err(mpsc::TryRecvError::Empty) => {
+                    // Nothing to do: go on with the snapshot section.
+                    let Ok(part) = sh.partitions[idx].read() else {
+                        return;
+                    };
+                    if seg
+                        .enc
+                        .as_mut()
+                        .is_some_and(|e| e.step(&part, sh.cfg.snapshot_chunk.max(1)))
+                    {
+                        seg.finish_encoding(&part);
+                    }
+                    continue;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(ops) => ops,
+                Err(_) => return,
+            }
+        };
         let Ok(mut part) = sh.partitions[idx].write() else {
             return;
         };
@@ -962,6 +993,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                         if subject == Some(into.0) && !awaiting.contains_key(&from.0) =>
                     {
                         seg.fire(&mut part, now, &awaiting);
+                        seg.touch(&part, from.0);
                         Op::Absorb(into, part.remove(&from.0), now, seq)
                     }
                     o => o,
@@ -987,18 +1019,23 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             match o {
                 Op::Apply(id, u) => {
                     seg.fire(&mut part, u.now_ms, &awaiting);
+                    seg.touch(&part, id.0);
                     let p = part.entry(id.0).or_default();
                     p.apply(&u);
                     seg.event(id.0, p, &u);
                 }
                 Op::Take(id, reply) => {
+                    seg.touch(&part, id.0);
                     let p = part.remove(&id.0);
                     if let Some(p) = &p {
                         seg.gone(p);
                     }
                     let _ = reply.send(p);
                 }
-                Op::Restore(id, p, now) => seg.put(&mut part, id.0, p, now),
+                Op::Restore(id, p, now) => {
+                    seg.touch(&part, id.0);
+                    seg.put(&mut part, id.0, p, now)
+                }
                 Op::Expect(id, seq) => {
                     awaiting.entry(id.0).or_default().expected.push(seq);
                     if let Some((p, now)) = early.remove(&(id.0, seq)) {
@@ -1016,12 +1053,14 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                         continue;
                     }
                     if !p.events.is_empty() || p.segments.is_some() {
+                        seg.touch(&part, id.0);
                         seg.put(&mut part, id.0, p, now);
                     }
                     arrived(&mut awaiting, &mut queue, id.0, seq);
                 }
                 Op::Absorb(into, p, now, seq) => {
                     if let Some(p) = p {
+                        seg.touch(&part, into.0);
                         seg.put(&mut part, into.0, p, now);
                     }
                     if awaiting.contains_key(&into.0) {
@@ -1030,10 +1069,12 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 }
                 Op::MoveTo(from, into, now, seq) => {
                     seg.fire(&mut part, now, &awaiting);
+                    seg.touch(&part, from.0);
                     let p = part.remove(&from.0);
                     let to = sh.partition_of(into);
                     if to == idx {
                         if let Some(p) = p {
+                            seg.touch(&part, into.0);
                             seg.put(&mut part, into.0, p, now);
                         }
                         if awaiting.contains_key(&into.0) {
@@ -1048,9 +1089,18 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 }
                 Op::Tick(now) => seg.fire(&mut part, now, &awaiting),
                 Op::CatchUp(id) => seg.catch_up(&mut part, id),
-                Op::Redefine(segs, sizes, r, now) => seg.redefine(&mut part, segs, sizes, &r, now),
-                Op::Backfill(events, ids) => seg.backfill(&mut part, &events, &ids),
-                Op::Refresh(now) => seg.refresh(&mut part, now),
+                Op::Redefine(segs, sizes, r, now) => {
+                    seg.finish_encoding(&part);
+                    seg.redefine(&mut part, segs, sizes, &r, now)
+                }
+                Op::Backfill(events, ids) => {
+                    seg.finish_encoding(&part);
+                    seg.backfill(&mut part, &events, &ids)
+                }
+                Op::Refresh(now) => {
+                    seg.finish_encoding(&part);
+                    seg.refresh(&mut part, now)
+                }
                 Op::Mark(off, hops) => {
                     if hops == 0 {
                         sh.processed.store(off, Ordering::Release);
@@ -1067,10 +1117,24 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     let _ = reply.send(());
                 }
                 Op::Encode(reply) => {
-                    let _ = reply.send(snapshot::encode_partition(&part));
+                    // Taken while work goes on: profiles are encoded before they change
+                    // and a chunk at a time between batches.
+                    seg.finish_encoding(&part);
+                    seg.enc = Some(snapshot::PartitionEncoder::start(&part, reply));
                 }
-                Op::Stop => return,
+                Op::Stop => {
+                    seg.finish_encoding(&part);
+                    return;
+                }
             }
+        }
+        // A chunk of the snapshot section between batches.
+        if seg
+            .enc
+            .as_mut()
+            .is_some_and(|e| e.step(&part, sh.cfg.snapshot_chunk.max(1)))
+        {
+            seg.finish_encoding(&part);
         }
     }
 }
@@ -1151,11 +1215,28 @@ struct SegWork<'a> {
     action_max_age_ms: i64,
     /// Records from this offset on were appended after the pipeline started.
     live_from: u64,
+    /// The snapshot section being taken while work goes on (see
+    /// [`snapshot::PartitionEncoder`]).
+    enc: Option<snapshot::PartitionEncoder>,
 }
 
 impl SegWork<'_> {
     fn active(&self) -> bool {
         !self.segs.set.is_empty() || self.journeys.active()
+    }
+
+    /// Profile `id` is about to change: a snapshot being taken keeps it as it stood.
+    fn touch(&mut self, part: &Partition, id: u64) {
+        if let Some(e) = self.enc.as_mut() {
+            e.before_change(part, id);
+        }
+    }
+
+    /// Finishes the snapshot section being taken (before work that changes every profile).
+    fn finish_encoding(&mut self, part: &Partition) {
+        if let Some(e) = self.enc.take() {
+            e.finish(part);
+        }
     }
 
     /// Starts the triggers of upward crossings.
@@ -1338,6 +1419,7 @@ impl SegWork<'_> {
                 later.push((due, id));
                 continue;
             }
+            self.touch(part, id);
             let Some(p) = part.get_mut(&id) else {
                 continue;
             };
@@ -1358,6 +1440,7 @@ impl SegWork<'_> {
     /// (timers passed over while it waited for a merge).
     fn catch_up(&mut self, part: &mut Partition, id: u64) {
         let now = self.timers.now;
+        self.touch(part, id);
         let Some(p) = part.get_mut(&id) else {
             return;
         };
@@ -1667,6 +1750,15 @@ impl SegWork<'_> {
     }
 }
 
+/// A snapshot being taken: the sections encoded at its start (names, matcher, API state),
+/// the partition owners' sections to come, and the offset it stands at.
+struct Taking {
+    sections: Vec<Vec<u8>>,
+    waits: Vec<mpsc::Receiver<Result<Vec<u8>, PipelineError>>>,
+    offset: u64,
+    started: Instant,
+}
+
 struct Router {
     sh: Arc<Shared>,
     senders: Vec<Outbox>,
@@ -1678,6 +1770,8 @@ struct Router {
     moved_into: niyet_model::hash::FastSet<u64>,
     /// The thread writing the latest snapshot file.
     snapshot_writer: Option<JoinHandle<()>>,
+    /// The snapshot being taken (see [`Router::snapshot`]).
+    taking: Option<Taking>,
     /// The last processing time sent as a `Tick`.
     ticked: i64,
     /// Processing time: the latest receive time read from the log.
@@ -1698,6 +1792,11 @@ impl Router {
             }
             if self.next >= end {
                 self.tick();
+                if self.taking.is_some() {
+                    // Idle: go on with the snapshot's graph in larger pieces.
+                    self.snapshot_step(20 * self.sh.cfg.snapshot_chunk.max(1));
+                    continue;
+                }
                 self.sh.log.wait_for(self.next, Duration::from_millis(100));
                 continue;
             }
@@ -1743,6 +1842,7 @@ impl Router {
             self.sample_sizes();
             self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
             self.ship(0);
+            self.snapshot_step(self.sh.cfg.snapshot_chunk.max(1));
             if self.since_snapshot >= self.sh.cfg.snapshot_every {
                 self.snapshot();
             }
@@ -2301,8 +2401,15 @@ impl Router {
         }))
     }
 
+    /// Starts a snapshot of the state after the records read so far, without stopping:
+    /// the partition owners and the graph are encoded a piece at a time as work goes on
+    /// (each profile and node before it first changes), the names, matcher, API segments
+    /// and catalogue at once; the file is written by a thread of its own once every piece
+    /// is in. One snapshot at a time.
     fn snapshot(&mut self) {
-        // Let every worker finish what it was sent, and the actions it took be durable.
+        self.finish_snapshot_write();
+        // Let every worker finish what it was sent (no merge in flight between two
+        // partitions), and the actions it took be durable.
         self.flush();
         if let Some(h) = &self.sh.cfg.on_action {
             (h.sync)();
@@ -2315,57 +2422,97 @@ impl Router {
             waits.push(rx);
         }
         self.ship_all();
-        let encoded = (|| {
-            // The graph and names are encoded here while each worker encodes its profiles.
-            let mut sections = {
-                let g = self.sh.graph.read().map_err(|_| PipelineError::Stopped)?;
-                let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
-                let m = self.sh.matcher.read().map_err(|_| PipelineError::Stopped)?;
-                let api = self
-                    .sh
-                    .api_segments
-                    .read()
-                    .map_err(|_| PipelineError::Stopped)?;
-                let cat = self
-                    .sh
-                    .catalogue
-                    .read()
-                    .map_err(|_| PipelineError::Stopped)?;
-                vec![
-                    snapshot::encode(&g.view())?,
-                    snapshot::encode(syms.names())?,
-                    snapshot::encode(&*m)?,
-                    snapshot::encode(&(&*api, &*cat))?,
-                ]
-            };
-            for w in waits {
-                sections.push(w.recv().map_err(|_| PipelineError::Stopped)??);
-            }
-            Ok::<_, PipelineError>(sections)
+        let rest = (|| {
+            self.sh
+                .graph
+                .write()
+                .map_err(|_| PipelineError::Stopped)?
+                .begin_capture();
+            let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
+            let m = self.sh.matcher.read().map_err(|_| PipelineError::Stopped)?;
+            let api = self
+                .sh
+                .api_segments
+                .read()
+                .map_err(|_| PipelineError::Stopped)?;
+            let cat = self
+                .sh
+                .catalogue
+                .read()
+                .map_err(|_| PipelineError::Stopped)?;
+            Ok::<_, PipelineError>(vec![
+                snapshot::encode(syms.names())?,
+                snapshot::encode(&*m)?,
+                snapshot::encode(&(&*api, &*cat))?,
+            ])
         })();
         // Not fatal either way: the log still holds everything; the next interval retries.
         self.since_snapshot = 0;
-        let sections = match encoded {
-            Ok(s) => s,
+        match rest {
+            Ok(sections) => {
+                tracing::debug!(
+                    paused_ms = started.elapsed().as_millis() as u64,
+                    "snapshot started"
+                );
+                self.taking = Some(Taking {
+                    sections,
+                    waits,
+                    offset: self.next,
+                    started,
+                });
+            }
+            Err(e) => {
+                if let Ok(mut g) = self.sh.graph.write() {
+                    let _ = g.finish_capture();
+                }
+                tracing::error!(error = %e, "encoding a snapshot failed");
+            }
+        }
+    }
+
+    /// Encodes up to `n` more nodes of the graph for the snapshot being taken; once the
+    /// graph is in, hands everything to the thread that writes the file.
+    fn snapshot_step(&mut self, n: usize) {
+        if self.taking.is_none() {
+            return;
+        }
+        let done = match self.sh.graph.write() {
+            Ok(mut g) => g.capture_step(n),
+            Err(_) => return,
+        };
+        let Some(graph) = done else { return };
+        let Some(t) = self.taking.take() else { return };
+        let graph = match graph {
+            Ok(g) => g,
             Err(e) => {
                 tracing::error!(error = %e, "encoding a snapshot failed");
                 return;
             }
         };
-        // Writing and syncing the file happens on a thread of its own, so processing goes
-        // on; one write at a time.
-        self.finish_snapshot_write();
-        let (dir, fp, offset) = (
-            self.sh.cfg.state_dir.clone(),
-            self.sh.cfg.fingerprint(),
-            self.next,
-        );
+        let (dir, fp) = (self.sh.cfg.state_dir.clone(), self.sh.cfg.fingerprint());
         let sh = self.sh.clone();
         let spawned = std::thread::Builder::new()
             .name("niyet-snapshot".into())
             .spawn(move || {
-                let r = snapshot::write(&dir, fp, offset, &sections);
-                match &r {
+                let Taking {
+                    sections: rest,
+                    waits,
+                    offset,
+                    started,
+                } = t;
+                let mut sections = vec![graph];
+                sections.extend(rest);
+                for w in waits {
+                    match w.recv() {
+                        Ok(Ok(sec)) => sections.push(sec),
+                        Ok(Err(e)) => {
+                            return tracing::error!(error = %e, "encoding a snapshot failed")
+                        }
+                        Err(_) => return tracing::error!("a partition stopped during a snapshot"),
+                    }
+                }
+                let encoded_ms = started.elapsed().as_millis() as u64;
+                match snapshot::write(&dir, fp, offset, &sections) {
                     Ok(bytes) => {
                         if let Ok(mut s) = sh.stats.lock() {
                             s.snapshots += 1;
@@ -2373,6 +2520,7 @@ impl Router {
                         tracing::info!(
                             offset,
                             bytes,
+                            encoded_ms,
                             ms = started.elapsed().as_millis() as u64,
                             "snapshot written"
                         );
@@ -2386,8 +2534,9 @@ impl Router {
         }
     }
 
-    /// Waits for the snapshot being written, if any.
+    /// Finishes the snapshot being taken, if any, and waits until it is written.
     fn finish_snapshot_write(&mut self) {
+        self.snapshot_step(usize::MAX);
         if let Some(h) = self.snapshot_writer.take() {
             let _ = h.join();
         }

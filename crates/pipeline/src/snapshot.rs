@@ -43,11 +43,90 @@ pub(crate) struct Restored {
     pub path: PathBuf,
 }
 
-/// Encodes one partition's profiles (sorted by id) as a section.
-pub(crate) fn encode_partition(part: &Partition) -> Result<Vec<u8>, PipelineError> {
-    let mut v: Vec<(u64, &Profile)> = part.iter().map(|(k, p)| (*k, &**p)).collect();
-    v.sort_unstable_by_key(|e| e.0);
-    encode(&v)
+/// A partition's section taken while its owner goes on working: the profiles as they
+/// stood when it started, each encoded before it first changes (copy on write) or, if it
+/// does not, a chunk at a time between batches of work. The bytes are a postcard
+/// `Vec<(u64, Profile)>` of that moment.
+pub(crate) struct PartitionEncoder {
+    /// Profiles of that moment not yet encoded.
+    pending: Vec<u64>,
+    done: niyet_model::hash::FastSet<u64>,
+    /// Profiles made after that moment.
+    created: niyet_model::hash::FastSet<u64>,
+    items: Vec<u8>,
+    count: usize,
+    failed: Option<String>,
+    reply: std::sync::mpsc::SyncSender<Result<Vec<u8>, PipelineError>>,
+}
+
+impl PartitionEncoder {
+    pub(crate) fn start(
+        part: &Partition,
+        reply: std::sync::mpsc::SyncSender<Result<Vec<u8>, PipelineError>>,
+    ) -> Self {
+        PartitionEncoder {
+            pending: part.keys().copied().collect(),
+            done: Default::default(),
+            created: Default::default(),
+            items: Vec::new(),
+            count: 0,
+            failed: None,
+            reply,
+        }
+    }
+
+    fn add(&mut self, id: u64, p: &Profile) {
+        match postcard::to_extend(&(id, p), std::mem::take(&mut self.items)) {
+            Ok(v) => self.items = v,
+            Err(e) => self.failed = Some(e.to_string()),
+        }
+        self.count += 1;
+        self.done.insert(id);
+    }
+
+    /// Profile `id` is about to change, go or be made: encodes it first as it stood.
+    pub(crate) fn before_change(&mut self, part: &Partition, id: u64) {
+        if self.done.contains(&id) || self.created.contains(&id) {
+            return;
+        }
+        match part.get(&id) {
+            Some(p) => self.add(id, p),
+            None => {
+                self.created.insert(id);
+            }
+        }
+    }
+
+    /// Encodes up to `n` more profiles; true once every one is.
+    pub(crate) fn step(&mut self, part: &Partition, n: usize) -> bool {
+        let mut left = n;
+        while left > 0 {
+            let Some(id) = self.pending.pop() else { break };
+            if self.done.contains(&id) {
+                continue;
+            }
+            if let Some(p) = part.get(&id) {
+                self.add(id, p);
+            }
+            left -= 1;
+        }
+        self.pending.is_empty()
+    }
+
+    /// Encodes what is left and hands the section over.
+    pub(crate) fn finish(mut self, part: &Partition) {
+        self.step(part, usize::MAX);
+        let out = match self.failed.take() {
+            Some(e) => Err(PipelineError::Io(format!("encoding snapshot: {e}"))),
+            None => postcard::to_extend(&self.count, Vec::with_capacity(self.items.len() + 10))
+                .map(|mut v| {
+                    v.extend_from_slice(&self.items);
+                    v
+                })
+                .map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}"))),
+        };
+        let _ = self.reply.send(out);
+    }
 }
 
 /// Encodes any serializable value as a section.
