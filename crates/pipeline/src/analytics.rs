@@ -501,10 +501,18 @@ impl Pipeline {
     pub fn purchase_histories(&self, now: i64) -> Vec<(ProfileId, History, f64)> {
         let mut out = Vec::new();
         for part in &self.shared.partitions {
-            let Ok(part) = part.read() else { continue };
-            for (id, p) in part.iter() {
-                if let Some((h, mean)) = p.purchases.history(now) {
-                    out.push((ProfileId(*id), h, mean));
+            // The ids first, then the profiles in chunks: the partition's owner is never
+            // held up for more than a chunk's worth.
+            let ids: Vec<u64> = match part.read() {
+                Ok(p) => p.keys().copied().collect(),
+                Err(_) => continue,
+            };
+            for chunk in ids.chunks(20_000) {
+                let Ok(part) = part.read() else { break };
+                for id in chunk {
+                    if let Some((h, mean)) = part.get(id).and_then(|p| p.purchases.history(now)) {
+                        out.push((ProfileId(*id), h, mean));
+                    }
                 }
             }
         }

@@ -44,6 +44,17 @@ impl crate::Pipeline {
         )
     }
 
+    /// Whether a segment in force reads the lifetime-value model (`clv`, `p_alive`).
+    pub fn segments_read_lifetime_value(&self) -> bool {
+        self.shared.segments.read().is_ok_and(|s| {
+            (0..s.set.len()).any(|i| {
+                niyet_rules::metrics_read(s.set.rule(i))
+                    .iter()
+                    .any(|m| niyet_rules::METRICS.contains(&m.as_str()))
+            })
+        })
+    }
+
     /// The model in force.
     pub fn clv_model(&self) -> Option<Arc<ClvModel>> {
         self.shared.segments.read().ok()?.clv.read().ok()?.clone()

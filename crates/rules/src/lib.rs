@@ -54,16 +54,16 @@ pub fn score_of(metric: &str) -> Option<&str> {
     metric.strip_prefix(SCORE_METRIC)
 }
 
-/// Every score a rule reads, by name.
-pub fn scores_read(rule: &Rule) -> Vec<String> {
+/// Every metric a rule reads (`clv`, `score:lead`), once each.
+pub fn metrics_read(rule: &Rule) -> Vec<String> {
     fn walk(r: &Rule, out: &mut Vec<String>) {
         match r {
             Rule::And(rs) | Rule::Or(rs) => rs.iter().for_each(|r| walk(r, out)),
             Rule::Not(r) => walk(r, out),
             Rule::Trait(t) => {
-                if let Some(s) = metric_of(&t.name).and_then(score_of) {
-                    if !out.iter().any(|x| x == s) {
-                        out.push(s.to_string());
+                if let Some(m) = metric_of(&t.name) {
+                    if !out.iter().any(|x| x == m) {
+                        out.push(m.to_string());
                     }
                 }
             }
@@ -73,6 +73,14 @@ pub fn scores_read(rule: &Rule) -> Vec<String> {
     let mut out = Vec::new();
     walk(rule, &mut out);
     out
+}
+
+/// Every score a rule reads, by name.
+pub fn scores_read(rule: &Rule) -> Vec<String> {
+    metrics_read(rule)
+        .iter()
+        .filter_map(|m| score_of(m).map(str::to_string))
+        .collect()
 }
 /// How often segments reading metrics are evaluated again with time alone (a day).
 pub const METRIC_RECHECK_MS: i64 = 86_400_000;

@@ -441,11 +441,22 @@ async fn clv_model(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
 }
 
 /// Refits and publishes the model rules read on the `clv_refit_hours` schedule, the first
-/// time a minute after start.
+/// time a minute after start, while something reads it (a segment rule with `clv` or
+/// `p_alive`, or a trigger with an offer); otherwise the round is skipped (the fit reads
+/// every profile and takes a core for a while) and `POST /v1/clv/model` still publishes
+/// one on request.
 pub(crate) async fn refit_loop(state: Arc<AppState>) {
     let hours = state.analytics.clv_refit_hours;
     let first = std::time::Duration::from_secs(60);
     crate::intent::on_schedule(hours, first, move || {
+        let offers = state.triggers.iter().any(|t| t.offer);
+        if !offers && !state.pipeline.segments_read_lifetime_value() {
+            return Err(ApiError::new(
+                StatusCode::OK,
+                "not_needed",
+                "nothing reads the lifetime-value model (no clv or p_alive rule, no offer)",
+            ));
+        }
         let horizon = f64::from(state.analytics.clv_horizon_days);
         publish_clv_model(&state, horizon)
             .map(|v| format!("lifetime-value model {} published", v["model"]["version"]))
