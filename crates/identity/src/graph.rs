@@ -362,19 +362,35 @@ struct Capture {
     created: niyet_model::hash::FastSet<ProfileId>,
     /// `kinds` and `next_id`, encoded.
     head: Vec<u8>,
-    /// Encoded `(id, node)` items, and how many.
-    items: Vec<u8>,
+    /// Encoded `(id, node)` items in pieces of about [`PIECE`] bytes (never one buffer
+    /// grown by copying hundreds of megabytes), and how many.
+    items: Vec<Vec<u8>>,
     count: usize,
     /// `redirects` and `apart`, encoded.
     tail: Vec<u8>,
     failed: Option<String>,
 }
 
+/// Size of the pieces snapshot bytes are gathered in.
+pub const PIECE: usize = 1 << 20;
+
+/// Appends `v`'s encoding to the last of `pieces`, starting a new piece when it is full.
+pub fn encode_into<T: Serialize + ?Sized>(
+    pieces: &mut Vec<Vec<u8>>,
+    v: &T,
+) -> Result<(), postcard::Error> {
+    if pieces.last().is_none_or(|p| p.len() >= PIECE) {
+        pieces.push(Vec::with_capacity(PIECE + PIECE / 4));
+    }
+    if let Some(last) = pieces.last_mut() {
+        *last = postcard::to_extend(v, std::mem::take(last))?;
+    }
+    Ok(())
+}
+
 impl Capture {
     fn add(&mut self, id: ProfileId, node: &Node) {
-        if let Err(e) = postcard::to_extend(&(id, node), std::mem::take(&mut self.items))
-            .map(|v| self.items = v)
-        {
+        if let Err(e) = encode_into(&mut self.items, &(id, node)) {
             self.failed = Some(e.to_string());
         }
         self.count += 1;
@@ -418,6 +434,7 @@ impl Graph {
             pending: self.nodes.keys().copied().collect(),
             ..Default::default()
         };
+        c.done.reserve(c.pending.len());
         let mut redirects: Vec<(ProfileId, ProfileId)> =
             self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
         redirects.sort_unstable();
@@ -434,8 +451,9 @@ impl Graph {
     }
 
     /// Encodes up to `n` more nodes of the capture; once all are, ends it and returns its
-    /// bytes. `None`: not finished yet, or no capture running.
-    pub fn capture_step(&mut self, n: usize) -> Option<Result<Vec<u8>, String>> {
+    /// bytes, in pieces to be written one after the other. `None`: not finished yet, or
+    /// no capture running.
+    pub fn capture_step(&mut self, n: usize) -> Option<Result<Vec<Vec<u8>>, String>> {
         let c = self.capture.as_mut()?;
         let mut left = n;
         while left > 0 {
@@ -456,21 +474,20 @@ impl Graph {
         if let Some(e) = c.failed {
             return Some(Err(e));
         }
-        let mut out = c.head;
-        out.reserve(c.items.len() + c.tail.len() + 10);
         // A sequence: its length as a varint, then the items.
-        let out = match postcard::to_extend(&c.count, out) {
+        let head = match postcard::to_extend(&c.count, c.head) {
             Ok(o) => o,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let mut out = out;
-        out.extend_from_slice(&c.items);
-        out.extend_from_slice(&c.tail);
+        let mut out = Vec::with_capacity(c.items.len() + 2);
+        out.push(head);
+        out.extend(c.items);
+        out.push(c.tail);
         Some(Ok(out))
     }
 
     /// Encodes every node the running capture has left; its bytes (`None`: none running).
-    pub fn finish_capture(&mut self) -> Option<Result<Vec<u8>, String>> {
+    pub fn finish_capture(&mut self) -> Option<Result<Vec<Vec<u8>>, String>> {
         self.capture.as_ref()?;
         self.capture_step(usize::MAX)
     }

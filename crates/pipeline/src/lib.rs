@@ -402,7 +402,7 @@ enum Op {
     Mark(u64, usize),
     Barrier(SyncSender<()>),
     /// Encode the partition for a snapshot.
-    Encode(SyncSender<Result<Vec<u8>, PipelineError>>),
+    Encode(SyncSender<Result<snapshot::Section, PipelineError>>),
     Stop,
 }
 
@@ -1753,8 +1753,8 @@ impl SegWork<'_> {
 /// A snapshot being taken: the sections encoded at its start (names, matcher, API state),
 /// the partition owners' sections to come, and the offset it stands at.
 struct Taking {
-    sections: Vec<Vec<u8>>,
-    waits: Vec<mpsc::Receiver<Result<Vec<u8>, PipelineError>>>,
+    sections: Vec<snapshot::Section>,
+    waits: Vec<mpsc::Receiver<Result<snapshot::Section, PipelineError>>>,
     offset: u64,
     started: Instant,
 }
@@ -2441,9 +2441,9 @@ impl Router {
                 .read()
                 .map_err(|_| PipelineError::Stopped)?;
             Ok::<_, PipelineError>(vec![
-                snapshot::encode(syms.names())?,
-                snapshot::encode(&*m)?,
-                snapshot::encode(&(&*api, &*cat))?,
+                vec![snapshot::encode(syms.names())?],
+                vec![snapshot::encode(&*m)?],
+                vec![snapshot::encode(&(&*api, &*cat))?],
             ])
         })();
         // Not fatal either way: the log still holds everything; the next interval retries.

@@ -53,20 +53,27 @@ pub(crate) struct PartitionEncoder {
     done: niyet_model::hash::FastSet<u64>,
     /// Profiles made after that moment.
     created: niyet_model::hash::FastSet<u64>,
-    items: Vec<u8>,
+    /// Encoded `(id, profile)` items, in pieces (see [`niyet_identity::PIECE`]).
+    items: Vec<Vec<u8>>,
     count: usize,
     failed: Option<String>,
-    reply: std::sync::mpsc::SyncSender<Result<Vec<u8>, PipelineError>>,
+    reply: std::sync::mpsc::SyncSender<Result<Section, PipelineError>>,
 }
+
+/// A section's bytes, in pieces written one after the other.
+pub(crate) type Section = Vec<Vec<u8>>;
 
 impl PartitionEncoder {
     pub(crate) fn start(
         part: &Partition,
-        reply: std::sync::mpsc::SyncSender<Result<Vec<u8>, PipelineError>>,
+        reply: std::sync::mpsc::SyncSender<Result<Section, PipelineError>>,
     ) -> Self {
+        let pending: Vec<u64> = part.keys().copied().collect();
+        let mut done = niyet_model::hash::FastSet::default();
+        done.reserve(pending.len());
         PartitionEncoder {
-            pending: part.keys().copied().collect(),
-            done: Default::default(),
+            pending,
+            done,
             created: Default::default(),
             items: Vec::new(),
             count: 0,
@@ -76,9 +83,8 @@ impl PartitionEncoder {
     }
 
     fn add(&mut self, id: u64, p: &Profile) {
-        match postcard::to_extend(&(id, p), std::mem::take(&mut self.items)) {
-            Ok(v) => self.items = v,
-            Err(e) => self.failed = Some(e.to_string()),
+        if let Err(e) = niyet_identity::encode_into(&mut self.items, &(id, p)) {
+            self.failed = Some(e.to_string());
         }
         self.count += 1;
         self.done.insert(id);
@@ -118,10 +124,12 @@ impl PartitionEncoder {
         self.step(part, usize::MAX);
         let out = match self.failed.take() {
             Some(e) => Err(PipelineError::Io(format!("encoding snapshot: {e}"))),
-            None => postcard::to_extend(&self.count, Vec::with_capacity(self.items.len() + 10))
-                .map(|mut v| {
-                    v.extend_from_slice(&self.items);
-                    v
+            None => postcard::to_allocvec(&self.count)
+                .map(|head| {
+                    let mut out = Vec::with_capacity(self.items.len() + 1);
+                    out.push(head);
+                    out.append(&mut self.items);
+                    out
                 })
                 .map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}"))),
         };
@@ -147,7 +155,7 @@ pub(crate) fn write(
     dir: &Path,
     fingerprint: u64,
     offset: u64,
-    sections: &[Vec<u8>],
+    sections: &[Section],
 ) -> Result<u64, PipelineError> {
     fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(offset));
@@ -171,12 +179,15 @@ pub(crate) fn write(
     w(&mut file, &head)?;
     w(&mut file, &count)?;
     for sec in sections {
-        let l = (sec.len() as u64).to_le_bytes();
+        let n: u64 = sec.iter().map(|p| p.len() as u64).sum();
+        let l = n.to_le_bytes();
         crc.update(&l);
-        crc.update(sec);
-        len += 8 + sec.len() as u64;
         w(&mut file, &l)?;
-        w(&mut file, sec)?;
+        for piece in sec {
+            crc.update(piece);
+            w(&mut file, piece)?;
+        }
+        len += 8 + n;
     }
     w(&mut file, &crc.finalize().to_le_bytes())?;
     w(&mut file, &len.to_le_bytes())?;
