@@ -411,6 +411,19 @@ type Outbox = Sender<Vec<Op>>;
 /// Receiving side of a worker's queue.
 type Inbox = Receiver<Vec<Op>>;
 
+/// How much of a snapshot to encode between two pieces of work, with `backlog` waiting
+/// (operations queued, or records not yet read): the full chunk when little waits, a
+/// twentieth of it otherwise, so a snapshot uses spare time first and never lets a backlog
+/// build up behind it, yet always moves on.
+fn slice(cfg: &PipelineConfig, backlog: usize) -> usize {
+    let chunk = cfg.snapshot_chunk.max(1);
+    if backlog < 2_048 {
+        chunk
+    } else {
+        (chunk / 20).max(1)
+    }
+}
+
 /// Most operations queued for one worker before the router waits.
 const MAX_QUEUED: usize = 16_384;
 
@@ -1129,11 +1142,12 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             }
         }
         // A chunk of the snapshot section between batches.
-        if seg
-            .enc
-            .as_mut()
-            .is_some_and(|e| e.step(&part, sh.cfg.snapshot_chunk.max(1)))
-        {
+        if seg.enc.as_mut().is_some_and(|e| {
+            e.step(
+                &part,
+                slice(&sh.cfg, sh.queued[idx].load(Ordering::Relaxed)),
+            )
+        }) {
             seg.finish_encoding(&part);
         }
     }
@@ -1842,7 +1856,10 @@ impl Router {
             self.sample_sizes();
             self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
             self.ship(0);
-            self.snapshot_step(self.sh.cfg.snapshot_chunk.max(1));
+            self.snapshot_step(slice(
+                &self.sh.cfg,
+                self.sh.log.end_offset().saturating_sub(self.next) as usize,
+            ));
             if self.since_snapshot >= self.sh.cfg.snapshot_every {
                 self.snapshot();
             }
