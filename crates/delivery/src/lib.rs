@@ -730,7 +730,6 @@ fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
     }
 }
 
-/// Sends one destination's actions, in outbox order.
 /// The next action of a destination's fast lane (never, without one).
 async fn recv_fast(
     fast: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Action>>,
@@ -741,6 +740,8 @@ async fn recv_fast(
     }
 }
 
+/// Sends one destination's actions, in outbox order (live ones as they come while it has
+/// nothing queued).
 async fn worker(sh: Arc<Shared>, i: usize) {
     let d = &sh.dests[i];
     let mut fast = d.fast_rx.lock().ok().and_then(|mut f| f.take());
