@@ -234,9 +234,6 @@ async fn score_stream(
     State(st): State<Arc<AppState>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use axum::response::IntoResponse;
-    use tokio::sync::broadcast::error::RecvError;
     let only = q.get("score").cloned();
     if let Some(n) = &only {
         if !st.scores.iter().any(|s| s.name == *n) {
@@ -247,26 +244,12 @@ async fn score_stream(
             ));
         }
     }
-    let rx = st.score_crossings.subscribe();
-    let events = futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
-        loop {
-            let ev = match rx.recv().await {
-                Ok(c) if only.as_ref().is_some_and(|n| *n != c.score) => continue,
-                Ok(c) => Event::default()
-                    .event("score crossed")
-                    .json_data(&c)
-                    .unwrap_or_default(),
-                Err(RecvError::Lagged(n)) => Event::default()
-                    .event("lagged")
-                    .data(format!("{{\"missed\":{n}}}")),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Ok::<_, std::convert::Infallible>(ev), (rx, only)));
-        }
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(crate::segments::live(
+        st.score_crossings.subscribe(),
+        move |c| {
+            (only.is_none() || only.as_deref() == Some(c.score.as_str())).then_some("score crossed")
+        },
+    ))
 }
 
 /// `GET /v1/triggers`: the definitions; each names the segments it reads that are not

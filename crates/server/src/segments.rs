@@ -193,38 +193,51 @@ async fn stream(
     State(st): State<Arc<AppState>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio::sync::broadcast::error::RecvError;
     let only = q.get("segment").cloned();
     if let Some(n) = &only {
         if st.pipeline.query().segment(n).is_none() {
             return Err(no_segment(n));
         }
     }
-    let rx = st.segment_changes.subscribe();
-    let events = futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
+    Ok(live(st.segment_changes.subscribe(), move |c| {
+        if only.as_ref().is_some_and(|n| *n != c.segment) {
+            return None;
+        }
+        Some(if c.entered {
+            "segment entered"
+        } else {
+            "segment exited"
+        })
+    }))
+}
+
+/// A live stream of server-sent events from a broadcast: `name` gives each message's event
+/// name (`None`: not for this listener); a listener too slow to keep up gets a `lagged`
+/// event with how many it missed.
+pub(crate) fn live<T: serde::Serialize + Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+    name: impl Fn(&T) -> Option<&'static str> + Send + 'static,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let events = futures_util::stream::unfold((rx, name), |(mut rx, name)| async move {
         loop {
             let ev = match rx.recv().await {
-                Ok(c) if only.as_ref().is_some_and(|n| *n != c.segment) => continue,
-                Ok(c) => Event::default()
-                    .event(if c.entered {
-                        "segment entered"
-                    } else {
-                        "segment exited"
-                    })
-                    .json_data(&c)
-                    .unwrap_or_default(),
+                Ok(c) => match name(&c) {
+                    Some(n) => Event::default().event(n).json_data(&c).unwrap_or_default(),
+                    None => continue,
+                },
                 Err(RecvError::Lagged(n)) => Event::default()
                     .event("lagged")
                     .data(format!("{{\"missed\":{n}}}")),
                 Err(RecvError::Closed) => return None,
             };
-            return Some((Ok::<_, std::convert::Infallible>(ev), (rx, only)));
+            return Some((Ok::<_, std::convert::Infallible>(ev), (rx, name)));
         }
     });
-    Ok(Sse::new(events)
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
 }
 
 /// `GET /v1/segments/{name}`.
