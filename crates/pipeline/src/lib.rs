@@ -82,8 +82,15 @@ pub struct PipelineConfig {
     /// Write a snapshot after this many log records.
     pub snapshot_every: u64,
     /// Profiles (per partition owner) and graph nodes (router) encoded for a snapshot
-    /// between two pieces of work; the idle router takes 20 times as many.
+    /// in one piece; pieces follow each other for up to `snapshot_step` at a time.
     pub snapshot_chunk: usize,
+    /// Longest stretch a thread encodes a snapshot before it looks at its queue again
+    /// (zero: one piece at a time).
+    pub snapshot_step: Duration,
+    /// Share of each thread's time a snapshot taken while work goes on may use (0–1):
+    /// the rest stays with the work, so a snapshot takes longer but never lets a queue
+    /// build up behind it.
+    pub snapshot_share: f64,
     /// Merge rules.
     pub rules: Rules,
     /// How identifiers are read.
@@ -268,7 +275,9 @@ impl PipelineConfig {
             state_dir: state_dir.into(),
             partitions: 2,
             snapshot_every: 5_000_000,
-            snapshot_chunk: 1_000,
+            snapshot_chunk: 64,
+            snapshot_step: Duration::from_micros(250),
+            snapshot_share: 0.2,
             rules: Rules::default(),
             identity: IdentityConfig::default(),
             commerce: CommerceNames::default(),
@@ -410,19 +419,6 @@ enum Op {
 type Outbox = Sender<Vec<Op>>;
 /// Receiving side of a worker's queue.
 type Inbox = Receiver<Vec<Op>>;
-
-/// How much of a snapshot to encode between two pieces of work, with `backlog` waiting
-/// (operations queued, or records not yet read): the full chunk when little waits, a
-/// twentieth of it otherwise, so a snapshot uses spare time first and never lets a backlog
-/// build up behind it, yet always moves on.
-fn slice(cfg: &PipelineConfig, backlog: usize) -> usize {
-    let chunk = cfg.snapshot_chunk.max(1);
-    if backlog < 2_048 {
-        chunk
-    } else {
-        (chunk / 20).max(1)
-    }
-}
 
 /// Most operations queued for one worker before the router waits.
 const MAX_QUEUED: usize = 16_384;
@@ -928,7 +924,11 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         action_max_age_ms: sh.cfg.action_max_age_ms,
         live_from: sh.live_from,
         enc: None,
+        pace: snapshot::Pacer::new(sh.cfg.snapshot_share, sh.cfg.snapshot_step),
     };
+    // Whether the last turn of the loop was a snapshot step (the next one looks at the
+    // queue first).
+    let mut stepped = false;
     // Profiles waiting for merged profiles from other partitions: how many, and the
     // operations held until they arrive.
     let mut awaiting: niyet_model::hash::FastMap<u64, Awaiting> = Default::default();
@@ -943,23 +943,37 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
     }
     loop {
         let ops = if seg.enc.is_some() {
-            match rx.try_recv() {
-                Ok(ops) => ops,
-                Err(mpsc::TryRecvError::Empty) => {
-                    // Nothing to do: go on with the snapshot section.
-                    let Ok(part) = sh.partitions[idx].read() else {
-                        return;
-                    };
-                    if seg
-                        .enc
-                        .as_mut()
-                        .is_some_and(|e| e.step(&part, sh.cfg.snapshot_chunk.max(1)))
-                    {
-                        seg.finish_encoding(&part);
-                    }
-                    continue;
+            // A snapshot section is being taken: a step whenever its share of the time
+            // is due, the queue in between.
+            let wait = seg.pace.wait();
+            if wait.is_zero() && !stepped {
+                stepped = true;
+                let Ok(part) = sh.partitions[idx].read() else {
+                    return;
+                };
+                let chunk = sh.cfg.snapshot_chunk.max(1);
+                let SegWork { enc, pace, .. } = &mut seg;
+                if enc
+                    .as_mut()
+                    .is_some_and(|e| pace.step(|| e.step(&part, chunk)))
+                {
+                    seg.finish_encoding(&part);
                 }
-                Err(mpsc::TryRecvError::Disconnected) => return,
+                continue;
+            }
+            stepped = false;
+            let got = if wait.is_zero() {
+                rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                })
+            } else {
+                rx.recv_timeout(wait)
+            };
+            match got {
+                Ok(ops) => ops,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         } else {
             match rx.recv() {
@@ -1134,21 +1148,13 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     // and a chunk at a time between batches.
                     seg.finish_encoding(&part);
                     seg.enc = Some(snapshot::PartitionEncoder::start(&part, reply));
+                    seg.pace = snapshot::Pacer::new(sh.cfg.snapshot_share, sh.cfg.snapshot_step);
                 }
                 Op::Stop => {
                     seg.finish_encoding(&part);
                     return;
                 }
             }
-        }
-        // A chunk of the snapshot section between batches.
-        if seg.enc.as_mut().is_some_and(|e| {
-            e.step(
-                &part,
-                slice(&sh.cfg, sh.queued[idx].load(Ordering::Relaxed)),
-            )
-        }) {
-            seg.finish_encoding(&part);
         }
     }
 }
@@ -1232,6 +1238,8 @@ struct SegWork<'a> {
     /// The snapshot section being taken while work goes on (see
     /// [`snapshot::PartitionEncoder`]).
     enc: Option<snapshot::PartitionEncoder>,
+    /// When its next piece is due.
+    pace: snapshot::Pacer,
 }
 
 impl SegWork<'_> {
@@ -1771,6 +1779,8 @@ struct Taking {
     waits: Vec<mpsc::Receiver<Result<snapshot::Section, PipelineError>>>,
     offset: u64,
     started: Instant,
+    /// When the graph's next piece is due.
+    pace: snapshot::Pacer,
 }
 
 struct Router {
@@ -1806,12 +1816,18 @@ impl Router {
             }
             if self.next >= end {
                 self.tick();
-                if self.taking.is_some() {
-                    // Idle: go on with the snapshot's graph in larger pieces.
-                    self.snapshot_step(20 * self.sh.cfg.snapshot_chunk.max(1));
-                    continue;
+                let wait = self
+                    .taking
+                    .as_ref()
+                    .map_or(Duration::from_millis(100), |t| t.pace.wait());
+                if wait.is_zero() {
+                    // Idle: a step of the snapshot's graph when one is due.
+                    self.snapshot_step();
+                } else {
+                    self.sh
+                        .log
+                        .wait_for(self.next, wait.min(Duration::from_millis(100)));
                 }
-                self.sh.log.wait_for(self.next, Duration::from_millis(100));
                 continue;
             }
             let recs = match self.sh.log.read(self.next, 512) {
@@ -1856,11 +1872,21 @@ impl Router {
             self.sample_sizes();
             self.send_to(0, Op::Mark(self.next, 2 * self.senders.len() - 1));
             self.ship(0);
-            self.snapshot_step(slice(
-                &self.sh.cfg,
-                self.sh.log.end_offset().saturating_sub(self.next) as usize,
-            ));
-            if self.since_snapshot >= self.sh.cfg.snapshot_every {
+            if self
+                .taking
+                .as_ref()
+                .is_some_and(|t| t.pace.wait().is_zero())
+            {
+                self.snapshot_step();
+            }
+            // One snapshot at a time: the next waits until the last is written.
+            if self.since_snapshot >= self.sh.cfg.snapshot_every
+                && self.taking.is_none()
+                && self
+                    .snapshot_writer
+                    .as_ref()
+                    .is_none_or(|h| h.is_finished())
+            {
                 self.snapshot();
             }
         }
@@ -2476,6 +2502,10 @@ impl Router {
                     waits,
                     offset: self.next,
                     started,
+                    pace: snapshot::Pacer::new(
+                        self.sh.cfg.snapshot_share,
+                        self.sh.cfg.snapshot_step,
+                    ),
                 });
             }
             Err(e) => {
@@ -2487,16 +2517,39 @@ impl Router {
         }
     }
 
-    /// Encodes up to `n` more nodes of the graph for the snapshot being taken; once the
-    /// graph is in, hands everything to the thread that writes the file.
-    fn snapshot_step(&mut self, n: usize) {
+    /// Encodes one step's worth of the graph for the snapshot being taken (see
+    /// [`snapshot::Pacer`]).
+    fn snapshot_step(&mut self) {
+        let Some(t) = self.taking.as_mut() else {
+            return;
+        };
+        let chunk = self.sh.cfg.snapshot_chunk.max(1);
+        let graph = &self.sh.graph;
+        let mut done = None;
+        t.pace.step(|| match graph.write() {
+            Ok(mut g) => {
+                done = g.capture_step(chunk);
+                done.is_some()
+            }
+            Err(_) => true,
+        });
+        self.snapshot_capture_done(done);
+    }
+
+    /// Encodes the rest of the graph for the snapshot being taken at once.
+    fn snapshot_finish_capture(&mut self) {
         if self.taking.is_none() {
             return;
         }
         let done = match self.sh.graph.write() {
-            Ok(mut g) => g.capture_step(n),
+            Ok(mut g) => g.capture_step(usize::MAX),
             Err(_) => return,
         };
+        self.snapshot_capture_done(done);
+    }
+
+    /// Once the graph is in, hands everything to the thread that writes the file.
+    fn snapshot_capture_done(&mut self, done: Option<Result<snapshot::Section, String>>) {
         let Some(graph) = done else { return };
         let Some(t) = self.taking.take() else { return };
         let graph = match graph {
@@ -2516,6 +2569,7 @@ impl Router {
                     waits,
                     offset,
                     started,
+                    ..
                 } = t;
                 let mut sections = vec![graph];
                 sections.extend(rest);
@@ -2553,7 +2607,7 @@ impl Router {
 
     /// Finishes the snapshot being taken, if any, and waits until it is written.
     fn finish_snapshot_write(&mut self) {
-        self.snapshot_step(usize::MAX);
+        self.snapshot_finish_capture();
         if let Some(h) = self.snapshot_writer.take() {
             let _ = h.join();
         }

@@ -63,6 +63,54 @@ pub(crate) struct PartitionEncoder {
 /// A section's bytes, in pieces written one after the other.
 pub(crate) type Section = Vec<Vec<u8>>;
 
+/// Paces one thread's share of a snapshot taken while work goes on, so that it never
+/// takes the processor from the work itself: the thread spends at most `share` of the
+/// time since the snapshot began encoding, in steps of about `step` each, and answers
+/// its queue between two steps. Pacing decides only when pieces are encoded, never what
+/// they hold (that is the state at the snapshot's offset either way).
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    began: std::time::Instant,
+    spent: std::time::Duration,
+    share: f64,
+    step: std::time::Duration,
+}
+
+impl Pacer {
+    pub(crate) fn new(share: f64, step: std::time::Duration) -> Self {
+        Pacer {
+            began: std::time::Instant::now(),
+            spent: std::time::Duration::ZERO,
+            share: share.clamp(0.01, 1.0),
+            step,
+        }
+    }
+
+    /// How long until the next step is due (zero: now).
+    pub(crate) fn wait(&self) -> std::time::Duration {
+        let allowed = self.began.elapsed().mul_f64(self.share);
+        self.spent
+            .checked_sub(allowed)
+            .map_or(std::time::Duration::ZERO, |ahead| ahead.div_f64(self.share))
+    }
+
+    /// One step: `piece` is called (it encodes a few items and says whether all are
+    /// done) until the step's time is used up; true once all are done.
+    pub(crate) fn step(&mut self, mut piece: impl FnMut() -> bool) -> bool {
+        let t = std::time::Instant::now();
+        let done = loop {
+            if piece() {
+                break true;
+            }
+            if t.elapsed() >= self.step {
+                break false;
+            }
+        };
+        self.spent += t.elapsed();
+        done
+    }
+}
+
 impl PartitionEncoder {
     pub(crate) fn start(
         part: &Partition,

@@ -247,6 +247,8 @@ proptest! {
         let log = open_log(&tmp.path().join("log"));
         let mut c = cfg(&tmp.path().join("live"), parts, every);
         c.snapshot_chunk = 1;
+        c.snapshot_step = Duration::ZERO;
+        c.snapshot_share = 1.0;
         let p = Pipeline::start(log.clone(), c).unwrap();
         // Small batches, each processed before the next, so snapshots start mid-stream
         // and their pieces interleave with later records.
