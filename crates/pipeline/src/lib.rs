@@ -2493,7 +2493,8 @@ impl Router {
         self.since_snapshot = 0;
         match rest {
             Ok(sections) => {
-                tracing::debug!(
+                tracing::info!(
+                    offset = self.next,
                     paused_ms = started.elapsed().as_millis() as u64,
                     "snapshot started"
                 );
