@@ -748,12 +748,18 @@ async fn worker(sh: Arc<Shared>, i: usize) {
     let mut changed = sh.appended.subscribe();
     let mut cursor = d.counters.cursor.load(Ordering::Relaxed);
     let (mut saved, mut saved_at) = (cursor, sh.clock.now_ms());
+    // When the cursor file was last written (real time: it paces disk work only).
+    let mut written = tokio::time::Instant::now();
     loop {
-        // The cursor file is written (and synced) on a blocking thread, when the queue is
-        // empty or a second after the last write: never on the hot path of a send. After
-        // a crash at most that second of actions goes again, with the same keys.
+        // The cursor file is written (and synced) on a blocking thread, once the queue is
+        // empty (at most every `CURSOR_IDLE_SAVE`) or a second after the last write: never
+        // on the hot path of a send. After a crash at most that much of the actions goes
+        // again, with the same keys.
         let idle = cursor >= sh.log.end_offset();
-        if cursor != saved && (idle || sh.clock.now_ms() - saved_at >= CURSOR_SAVE_MS) {
+        if cursor != saved
+            && ((idle && written.elapsed() >= CURSOR_IDLE_SAVE)
+                || sh.clock.now_ms() - saved_at >= CURSOR_SAVE_MS)
+        {
             let (dir, name) = (sh.dir.clone(), d.cfg.name.clone());
             match tokio::task::spawn_blocking(move || write_cursor(&dir, &name, cursor)).await {
                 Ok(Ok(())) => {}
@@ -763,8 +769,15 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                 Err(e) => tracing::error!(error = %e, "saving the outbox cursor failed"),
             }
             (saved, saved_at) = (cursor, sh.clock.now_ms());
+            written = tokio::time::Instant::now();
         }
         if cursor >= sh.log.end_offset() {
+            // A cursor not yet saved is saved once the pause between writes is over.
+            let nap = if cursor != saved {
+                CURSOR_IDLE_SAVE.saturating_sub(written.elapsed())
+            } else {
+                Duration::from_secs(1)
+            };
             // Woken by a live action or by appends; a timeout covers a missed wake-up.
             tokio::select! {
                 biased;
@@ -775,7 +788,7 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                     handle(&sh, d, &a).await;
                 }
                 _ = changed.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(nap) => {}
             }
             continue;
         }
@@ -814,6 +827,10 @@ async fn worker(sh: Arc<Shared>, i: usize) {
 
 /// A destination's cursor is saved at least this often while it is busy (ms).
 const CURSOR_SAVE_MS: i64 = 1_000;
+
+/// An idle destination's cursor is saved at most this often: a trickle of single
+/// actions costs a few file writes a second, not one per action.
+const CURSOR_IDLE_SAVE: Duration = Duration::from_millis(100);
 
 fn record(
     sh: &Shared,

@@ -209,6 +209,10 @@ pub(crate) struct Shared {
     pub direct_io: AtomicBool,
     /// Signalled after each commit that moved `end_offset`.
     pub grown: (Mutex<()>, Condvar),
+    /// Where recent reads ended, `(segment base, offset, file position)`: a reader that
+    /// goes on from where it stopped starts there instead of at the index entry before it
+    /// (up to [`segment::INDEX_EVERY_BYTES`] earlier).
+    pub read_hints: Mutex<[(u64, u64, u64); segment::READ_HINTS]>,
 }
 
 impl Shared {
@@ -286,6 +290,7 @@ impl Log {
             commits: AtomicU64::new(0),
             direct_io: AtomicBool::new(false),
             grown: (Mutex::new(()), Condvar::new()),
+            read_hints: Mutex::new([(u64::MAX, 0, 0); segment::READ_HINTS]),
         });
         let (tx, rx) = mpsc::channel();
         let dir = cfg.dir.clone();

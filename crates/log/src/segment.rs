@@ -310,13 +310,45 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
                         0 => (m.base, SEGMENT_HEADER_LEN),
                         i => m.index[i - 1],
                     };
-                    (m.path.clone(), m.base + m.count, m.len, seek_off, seek_pos)
+                    (
+                        m.path.clone(),
+                        m.base,
+                        m.base + m.count,
+                        m.len,
+                        seek_off,
+                        seek_pos,
+                    )
                 })
         };
-        let Some((path, seg_end, len, seek_off, seek_pos)) = seg else {
+        let Some((path, base, seg_end, len, mut seek_off, mut seek_pos)) = seg else {
             break;
         };
-        read_segment(&path, seek_off, seek_pos, len, next, seg_end, max, &mut out)?;
+        if let Ok(h) = shared.read_hints.lock() {
+            if let Some(&(_, o, p)) = h
+                .iter()
+                .filter(|&&(b, o, _)| b == base && o <= next && o > seek_off)
+                .max_by_key(|&&(_, o, _)| o)
+            {
+                (seek_off, seek_pos) = (o, p);
+            }
+        }
+        let (end_off, end_pos) =
+            read_segment(&path, seek_off, seek_pos, len, next, seg_end, max, &mut out)?;
+        if let Ok(mut h) = shared.read_hints.lock() {
+            // The oldest hint, or the one this read went on from, makes way.
+            let slot = h
+                .iter()
+                .position(|&(b, o, _)| b == base && o == next)
+                .unwrap_or_else(|| {
+                    let i = h
+                        .iter()
+                        .map(|&(_, o, _)| o)
+                        .enumerate()
+                        .min_by_key(|&(_, o)| o);
+                    i.map_or(0, |(i, _)| i)
+                });
+            h[slot] = (base, end_off, end_pos);
+        }
         next = seg_end;
     }
     Ok(out)
@@ -400,6 +432,10 @@ pub(crate) fn erase_in_segment(
 /// Bytes read from a segment file at a time.
 const READ_CHUNK: usize = 256 << 10;
 
+/// Read positions remembered (see `Shared::read_hints`): one per reader that follows
+/// the log (pipeline, destinations), with room to spare.
+pub(crate) const READ_HINTS: usize = 8;
+
 thread_local! {
     /// Each reading thread's chunk buffer, kept between reads: a fresh one per call
     /// costs the kernel a page clear for every 4 KiB of it.
@@ -416,7 +452,7 @@ fn read_segment(
     seg_end: u64,
     max: usize,
     out: &mut Vec<Record>,
-) -> Result<(), LogError> {
+) -> Result<(u64, u64), LogError> {
     use std::os::unix::fs::FileExt;
     let ctx = |e: &std::io::Error| LogError::io(format!("reading {}", path.display()), e);
     let f = File::open(path).map_err(|e| ctx(&e))?;
@@ -495,6 +531,7 @@ fn read_segment(
             });
             offset += 1;
         }
-        Ok(())
+        // Where the next record starts: `buf[at..]` holds the bytes from there on.
+        Ok((offset, file_pos - (filled - at) as u64))
     })
 }

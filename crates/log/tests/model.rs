@@ -9,6 +9,8 @@ use proptest::prelude::*;
 enum Op {
     Append(Vec<(usize, u8)>),
     Read(u64, usize),
+    /// Reads on from where the last read ended (as the pipeline and destinations do).
+    Follow(usize),
     Reopen,
 }
 
@@ -16,6 +18,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => prop::collection::vec((0usize..900, 0u8..6), 1..8).prop_map(Op::Append),
         2 => (0u64..200, 1usize..50).prop_map(|(a, b)| Op::Read(a, b)),
+        2 => (1usize..20).prop_map(Op::Follow),
         1 => Just(Op::Reopen),
     ]
 }
@@ -29,7 +32,12 @@ proptest! {
         let mut log = Log::open(cfg.clone(), 0).expect("open");
         let mut model: Vec<NewRecord> = Vec::new();
         let mut n = 0u64;
+        let mut followed = 0u64;
         for op in ops {
+            let op = match op {
+                Op::Follow(max) => Op::Read(followed, max),
+                op => op,
+            };
             match op {
                 Op::Append(items) => {
                     let recs: Vec<NewRecord> = items.iter().map(|&(len, key)| { n += 1; rec(n, len, u128::from(key)) }).collect();
@@ -47,6 +55,7 @@ proptest! {
                 Op::Read(from, max) => {
                     let got = log.read(from, max).expect("read");
                     let want: Vec<_> = model.iter().skip(from as usize).take(max).collect();
+                    followed = from + got.len() as u64;
                     prop_assert_eq!(got.len(), want.len());
                     for (i, (g, w)) in got.iter().zip(want).enumerate() {
                         prop_assert_eq!(g.offset, from + i as u64);
@@ -54,6 +63,7 @@ proptest! {
                         prop_assert_eq!(g.key, w.key);
                     }
                 }
+                Op::Follow(_) => unreachable!("turned into a read above"),
                 Op::Reopen => {
                     drop(log);
                     log = Log::open(cfg.clone(), 1_000).expect("reopen");
