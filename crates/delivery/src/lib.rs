@@ -256,6 +256,9 @@ impl Delivery {
         std::fs::create_dir_all(dir.join("dead"))?;
         let mut lc = LogConfig::new(dir.join("outbox"));
         lc.segment_bytes = 32 << 20;
+        // Destinations read each action back right after it is written: through the page
+        // cache that is a copy, while a direct write would leave it to be read from disk.
+        lc.direct_io = false;
         // Keys are remembered long enough for any replay that still acts (actions older
         // than an hour are not taken again).
         lc.dedup_window_ms = 48 * 3_600_000;

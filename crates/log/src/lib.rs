@@ -213,6 +213,45 @@ pub(crate) struct Shared {
     /// goes on from where it stopped starts there instead of at the index entry before it
     /// (up to [`segment::INDEX_EVERY_BYTES`] earlier).
     pub read_hints: Mutex<[(u64, u64, u64); segment::READ_HINTS]>,
+    /// The newest durable records, for readers that follow the log closely.
+    pub recent: RwLock<Recent>,
+}
+
+/// The newest durable records, in memory (see [`RECENT_BYTES`]): readers close behind
+/// the writer copy from here instead of reading the file, which with direct I/O would
+/// mean reading from the device.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    /// Offset of `records[0]`.
+    pub first: u64,
+    pub records: std::collections::VecDeque<Record>,
+    /// Payload bytes held.
+    pub bytes: usize,
+}
+
+/// Payload bytes of the newest records kept in memory per log.
+pub(crate) const RECENT_BYTES: usize = 16 << 20;
+
+impl Recent {
+    /// Adds records just made durable (`first` is the offset of `recs[0]`).
+    pub(crate) fn extend(&mut self, first: u64, recs: Vec<Record>) {
+        if first != self.first + self.records.len() as u64 {
+            self.records.clear();
+            self.bytes = 0;
+            self.first = first;
+        }
+        for r in recs {
+            self.bytes += r.payload.len();
+            self.records.push_back(r);
+        }
+        while self.bytes > RECENT_BYTES {
+            let Some(r) = self.records.pop_front() else {
+                break;
+            };
+            self.bytes -= r.payload.len();
+            self.first += 1;
+        }
+    }
 }
 
 impl Shared {
@@ -291,6 +330,10 @@ impl Log {
             direct_io: AtomicBool::new(false),
             grown: (Mutex::new(()), Condvar::new()),
             read_hints: Mutex::new([(u64::MAX, 0, 0); segment::READ_HINTS]),
+            recent: RwLock::new(Recent {
+                first: recovered.end_offset,
+                ..Recent::default()
+            }),
         });
         let (tx, rx) = mpsc::channel();
         let dir = cfg.dir.clone();

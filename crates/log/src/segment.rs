@@ -295,6 +295,14 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
             start,
         });
     }
+    if let Ok(r) = shared.recent.read() {
+        if from >= r.first && from < r.first + r.records.len() as u64 {
+            // Newest records, kept in memory by the writer after their commit.
+            let skip = (from - r.first) as usize;
+            out.extend(r.records.iter().skip(skip).take(max).cloned());
+            return Ok(out);
+        }
+    }
     while out.len() < max {
         let seg = {
             let segs = shared
@@ -358,6 +366,14 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
 /// this text and then spaces.
 pub const ERASED: &[u8] = br#"{"type":"niyet.erased"}"#;
 
+/// Turns an erased record's payload into [`ERASED`] and spaces, in place.
+pub(crate) fn blank(payload: &mut [u8]) {
+    payload.fill(b' ');
+    if payload.len() >= ERASED.len() {
+        payload[..ERASED.len()].copy_from_slice(ERASED);
+    }
+}
+
 /// Overwrites the payloads of records `targets` (ascending, all in this segment) with
 /// [`ERASED`] and fixes their checksums, in place; returns `(file position, bytes)` of
 /// every write, for a caller that keeps some of the file in memory.
@@ -405,10 +421,7 @@ pub(crate) fn erase_in_segment(
                     return Err(corrupt(format!("found another offset where {t} belongs")));
                 }
                 let payload = &mut body[BODY_FIXED..];
-                payload.fill(b' ');
-                if payload.len() >= ERASED.len() {
-                    payload[..ERASED.len()].copy_from_slice(ERASED);
-                }
+                blank(payload);
                 let mut rec = Vec::with_capacity(8 + blen);
                 rec.extend_from_slice(&head[..4]);
                 rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());

@@ -23,6 +23,8 @@ pub(crate) struct Writer {
     next_offset: u64,
     dedup: DedupIndex,
     buf: Vec<u8>,
+    /// The records encoded in `buf`, for [`crate::Recent`] once they are durable.
+    staged: Vec<crate::Record>,
 }
 
 /// One request of a group commit, waiting for the sync.
@@ -53,6 +55,7 @@ impl Writer {
             next_offset,
             dedup,
             buf: Vec::with_capacity(1 << 20),
+            staged: Vec::new(),
         })
     }
 
@@ -159,6 +162,12 @@ impl Writer {
             self.dedup.insert(r.key, r.time_ms);
             self.active.max_time_ms = self.active.max_time_ms.max(r.time_ms);
             results.push(Appended::At(self.next_offset));
+            self.staged.push(crate::Record {
+                offset: self.next_offset,
+                time_ms: r.time_ms,
+                key: r.key,
+                payload: r.payload,
+            });
             self.next_offset += 1;
         }
         results
@@ -170,7 +179,12 @@ impl Writer {
             return Ok(());
         }
         let path = self.active.path.display().to_string();
+        let staged = std::mem::take(&mut self.staged);
         self.file.write_durable(&self.buf, self.active.len, &path)?;
+        if let (Ok(mut r), Some(first)) = (self.shared.recent.write(), staged.first()) {
+            let first = first.offset;
+            r.extend(first, staged);
+        }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         let written = self.buf.len() as u64;
         self.active.len += written;
@@ -255,6 +269,17 @@ impl Writer {
             }
             let writes = segment::erase_in_segment(m, &offsets[lo..hi])?;
             n += writes.len() as u64;
+            if let Ok(mut r) = self.shared.recent.write() {
+                let first = r.first;
+                for &o in &offsets[lo..hi] {
+                    if let Some(rec) = o
+                        .checked_sub(first)
+                        .and_then(|i| r.records.get_mut(i as usize))
+                    {
+                        segment::blank(&mut rec.payload);
+                    }
+                }
+            }
             if m.base == self.active.base {
                 for (pos, bytes) in &writes {
                     self.file.patched(*pos, bytes, self.active.len);
