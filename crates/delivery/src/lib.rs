@@ -692,12 +692,20 @@ fn key_of(hex: &str) -> u128 {
         | 1
 }
 
+/// How long the outbox writer gathers actions after the first before it commits them:
+/// a trickle of actions shares one `fdatasync` instead of paying one each. Live actions
+/// are not held up by it (they go out while their outbox write is in flight).
+const OUTBOX_LINGER: Duration = Duration::from_millis(2);
+
 /// The outbox writer: appends what is handed over, in batches, and tells `sync`.
 fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        // Real time: this paces disk work only.
+        let until = std::time::Instant::now() + OUTBOX_LINGER;
         while batch.len() < 4_096 {
-            match rx.try_recv() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(a) => batch.push(a),
                 Err(_) => break,
             }
