@@ -348,12 +348,10 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
                 .iter()
                 .position(|&(b, o, _)| b == base && o == next)
                 .unwrap_or_else(|| {
-                    let i = h
-                        .iter()
-                        .map(|&(_, o, _)| o)
+                    h.iter()
                         .enumerate()
-                        .min_by_key(|&(_, o)| o);
-                    i.map_or(0, |(i, _)| i)
+                        .min_by_key(|(_, &(_, o, _))| o)
+                        .map_or(0, |(i, _)| i)
                 });
             h[slot] = (base, end_off, end_pos);
         }

@@ -181,8 +181,9 @@ impl Writer {
         let path = self.active.path.display().to_string();
         let staged = std::mem::take(&mut self.staged);
         self.file.write_durable(&self.buf, self.active.len, &path)?;
-        if let (Ok(mut r), Some(first)) = (self.shared.recent.write(), staged.first()) {
-            let first = first.offset;
+        if let (Some(first), Ok(mut r)) =
+            (staged.first().map(|r| r.offset), self.shared.recent.write())
+        {
             r.extend(first, staged);
         }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);

@@ -269,6 +269,11 @@ impl std::fmt::Debug for SharedClock {
 }
 
 impl PipelineConfig {
+    /// Paces one thread's share of a snapshot taken from now on.
+    fn pacer(&self) -> snapshot::Pacer {
+        snapshot::Pacer::new(self.snapshot_share, self.snapshot_step)
+    }
+
     /// Defaults for a state directory.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -924,7 +929,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         action_max_age_ms: sh.cfg.action_max_age_ms,
         live_from: sh.live_from,
         enc: None,
-        pace: snapshot::Pacer::new(sh.cfg.snapshot_share, sh.cfg.snapshot_step),
+        pace: sh.cfg.pacer(),
     };
     // Whether the last turn of the loop was a snapshot step (the next one looks at the
     // queue first).
@@ -962,15 +967,8 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 continue;
             }
             stepped = false;
-            let got = if wait.is_zero() {
-                rx.try_recv().map_err(|e| match e {
-                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
-                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
-                })
-            } else {
-                rx.recv_timeout(wait)
-            };
-            match got {
+            // A zero wait takes what is queued without waiting.
+            match rx.recv_timeout(wait) {
                 Ok(ops) => ops,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -1148,7 +1146,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     // and a chunk at a time between batches.
                     seg.finish_encoding(&part);
                     seg.enc = Some(snapshot::PartitionEncoder::start(&part, reply));
-                    seg.pace = snapshot::Pacer::new(sh.cfg.snapshot_share, sh.cfg.snapshot_step);
+                    seg.pace = sh.cfg.pacer();
                 }
                 Op::Stop => {
                     seg.finish_encoding(&part);
@@ -2503,10 +2501,7 @@ impl Router {
                     waits,
                     offset: self.next,
                     started,
-                    pace: snapshot::Pacer::new(
-                        self.sh.cfg.snapshot_share,
-                        self.sh.cfg.snapshot_step,
-                    ),
+                    pace: self.sh.cfg.pacer(),
                 });
             }
             Err(e) => {
