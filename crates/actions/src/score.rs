@@ -96,16 +96,21 @@ struct Compiled {
 #[derive(Debug, Clone, Default)]
 pub struct Scores {
     defs: Vec<Compiled>,
+    /// The signals of each event name, as packed by [`Self::matches`], in order.
+    by_event: std::collections::HashMap<String, Vec<u32>>,
 }
 
-/// Where an event's property values come from (so the caller can read them lazily).
+/// Where an event's property values come from (so the caller can read them lazily, or
+/// compare them without parsing the whole event).
 pub trait EventProps {
-    fn prop(&self, path: &str) -> Option<Value>;
+    /// Whether the property at the dotted `path` is present and equals `want` (numbers by
+    /// value, other values exactly).
+    fn equals(&self, path: &str, want: &Value) -> bool;
 }
 
 impl EventProps for Value {
-    fn prop(&self, path: &str) -> Option<Value> {
-        crate::trigger::lookup_json(self, path).cloned()
+    fn equals(&self, path: &str, want: &Value) -> bool {
+        crate::trigger::lookup_json(self, path).is_some_and(|v| same(v, want))
     }
 }
 
@@ -173,7 +178,19 @@ impl Scores {
                 within_ms,
             });
         }
-        Ok(Scores { defs: out })
+        let mut by_event = std::collections::HashMap::<String, Vec<u32>>::new();
+        for (i, c) in out.iter().enumerate() {
+            for (j, s) in c.def.signals.iter().enumerate() {
+                by_event
+                    .entry(s.event.clone())
+                    .or_default()
+                    .push(((i as u32) << 16) | j as u32);
+            }
+        }
+        Ok(Scores {
+            defs: out,
+            by_event,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -232,19 +249,21 @@ impl Scores {
 
     /// The signals an event matches, as `(score, signal)` packed into `u32`s.
     pub fn matches(&self, name: &str, props: &dyn EventProps) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (i, c) in self.defs.iter().enumerate() {
-            for (j, s) in c.def.signals.iter().enumerate() {
-                if s.event == name
-                    && s.filter
-                        .iter()
-                        .all(|(k, want)| props.prop(k).is_some_and(|v| same(&v, want)))
-                {
-                    out.push(((i as u32) << 16) | j as u32);
-                }
-            }
-        }
-        out
+        let Some(hits) = self.by_event.get(name) else {
+            return Vec::new();
+        };
+        hits.iter()
+            .copied()
+            .filter(|h| {
+                let s = &self.defs[(h >> 16) as usize].def.signals[(h & 0xffff) as usize];
+                s.filter.iter().all(|(k, want)| props.equals(k, want))
+            })
+            .collect()
+    }
+
+    /// Whether some signal reads events named `name`.
+    pub fn reads_event(&self, name: &str) -> bool {
+        self.by_event.contains_key(name)
     }
 
     fn decay(&self, i: usize, st: &mut ScoreState, now: i64) {
@@ -354,20 +373,36 @@ impl Scores {
         out: &mut Vec<Crossing>,
     ) {
         self.advance(sts, now, out);
-        let mut touched = Vec::new();
+        // Each score's hits in a run (as `matches` gives them), so a score's thresholds
+        // are crossed once, by the sum of its hits, when its run ends.
+        let sorted;
+        let hits = if hits.windows(2).all(|w| w[0] >> 16 <= w[1] >> 16) {
+            hits
+        } else {
+            let mut v = hits.to_vec();
+            v.sort_by_key(|h| h >> 16);
+            sorted = v;
+            &sorted[..]
+        };
+        let mut touched: Option<usize> = None;
         for h in hits {
             let (i, j) = ((h >> 16) as usize, (h & 0xffff) as usize);
             let Some(c) = self.defs.get(i) else { continue };
             let Some(s) = c.def.signals.get(j) else {
                 continue;
             };
+            if let Some(t) = touched.filter(|t| *t != i) {
+                self.cross(t, &mut sts[t], now, out);
+                touched = None;
+            }
             self.decay(i, &mut sts[i], now);
             let st = &mut sts[i];
             if let (Some(n), Some(Some(w))) = (s.nth, c.within_ms.get(j)) {
                 let k = match st.recent.iter().position(|r| r.0 == j as u16) {
                     Some(k) => k,
                     None => {
-                        st.recent.push((j as u16, Vec::new()));
+                        st.recent
+                            .push((j as u16, Vec::with_capacity((n as usize + 1).min(16))));
                         st.recent.len() - 1
                     }
                 };
@@ -386,14 +421,18 @@ impl Scores {
             st.value += s.points;
             match st.contrib.iter_mut().find(|c| c.0 == j as u16) {
                 Some(c) => c.1 += s.points,
-                None => st.contrib.push((j as u16, s.points)),
+                None => {
+                    if st.contrib.capacity() == 0 {
+                        // Room for every signal at once: one allocation per score.
+                        st.contrib.reserve_exact(c.def.signals.len().min(16));
+                    }
+                    st.contrib.push((j as u16, s.points))
+                }
             }
-            if !touched.contains(&i) {
-                touched.push(i);
-            }
+            touched = Some(i);
         }
-        for i in touched {
-            self.cross(i, &mut sts[i], now, out);
+        if let Some(t) = touched {
+            self.cross(t, &mut sts[t], now, out);
         }
     }
 

@@ -239,14 +239,20 @@ pub(crate) async fn spawn_server_with(
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    // `NIYET_BENCH_LOG=info` (any level) shows the servers' logs on stderr.
+    let log = std::env::var("NIYET_BENCH_LOG").ok();
     let mut child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
         .env("NIYET_WRITE_KEY", write_key)
         .env("NIYET_ADMIN_TOKEN", BENCH_ADMIN)
-        .env("NIYET_LOG", "warn")
+        .env("NIYET_LOG", log.as_deref().unwrap_or("warn"))
         .env_remove("NIYET_CONFIG")
-        .stderr(std::process::Stdio::null())
+        .stderr(if log.is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
         .spawn()
         .context("starting niyet serve")?;
     let url = format!("http://127.0.0.1:{port}");

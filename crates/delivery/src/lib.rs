@@ -219,7 +219,7 @@ struct Shared {
     emitted: AtomicU64,
     durable: Mutex<u64>,
     durable_cv: Condvar,
-    tx: Mutex<Option<std::sync::mpsc::Sender<Action>>>,
+    tx: std::sync::RwLock<Option<std::sync::mpsc::Sender<Action>>>,
     /// The outbox's end after the latest append.
     appended: tokio::sync::watch::Sender<u64>,
     recent: Mutex<VecDeque<Status>>,
@@ -292,7 +292,7 @@ impl Delivery {
             emitted: AtomicU64::new(0),
             durable: Mutex::new(0),
             durable_cv: Condvar::new(),
-            tx: Mutex::new(Some(tx)),
+            tx: std::sync::RwLock::new(Some(tx)),
             appended: tokio::sync::watch::channel(end).0,
             recent: Mutex::new(VecDeque::new()),
             client: reqwest::Client::builder()
@@ -324,7 +324,7 @@ impl Delivery {
         let sent = self
             .sh
             .tx
-            .lock()
+            .read()
             .ok()
             .and_then(|t| t.as_ref().map(|t| t.send(a).is_ok()));
         if sent != Some(true) {
@@ -375,7 +375,7 @@ impl Delivery {
 
     /// Stops taking actions and waits for the outbox writer to finish what it has.
     pub fn close(&self) {
-        if let Ok(mut t) = self.sh.tx.lock() {
+        if let Ok(mut t) = self.sh.tx.write() {
             t.take();
         }
         self.sync();

@@ -146,37 +146,74 @@ impl std::fmt::Debug for ActionHook {
 }
 
 /// Properties of an event for score signal filters: `properties`, and for pages also
-/// `context.page` (where `path`, `url`, `title` often are); each parsed only when a
-/// filter first asks.
+/// `context.page` (where `path`, `url`, `title` often are). Each object is split into its
+/// entries only when a filter first asks, and values are compared as they stand in the
+/// stored JSON, without building a tree.
 struct SignalProps<'a> {
     raw: (
         Option<&'a serde_json::value::RawValue>,
         Option<&'a serde_json::value::RawValue>,
     ),
-    parsed: std::cell::OnceCell<(serde_json::Value, serde_json::Value)>,
+    top: std::cell::OnceCell<(extract::Entries<'a>, extract::Entries<'a>)>,
 }
 
 impl<'a> SignalProps<'a> {
     fn new(view: &'a extract::EventView<'_>) -> Self {
         SignalProps {
             raw: (view.properties, view.context.page),
-            parsed: std::cell::OnceCell::new(),
+            top: std::cell::OnceCell::new(),
         }
     }
 }
 
-impl niyet_actions::score::EventProps for SignalProps<'_> {
-    fn prop(&self, path: &str) -> Option<serde_json::Value> {
-        let (props, page) = self.parsed.get_or_init(|| {
-            let parse = |r: Option<&serde_json::value::RawValue>| {
+/// The value at a dotted path under an object's entries (array items by index).
+fn raw_at<'a>(top: &extract::Entries<'a>, path: &str) -> Option<&'a serde_json::value::RawValue> {
+    let mut parts = path.split('.').filter(|p| !p.is_empty());
+    let mut cur = top.get(parts.next()?)?;
+    for part in parts {
+        let t = cur.get().trim_start();
+        cur = if t.starts_with('[') {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(t).ok()?;
+            *items.get(part.parse::<usize>().ok()?)?
+        } else {
+            serde_json::from_str::<extract::Entries<'a>>(cur.get())
+                .ok()?
+                .get(part)?
+        };
+    }
+    Some(cur)
+}
+
+/// Whether a stored JSON value equals a filter's value (numbers by value).
+fn raw_equals(raw: &str, want: &serde_json::Value) -> bool {
+    use niyet_rules::value::Value as V;
+    match want {
+        serde_json::Value::String(w) => {
+            matches!(niyet_engine::segments::json_value(raw), V::Str(s) if s == w.as_str())
+        }
+        serde_json::Value::Number(n) => {
+            matches!(niyet_engine::segments::json_value(raw), V::Num(x) if Some(x) == n.as_f64())
+        }
+        serde_json::Value::Bool(b) => {
+            matches!(niyet_engine::segments::json_value(raw), V::Bool(x) if x == *b)
+        }
+        serde_json::Value::Null => raw.trim() == "null",
+        _ => serde_json::from_str::<serde_json::Value>(raw).is_ok_and(|v| &v == want),
+    }
+}
+
+impl<'a> niyet_actions::score::EventProps for SignalProps<'a> {
+    fn equals(&self, path: &str, want: &serde_json::Value) -> bool {
+        let (props, page) = self.top.get_or_init(|| {
+            let entries = |r: Option<&'a serde_json::value::RawValue>| {
                 r.and_then(|r| serde_json::from_str(r.get()).ok())
-                    .unwrap_or(serde_json::Value::Null)
+                    .unwrap_or_default()
             };
-            (parse(self.raw.0), parse(self.raw.1))
+            (entries(self.raw.0), entries(self.raw.1))
         });
-        niyet_actions::trigger::lookup_json(props, path)
-            .or_else(|| niyet_actions::trigger::lookup_json(page, path))
-            .cloned()
+        raw_at(props, path)
+            .or_else(|| raw_at(page, path))
+            .is_some_and(|r| raw_equals(r.get(), want))
     }
 }
 
@@ -1189,8 +1226,8 @@ struct Awaiting {
     held: Vec<Op>,
 }
 
-/// A partition's timers: `(due, profile)`. Entries whose profile has since been given
-/// another due time are skipped when they come up.
+/// A partition's timers: `(due, profile)`. A profile given another due time has its old
+/// entry removed; entries of profiles since merged away are skipped when they come up.
 #[derive(Default)]
 struct Timers {
     due: BTreeSet<(i64, u64)>,
@@ -1394,6 +1431,9 @@ impl SegWork<'_> {
             .next_due(&st.journeys.scores)
             .map_or(due, |j| j.min(due));
         if due != st.due {
+            // The old entry goes, so the timer set holds one entry per profile rather
+            // than one per restarted wait.
+            self.timers.due.remove(&(st.due, id));
             st.due = due;
             self.timers.schedule(id, due);
         }
@@ -2681,4 +2721,65 @@ pub(crate) fn scan_for_features(
         each(chunk);
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod signal_props_tests {
+    use super::{raw_at, raw_equals};
+    use niyet_actions::score::EventProps;
+    use serde_json::json;
+
+    /// Filters matched on the stored text agree with matching on a parsed tree.
+    #[test]
+    fn raw_filter_matching_agrees_with_the_parsed_tree() {
+        let docs = [
+            r#"{"sku":"K-1","price":10,"n":10.0,"ok":true,"none":null,"esc":"a\"b","u":"\u0130zmir","deep":{"x":{"y":"z"}},"items":[{"sku":"A"},{"sku":"B"}],"obj":{"a":1}}"#,
+            r#"{"sku":"K-2","price":"10","ok":"true"}"#,
+            r#"{}"#,
+        ];
+        let wants = [
+            json!("K-1"),
+            json!("K-2"),
+            json!(10),
+            json!(10.0),
+            json!("10"),
+            json!(true),
+            json!("true"),
+            json!(null),
+            json!("a\"b"),
+            json!("İzmir"),
+            json!("z"),
+            json!("B"),
+            json!({"a": 1}),
+            json!([1]),
+        ];
+        let paths = [
+            "sku",
+            "price",
+            "n",
+            "ok",
+            "none",
+            "esc",
+            "u",
+            "deep.x.y",
+            "items.1.sku",
+            "obj",
+            "missing",
+            "deep.x",
+        ];
+        let mut agreed = 0;
+        for d in docs {
+            let tree: serde_json::Value = serde_json::from_str(d).unwrap();
+            let top: niyet_engine::extract::Entries<'_> = serde_json::from_str(d).unwrap();
+            for p in paths {
+                for w in &wants {
+                    let fast = raw_at(&top, p).is_some_and(|r| raw_equals(r.get(), w));
+                    assert_eq!(fast, tree.equals(p, w), "{d} {p} {w}");
+                    agreed += usize::from(fast);
+                }
+            }
+        }
+        // Some pairs match (the comparison is not trivially false).
+        assert!(agreed >= 12, "{agreed}");
+    }
 }
