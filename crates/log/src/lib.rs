@@ -50,7 +50,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-pub use segment::{ERASED, RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
+pub use segment::{RecordRef, ERASED, RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
 
 /// Errors of the log. Cloneable so that one failed group commit can answer every waiter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -424,6 +424,18 @@ impl Log {
     /// Reads up to `max` records starting at offset `from` (fewer at the end of the log).
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         segment::read(&self.shared, from, max)
+    }
+
+    /// Like [`Self::read`], but hands each record to `each` where it lies in the
+    /// reader's buffer instead of copying it out; returns how many records were visited.
+    /// For scans over much of the log (backfills); `each` must not read the log itself.
+    pub fn scan(
+        &self,
+        from: u64,
+        max: usize,
+        mut each: impl FnMut(RecordRef<'_>),
+    ) -> Result<usize, LogError> {
+        segment::visit(&self.shared, from, max, &mut each)
     }
 
     /// Why the log is poisoned, if it is.

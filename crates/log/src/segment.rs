@@ -287,6 +287,35 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<SegmentMeta, LogEr
 /// Reads durable records from `from` on.
 pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
     let mut out = Vec::new();
+    visit(shared, from, max, &mut |r: RecordRef<'_>| {
+        out.push(Record {
+            offset: r.offset,
+            time_ms: r.time_ms,
+            key: r.key,
+            payload: r.payload.to_vec(),
+        })
+    })?;
+    Ok(out)
+}
+
+/// A durable record, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset: u64,
+    pub time_ms: i64,
+    pub key: u128,
+    pub payload: &'a [u8],
+}
+
+/// Hands up to `max` durable records from `from` on to `each`, in order, without copying
+/// them; returns how many.
+pub(crate) fn visit(
+    shared: &Shared,
+    from: u64,
+    max: usize,
+    each: &mut dyn FnMut(RecordRef<'_>),
+) -> Result<usize, LogError> {
+    let mut seen = 0usize;
     let mut next = from;
     let start = shared.start_offset.load(Ordering::Acquire);
     if from < start {
@@ -299,11 +328,19 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
         if from >= r.first && from < r.first + r.records.len() as u64 {
             // Newest records, kept in memory by the writer after their commit.
             let skip = (from - r.first) as usize;
-            out.extend(r.records.iter().skip(skip).take(max).cloned());
-            return Ok(out);
+            for rec in r.records.iter().skip(skip).take(max) {
+                each(RecordRef {
+                    offset: rec.offset,
+                    time_ms: rec.time_ms,
+                    key: rec.key,
+                    payload: &rec.payload,
+                });
+                seen += 1;
+            }
+            return Ok(seen);
         }
     }
-    while out.len() < max {
+    while seen < max {
         let seg = {
             let segs = shared
                 .segments
@@ -340,8 +377,9 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
                 (seek_off, seek_pos) = (o, p);
             }
         }
-        let (end_off, end_pos) =
-            read_segment(&path, seek_off, seek_pos, len, next, seg_end, max, &mut out)?;
+        let (end_off, end_pos) = read_segment(
+            &path, seek_off, seek_pos, len, next, seg_end, max, &mut seen, each,
+        )?;
         if let Ok(mut h) = shared.read_hints.lock() {
             // The oldest hint, or the one this read went on from, makes way.
             let slot = h
@@ -357,7 +395,7 @@ pub(crate) fn read(shared: &Shared, from: u64, max: usize) -> Result<Vec<Record>
         }
         next = seg_end;
     }
-    Ok(out)
+    Ok(seen)
 }
 
 /// The payload an erased record keeps: the same length (so no other record moves),
@@ -462,7 +500,8 @@ fn read_segment(
     from: u64,
     seg_end: u64,
     max: usize,
-    out: &mut Vec<Record>,
+    seen: &mut usize,
+    each: &mut dyn FnMut(RecordRef<'_>),
 ) -> Result<(u64, u64), LogError> {
     use std::os::unix::fs::FileExt;
     let ctx = |e: &std::io::Error| LogError::io(format!("reading {}", path.display()), e);
@@ -507,7 +546,7 @@ fn read_segment(
             }
             Ok(())
         };
-        while offset < seg_end && out.len() < max {
+        while offset < seg_end && *seen < max {
             fill(&mut buf, &mut at, &mut filled, 8)?;
             let lh = &buf[at..at + 8];
             let blen = u32::from_le_bytes([lh[0], lh[1], lh[2], lh[3]]) as usize;
@@ -534,12 +573,13 @@ fn read_segment(
             }
             let mut k = [0u8; 16];
             k.copy_from_slice(&body[16..32]);
-            out.push(Record {
+            each(RecordRef {
                 offset,
                 time_ms: le_u64(&body[8..]) as i64,
                 key: u128::from_le_bytes(k),
-                payload: body[BODY_FIXED..].to_vec(),
+                payload: &body[BODY_FIXED..],
             });
+            *seen += 1;
             offset += 1;
         }
         // Where the next record starts: `buf[at..]` holds the bytes from there on.

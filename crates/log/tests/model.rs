@@ -11,6 +11,8 @@ enum Op {
     Read(u64, usize),
     /// Reads on from where the last read ended (as the pipeline and destinations do).
     Follow(usize),
+    /// Visits records in place (as backfills do).
+    Scan(u64, usize),
     Reopen,
 }
 
@@ -19,6 +21,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec((0usize..900, 0u8..6), 1..8).prop_map(Op::Append),
         2 => (0u64..200, 1usize..50).prop_map(|(a, b)| Op::Read(a, b)),
         2 => (1usize..20).prop_map(Op::Follow),
+        2 => (0u64..200, 1usize..50).prop_map(|(a, b)| Op::Scan(a, b)),
         1 => Just(Op::Reopen),
     ]
 }
@@ -61,6 +64,20 @@ proptest! {
                         prop_assert_eq!(g.offset, from + i as u64);
                         prop_assert_eq!(&g.payload, &w.payload);
                         prop_assert_eq!(g.key, w.key);
+                    }
+                }
+                Op::Scan(from, max) => {
+                    let mut got = Vec::new();
+                    let n = log
+                        .scan(from, max, |r| got.push((r.offset, r.key, r.payload.to_vec())))
+                        .expect("scan");
+                    let want: Vec<_> = model.iter().skip(from as usize).take(max).collect();
+                    prop_assert_eq!(n, got.len());
+                    prop_assert_eq!(got.len(), want.len());
+                    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                        prop_assert_eq!(g.0, from + i as u64);
+                        prop_assert_eq!(g.1, w.key);
+                        prop_assert_eq!(&g.2, &w.payload);
                     }
                 }
                 Op::Follow(_) => unreachable!("turned into a read above"),

@@ -954,6 +954,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         timers: Timers::default(),
         changes: Vec::new(),
         backfill_index: Vec::new(),
+        backfill_pos: 0,
         changed: None,
         hook: sh.cfg.on_change.clone(),
         crossing_hook: sh.cfg.on_crossing.clone(),
@@ -1153,7 +1154,13 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 Op::CatchUp(id) => seg.catch_up(&mut part, id),
                 Op::Redefine(segs, sizes, r, now) => {
                     seg.finish_encoding(&part);
-                    seg.redefine(&mut part, segs, sizes, &r, now)
+                    let t = Instant::now();
+                    seg.redefine(&mut part, segs, sizes, &r, now);
+                    tracing::debug!(
+                        partition = idx,
+                        ms = t.elapsed().as_millis() as u64,
+                        "profiles carried over to new segment definitions"
+                    );
                 }
                 Op::Backfill(events, ids) => {
                     seg.finish_encoding(&part);
@@ -1161,7 +1168,13 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 }
                 Op::Refresh(now) => {
                     seg.finish_encoding(&part);
-                    seg.refresh(&mut part, now)
+                    let t = Instant::now();
+                    seg.refresh(&mut part, now);
+                    tracing::debug!(
+                        partition = idx,
+                        ms = t.elapsed().as_millis() as u64,
+                        "profiles evaluated anew"
+                    );
                 }
                 Op::Mark(off, hops) => {
                     if hops == 0 {
@@ -1226,6 +1239,9 @@ struct Awaiting {
     held: Vec<Op>,
 }
 
+/// Threads reading the log for a backfill (see `Router::backfill`).
+const BACKFILL_READERS: usize = 4;
+
 /// A partition's timers: `(due, profile)`. A profile given another due time has its old
 /// entry removed; entries of profiles since merged away are skipped when they come up.
 #[derive(Default)]
@@ -1233,12 +1249,20 @@ struct Timers {
     due: BTreeSet<(i64, u64)>,
     /// Processing time reached by this partition.
     now: i64,
+    /// While every profile is evaluated anew: the entries, built into `due` at the end
+    /// (far cheaper than as many inserts).
+    bulk: Option<Vec<(i64, u64)>>,
 }
 
 impl Timers {
     fn schedule(&mut self, id: u64, due: i64) {
         if due != i64::MAX {
-            self.due.insert((due, id));
+            match self.bulk.as_mut() {
+                Some(b) => b.push((due, id)),
+                None => {
+                    self.due.insert((due, id));
+                }
+            }
         }
     }
 }
@@ -1253,6 +1277,8 @@ struct SegWork<'a> {
     /// While new features are filled from history: `(log offset, profile)` of every
     /// event in this partition, sorted.
     backfill_index: Vec<(u64, u64)>,
+    /// How far the backfill has walked `backfill_index`.
+    backfill_pos: usize,
     /// After a redefinition, the segments the next refresh evaluates (the others keep
     /// their carried-over memberships).
     changed: Option<Vec<usize>>,
@@ -1433,7 +1459,9 @@ impl SegWork<'_> {
         if due != st.due {
             // The old entry goes, so the timer set holds one entry per profile rather
             // than one per restarted wait.
-            self.timers.due.remove(&(st.due, id));
+            if st.due != i64::MAX {
+                self.timers.due.remove(&(st.due, id));
+            }
             st.due = due;
             self.timers.schedule(id, due);
         }
@@ -1612,6 +1640,7 @@ impl SegWork<'_> {
         self.segs = segs;
         self.sizes = sizes;
         self.backfill_index.clear();
+        self.backfill_pos = 0;
         self.changed = Some(self.segs.set.changed_by(r));
         let index = !r.new_features.is_empty();
         for (id, p) in part.iter_mut() {
@@ -1652,11 +1681,18 @@ impl SegWork<'_> {
         events: &[(u64, i64, SegEvent)],
         ids: &[niyet_rules::FeatureId],
     ) {
+        // Events come in log order and the index is sorted: it is walked once, front to
+        // back, over the whole backfill.
+        let idx = &self.backfill_index;
         for (offset, time_ms, e) in events {
-            let Ok(k) = self.backfill_index.binary_search_by_key(offset, |x| x.0) else {
+            let mut k = self.backfill_pos;
+            while k < idx.len() && idx[k].0 < *offset {
+                k += 1;
+            }
+            self.backfill_pos = k;
+            let Some(&(_, id)) = idx.get(k).filter(|x| x.0 == *offset) else {
                 continue;
             };
-            let id = self.backfill_index[k].1;
             let Some(st) = part.get_mut(&id).and_then(|p| p.segments.as_mut()) else {
                 continue;
             };
@@ -1676,6 +1712,8 @@ impl SegWork<'_> {
     fn refresh(&mut self, part: &mut Partition, now: i64) {
         self.backfill_index = Vec::new();
         self.timers.due.clear();
+        // Every profile's timer is set anew: gathered, then built into the set at once.
+        self.timers.bulk = Some(Vec::with_capacity(part.len()));
         let changed = self.changed.take();
         for (id, p) in part.iter_mut() {
             let Some(mut st) = p.segments.take() else {
@@ -1712,6 +1750,9 @@ impl SegWork<'_> {
             });
             self.finish_with(*id, p, &mut st, due);
             p.segments = Some(st);
+        }
+        if let Some(b) = self.timers.bulk.take() {
+            self.timers.due = b.into_iter().collect();
         }
     }
 
@@ -2312,10 +2353,18 @@ impl Router {
         } else {
             self.backfill(&segs, Arc::new(r.new_features.clone()))?
         };
+        let read_ms = started.elapsed().as_millis() as u64;
         for i in 0..self.senders.len() {
             self.send_to(i, Op::Refresh(now_ms));
         }
         self.flush();
+        tracing::info!(
+            segment = %a.name,
+            backfilled_events = events,
+            read_ms,
+            took_ms = started.elapsed().as_millis() as u64,
+            "segments redefined"
+        );
         *self.sh.segments.write().map_err(|_| "stopped")? = segs;
         *self.sh.sizes.write().map_err(|_| "stopped")? = sizes;
         *self.sh.api_segments.write().map_err(|_| "stopped")? = api;
@@ -2336,25 +2385,39 @@ impl Router {
     ) -> Result<u64, String> {
         let log = self.sh.log.clone();
         let (start, end) = (log.stats().start_offset, self.next);
-        // Two readers: the later half of the log is read on a thread of its own while this
-        // one reads and hands on the earlier half; its events follow, so the partition
-        // owners still see them in log order.
-        let mid = start + (end.saturating_sub(start)) / 2;
+        // Several readers: the log is cut into ranges, the first read and handed on by
+        // this thread, each later one read on a thread of its own meanwhile, its events
+        // handed on after those before it, so the partition owners still see them in log
+        // order. Past records are mostly read from the device (the log is written with
+        // direct I/O), which answers several reads at once much faster than one.
+        let n = BACKFILL_READERS as u64;
+        let span = end.saturating_sub(start);
+        let bounds: Vec<u64> = (0..=n).map(|k| start + span * k / n).collect();
         std::thread::scope(|scope| {
-            let later = scope.spawn(|| {
-                let mut kept = Vec::new();
-                let n = scan_for_features(&log, segs, &ids, mid, end, |c| kept.push(c))?;
-                Ok::<_, String>((n, kept))
-            });
-            let mut count = scan_for_features(&log, segs, &ids, start, mid, |chunk| {
+            let later: Vec<_> = bounds[1..]
+                .windows(2)
+                .map(|w| {
+                    let (from, to) = (w[0], w[1]);
+                    let log = &log;
+                    let ids = &ids;
+                    scope.spawn(move || {
+                        let mut kept = Vec::new();
+                        let n = scan_for_features(log, segs, ids, from, to, |c| kept.push(c))?;
+                        Ok::<_, String>((n, kept))
+                    })
+                })
+                .collect();
+            let mut count = scan_for_features(&log, segs, &ids, bounds[0], bounds[1], |chunk| {
                 self.backfill_chunk(chunk, &ids)
             })?;
-            let (n, kept) = later
-                .join()
-                .map_err(|_| "the backfill reader failed".to_string())??;
-            count += n;
-            for chunk in kept {
-                self.backfill_chunk(chunk, &ids);
+            for h in later {
+                let (n, kept) = h
+                    .join()
+                    .map_err(|_| "a backfill reader failed".to_string())??;
+                count += n;
+                for chunk in kept {
+                    self.backfill_chunk(chunk, &ids);
+                }
             }
             Ok(count)
         })
@@ -2695,27 +2758,26 @@ pub(crate) fn scan_for_features(
     let mut at = start;
     let mut count = 0u64;
     while at < end {
-        let recs = log
-            .read(at, 4096)
-            .map_err(|e| format!("reading the log for the backfill: {e}"))?;
-        if recs.is_empty() {
-            break;
-        }
         let mut chunk = Vec::new();
-        for r in &recs {
-            if r.offset >= end {
-                break;
-            }
-            at = r.offset + 1;
-            if !any && !finders.iter().any(|f| f.find(&r.payload).is_some()) {
-                continue;
-            }
-            let Ok(view) = extract::parse(&r.payload) else {
-                continue;
-            };
-            if let Some(e) = seg_event(segs, &view) {
-                chunk.push((r.offset, view.time_ms, *e));
-            }
+        let max = (end - at).min(4096) as usize;
+        // Records are looked at where they lie in the reader's buffer: most are passed
+        // over, and none is copied.
+        let n = log
+            .scan(at, max, |r| {
+                at = r.offset + 1;
+                if !any && !finders.iter().any(|f| f.find(r.payload).is_some()) {
+                    return;
+                }
+                let Ok(view) = extract::parse(r.payload) else {
+                    return;
+                };
+                if let Some(e) = seg_event(segs, &view) {
+                    chunk.push((r.offset, view.time_ms, *e));
+                }
+            })
+            .map_err(|e| format!("reading the log for the backfill: {e}"))?;
+        if n == 0 {
+            break;
         }
         count += chunk.len() as u64;
         each(chunk);
