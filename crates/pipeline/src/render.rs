@@ -159,27 +159,39 @@ impl<'a> ProfileQuery<'a> {
 
     /// A profile as JSON (`None` if it does not exist).
     pub fn profile(&self, id: ProfileId) -> Option<Value> {
-        let g = self.sh.graph.read().ok()?;
-        let id = g.canonical(id)?;
-        let node = g.node(id)?;
-        let syms = self.sh.symbols.read().ok()?;
-        let identifiers: Vec<Value> = node
-            .members
-            .iter()
-            .map(|m| json!({"type": g.kinds().name(m.kind), "value": m.value}))
-            .collect();
-        let merged: Vec<String> = node
-            .notes()
-            .iter()
-            .filter_map(|n| match &n.kind {
-                NoteKind::Merged { from, .. } => Some(from.to_string()),
-                _ => None,
-            })
-            .collect();
+        // The router writes the graph and the symbol table for every event, and the
+        // partition owner holds its partition for a whole batch: neither table is held
+        // while waiting for the partition (which would stop the router meanwhile). The
+        // partition is taken first and the symbols only for rendering; no other path
+        // holds the symbols while it waits for a partition.
+        let (id, identifiers, merged) = {
+            let g = self.sh.graph.read().ok()?;
+            let id = g.canonical(id)?;
+            let node = g.node(id)?;
+            let identifiers: Vec<Value> = node
+                .members
+                .iter()
+                .map(|m| json!({"type": g.kinds().name(m.kind), "value": m.value}))
+                .collect();
+            let merged: Vec<String> = node
+                .notes()
+                .iter()
+                .filter_map(|n| match &n.kind {
+                    NoteKind::Merged { from, .. } => Some(from.to_string()),
+                    _ => None,
+                })
+                .collect();
+            (id, identifiers, merged)
+        };
         let segs = self.sh.segments.read().ok()?.clone();
-        let body = self
-            .with_profile(id, |p| render_profile(p, &syms, &segs))
-            .unwrap_or_else(|| render_profile(&Profile::default(), &syms, &segs));
+        let body = {
+            let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
+            let syms = self.sh.symbols.read().ok()?;
+            match part.get(&id.0) {
+                Some(p) => render_profile(p, &syms, &segs),
+                None => render_profile(&Profile::default(), &syms, &segs),
+            }
+        };
         let mut v = json!({
             "id": id.to_string(),
             "identifiers": identifiers,
