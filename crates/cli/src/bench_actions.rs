@@ -5,7 +5,8 @@
 //!
 //! 1. **Overhead**: the same load (typical shop customers) into a server with no scores
 //!    or triggers and into one with 10 scores and 10 triggers (acting into a webhook),
-//!    alternating; events/s until durable and reflected in profiles.
+//!    alternating; events/s until durable, reflected in profiles and every action the
+//!    load caused delivered.
 //! 2. **Latency**: with background load at half of the second throughput, single events
 //!    that start a trigger with no wait; the time from sending each until its webhook
 //!    request reaches the receiver (ingest, log commit, processing, outbox commit and the
@@ -25,7 +26,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bench::{latency, machine, start_server_with, Latency};
-use crate::bench_segments::{load, Background, KEY};
+use crate::bench_segments::{load, load_events, Background, KEY};
 use crate::client::IngestClient;
 
 /// Arguments of `niyet bench actions`.
@@ -180,6 +181,39 @@ async fn receiver() -> anyhow::Result<(
     Ok((url, sink, rx))
 }
 
+/// Waits until every destination's queue is empty (at once without destinations).
+async fn delivered(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    // Twice empty in a row: actions handed over just before are in the outbox by then.
+    let mut empty = 0;
+    loop {
+        let r = http
+            .get(format!("{url}/v1/destinations"))
+            .bearer_auth(crate::bench::BENCH_ADMIN)
+            .send()
+            .await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let v: Value = r.json().await?;
+        let waiting: u64 = v["destinations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d["queue_depth"].as_u64().unwrap_or(0))
+            .sum();
+        empty = if waiting == 0 { empty + 1 } else { 0 };
+        if empty == 2 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{waiting} actions still queued for delivery after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends `probes` events named `event` one at a time; the time from each send until its
 /// request arrives, minus `wait`.
 async fn probe(
@@ -291,7 +325,10 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
                 a.runs.max(1)
             );
             let (url, _server) = start_server_with(KEY, Some(cfg)).await?;
-            out.push(load(&url, a.customers, a.connections, t0).await?);
+            let (events, started) = load_events(&url, a.customers, a.connections, t0).await?;
+            // The clock stops once every action the load caused has been delivered too.
+            delivered(&url).await?;
+            out.push(events as f64 / started.elapsed().as_secs_f64());
             eprintln!("  {:.0} events/s", out[out.len() - 1]);
         }
     }

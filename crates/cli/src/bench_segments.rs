@@ -113,6 +113,17 @@ const NONE: &str = "[lifecycle]\nenabled = false\n";
 
 /// Loads `n` customers; events/s until everything is processed.
 pub(crate) async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Result<f64> {
+    let (events, started) = load_events(url, n, conns, t0).await?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// [`load`]'s events and when it started (for callers that wait for more afterwards).
+pub(crate) async fn load_events(
+    url: &str,
+    n: u64,
+    conns: usize,
+    t0: i64,
+) -> anyhow::Result<(u64, Instant)> {
     let client = IngestClient::new(url, KEY)?;
     let http = reqwest::Client::new();
     let per_batch = 20u64;
@@ -127,7 +138,7 @@ pub(crate) async fn load(url: &str, n: u64, conns: usize, t0: i64) -> anyhow::Re
         Arc::new(move |_| pool.lock().ok().and_then(|mut p| p.pop()).map(|b| (b, 0)));
     let (events, _) = send_all(&client, conns, Arc::new(AtomicU64::new(0)), make).await?;
     caught_up(&http, url, Some(n)).await?;
-    Ok(events as f64 / started.elapsed().as_secs_f64())
+    Ok((events, started))
 }
 
 async fn admin(

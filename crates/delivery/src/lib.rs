@@ -93,6 +93,11 @@ pub struct DestinationConfig {
     pub backoff_ms: u64,
     #[serde(default = "default_max_backoff")]
     pub max_backoff_ms: u64,
+    /// Requests in flight at once (default 8; e-mail 1). Actions start in outbox order;
+    /// with more than one, a later one can arrive before an earlier one still waiting for
+    /// its answer or a retry. 1 keeps the order strictly.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
 }
 
 fn default_timeout() -> u64 {
@@ -109,6 +114,15 @@ fn default_max_backoff() -> u64 {
 }
 
 impl DestinationConfig {
+    /// Requests in flight at once.
+    pub fn in_flight(&self) -> usize {
+        match (self.concurrency, &self.kind) {
+            (Some(n), _) => n.clamp(1, 256) as usize,
+            (None, Kind::Email) => 1,
+            (None, _) => 8,
+        }
+    }
+
     /// The consent purpose in force.
     pub fn purpose(&self) -> Option<&str> {
         self.purpose.as_deref().or(match self.kind {
@@ -819,20 +833,37 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                 continue;
             }
         };
-        for r in recs {
-            if let Ok(a) = serde_json::from_slice::<Action>(&r.payload) {
-                let sent_early = a.destination == d.cfg.name
-                    && d.early
+        let Some(last) = recs.last().map(|r| r.offset) else {
+            continue;
+        };
+        let todo: Vec<Action> = recs
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Action>(&r.payload).ok())
+            .filter(|a| {
+                a.destination == d.cfg.name
+                    && !d
+                        .early
                         .lock()
                         .map(|mut e| e.remove(&a.key))
-                        .unwrap_or(false);
-                if a.destination == d.cfg.name && !sent_early {
-                    handle(&sh, d, &a).await;
-                }
+                        .unwrap_or(false)
+            })
+            .collect();
+        // Up to `in_flight` at once, started in outbox order; the cursor passes the chunk
+        // once every action in it is settled (after a crash the unsettled part of a chunk
+        // goes again, with the same keys).
+        let limit = d.cfg.in_flight();
+        if limit <= 1 {
+            for a in &todo {
+                handle(&sh, d, a).await;
             }
-            cursor = r.offset + 1;
-            d.counters.cursor.store(cursor, Ordering::Relaxed);
+        } else {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(todo.iter())
+                .for_each_concurrent(limit, |a| handle(&sh, d, a))
+                .await;
         }
+        cursor = last + 1;
+        d.counters.cursor.store(cursor, Ordering::Relaxed);
     }
 }
 
