@@ -310,7 +310,8 @@ impl Delivery {
             appended: tokio::sync::watch::channel(end).0,
             recent: Mutex::new(VecDeque::new()),
             client: reqwest::Client::builder()
-                .pool_max_idle_per_host(4)
+                // Room for every request a destination has in flight.
+                .pool_max_idle_per_host(256)
                 .build()
                 .map_err(|e| DeliveryError::Config(format!("HTTP client: {e}")))?,
         });

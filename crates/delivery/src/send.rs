@@ -54,6 +54,8 @@ pub async fn post(
     };
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
+        // Read to the end, so the connection goes back to the pool instead of closing.
+        let _ = resp.bytes().await;
         return Ok(status);
     }
     let after = resp
