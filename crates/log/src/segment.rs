@@ -517,6 +517,9 @@ fn read_segment(
         }
         // `buf[at..filled]` holds file bytes from `file_pos - (filled - at)` on.
         let (mut at, mut filled, mut file_pos) = (0usize, 0usize, pos);
+        // A read of a few records (an action's starting event) reads a few KiB, not a
+        // whole chunk.
+        let want = if max <= 16 { 16 << 10 } else { READ_CHUNK };
         // Makes at least `need` bytes available at `at` (fewer only at the end of file).
         let mut fill = |buf: &mut Vec<u8>, at: &mut usize, filled: &mut usize, need: usize| {
             if *filled - *at >= need {
@@ -529,7 +532,9 @@ fn read_segment(
                 buf.resize(need, 0);
             }
             while *filled < need && file_pos < len {
-                let room = (buf.len() - *filled).min((len - file_pos) as usize);
+                let room = (buf.len() - *filled)
+                    .min((len - file_pos) as usize)
+                    .min(want.max(need - *filled));
                 let n = f
                     .read_at(&mut buf[*filled..*filled + room], file_pos)
                     .map_err(|e| ctx(&e))?;
