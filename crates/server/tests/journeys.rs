@@ -26,12 +26,15 @@ struct Got {
 }
 
 /// A webhook receiver: records every request; answers 500 to the first `fail` requests
-/// (with `Retry-After: 0`), and waits `slow_ms` before answering requests to `/slow`.
+/// (with `Retry-After: 0`), and waits `slow_ms` before answering requests to paths starting
+/// with `/slow` (counting how many it answers at once).
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
     fail: Arc<AtomicU32>,
     slow_ms: Arc<AtomicU32>,
+    /// Per slow path: requests being answered now, and the most at once.
+    in_flight: Arc<Mutex<std::collections::HashMap<String, (u32, u32)>>>,
 }
 
 impl Receiver {
@@ -53,9 +56,19 @@ impl Receiver {
             move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
                 let r = state.clone();
                 async move {
-                    if uri.path() == "/slow" {
+                    if uri.path().starts_with("/slow") {
+                        let path = uri.path().to_string();
+                        {
+                            let mut f = r.in_flight.lock().unwrap();
+                            let e = f.entry(path.clone()).or_insert((0, 0));
+                            e.0 += 1;
+                            e.1 = e.1.max(e.0);
+                        }
                         let ms = r.slow_ms.load(Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+                        if let Some(e) = r.in_flight.lock().unwrap().get_mut(&path) {
+                            e.0 -= 1;
+                        }
                     }
                     let failing = r
                         .fail
@@ -655,6 +668,75 @@ then = ["slow", "fast"]
     let stats = n.get("/v1/destinations").await;
     assert_eq!(stats["destinations"][1]["sent"], 5, "{stats}");
     assert_eq!(stats["destinations"][0]["sent"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_overlap_up_to_the_concurrency_and_one_keeps_the_order() {
+    let (rx, url) = Receiver::start().await;
+    rx.slow_ms.store(200, Ordering::SeqCst);
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "ordered"
+kind = "webhook"
+url = "{url}/slow-ordered"
+concurrency = 1
+
+[[destinations]]
+name = "parallel"
+kind = "webhook"
+url = "{url}/slow-parallel"
+concurrency = 4
+
+[[triggers]]
+name = "Viewed"
+when = {{ event = "Product Viewed" }}
+then = ["ordered", "parallel"]
+"#
+    );
+    let n = Niyet::start(&extra).await;
+    // Sent as one batch, so both destinations find them queued in the outbox together.
+    // One customer's events, sent as one batch: their actions are in the outbox in the
+    // events' order, queued together for both destinations.
+    let batch: Vec<Value> = (0..12)
+        .map(|i| json!({"type": "track", "userId": "v", "event": "Product Viewed", "properties": {"n": i}}))
+        .collect();
+    let r = n
+        .http
+        .post(format!("{}/v1/batch", n.url))
+        .basic_auth(KEY, Some(""))
+        .json(&json!({ "batch": batch }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    n.processed().await;
+    let (ordered, parallel) = eventually("every request at both", || {
+        let (o, p) = (rx.at("/slow-ordered"), rx.at("/slow-parallel"));
+        (o.len() == 12 && p.len() == 12).then_some((o, p))
+    })
+    .await;
+    let peak = |path: &str| rx.in_flight.lock().unwrap().get(path).map_or(0, |e| e.1);
+    assert_eq!(peak("/slow-ordered"), 1);
+    let p = peak("/slow-parallel");
+    assert!((2..=4).contains(&p), "{p} in flight at once");
+    let order = |g: &[Got]| -> Vec<u64> {
+        g.iter()
+            .map(|g| g.body["event"]["properties"]["n"].as_u64().unwrap_or(99))
+            .collect()
+    };
+    let mut all = order(&parallel);
+    all.sort_unstable();
+    assert_eq!(all, (0..12).collect::<Vec<u64>>());
+    assert_eq!(order(&ordered), all, "one at a time keeps the outbox order");
+    // Every action once, with one key each.
+    let mut keys: Vec<_> = parallel
+        .iter()
+        .map(|g| g.headers["idempotency-key"].clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
