@@ -19,7 +19,9 @@ const BODY_FIXED: usize = 8 + 8 + 16;
 /// Largest body accepted when scanning; anything larger is a torn or damaged length.
 pub(crate) const MAX_BODY: usize = 64 << 20;
 /// A sparse index entry is kept at least every this many bytes.
-pub(crate) const INDEX_EVERY_BYTES: u64 = 256 << 10;
+/// (16 KiB: a read of one record, as each action does for its starting event, walks at
+/// most this far; a gigabyte of log costs about 1 MiB of index.)
+pub(crate) const INDEX_EVERY_BYTES: u64 = 16 << 10;
 
 /// Appends the encoded record to `buf`.
 pub(crate) fn encode(buf: &mut Vec<u8>, offset: u64, time_ms: i64, key: u128, payload: &[u8]) {
