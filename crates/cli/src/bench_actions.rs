@@ -60,6 +60,8 @@ struct Report {
     median_with: f64,
     drop_percent: f64,
     actions_received: u64,
+    /// Requests that came again with a key already seen in their load.
+    resent_same_key: u64,
     background_events_per_s: f64,
     zero_wait: Latency,
     after_wait: Latency,
@@ -143,18 +145,29 @@ then = ["probe"]"#
 async fn receiver() -> anyhow::Result<(
     String,
     Arc<AtomicU64>,
+    Keys,
     tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
 )> {
     let sink = Arc::new(AtomicU64::new(0));
+    let keys: Keys = Arc::default();
+    let k = keys.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let s = sink.clone();
     let app = axum::Router::new()
         .route(
             "/sink",
-            axum::routing::post(move || {
-                let s = s.clone();
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let (s, k) = (s.clone(), k.clone());
                 async move {
                     s.fetch_add(1, Ordering::Relaxed);
+                    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+                    {
+                        if let Ok(mut k) = k.lock() {
+                            if !k.0.insert(key.to_string()) {
+                                k.1 += 1;
+                            }
+                        }
+                    }
                     "ok"
                 }
             }),
@@ -178,8 +191,12 @@ async fn receiver() -> anyhow::Result<(
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", l.local_addr()?);
     tokio::spawn(async move { axum::serve(l, app).await });
-    Ok((url, sink, rx))
+    Ok((url, sink, keys, rx))
 }
+
+/// Idempotency keys the receiver has seen on `/sink` in the current load, and how many
+/// requests came again with a key already seen (resends of one action).
+type Keys = Arc<std::sync::Mutex<(std::collections::HashSet<String>, u64)>>;
 
 /// Waits until every destination's queue is empty (at once without destinations).
 async fn delivered(url: &str) -> anyhow::Result<()> {
@@ -308,7 +325,7 @@ async fn probe_spaced(
 
 pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     let t0 = niyet_model::SystemClock.now_ms() - 10 * 86_400_000;
-    let (rurl, sink, mut arrivals) = receiver().await?;
+    let (rurl, sink, keys, mut arrivals) = receiver().await?;
     let (none, active) = (config(&rurl, false), config(&rurl, true));
 
     // 1. Overhead.
@@ -325,6 +342,10 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
                 a.runs.max(1)
             );
             let (url, _server) = start_server_with(KEY, Some(cfg)).await?;
+            // Keys repeat from one load to the next (same customers, same triggers).
+            if let Ok(mut k) = keys.lock() {
+                k.0.clear();
+            }
             let (events, started) = load_events(&url, a.customers, a.connections, t0).await?;
             // The clock stops once every action the load caused has been delivered too.
             delivered(&url).await?;
@@ -339,6 +360,7 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     };
     let (m0, m1) = (median(&without), median(&with));
     let actions = sink.load(Ordering::Relaxed);
+    let resent = keys.lock().map(|k| k.1).unwrap_or(0);
 
     // 2 and 3. Latency under half of the throughput with triggers.
     let (url, server) = start_server_with(KEY, Some(&active)).await?;
@@ -380,6 +402,7 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
         without,
         with_10_scores_10_triggers: with,
         actions_received: actions,
+        resent_same_key: resent,
         background_events_per_s: background,
         zero_wait: latency(zero),
         after_wait: latency(waited),
@@ -392,8 +415,8 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     };
     println!("niyet bench actions — {cores} cores, {memory_gib:.0} GiB");
     println!(
-        "  load of {} customers: none {:.0} events/s ({}), 10 scores + 10 triggers {:.0} events/s ({}): {:.1} % lower; {} webhook requests received",
-        r.customers, m0, fmt(&r.without), m1, fmt(&r.with_10_scores_10_triggers), r.drop_percent, r.actions_received
+        "  load of {} customers: none {:.0} events/s ({}), 10 scores + 10 triggers {:.0} events/s ({}): {:.1} % lower; {} webhook requests received ({} again with a key already seen)",
+        r.customers, m0, fmt(&r.without), m1, fmt(&r.with_10_scores_10_triggers), r.drop_percent, r.actions_received, r.resent_same_key
     );
     let (z, w) = (&r.zero_wait, &r.after_wait);
     println!(
