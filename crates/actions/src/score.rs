@@ -240,13 +240,6 @@ impl Scores {
         self.defs.iter().map(|c| &c.def)
     }
 
-    /// Event names some signal reads.
-    pub fn event_names(&self) -> impl Iterator<Item = &str> {
-        self.defs
-            .iter()
-            .flat_map(|c| c.def.signals.iter().map(|s| s.event.as_str()))
-    }
-
     /// The signals an event matches, as `(score, signal)` packed into `u32`s.
     pub fn matches(&self, name: &str, props: &dyn EventProps) -> Vec<u32> {
         let Some(hits) = self.by_event.get(name) else {
@@ -259,11 +252,6 @@ impl Scores {
                 s.filter.iter().all(|(k, want)| props.equals(k, want))
             })
             .collect()
-    }
-
-    /// Whether some signal reads events named `name`.
-    pub fn reads_event(&self, name: &str) -> bool {
-        self.by_event.contains_key(name)
     }
 
     fn decay(&self, i: usize, st: &mut ScoreState, now: i64) {

@@ -231,6 +231,21 @@ async fn delivered(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Tracks one probe event for `user`.
+async fn send_probe(client: &IngestClient, user: &str, event: &str) -> anyhow::Result<()> {
+    let body = json!({"userId": user, "event": event})
+        .to_string()
+        .into_bytes();
+    let (status, b) = client.post("/v1/track", body).await?;
+    if status != 200 {
+        bail!(
+            "probe refused: HTTP {status}: {}",
+            String::from_utf8_lossy(&b.bytes)
+        );
+    }
+    Ok(())
+}
+
 /// Sends `probes` events named `event` one at a time; the time from each send until its
 /// request arrives, minus `wait`.
 async fn probe(
@@ -243,17 +258,8 @@ async fn probe(
     let mut us = Vec::with_capacity(probes);
     for k in 0..probes {
         let user = format!("{event}-{k}");
-        let body = json!({"userId": user, "event": event})
-            .to_string()
-            .into_bytes();
         let t = Instant::now();
-        let (status, b) = client.post("/v1/track", body).await?;
-        if status != 200 {
-            bail!(
-                "probe refused: HTTP {status}: {}",
-                String::from_utf8_lossy(&b.bytes)
-            );
-        }
+        send_probe(client, &user, event).await?;
         let at = loop {
             let (who, at) = tokio::time::timeout(wait + Duration::from_secs(10), arrivals.recv())
                 .await
@@ -293,17 +299,8 @@ async fn probe_spaced(
     for k in 0..probes {
         tokio::time::sleep_until(start + every * k as u32).await;
         let user = format!("{event}-{k}");
-        let body = json!({"userId": user, "event": event})
-            .to_string()
-            .into_bytes();
-        sent.insert(user, Instant::now());
-        let (status, b) = client.post("/v1/track", body).await?;
-        if status != 200 {
-            bail!(
-                "probe refused: HTTP {status}: {}",
-                String::from_utf8_lossy(&b.bytes)
-            );
-        }
+        sent.insert(user.clone(), Instant::now());
+        send_probe(client, &user, event).await?;
         while let Ok((who, at)) = arrivals.try_recv() {
             take(who, at, &mut sent, &mut got);
         }

@@ -226,8 +226,6 @@ pub(crate) struct Journeys {
     t: niyet_actions::Triggers,
     scores: niyet_actions::Scores,
     names: niyet_model::hash::FastMap<u32, Box<str>>,
-    /// Event names score signals read.
-    signal_events: std::collections::HashSet<Box<str>>,
     /// The `timezone` trait, read for quiet hours (`None`: no trigger has them).
     timezone: Option<niyet_engine::Sym>,
 }
@@ -619,7 +617,6 @@ impl Pipeline {
                 }
             }
         }
-        let signal_events = scores.event_names().map(Into::into).collect();
         let timezone = triggers
             .has_quiet_hours()
             .then(|| symbols.intern("timezone"));
@@ -627,7 +624,6 @@ impl Pipeline {
             t: triggers,
             scores,
             names,
-            signal_events,
             timezone,
         });
         let sizes: Vec<AtomicI64> = (0..segments.set.len()).map(|_| AtomicI64::new(0)).collect();
@@ -2180,9 +2176,8 @@ impl Router {
         let j = &self.sh.journeys;
         if !j.scores.is_empty() {
             if let Some(name) = niyet_engine::segments::event_name(view) {
-                if j.signal_events.contains(&*name) {
-                    u.signals = j.scores.matches(&name, &SignalProps::new(view));
-                }
+                // Names no signal reads are one hash lookup and no allocation.
+                u.signals = j.scores.matches(&name, &SignalProps::new(view));
             }
         }
         if let Ok(segs) = self.sh.segments.read() {
