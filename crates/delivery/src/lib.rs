@@ -612,13 +612,21 @@ impl Delivery {
             })
             .collect();
         let n = recs.len();
-        if n > 0 {
-            self.sh.log.append_blocking(recs)?;
-            let _ = self.sh.appended.send(self.sh.log.end_offset());
-        }
+        // The file is emptied before the letters are queued again: a requeued action that
+        // fails once more is written back to it, and must not be cleared afterwards.
         let path = dead_path(&self.sh.dir, name);
         if path.exists() {
             std::fs::write(&path, b"")?;
+        }
+        if n > 0 {
+            if let Err(e) = self.sh.log.append_blocking(recs) {
+                // Not queued: the letters go back where they were.
+                for l in &letters {
+                    let _ = append_line(&path, l);
+                }
+                return Err(e.into());
+            }
+            let _ = self.sh.appended.send(self.sh.log.end_offset());
         }
         Ok(n)
     }
