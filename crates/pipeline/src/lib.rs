@@ -1078,6 +1078,9 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             match o {
                 Op::Apply(id, u) => {
                     seg.fire(&mut part, u.now_ms, &awaiting);
+                    // Held while it waited for a merge, the profile's own timers due by
+                    // the event were passed over: they are taken before it changes it.
+                    seg.catch_up(&mut part, id.0, u.now_ms);
                     seg.touch(&part, id.0);
                     let p = part.entry(id.0).or_default();
                     p.apply(&u);
@@ -1147,7 +1150,10 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                     }
                 }
                 Op::Tick(now) => seg.fire(&mut part, now, &awaiting),
-                Op::CatchUp(id) => seg.catch_up(&mut part, id),
+                Op::CatchUp(id) => {
+                    let now = seg.timers.now;
+                    seg.catch_up(&mut part, id, now)
+                }
                 Op::Redefine(segs, sizes, r, now) => {
                     seg.finish_encoding(&part);
                     let t = Instant::now();
@@ -1520,10 +1526,16 @@ impl SegWork<'_> {
         self.reached.store(now, Ordering::Release);
     }
 
-    /// Brings profile `id` to the partition's time if a timer of it is due by then
-    /// (timers passed over while it waited for a merge).
-    fn catch_up(&mut self, part: &mut Partition, id: u64) {
-        let now = self.timers.now;
+    /// Brings profile `id` to `now` if a timer of it is due by then: timers passed over
+    /// while it waited for a merge (the partition's time may be ahead of its operations).
+    fn catch_up(&mut self, part: &mut Partition, id: u64, now: i64) {
+        let due = part
+            .get(&id)
+            .and_then(|p| p.segments.as_ref())
+            .is_some_and(|st| st.due <= now);
+        if !due {
+            return;
+        }
         self.touch(part, id);
         let Some(p) = part.get_mut(&id) else {
             return;
@@ -1531,10 +1543,8 @@ impl SegWork<'_> {
         let Some(mut st) = p.segments.take() else {
             return;
         };
-        if st.due <= now {
-            self.advance(p, &mut st, now);
-            self.finish(id, p, &mut st);
-        }
+        self.advance(p, &mut st, now);
+        self.finish(id, p, &mut st);
         p.segments = Some(st);
     }
 
