@@ -1077,10 +1077,14 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
             }
             match o {
                 Op::Apply(id, u) => {
+                    // Held while it waited for a merge, the profile may have had timers
+                    // due by the event passed over (the partition's time went on): they
+                    // are taken before the event changes it. Otherwise `fire` took them.
+                    let behind = u.now_ms <= seg.timers.now;
                     seg.fire(&mut part, u.now_ms, &awaiting);
-                    // Held while it waited for a merge, the profile's own timers due by
-                    // the event were passed over: they are taken before it changes it.
-                    seg.catch_up(&mut part, id.0, u.now_ms);
+                    if behind {
+                        seg.catch_up(&mut part, id.0, u.now_ms);
+                    }
                     seg.touch(&part, id.0);
                     let p = part.entry(id.0).or_default();
                     p.apply(&u);
