@@ -39,6 +39,7 @@
 
 mod dedup;
 mod file;
+mod prepare;
 mod segment;
 mod writer;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::dedup::DedupIndex;
 use crate::file::AppendFile;
+use crate::prepare::{self, Preparer};
 use crate::segment::{self, INDEX_EVERY_BYTES, RECORD_OVERHEAD};
 use crate::{
     AppendCallback, Appended, Command, LogConfig, LogError, NewRecord, RetentionReport,
@@ -25,6 +26,8 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// The records encoded in `buf`, for [`crate::Recent`] once they are durable.
     staged: Vec<crate::Record>,
+    /// The next segment's file, written ahead (direct I/O only).
+    prep: Preparer,
 }
 
 /// One request of a group commit, waiting for the sync.
@@ -56,6 +59,7 @@ impl Writer {
             dedup,
             buf: Vec::with_capacity(1 << 20),
             staged: Vec::new(),
+            prep: Preparer::default(),
         })
     }
 
@@ -191,6 +195,11 @@ impl Writer {
         self.active.len += written;
         self.active.count = self.next_offset - self.active.base;
         self.buf.clear();
+        // Half way through a segment, the next one's file is prepared (a log that stays
+        // small never writes one).
+        if self.file.is_direct() && self.active.len > self.cfg.segment_bytes / 2 {
+            self.prep.start(&self.cfg.dir, self.cfg.segment_bytes);
+        }
         if let Ok(mut segs) = self.shared.segments.write() {
             segs.insert(self.active.base, self.active.clone());
         }
@@ -212,7 +221,15 @@ impl Writer {
         // The closed segment must end exactly after its last record.
         self.file
             .close_at(self.active.len, &self.active.path.display().to_string())?;
-        let meta = segment::create_segment(&self.cfg.dir, self.next_offset)?;
+        let prepared = self.prep.take().and_then(|p| {
+            prepare::install(&p, &self.cfg.dir, self.next_offset)
+                .inspect_err(|e| tracing::warn!(error = %e, "could not use the prepared log segment; creating it empty"))
+                .ok()
+        });
+        let meta = match prepared {
+            Some(m) => m,
+            None => segment::create_segment(&self.cfg.dir, self.next_offset)?,
+        };
         let file = AppendFile::open(&meta.path, meta.len, self.cfg.direct_io)?;
         self.shared
             .direct_io
