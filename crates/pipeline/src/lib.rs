@@ -2779,8 +2779,12 @@ pub(crate) fn scan_for_features(
         needles.iter().map(memchr::memmem::Finder::new).collect();
     let mut at = start;
     let mut count = 0u64;
+    // Chunks are allocated at their full size and handed on when full: no chunk grows
+    // (copying itself into fresh memory) while the log is read.
+    const CHUNK: usize = 1024;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut full = Vec::new();
     while at < end {
-        let mut chunk = Vec::new();
         let max = (end - at).min(4096) as usize;
         // Records are looked at where they lie in the reader's buffer: most are passed
         // over, and none is copied.
@@ -2795,12 +2799,22 @@ pub(crate) fn scan_for_features(
                 };
                 if let Some(e) = seg_event(segs, &view) {
                     chunk.push((r.offset, view.time_ms, *e));
+                    if chunk.len() == CHUNK {
+                        full.push(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+                    }
                 }
             })
             .map_err(|e| format!("reading the log for the backfill: {e}"))?;
+        // Handed on outside the scan, which may hold the log's in-memory tail.
+        for c in full.drain(..) {
+            count += c.len() as u64;
+            each(c);
+        }
         if n == 0 {
             break;
         }
+    }
+    if !chunk.is_empty() {
         count += chunk.len() as u64;
         each(chunk);
     }
