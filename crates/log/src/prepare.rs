@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::segment::{header, SEGMENT_HEADER_LEN};
+use crate::segment::{empty_meta, header};
 use crate::{segment_path, sync_dir, LogError, SegmentMeta};
 
 const CHUNK: usize = 1 << 20;
@@ -114,12 +114,5 @@ pub(crate) fn install(prep: &Path, dir: &Path, base: u64) -> Result<SegmentMeta,
     drop(f);
     fs::rename(prep, &path).map_err(|e| ctx(&e))?;
     sync_dir(dir)?;
-    Ok(SegmentMeta {
-        base,
-        path,
-        count: 0,
-        len: SEGMENT_HEADER_LEN,
-        index: Vec::new(),
-        max_time_ms: i64::MIN,
-    })
+    Ok(empty_meta(base, path))
 }

@@ -276,14 +276,19 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<SegmentMeta, LogEr
     std::io::Write::write_all(&mut f, &header(base)).map_err(|e| ctx(&e))?;
     f.sync_all().map_err(|e| ctx(&e))?;
     sync_dir(dir)?;
-    Ok(SegmentMeta {
+    Ok(empty_meta(base, path))
+}
+
+/// The metadata of a segment at `path` that holds only its header.
+pub(crate) fn empty_meta(base: u64, path: PathBuf) -> SegmentMeta {
+    SegmentMeta {
         base,
         path,
         count: 0,
         len: SEGMENT_HEADER_LEN,
         index: Vec::new(),
         max_time_ms: i64::MIN,
-    })
+    }
 }
 
 /// Reads durable records from `from` on.
