@@ -4,9 +4,14 @@
 //! and extents through the filesystem's journal as well as the data. Into a file whose
 //! blocks are already written (zeros), a direct write only replaces data, and its sync
 //! is a write and a device cache flush (BENCHMARKS.md, Ingest: 11–12 % more throughput
-//! with it here). So while a segment fills past half, a background thread writes
-//! the next one, paced so that it does not crowd the commits, and the writer takes it
-//! when it rotates. Recovery stops at the zeros (a zero length is implausible) and a
+//! with it here). So while a segment fills, a background thread writes the next one,
+//! and the writer takes it when it rotates.
+//!
+//! The zeros are paced by the active segment's fill: the file is kept a quarter ahead
+//! of it (done when the active segment is 80 % full), so the extra writes follow the
+//! log's own rate. Every commit's cache flush also flushes the zeros written since the
+//! last one; written in a burst instead, they held commits back by tens of milliseconds
+//! (BENCHMARKS.md, Ingest, 2026-12-03). Recovery stops at the zeros (a zero length is implausible) and a
 //! closed segment is cut to its exact length, as for direct-I/O padding.
 //!
 //! The file is written as `next.prep.tmp` and renamed to `next.prep` once complete and
@@ -16,37 +21,61 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::segment::{empty_meta, header};
 use crate::{segment_path, sync_dir, LogError, SegmentMeta};
 
-const CHUNK: usize = 1 << 20;
-/// Pause after each chunk: at most about 250 MiB/s of zeros (a 128 MiB file in about
-/// 0.5–0.7 s here), while the second half of a 128 MiB segment takes a log at 300,000
-/// events/s about 0.7 s to fill; a file not ready in time is simply not used.
-const PAUSE: Duration = Duration::from_millis(3);
+const CHUNK: usize = 256 << 10;
+/// Pause after each chunk: at most about 250 MiB/s of zeros, whatever the log's rate.
+const PAUSE: Duration = Duration::from_micros(1000);
+/// How often a preparation that is far enough ahead looks at the fill again.
+const WAIT: Duration = Duration::from_millis(5);
 
 const DONE: &str = "next.prep";
 const TEMP: &str = "next.prep.tmp";
+
+/// What the writer tells the preparing thread.
+#[derive(Default)]
+struct Pace {
+    /// Bytes in the active segment.
+    fill: AtomicU64,
+    /// Set when the log closes: the thread gives up.
+    stop: AtomicBool,
+}
 
 /// The preparation under way, if any.
 #[derive(Default)]
 pub(crate) struct Preparer {
     job: Option<JoinHandle<Result<PathBuf, LogError>>>,
+    pace: Arc<Pace>,
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        self.pace.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Preparer {
+    /// Tells the preparation how full the active segment is.
+    pub fn fill(&self, bytes: u64) {
+        self.pace.fill.store(bytes, Ordering::Relaxed);
+    }
+
     /// Starts preparing a file of `bytes` in `dir` unless one is under way.
     pub fn start(&mut self, dir: &Path, bytes: u64) {
         if self.job.is_some() {
             return;
         }
         let dir = dir.to_path_buf();
+        let pace = self.pace.clone();
         self.job = std::thread::Builder::new()
             .name("niyet-log-prepare".into())
-            .spawn(move || prepare(&dir, bytes))
+            .spawn(move || prepare(&dir, bytes, &pace))
             .ok();
     }
 
@@ -67,13 +96,15 @@ impl Preparer {
 }
 
 /// Writes `dir/next.prep`: `bytes` (rounded up to 4 KiB) of zeros, synced.
-fn prepare(dir: &Path, bytes: u64) -> Result<PathBuf, LogError> {
+/// The zeros keep a quarter ahead of the active segment's fill, at least a chunk.
+fn prepare(dir: &Path, bytes: u64, pace: &Pace) -> Result<PathBuf, LogError> {
     let done = dir.join(DONE);
     let bytes = bytes.div_ceil(4096) * 4096;
     if fs::metadata(&done).is_ok_and(|m| m.len() >= bytes) {
         return Ok(done);
     }
     let temp = dir.join(TEMP);
+    let began = std::time::Instant::now();
     let ctx = |e: &std::io::Error| LogError::io(format!("preparing {}", temp.display()), e);
     let f = OpenOptions::new()
         .write(true)
@@ -88,6 +119,17 @@ fn prepare(dir: &Path, bytes: u64) -> Result<PathBuf, LogError> {
     let zeros = &raw[off..off + CHUNK];
     let mut pos = 0u64;
     while pos < bytes {
+        if pace.stop.load(Ordering::Relaxed) {
+            return Err(LogError::io(
+                format!("preparing {}", temp.display()),
+                &std::io::Error::other("the log closed"),
+            ));
+        }
+        let fill = pace.fill.load(Ordering::Relaxed);
+        if pos >= fill.saturating_add(fill / 4).saturating_add(CHUNK as u64) {
+            std::thread::sleep(WAIT);
+            continue;
+        }
         let n = (bytes - pos).min(CHUNK as u64) as usize;
         f.write_all_at(&zeros[..n], pos).map_err(|e| ctx(&e))?;
         pos += n as u64;
@@ -97,6 +139,11 @@ fn prepare(dir: &Path, bytes: u64) -> Result<PathBuf, LogError> {
     drop(f);
     fs::rename(&temp, &done).map_err(|e| ctx(&e))?;
     sync_dir(dir)?;
+    tracing::debug!(
+        bytes,
+        took_ms = began.elapsed().as_millis() as u64,
+        "next log segment prepared"
+    );
     Ok(done)
 }
 

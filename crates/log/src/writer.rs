@@ -184,7 +184,16 @@ impl Writer {
         }
         let path = self.active.path.display().to_string();
         let staged = std::mem::take(&mut self.staged);
+        let began = std::time::Instant::now();
         self.file.write_durable(&self.buf, self.active.len, &path)?;
+        let took = began.elapsed();
+        if took > std::time::Duration::from_millis(10) {
+            tracing::debug!(
+                bytes = self.buf.len(),
+                took_ms = took.as_secs_f64() * 1e3,
+                "slow log commit"
+            );
+        }
         if let (Some(first), Ok(mut r)) =
             (staged.first().map(|r| r.offset), self.shared.recent.write())
         {
@@ -195,9 +204,10 @@ impl Writer {
         self.active.len += written;
         self.active.count = self.next_offset - self.active.base;
         self.buf.clear();
-        // Half way through a segment, the next one's file is prepared (a log that stays
-        // small never writes one).
-        if self.file.is_direct() && self.active.len > self.cfg.segment_bytes / 2 {
+        // The next segment's file is prepared as this one fills (a log that stays small
+        // never writes one).
+        self.prep.fill(self.active.len);
+        if self.file.is_direct() && self.active.len > self.cfg.segment_bytes / 8 {
             self.prep.start(&self.cfg.dir, self.cfg.segment_bytes);
         }
         if let Ok(mut segs) = self.shared.segments.write() {
@@ -218,14 +228,17 @@ impl Writer {
     /// Closes the active segment durably and starts the next one.
     fn rotate(&mut self) -> Result<(), LogError> {
         self.flush()?;
+        let began = std::time::Instant::now();
         // The closed segment must end exactly after its last record.
         self.file
             .close_at(self.active.len, &self.active.path.display().to_string())?;
+        let closed = began.elapsed();
         let prepared = self.prep.take().and_then(|p| {
             prepare::install(&p, &self.cfg.dir, self.next_offset)
                 .inspect_err(|e| tracing::warn!(error = %e, "could not use the prepared log segment; creating it empty"))
                 .ok()
         });
+        let was_prepared = prepared.is_some();
         let meta = match prepared {
             Some(m) => m,
             None => segment::create_segment(&self.cfg.dir, self.next_offset)?,
@@ -240,7 +253,14 @@ impl Writer {
         if let Ok(mut segs) = self.shared.segments.write() {
             segs.insert(meta.base, meta.clone());
         }
+        tracing::debug!(
+            close_ms = closed.as_secs_f64() * 1e3,
+            took_ms = began.elapsed().as_secs_f64() * 1e3,
+            prepared = was_prepared,
+            "log segment rotated"
+        );
         self.file = file;
+        self.prep.fill(meta.len);
         self.active = meta;
         self.last_indexed = None;
         Ok(())

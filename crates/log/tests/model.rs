@@ -244,7 +244,7 @@ fn segments_from_prepared_files_lose_nothing_in_a_crash() {
     let prep = dir.path().join("next.prep");
     let mut n = 0u64;
     for _ in 0..5 {
-        // Past half of the segment the next one is prepared, long before it is needed.
+        // As the segment fills, the next one is prepared, long before it is needed.
         let segments = log.stats().segments;
         let mut k = 0;
         while !prep.exists() {

@@ -106,6 +106,10 @@ pub struct PipelineConfig {
     /// Timers fire this long behind the clock, so records received just before a tick
     /// are processed first (and replay gives the same result).
     pub timer_lag_ms: i64,
+    /// Processing threads (router, partition owners and the threads they start) run
+    /// this many nice steps below the rest of the process, so that with the processor
+    /// full, acknowledging writes comes first and processing catches up after.
+    pub nice: i32,
     /// Told of every segment entry and exit (for live streams); called on the partition
     /// owners' threads, so it must be quick.
     pub on_change: Option<ChangeHook>,
@@ -325,6 +329,7 @@ impl PipelineConfig {
             segments: Vec::new(),
             clock: SharedClock(Arc::new(niyet_model::SystemClock)),
             timer_lag_ms: 1_000,
+            nice: 0,
             on_change: None,
             on_crossing: None,
             size_sample_ms: 60_000,
@@ -678,7 +683,10 @@ impl Pipeline {
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("niyet-part-{i}"))
-                    .spawn(move || worker(sh, i, rx, peers))
+                    .spawn(move || {
+                        lower_priority(sh.cfg.nice);
+                        worker(sh, i, rx, peers)
+                    })
                     .map_err(|e| PipelineError::Io(format!("spawning a worker: {e}")))?,
             );
         }
@@ -686,6 +694,7 @@ impl Pipeline {
         let router = std::thread::Builder::new()
             .name("niyet-router".into())
             .spawn(move || {
+                lower_priority(sh.cfg.nice);
                 let mut r = Router {
                     sh,
                     senders,
@@ -2819,6 +2828,19 @@ pub(crate) fn scan_for_features(
         each(chunk);
     }
     Ok(count)
+}
+
+/// Lowers the calling thread's scheduling priority by `nice` steps (on Linux a nice
+/// value belongs to one thread, and threads it spawns inherit it).
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), now + nice) {
+        tracing::warn!(error = %e, nice, "could not lower the processing threads' priority");
+    }
 }
 
 #[cfg(test)]

@@ -451,3 +451,54 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
         .is_err());
     p.close();
 }
+
+/// The nice value of each of this process's threads named `name`.
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the name (which closes with ')'), from the third on; nice is the 19th.
+        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+            if let Some(n) = rest.split_whitespace().nth(16).and_then(|v| v.parse().ok()) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+fn own_nice() -> i64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+#[test]
+fn processing_threads_run_below_the_rest_of_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(&tmp.path().join("log"));
+    let mut c = cfg(&tmp.path().join("s"), 2, 1000);
+    c.nice = 3;
+    let p = Pipeline::start(log.clone(), c).unwrap();
+    let want = (own_nice() + 3).min(19);
+    for name in ["niyet-router", "niyet-part-0", "niyet-part-1"] {
+        // Threads of other tests in this process may share the name.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = nice_of_threads(name);
+            if found.contains(&want) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: nice values {found:?}, expected one at {want}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    drop(p);
+}

@@ -462,6 +462,10 @@ pub struct ProfilesSection {
     /// processed first, live and on replay alike. Lower values act sooner; keep it above
     /// the log's commit latency.
     pub timer_lag_ms: u32,
+    /// Processing (identity, profiles, segments, scores, triggers) runs this many nice
+    /// steps below ingest, so that with the processor full, writes are acknowledged
+    /// promptly and processing catches up after (0–19; 0 shares the processor evenly).
+    pub nice: u8,
     /// Events that update the product catalogue offers read (their `sku` or
     /// `product_id`, `price`, `category`, `stock` or `inventory`).
     pub catalogue_events: Vec<String>,
@@ -476,6 +480,7 @@ impl Default for ProfilesSection {
             refund_event: "Order Refunded".into(),
             segment_size_sample_seconds: 60,
             timer_lag_ms: 1_000,
+            nice: 5,
             catalogue_events: vec!["Product Updated".into(), "Inventory Updated".into()],
         }
     }
@@ -487,6 +492,7 @@ impl Config {
         let mut c = niyet_pipeline::PipelineConfig::new(self.data_dir.join("state"));
         c.partitions = self.profiles.partitions;
         c.timer_lag_ms = i64::from(self.profiles.timer_lag_ms);
+        c.nice = i32::from(self.profiles.nice.min(19));
         c.snapshot_every = self.profiles.snapshot_every;
         let every = i64::from(self.profiles.segment_size_sample_seconds.max(1));
         c.size_sample_ms = every * 1_000;
