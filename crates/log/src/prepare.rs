@@ -11,8 +11,9 @@
 //! of it (done when the active segment is 80 % full), so the extra writes follow the
 //! log's own rate. Every commit's cache flush also flushes the zeros written since the
 //! last one; written in a burst instead, they held commits back by tens of milliseconds
-//! (BENCHMARKS.md, Ingest, 2026-12-03). Recovery stops at the zeros (a zero length is implausible) and a
-//! closed segment is cut to its exact length, as for direct-I/O padding.
+//! (BENCHMARKS.md, Ingest, 2026-12-03). Recovery stops at the zeros (a zero length is
+//! implausible) and a closed segment is cut to its exact length, as for direct-I/O
+//! padding.
 //!
 //! The file is written as `next.prep.tmp` and renamed to `next.prep` once complete and
 //! synced, so a file of that name is always whole. When none is ready at a rotation,

@@ -492,7 +492,7 @@ impl Config {
         let mut c = niyet_pipeline::PipelineConfig::new(self.data_dir.join("state"));
         c.partitions = self.profiles.partitions;
         c.timer_lag_ms = i64::from(self.profiles.timer_lag_ms);
-        c.nice = i32::from(self.profiles.nice.min(19));
+        c.nice = i32::from(self.profiles.nice);
         c.snapshot_every = self.profiles.snapshot_every;
         let every = i64::from(self.profiles.segment_size_sample_seconds.max(1));
         c.size_sample_ms = every * 1_000;
@@ -815,6 +815,9 @@ impl Config {
         if self.profiles.snapshot_every == 0 {
             problems.push("profiles.snapshot_every must be at least 1".into());
         }
+        if self.profiles.nice > 19 {
+            problems.push("profiles.nice must be between 0 and 19".into());
+        }
         if let Some(t) = &self.admin_token {
             if t.len() < 12 {
                 problems.push("admin_token is shorter than 12 characters".into());
@@ -850,6 +853,18 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.limits.max_batch_bytes, 512_000);
         assert!(c.validate().is_ok());
+        assert_eq!(c.pipeline().nice, 5, "processing runs below ingest");
+    }
+
+    #[test]
+    fn a_nice_value_out_of_range_is_refused() {
+        let c = Config::from_toml("[profiles]\nnice = 20", "t").expect("parses");
+        let ConfigError::Invalid(p) = c.validate().expect_err("invalid") else {
+            panic!("wrong error")
+        };
+        assert!(p.iter().any(|m| m.contains("profiles.nice")), "{p:?}");
+        let c = Config::from_toml("[profiles]\nnice = 0", "t").expect("parses");
+        assert_eq!(c.pipeline().nice, 0);
     }
 
     #[test]
