@@ -27,6 +27,7 @@ mod catalogue;
 mod erase;
 mod metrics;
 mod preview;
+mod priority;
 mod render;
 mod sizes;
 mod snapshot;
@@ -106,10 +107,12 @@ pub struct PipelineConfig {
     /// Timers fire this long behind the clock, so records received just before a tick
     /// are processed first (and replay gives the same result).
     pub timer_lag_ms: i64,
-    /// Processing threads (router, partition owners and the threads they start) run
-    /// this many nice steps below the rest of the process, so that with the processor
-    /// full, acknowledging writes comes first and processing catches up after.
+    /// While processing is far behind the log, its threads (router, partition owners
+    /// and the threads they start) run this many nice steps below the rest of the
+    /// process, so that acknowledging writes comes first (see [`priority`]).
     pub nice: i32,
+    /// Records behind the log at which processing is lowered, and at which it is back.
+    pub nice_behind: (u64, u64),
     /// Told of every segment entry and exit (for live streams); called on the partition
     /// owners' threads, so it must be quick.
     pub on_change: Option<ChangeHook>,
@@ -330,6 +333,7 @@ impl PipelineConfig {
             clock: SharedClock(Arc::new(niyet_model::SystemClock)),
             timer_lag_ms: 1_000,
             nice: 0,
+            nice_behind: (50_000, 5_000),
             on_change: None,
             on_crossing: None,
             size_sample_ms: 60_000,
@@ -499,6 +503,7 @@ pub(crate) struct Shared {
     pub log: Arc<Log>,
     pub cfg: PipelineConfig,
     stop: AtomicBool,
+    priority: priority::Priority,
     failed: Mutex<Option<String>>,
 }
 
@@ -670,6 +675,7 @@ impl Pipeline {
             outcomes: Mutex::new(BTreeMap::new()),
             suppressed: erase::Suppression::open(cfg.state_dir.join("suppressed.bin")),
             log,
+            priority: priority::Priority::new(cfg.nice, cfg.nice_behind),
             cfg,
             stop: AtomicBool::new(false),
             failed: Mutex::new(None),
@@ -684,7 +690,7 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name(format!("niyet-part-{i}"))
                     .spawn(move || {
-                        lower_priority(sh.cfg.nice);
+                        sh.priority.register();
                         worker(sh, i, rx, peers)
                     })
                     .map_err(|e| PipelineError::Io(format!("spawning a worker: {e}")))?,
@@ -694,7 +700,7 @@ impl Pipeline {
         let router = std::thread::Builder::new()
             .name("niyet-router".into())
             .spawn(move || {
-                lower_priority(sh.cfg.nice);
+                sh.priority.register();
                 let mut r = Router {
                     sh,
                     senders,
@@ -1978,6 +1984,9 @@ impl Router {
                     self.send_to(i, Op::Tick(self.now));
                 }
             }
+            self.sh
+                .priority
+                .behind(self.sh.log.end_offset().saturating_sub(self.next));
             // Everything for this chunk must be queued before the marker starts its round.
             self.ship_all();
             self.sample_sizes();
@@ -2828,19 +2837,6 @@ pub(crate) fn scan_for_features(
         each(chunk);
     }
     Ok(count)
-}
-
-/// Lowers the calling thread's scheduling priority by `nice` steps (on Linux a nice
-/// value belongs to one thread, and threads it spawns inherit it).
-fn lower_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
-    let tid = rustix::thread::gettid();
-    let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), now + nice) {
-        tracing::warn!(error = %e, nice, "could not lower the processing threads' priority");
-    }
 }
 
 #[cfg(test)]

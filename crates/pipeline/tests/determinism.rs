@@ -477,28 +477,51 @@ fn own_nice() -> i64 {
     rest.split_whitespace().nth(16).unwrap().parse().unwrap()
 }
 
+/// Waits until one of the threads named `name` has nice value `want`.
+fn await_nice(name: &str, want: i64, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let found = nice_of_threads(name);
+        if found.contains(&want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: nice values {found:?}, expected one at {want}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
-fn processing_threads_run_below_the_rest_of_the_process() {
+fn processing_far_behind_runs_lowered_and_returns_once_caught_up() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(&tmp.path().join("log"));
-    let mut c = cfg(&tmp.path().join("s"), 2, 1000);
+    let e = |i: u64| Ev {
+        user: Some((i % 200) as u8),
+        anon: Some((i % 211) as u8),
+        email: None,
+        kind: (i % 5) as u8,
+        time: i as i64,
+        amount: 10,
+    };
+    let evs: Vec<(usize, Ev)> = (0..40_000u64).map(|i| (i as usize, e(i))).collect();
+    for part in evs.chunks(5_000) {
+        append(&log, part);
+    }
+    let mut c = cfg(&tmp.path().join("s"), 2, 1_000_000);
     c.nice = 3;
+    c.nice_behind = (1_000, 100);
+    let base = own_nice();
+    let lowered = (base + 3).min(19);
     let p = Pipeline::start(log.clone(), c).unwrap();
-    let want = (own_nice() + 3).min(19);
+    // 40,000 records behind at the start: lowered.
+    await_nice("niyet-part-0", lowered, Duration::from_secs(20));
+    p.wait_processed(log.end_offset(), Duration::from_secs(120))
+        .unwrap();
+    // Caught up: every processing thread is back where it started.
     for name in ["niyet-router", "niyet-part-0", "niyet-part-1"] {
-        // Threads of other tests in this process may share the name.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let found = nice_of_threads(name);
-            if found.contains(&want) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name}: nice values {found:?}, expected one at {want}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        await_nice(name, base, Duration::from_secs(5));
     }
     drop(p);
 }

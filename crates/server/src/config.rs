@@ -462,9 +462,10 @@ pub struct ProfilesSection {
     /// processed first, live and on replay alike. Lower values act sooner; keep it above
     /// the log's commit latency.
     pub timer_lag_ms: u32,
-    /// Processing (identity, profiles, segments, scores, triggers) runs this many nice
-    /// steps below ingest, so that with the processor full, writes are acknowledged
-    /// promptly and processing catches up after (0–19; 0 shares the processor evenly).
+    /// While processing (identity, profiles, segments, scores, triggers) is more than
+    /// 50,000 records behind the log, it runs this many nice steps below ingest, so that
+    /// writes are still acknowledged promptly; back at 5,000 it shares the processor
+    /// evenly again (0–19; 0 never lowers it).
     pub nice: u8,
     /// Events that update the product catalogue offers read (their `sku` or
     /// `product_id`, `price`, `category`, `stock` or `inventory`).
