@@ -165,6 +165,24 @@ fn run(log: &Arc<Log>, c: PipelineConfig) -> (Value, niyet_pipeline::PipelineSta
     (dump, stats)
 }
 
+/// `n` events of every kind in turn, their users and visitors cycling through `users`
+/// and `anons` of each, one a minute.
+fn cycling(n: usize, users: usize, anons: usize, amount: u16) -> Vec<(usize, Ev)> {
+    (0..n)
+        .map(|i| {
+            let e = Ev {
+                user: Some((i % users) as u8),
+                anon: Some((i % anons) as u8),
+                email: None,
+                kind: (i % 5) as u8,
+                time: i as i64,
+                amount,
+            };
+            (i, e)
+        })
+        .collect()
+}
+
 fn append(log: &Log, evs: &[(usize, Ev)]) {
     let recs = evs
         .iter()
@@ -316,19 +334,7 @@ fn changed_rules_rebuild_from_the_log() {
 fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(&tmp.path().join("log"));
-    let evs: Vec<(usize, Ev)> = (0..30)
-        .map(|i| {
-            let e = Ev {
-                user: Some((i % 3) as u8),
-                anon: Some((i % 5) as u8),
-                email: None,
-                kind: (i % 5) as u8,
-                time: i as i64,
-                amount: 100,
-            };
-            (i, e)
-        })
-        .collect();
+    let evs = cycling(30, 3, 5, 100);
     append(&log, &evs);
     let state = tmp.path().join("s");
     let (before, _) = run(&log, cfg(&state, 2, 1_000_000));
@@ -461,20 +467,20 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the name (which closes with ')'), from the third on; nice is the 19th.
-        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
-            if let Some(n) = rest.split_whitespace().nth(16).and_then(|v| v.parse().ok()) {
-                out.push(n);
-            }
-        }
+        out.extend(nice_in(&stat));
     }
     out
 }
 
+/// The nice value in a thread's `stat`: after the name (which closes with ')') the
+/// fields go on from the third; nice is the 19th.
+fn nice_in(stat: &str) -> Option<i64> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(16)?.parse().ok()
+}
+
 fn own_nice() -> i64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+    nice_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap()
 }
 
 /// Waits until one of the threads named `name` has nice value `want`.
@@ -497,15 +503,7 @@ fn await_nice(name: &str, want: i64, within: Duration) {
 fn processing_far_behind_runs_lowered_and_returns_once_caught_up() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(&tmp.path().join("log"));
-    let e = |i: u64| Ev {
-        user: Some((i % 200) as u8),
-        anon: Some((i % 211) as u8),
-        email: None,
-        kind: (i % 5) as u8,
-        time: i as i64,
-        amount: 10,
-    };
-    let evs: Vec<(usize, Ev)> = (0..40_000u64).map(|i| (i as usize, e(i))).collect();
+    let evs = cycling(40_000, 200, 211, 10);
     for part in evs.chunks(5_000) {
         append(&log, part);
     }
