@@ -219,6 +219,48 @@ pub(crate) struct Spawned {
     pub port: u16,
 }
 
+impl Spawned {
+    /// Processor time the server has used so far, all threads, user and system (s).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+impl Spawned {
+    /// Processor time the server's threads have used so far, summed by thread name
+    /// (the runtime's threads all carry the program's name), most first.
+    pub fn cpu_by_thread(&self) -> Vec<(String, f64)> {
+        let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+        let dir = format!("/proc/{}/task", self.child.id());
+        for t in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let stat = t.path().join("stat");
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if let Some(s) = cpu_seconds(&stat.to_string_lossy()) {
+                *by.entry(name.trim().to_string()).or_default() += s;
+            }
+        }
+        let mut v: Vec<(String, f64)> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
+
+/// Processor time of this process so far, all threads (s).
+pub(crate) fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds("/proc/self/stat")
+}
+
+/// `utime + stime` of a `/proc/<pid>/stat` file, in seconds (Linux reports them in
+/// ticks of 1/100 s on every architecture this runs on).
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -25,7 +25,7 @@ use niyet_model::Clock;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::bench::{latency, machine, start_server_with, Latency};
+use crate::bench::{latency, machine, own_cpu_seconds, start_server_with, Latency};
 use crate::bench_segments::{load, load_events, Background, KEY};
 use crate::client::IngestClient;
 
@@ -338,16 +338,34 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
                 run + 1,
                 a.runs.max(1)
             );
-            let (url, _server) = start_server_with(KEY, Some(cfg)).await?;
+            let (url, server) = start_server_with(KEY, Some(cfg)).await?;
+            let cpu0 = (server.cpu_seconds(), own_cpu_seconds());
             // Keys repeat from one load to the next (same customers, same triggers).
             if let Ok(mut k) = keys.lock() {
                 k.0.clear();
             }
             let (events, started) = load_events(&url, a.customers, a.connections, t0).await?;
+            let processed = started.elapsed();
             // The clock stops once every action the load caused has been delivered too.
             delivered(&url).await?;
             out.push(events as f64 / started.elapsed().as_secs_f64());
-            eprintln!("  {:.0} events/s", out[out.len() - 1]);
+            let used = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => format!("{:.2} s", b - a),
+                _ => "?".into(),
+            };
+            eprintln!(
+                "  {:.0} events/s (processed in {:.2} s, delivered {:.2} s later; processor time: server {}, bench {})",
+                out[out.len() - 1],
+                processed.as_secs_f64(),
+                (started.elapsed() - processed).as_secs_f64(),
+                used(cpu0.0, server.cpu_seconds()),
+                used(cpu0.1, own_cpu_seconds()),
+            );
+            if std::env::var_os("NIYET_BENCH_THREADS").is_some() {
+                let by = server.cpu_by_thread();
+                let list: Vec<String> = by.iter().map(|(n, s)| format!("{n} {s:.2}")).collect();
+                eprintln!("  server threads (s, since start): {}", list.join(" · "));
+            }
         }
     }
     let median = |v: &[f64]| {

@@ -967,6 +967,7 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
     let shaped = shape::shape(&d.cfg, &doc, &a.key, &google_time(now));
     let body = match &shaped {
         Shaped::Unsendable(why) => return dead(sh, d, a, 0, why.clone()),
+        Shaped::Document => serde_json::to_vec(&doc).unwrap_or_default(),
         Shaped::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
         Shaped::Mail(_) => Vec::new(),
     };

@@ -91,6 +91,8 @@ pub struct Mail {
 /// What a destination sends for one action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shaped {
+    /// The composed document itself (a plain webhook), sent as it is without a copy.
+    Document,
     Json(Value),
     Mail(Mail),
     /// Nothing can be sent (no address, no conversion value…): why.
@@ -100,7 +102,7 @@ pub enum Shaped {
 /// Builds what `d` sends for the composed document `doc` of the action keyed `key`.
 pub fn shape(d: &DestinationConfig, doc: &Value, key: &str, conversion_time: &str) -> Shaped {
     match d.kind {
-        Kind::Webhook => Shaped::Json(doc.clone()),
+        Kind::Webhook => Shaped::Document,
         Kind::Crm => Shaped::Json(json!({
             "type": "lead",
             "id": key,

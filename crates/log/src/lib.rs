@@ -48,7 +48,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
 pub use segment::{RecordRef, ERASED, RECORD_OVERHEAD, SEGMENT_HEADER_LEN};
@@ -188,7 +188,7 @@ pub type AppendCallback = Box<dyn FnOnce(Result<Vec<Appended>, LogError>) + Send
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentMeta {
     pub base: u64,
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     /// Records durably in the segment.
     pub count: u64,
     /// Durable length of the file.
@@ -196,6 +196,10 @@ pub(crate) struct SegmentMeta {
     /// Sparse index: (offset, file position) of some records, ascending.
     pub index: Vec<(u64, u64)>,
     pub max_time_ms: i64,
+    /// The file opened for reading, once a reader needed it: shared by every reader of
+    /// the segment (one `open` per segment, not per read). A segment removed by
+    /// retention stays readable through it until its last reader is done.
+    pub reader: Arc<OnceLock<fs::File>>,
 }
 
 pub(crate) struct Shared {

@@ -74,11 +74,12 @@ fn scan(path: &Path, base: u64, mut each: impl FnMut(u64, i64, u128)) -> Result<
         .len();
     let mut meta = SegmentMeta {
         base,
-        path: path.to_path_buf(),
+        path: path.into(),
         count: 0,
         len: SEGMENT_HEADER_LEN,
         index: Vec::new(),
         max_time_ms: i64::MIN,
+        reader: Default::default(),
     };
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut head = [0u8; 16];
@@ -283,11 +284,12 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<SegmentMeta, LogEr
 pub(crate) fn empty_meta(base: u64, path: PathBuf) -> SegmentMeta {
     SegmentMeta {
         base,
-        path,
+        path: path.into(),
         count: 0,
         len: SEGMENT_HEADER_LEN,
         index: Vec::new(),
         max_time_ms: i64::MIN,
+        reader: Default::default(),
     }
 }
 
@@ -364,6 +366,7 @@ pub(crate) fn visit(
                     };
                     (
                         m.path.clone(),
+                        m.reader.clone(),
                         m.base,
                         m.base + m.count,
                         m.len,
@@ -372,8 +375,20 @@ pub(crate) fn visit(
                     )
                 })
         };
-        let Some((path, base, seg_end, len, mut seek_off, mut seek_pos)) = seg else {
+        let Some((path, reader, base, seg_end, len, mut seek_off, mut seek_pos)) = seg else {
             break;
+        };
+        let f = match reader.get() {
+            Some(f) => f,
+            None => {
+                let f = File::open(&path)
+                    .map_err(|e| LogError::io(format!("reading {}", path.display()), &e))?;
+                // Two first readers may race: one handle is kept, the other dropped.
+                let _ = reader.set(f);
+                reader
+                    .get()
+                    .ok_or_else(|| LogError::Poisoned("segment reader".into()))?
+            }
         };
         if let Ok(h) = shared.read_hints.lock() {
             if let Some(&(_, o, p)) = h
@@ -385,7 +400,7 @@ pub(crate) fn visit(
             }
         }
         let (end_off, end_pos) = read_segment(
-            &path, seek_off, seek_pos, len, next, seg_end, max, &mut seen, each,
+            f, &path, seek_off, seek_pos, len, next, seg_end, max, &mut seen, each,
         )?;
         if let Ok(mut h) = shared.read_hints.lock() {
             // The oldest hint, or the one this read went on from, makes way.
@@ -500,6 +515,7 @@ thread_local! {
 
 #[allow(clippy::too_many_arguments)]
 fn read_segment(
+    f: &File,
     path: &Path,
     mut offset: u64,
     pos: u64,
@@ -512,7 +528,6 @@ fn read_segment(
 ) -> Result<(u64, u64), LogError> {
     use std::os::unix::fs::FileExt;
     let ctx = |e: &std::io::Error| LogError::io(format!("reading {}", path.display()), e);
-    let f = File::open(path).map_err(|e| ctx(&e))?;
     let corrupt = |detail: String| LogError::Corrupt {
         segment: path.display().to_string(),
         detail,

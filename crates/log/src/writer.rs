@@ -211,7 +211,20 @@ impl Writer {
             self.prep.start(&self.cfg.dir, self.cfg.segment_bytes);
         }
         if let Ok(mut segs) = self.shared.segments.write() {
-            segs.insert(self.active.base, self.active.clone());
+            // Updated in place: a clone would copy the whole sparse index (thousands of
+            // entries late in a segment) on every commit.
+            match segs.get_mut(&self.active.base) {
+                Some(m) => {
+                    m.count = self.active.count;
+                    m.len = self.active.len;
+                    m.max_time_ms = self.active.max_time_ms;
+                    let known = m.index.len().min(self.active.index.len());
+                    m.index.extend_from_slice(&self.active.index[known..]);
+                }
+                None => {
+                    segs.insert(self.active.base, self.active.clone());
+                }
+            }
         }
         self.shared
             .total_bytes

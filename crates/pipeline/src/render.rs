@@ -18,6 +18,15 @@ fn raw_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
+/// How a profile's own traits are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TraitForm {
+    /// `{"email": {"value": …, "time": …, "source": …}}`: the profile API.
+    WithSources,
+    /// `{"email": …}`: what action documents carry.
+    Plain,
+}
+
 fn traits_json(traits: &TraitSet, syms: &Symbols) -> Value {
     let mut m = Map::new();
     for t in traits.iter() {
@@ -159,6 +168,16 @@ impl<'a> ProfileQuery<'a> {
 
     /// A profile as JSON (`None` if it does not exist).
     pub fn profile(&self, id: ProfileId) -> Option<Value> {
+        self.profile_as(id, TraitForm::WithSources)
+    }
+
+    /// A profile as JSON with its traits as plain values (`"traits": {"email": …}`), as
+    /// action documents carry it; otherwise as [`ProfileQuery::profile`].
+    pub fn profile_plain(&self, id: ProfileId) -> Option<Value> {
+        self.profile_as(id, TraitForm::Plain)
+    }
+
+    fn profile_as(&self, id: ProfileId, form: TraitForm) -> Option<Value> {
         // The router writes the graph and the symbol table for every event, and the
         // partition owner holds its partition for a whole batch: neither table is held
         // while waiting for the partition (which would stop the router meanwhile). The
@@ -188,8 +207,8 @@ impl<'a> ProfileQuery<'a> {
             let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
             let syms = self.sh.symbols.read().ok()?;
             match part.get(&id.0) {
-                Some(p) => render_profile(p, &syms, &segs),
-                None => render_profile(&Profile::default(), &syms, &segs),
+                Some(p) => render_profile(p, &syms, &segs, form),
+                None => render_profile(&Profile::default(), &syms, &segs, form),
             }
         };
         let mut v = json!({
@@ -774,7 +793,7 @@ fn render_segments(p: &Profile, segs: &Segments) -> Value {
     )
 }
 
-fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments) -> Value {
+fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments, form: TraitForm) -> Value {
     let counts: Map<String, Value> = p
         .counts
         .iter()
@@ -792,7 +811,15 @@ fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments) -> Value {
         "first_seen": time_or_null(!p.events.is_empty(), p.first_seen_ms),
         "last_seen": time_or_null(!p.events.is_empty(), p.last_seen_ms),
         "event_count": p.events.len(),
-        "traits": traits_json(&p.traits, syms),
+        "traits": match form {
+            TraitForm::WithSources => traits_json(&p.traits, syms),
+            TraitForm::Plain => Value::Object(
+                p.traits
+                    .iter()
+                    .map(|t| (syms.name(t.key).to_string(), raw_json(t.value)))
+                    .collect(),
+            ),
+        },
         "event_counts": counts,
         "channels": p.channels().map(|s| syms.name(s)).collect::<Vec<_>>(),
         "devices": p.devices().map(|s| syms.name(s)).collect::<Vec<_>>(),

@@ -13,7 +13,7 @@ use niyet_actions::{Action, Outcome};
 use niyet_identity::ProfileId;
 use niyet_log::Log;
 use niyet_pipeline::Pipeline;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::admin::blocking;
 use crate::profiles::limit_of;
@@ -39,11 +39,11 @@ pub fn composer(
             let q = p.query();
             match id
                 .and_then(|id| q.canonical(id))
-                .and_then(|id| q.profile(id))
+                .and_then(|id| q.profile_plain(id))
             {
                 Some(v) => {
                     doc["consent"] = crate::privacy::consent_state(&v, &offers.privacy);
-                    doc["profile"] = plain_traits(v);
+                    doc["profile"] = v;
                 }
                 // Not there although the pipeline is past the action's start: erased
                 // (or never was). Not there yet (replay after a restart): wait for it.
@@ -174,26 +174,6 @@ fn offer(p: &Pipeline, o: &Offers, a: &Action, profile: &Value) -> Value {
         .map(|(x, q)| json!({"sku": x.sku, "quantity": q}))
         .collect::<Vec<_>>());
     v
-}
-
-/// `traits: {"email": {"value": …, "source": …}}` → `traits: {"email": …}`.
-fn plain_traits(mut profile: Value) -> Value {
-    if let Some(Value::Object(t)) = profile.get_mut("traits") {
-        let plain: Map<String, Value> = std::mem::take(t)
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::Object(mut o) if o.contains_key("value") => {
-                        o.remove("value").unwrap_or(Value::Null)
-                    }
-                    v => v,
-                };
-                (k, v)
-            })
-            .collect();
-        *t = plain;
-    }
-    profile
 }
 
 fn delivery(st: &AppState) -> Result<&niyet_delivery::Delivery, ApiError> {
