@@ -151,7 +151,11 @@ impl DestinationConfig {
                 }
             }
             _ => match &self.url {
-                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {}
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    if let Err(e) = reqwest::Url::parse(u) {
+                        return bad(&format!("`url` `{u}` is not a valid address: {e}"));
+                    }
+                }
                 Some(u) => return bad(&format!("`url` must be http(s), got `{u}`")),
                 None => return bad("needs a `url`"),
             },
@@ -214,6 +218,7 @@ pub const BUCKETS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000
 
 struct Dest {
     cfg: DestinationConfig,
+    url: Option<reqwest::Url>,
     counters: Counters,
     /// Live actions handed straight to an idle destination while the outbox write is in
     /// flight (see [`Delivery::emit`]); the receiver is the destination's task.
@@ -289,6 +294,8 @@ impl Delivery {
                 );
                 let (fast, fast_rx) = tokio::sync::mpsc::unbounded_channel();
                 Dest {
+                    // Parsed once here rather than for every request.
+                    url: cfg.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()),
                     cfg,
                     counters,
                     fast,
@@ -312,6 +319,9 @@ impl Delivery {
             client: reqwest::Client::builder()
                 // Room for every request a destination has in flight.
                 .pool_max_idle_per_host(256)
+                // A signed action goes to the address configured and nowhere else: an
+                // answer of 3xx is a failure (kept as a dead letter), not a redirect.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| DeliveryError::Config(format!("HTTP client: {e}")))?,
         });
@@ -964,7 +974,7 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
         }
     }
     let now = sh.clock.now_ms();
-    let shaped = shape::shape(&d.cfg, &doc, &a.key, &google_time(now));
+    let shaped = shape::shape(&d.cfg, &doc, &a.key, &|| google_time(now));
     let body = match &shaped {
         Shaped::Unsendable(why) => return dead(sh, d, a, 0, why.clone()),
         Shaped::Document => serde_json::to_vec(&doc).unwrap_or_default(),
@@ -996,7 +1006,7 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
                     .map(|s| niyet_actions::payload::signature(s.as_bytes(), ts, &body));
                 send::post(
                     &sh.client,
-                    d.cfg.url.as_deref().unwrap_or_default(),
+                    d.url.clone(),
                     body.clone(),
                     Signed {
                         key: &a.key,
@@ -1127,5 +1137,11 @@ mod tests {
                 .unwrap();
         assert!(bad.validate().is_err());
         assert_eq!(bad.purpose(), None);
+        let bad: DestinationConfig = serde_json::from_value(
+            json!({"name": "w", "kind": "webhook", "url": "http://exa mple.com/hook"}),
+        )
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("not a valid address"), "{e}");
     }
 }

@@ -28,11 +28,16 @@ pub struct Signed<'a> {
 /// POSTs `body` (JSON) to `url`.
 pub async fn post(
     client: &reqwest::Client,
-    url: &str,
+    url: Option<reqwest::Url>,
     body: Vec<u8>,
     h: Signed<'_>,
     timeout: Duration,
 ) -> Result<u16, Failure> {
+    let Some(url) = url else {
+        return Err(Failure::Permanent(
+            "the destination has no valid `url`".into(),
+        ));
+    };
     let mut req = client
         .post(url)
         .timeout(timeout)

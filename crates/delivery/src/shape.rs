@@ -100,7 +100,14 @@ pub enum Shaped {
 }
 
 /// Builds what `d` sends for the composed document `doc` of the action keyed `key`.
-pub fn shape(d: &DestinationConfig, doc: &Value, key: &str, conversion_time: &str) -> Shaped {
+/// `conversion_time` gives the time Google Ads conversions are stamped with (only they
+/// call it).
+pub fn shape(
+    d: &DestinationConfig,
+    doc: &Value,
+    key: &str,
+    conversion_time: &dyn Fn() -> String,
+) -> Shaped {
     match d.kind {
         Kind::Webhook => Shaped::Document,
         Kind::Crm => Shaped::Json(json!({
@@ -145,7 +152,7 @@ pub fn shape(d: &DestinationConfig, doc: &Value, key: &str, conversion_time: &st
             if c.email.is_none() && c.phone.is_none() {
                 return Shaped::Unsendable("no e-mail or phone to match on".into());
             }
-            Shaped::Json(google_enhanced(&c, conversion_time))
+            Shaped::Json(google_enhanced(&c, &conversion_time()))
         }
         Kind::Email => {
             let to = render(d.to.as_deref().unwrap_or("{{profile.traits.email}}"), doc);
@@ -204,7 +211,7 @@ mod tests {
         let mut cfg: DestinationConfig =
             serde_json::from_value(json!({"name": "meta", "kind": "meta_capi", "url": "http://x"}))
                 .unwrap();
-        let Shaped::Json(m) = shape(&cfg, &doc(), "k1", "") else {
+        let Shaped::Json(m) = shape(&cfg, &doc(), "k1", &String::new) else {
             panic!()
         };
         assert_eq!(
@@ -214,7 +221,7 @@ mod tests {
         assert_eq!(m["data"][0]["custom_data"]["value"], 99.5);
         cfg.kind = Kind::Email;
         cfg.subject = Some("Sepetin seni bekliyor, {{profile.traits.first_name}}".into());
-        let Shaped::Mail(mail) = shape(&cfg, &doc(), "k1", "") else {
+        let Shaped::Mail(mail) = shape(&cfg, &doc(), "k1", &String::new) else {
             panic!()
         };
         assert_eq!(mail.to, "A@b.co");

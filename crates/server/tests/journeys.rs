@@ -80,7 +80,9 @@ impl Receiver {
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                         raw: body.to_vec(),
                     });
-                    if uri.path() == "/missing" {
+                    if uri.path() == "/moved" {
+                        (StatusCode::FOUND, [("location", "/elsewhere")], "moved").into_response()
+                    } else if uri.path() == "/missing" {
                         (
                             StatusCode::NOT_FOUND,
                             [("retry-after", "0")],
@@ -623,6 +625,41 @@ then = ["crm"]
     );
     assert_eq!(got[0].body["lead"]["company"], "Acme");
     assert_eq!(got[0].body["type"], "lead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_becomes_a_dead_letter() {
+    let (rx, url) = Receiver::start().await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "hook"
+kind = "webhook"
+url = "{url}/moved"
+secret = "s"
+
+[[triggers]]
+name = "Ordered"
+when = {{ event = "Order Completed" }}
+then = ["hook"]
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    n.track("r1", "Order Completed", json!({"revenue": 5}), json!({}))
+        .await;
+    let d = n.state.delivery.as_ref().unwrap().clone();
+    let dead = eventually("a dead letter", || {
+        let v = d.dead_letters("hook").ok()?;
+        (v.len() == 1).then_some(v)
+    })
+    .await;
+    assert!(
+        dead[0].to_string().contains("302"),
+        "the dead letter says why: {}",
+        dead[0]
+    );
+    assert_eq!(rx.at("/moved").len(), 1, "sent once, not retried");
+    assert!(rx.at("/elsewhere").is_empty(), "the redirect was followed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
