@@ -476,12 +476,19 @@ impl Features {
     /// Renumbers features after the catalog changed: `map[old]` is the new id, or `None`
     /// for a feature no longer used (its state is dropped).
     pub fn remap(&mut self, map: &[Option<FeatureId>]) {
-        let mut states: Vec<(FeatureId, State)> = std::mem::take(&mut self.states)
-            .into_iter()
-            .filter_map(|(id, s)| Some((map.get(id as usize).copied().flatten()?, s)))
-            .collect();
-        states.sort_by_key(|e| e.0);
-        self.states = states;
+        // In place: run for every profile at each redefinition, where a fresh vector
+        // each would cost an allocation per profile. Ids usually keep their order.
+        self.states
+            .retain_mut(|(id, _)| match map.get(*id as usize).copied().flatten() {
+                Some(to) => {
+                    *id = to;
+                    true
+                }
+                None => false,
+            });
+        if !self.states.is_sorted_by_key(|e| e.0) {
+            self.states.sort_by_key(|e| e.0);
+        }
     }
 
     /// Observes an event for the listed features only (a backfill of new features).
