@@ -224,9 +224,7 @@ impl Spawned {
     pub fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
-}
 
-impl Spawned {
     /// Processor time the server's threads have used so far, summed by thread name
     /// (the runtime's threads all carry the program's name), most first.
     pub fn cpu_by_thread(&self) -> Vec<(String, f64)> {
