@@ -964,7 +964,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         reached: &sh.reached[idx],
         timers: Timers::default(),
         changes: Vec::new(),
-        backfill_index: Vec::new(),
+        backfill_index: BackfillIndex::None,
         backfill_pos: 0,
         changed: None,
         hook: sh.cfg.on_change.clone(),
@@ -1176,7 +1176,11 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 Op::Redefine(segs, sizes, r, now) => {
                     seg.finish_encoding(&part);
                     let t = Instant::now();
-                    seg.redefine(&mut part, segs, sizes, &r, now);
+                    // Offsets from the log's start to its end fit the compact index
+                    // unless the log spans 2^32 records.
+                    let start = sh.log.stats().start_offset;
+                    let narrow = (sh.log.end_offset() - start < 1 << 32).then_some(start);
+                    seg.redefine(&mut part, segs, sizes, &r, now, narrow);
                     tracing::debug!(
                         partition = idx,
                         ms = t.elapsed().as_millis() as u64,
@@ -1288,6 +1292,76 @@ impl Timers {
     }
 }
 
+/// The profile holding each event of a partition, by log offset, sorted: built for a
+/// backfill when segment definitions change (see `SegWork::redefine`).
+enum BackfillIndex {
+    None,
+    /// `(offset - base) << 32 | position in ids`: 8 bytes an event (the index of a
+    /// million profiles' events is tens of megabytes, all of it fresh memory).
+    Narrow {
+        base: u64,
+        keys: Vec<u64>,
+        ids: Vec<u64>,
+    },
+    /// `(offset, profile)`: for a log spanning 2^32 offsets or more.
+    Wide(Vec<(u64, u64)>),
+}
+
+impl BackfillIndex {
+    /// Adds the events of profile `id`.
+    fn add(&mut self, id: u64, events: impl Iterator<Item = u64>) {
+        match self {
+            Self::None => {}
+            Self::Narrow { base, keys, ids } => {
+                let at = ids.len() as u64;
+                ids.push(id);
+                // Offsets before the log's start (removed by retention) are never read
+                // back.
+                let base = *base;
+                keys.extend(events.filter(|o| *o >= base).map(|o| (o - base) << 32 | at));
+            }
+            Self::Wide(v) => v.extend(events.map(|o| (o, id))),
+        }
+    }
+
+    /// Sorts by offset (offsets are unique: the order of the profiles does not matter).
+    fn sort(&mut self) {
+        match self {
+            Self::None => {}
+            Self::Narrow { keys, .. } => keys.sort_unstable(),
+            Self::Wide(v) => v.sort_unstable_by_key(|e| e.0),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Narrow { keys, .. } => keys.len(),
+            Self::Wide(v) => v.len(),
+        }
+    }
+
+    /// The offset of entry `k`.
+    fn offset(&self, k: usize) -> Option<u64> {
+        match self {
+            Self::None => None,
+            Self::Narrow { base, keys, .. } => keys.get(k).map(|x| base + (x >> 32)),
+            Self::Wide(v) => v.get(k).map(|e| e.0),
+        }
+    }
+
+    /// The profile of entry `k`.
+    fn profile(&self, k: usize) -> Option<u64> {
+        match self {
+            Self::None => None,
+            Self::Narrow { keys, ids, .. } => keys
+                .get(k)
+                .and_then(|x| ids.get((x & 0xffff_ffff) as usize).copied()),
+            Self::Wide(v) => v.get(k).map(|e| e.1),
+        }
+    }
+}
+
 /// Segment work of a partition owner for one batch of operations.
 struct SegWork<'a> {
     segs: Arc<Segments>,
@@ -1295,9 +1369,9 @@ struct SegWork<'a> {
     reached: &'a AtomicI64,
     timers: Timers,
     changes: Vec<Change>,
-    /// While new features are filled from history: `(log offset, profile)` of every
-    /// event in this partition, sorted.
-    backfill_index: Vec<(u64, u64)>,
+    /// While new features are filled from history: the profile of every event in this
+    /// partition, by log offset.
+    backfill_index: BackfillIndex,
     /// How far the backfill has walked `backfill_index`.
     backfill_pos: usize,
     /// After a redefinition, the segments the next refresh evaluates (the others keep
@@ -1661,16 +1735,24 @@ impl SegWork<'_> {
         sizes: Arc<Vec<AtomicI64>>,
         r: &niyet_rules::eval::Redefined,
         now: i64,
+        narrow: Option<u64>,
     ) {
         self.segs = segs;
         self.sizes = sizes;
-        self.backfill_index.clear();
         self.backfill_pos = 0;
         self.changed = Some(self.segs.set.changed_by(r));
         let index = !r.new_features.is_empty();
+        self.backfill_index = BackfillIndex::None;
         if index {
             let n: usize = part.values().map(|p| p.events.len()).sum();
-            self.backfill_index.reserve_exact(n);
+            self.backfill_index = match narrow.filter(|_| part.len() < 1 << 32) {
+                Some(base) => BackfillIndex::Narrow {
+                    base,
+                    keys: Vec::with_capacity(n),
+                    ids: Vec::with_capacity(part.len()),
+                },
+                None => BackfillIndex::Wide(Vec::with_capacity(n)),
+            };
         }
         let t = Instant::now();
         for (id, p) in part.iter_mut() {
@@ -1696,14 +1778,10 @@ impl SegWork<'_> {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            if index {
-                self.backfill_index
-                    .extend(p.events.iter().map(|o| (o, *id)));
-            }
+            self.backfill_index.add(*id, p.events.iter());
         }
         let walked = t.elapsed();
-        // Offsets are unique: the order of the ids does not matter.
-        self.backfill_index.sort_unstable_by_key(|e| e.0);
+        self.backfill_index.sort();
         tracing::debug!(
             walk_ms = walked.as_millis() as u64,
             sort_ms = (t.elapsed() - walked).as_millis() as u64,
@@ -1724,11 +1802,11 @@ impl SegWork<'_> {
         let idx = &self.backfill_index;
         for (offset, time_ms, e) in events {
             let mut k = self.backfill_pos;
-            while k < idx.len() && idx[k].0 < *offset {
+            while idx.offset(k).is_some_and(|o| o < *offset) {
                 k += 1;
             }
             self.backfill_pos = k;
-            let Some(&(_, id)) = idx.get(k).filter(|x| x.0 == *offset) else {
+            let Some(id) = idx.profile(k).filter(|_| idx.offset(k) == Some(*offset)) else {
                 continue;
             };
             let Some(st) = part.get_mut(&id).and_then(|p| p.segments.as_mut()) else {
@@ -1748,7 +1826,7 @@ impl SegWork<'_> {
 
     /// Evaluates every profile at `now` and sets its timer.
     fn refresh(&mut self, part: &mut Partition, now: i64) {
-        self.backfill_index = Vec::new();
+        self.backfill_index = BackfillIndex::None;
         self.timers.due.clear();
         // Every profile's timer is set anew: gathered, then built into the set at once.
         self.timers.bulk = Some(Vec::with_capacity(part.len()));
@@ -2837,6 +2915,47 @@ pub(crate) fn scan_for_features(
         each(chunk);
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod backfill_index_tests {
+    use super::BackfillIndex;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The compact index answers as the wide one: the same offsets in order, each
+        /// with its profile; offsets before the base are left out of it.
+        #[test]
+        fn compact_and_wide_agree(
+            profiles in prop::collection::btree_map(any::<u64>(), prop::collection::btree_set(0u64..100_000, 0..20), 0..50),
+            base in 0u64..1_000,
+        ) {
+            // Each offset belongs to one profile.
+            let mut seen = std::collections::BTreeSet::new();
+            let profiles: Vec<(u64, Vec<u64>)> = profiles
+                .into_iter()
+                .map(|(id, offs)| (id, offs.into_iter().map(|o| o + 900_000_000_000).filter(|o| seen.insert(*o)).collect()))
+                .collect();
+            let base = 900_000_000_000 + base;
+            let mut narrow = BackfillIndex::Narrow { base, keys: Vec::new(), ids: Vec::new() };
+            let mut wide = BackfillIndex::Wide(Vec::new());
+            for (id, offs) in &profiles {
+                narrow.add(*id, offs.iter().copied());
+                wide.add(*id, offs.iter().copied());
+            }
+            narrow.sort();
+            wide.sort();
+            let from_wide: Vec<(u64, u64)> = (0..wide.len())
+                .filter_map(|k| Some((wide.offset(k)?, wide.profile(k)?)))
+                .filter(|e| e.0 >= base)
+                .collect();
+            let from_narrow: Vec<(u64, u64)> = (0..narrow.len())
+                .filter_map(|k| Some((narrow.offset(k)?, narrow.profile(k)?)))
+                .collect();
+            prop_assert!(from_wide.windows(2).all(|w| w[0].0 < w[1].0));
+            prop_assert_eq!(from_narrow, from_wide);
+        }
+    }
 }
 
 #[cfg(test)]
