@@ -1176,11 +1176,8 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 Op::Redefine(segs, sizes, r, now) => {
                     seg.finish_encoding(&part);
                     let t = Instant::now();
-                    // Offsets from the log's start to its end fit the compact index
-                    // unless the log spans 2^32 records.
-                    let start = sh.log.stats().start_offset;
-                    let narrow = (sh.log.end_offset() - start < 1 << 32).then_some(start);
-                    seg.redefine(&mut part, segs, sizes, &r, now, narrow);
+                    // Every offset a profile holds is below the log's end.
+                    seg.redefine(&mut part, segs, sizes, &r, now, sh.log.end_offset());
                     tracing::debug!(
                         partition = idx,
                         ms = t.elapsed().as_millis() as u64,
@@ -1315,10 +1312,9 @@ impl BackfillIndex {
             Self::Narrow { base, keys, ids } => {
                 let at = ids.len() as u64;
                 ids.push(id);
-                // Offsets before the log's start (removed by retention) are never read
-                // back.
+                // `base` is the lowest offset of the partition's profiles.
                 let base = *base;
-                keys.extend(events.filter(|o| *o >= base).map(|o| (o - base) << 32 | at));
+                keys.extend(events.map(|o| (o - base) << 32 | at));
             }
             Self::Wide(v) => v.extend(events.map(|o| (o, id))),
         }
@@ -1735,7 +1731,7 @@ impl SegWork<'_> {
         sizes: Arc<Vec<AtomicI64>>,
         r: &niyet_rules::eval::Redefined,
         now: i64,
-        narrow: Option<u64>,
+        log_end: u64,
     ) {
         self.segs = segs;
         self.sizes = sizes;
@@ -1744,14 +1740,21 @@ impl SegWork<'_> {
         let index = !r.new_features.is_empty();
         self.backfill_index = BackfillIndex::None;
         if index {
-            let n: usize = part.values().map(|p| p.events.len()).sum();
-            self.backfill_index = match narrow.filter(|_| part.len() < 1 << 32) {
-                Some(base) => BackfillIndex::Narrow {
+            let (n, base) = part.values().fold((0, u64::MAX), |(n, base), p| {
+                (
+                    n + p.events.len(),
+                    base.min(p.events.iter().next().unwrap_or(u64::MAX)),
+                )
+            });
+            // The compact form holds offsets up to 2^32 past the lowest.
+            let narrow = log_end.saturating_sub(base) < 1 << 32 && part.len() < 1 << 32;
+            self.backfill_index = match narrow {
+                true => BackfillIndex::Narrow {
                     base,
                     keys: Vec::with_capacity(n),
                     ids: Vec::with_capacity(part.len()),
                 },
-                None => BackfillIndex::Wide(Vec::with_capacity(n)),
+                false => BackfillIndex::Wide(Vec::with_capacity(n)),
             };
         }
         let t = Instant::now();
@@ -2924,11 +2927,10 @@ mod backfill_index_tests {
 
     proptest! {
         /// The compact index answers as the wide one: the same offsets in order, each
-        /// with its profile; offsets before the base are left out of it.
+        /// with its profile.
         #[test]
         fn compact_and_wide_agree(
             profiles in prop::collection::btree_map(any::<u64>(), prop::collection::btree_set(0u64..100_000, 0..20), 0..50),
-            base in 0u64..1_000,
         ) {
             // Each offset belongs to one profile.
             let mut seen = std::collections::BTreeSet::new();
@@ -2936,7 +2938,8 @@ mod backfill_index_tests {
                 .into_iter()
                 .map(|(id, offs)| (id, offs.into_iter().map(|o| o + 900_000_000_000).filter(|o| seen.insert(*o)).collect()))
                 .collect();
-            let base = 900_000_000_000 + base;
+            // The lowest offset held, as the owner takes it.
+            let base = seen.first().copied().unwrap_or(u64::MAX);
             let mut narrow = BackfillIndex::Narrow { base, keys: Vec::new(), ids: Vec::new() };
             let mut wide = BackfillIndex::Wide(Vec::new());
             for (id, offs) in &profiles {
@@ -2947,7 +2950,6 @@ mod backfill_index_tests {
             wide.sort();
             let from_wide: Vec<(u64, u64)> = (0..wide.len())
                 .filter_map(|k| Some((wide.offset(k)?, wide.profile(k)?)))
-                .filter(|e| e.0 >= base)
                 .collect();
             let from_narrow: Vec<(u64, u64)> = (0..narrow.len())
                 .filter_map(|k| Some((narrow.offset(k)?, narrow.profile(k)?)))
