@@ -403,6 +403,17 @@ pub struct PipelineStats {
 /// costs little).
 pub(crate) type Partition = FastMap<u64, Box<Profile>>;
 
+/// Every profile of `part` in id order. Ids are handed out in turn, so this is about the
+/// order in which the profiles and their state were allocated: a walk over all of them
+/// (a redefinition) goes through memory mostly forwards instead of at random, as the
+/// map's own order would.
+fn by_id(part: &mut Partition) -> Vec<(u64, &mut Profile)> {
+    let mut all: Vec<(u64, &mut Profile)> =
+        part.iter_mut().map(|(id, p)| (*id, &mut **p)).collect();
+    all.sort_unstable_by_key(|e| e.0);
+    all
+}
+
 /// (log offset, profile id) of every event the given partitions' profiles hold, unsorted.
 pub(crate) fn event_owners<P: std::ops::Deref<Target = Partition>>(
     parts: impl IntoIterator<Item = P>,
@@ -1758,7 +1769,7 @@ impl SegWork<'_> {
             };
         }
         let t = Instant::now();
-        for (id, p) in part.iter_mut() {
+        for (id, p) in by_id(part) {
             let st = p.segments.get_or_insert_with(|| {
                 Box::new(SegState {
                     at: now,
@@ -1781,7 +1792,7 @@ impl SegWork<'_> {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            self.backfill_index.add(*id, p.events.iter());
+            self.backfill_index.add(id, p.events.iter());
         }
         let walked = t.elapsed();
         self.backfill_index.sort();
@@ -1834,7 +1845,7 @@ impl SegWork<'_> {
         // Every profile's timer is set anew: gathered, then built into the set at once.
         self.timers.bulk = Some(Vec::with_capacity(part.len()));
         let changed = self.changed.take();
-        for (id, p) in part.iter_mut() {
+        for (id, p) in by_id(part) {
             let Some(mut st) = p.segments.take() else {
                 continue;
             };
@@ -1867,7 +1878,7 @@ impl SegWork<'_> {
                     .next_change_of(&st.m, &traits, st.at, c)
                     .map_or(before, |t| t.min(before))
             });
-            self.finish_with(*id, p, &mut st, due);
+            self.finish_with(id, p, &mut st, due);
             p.segments = Some(st);
         }
         if let Some(b) = self.timers.bulk.take() {
