@@ -102,9 +102,9 @@ pub struct AppState {
     /// Report defaults (`[analytics]`, the conversion event filled in).
     pub analytics: config::AnalyticsSection,
     /// Segment entries and exits as they happen (for the live stream).
-    pub segment_changes: tokio::sync::broadcast::Sender<niyet_pipeline::SegmentChange>,
+    pub segment_changes: segments::Live<niyet_pipeline::SegmentChange>,
     /// Live score crossings (`GET /v1/stream/scores`).
-    pub score_crossings: tokio::sync::broadcast::Sender<niyet_pipeline::ScoreCrossing>,
+    pub score_crossings: segments::Live<niyet_pipeline::ScoreCrossing>,
     /// The outbox and destinations (none configured: `None`).
     pub delivery: Option<niyet_delivery::Delivery>,
     /// The triggers in force.
@@ -255,22 +255,15 @@ impl Server {
         let quarantine_days = cfg.log.quarantine_retention_days;
         let mut pcfg = cfg.pipeline();
         pcfg.clock = niyet_pipeline::SharedClock(clock.clone());
-        let (segment_changes, _) = tokio::sync::broadcast::channel(8192);
-        let (changes, listeners) = (segment_changes.clone(), segment_changes.clone());
+        let segment_changes = segments::Live::new(8192);
         pcfg.on_change = Some(niyet_pipeline::ChangeHook {
-            listening: Arc::new(move || listeners.receiver_count() > 0),
-            send: Arc::new(move |c| {
-                // A listener that just left is fine.
-                let _ = changes.send(c);
-            }),
+            listening: Arc::new(segment_changes.listening()),
+            send: Arc::new(segment_changes.sender()),
         });
-        let (score_crossings, _) = tokio::sync::broadcast::channel(8192);
-        let (crossings, listeners) = (score_crossings.clone(), score_crossings.clone());
+        let score_crossings = segments::Live::new(8192);
         pcfg.on_crossing = Some(niyet_pipeline::CrossingHook {
-            listening: Arc::new(move || listeners.receiver_count() > 0),
-            send: Arc::new(move |c| {
-                let _ = crossings.send(c);
-            }),
+            listening: Arc::new(score_crossings.listening()),
+            send: Arc::new(score_crossings.sender()),
         });
         let dests = cfg.destinations.clone();
         let delivery_dir = cfg.data_dir.join("delivery");

@@ -2,6 +2,7 @@
 //! profile's segments and history, and a rule checker.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -211,16 +212,71 @@ async fn stream(
     }))
 }
 
+/// A broadcast of live changes that knows without a lock whether anyone listens: the
+/// partition owners ask before building each change (`receiver_count` would take the
+/// channel's lock for every profile they work on).
+pub struct Live<T> {
+    tx: tokio::sync::broadcast::Sender<T>,
+    listeners: Arc<AtomicUsize>,
+}
+
+/// One listener of a [`Live`] broadcast, counted while it lives.
+pub(crate) struct Listener<T> {
+    rx: tokio::sync::broadcast::Receiver<T>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl<T> Drop for Listener<T> {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: Clone> Live<T> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            tx: tokio::sync::broadcast::channel(capacity).0,
+            listeners: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether anyone listens now.
+    pub fn listening(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let n = self.listeners.clone();
+        move || n.load(Ordering::Relaxed) > 0
+    }
+
+    /// Sends to whoever listens (a listener that just left is fine).
+    pub fn sender(&self) -> impl Fn(T) + Send + Sync + 'static
+    where
+        T: Send + 'static,
+    {
+        let tx = self.tx.clone();
+        move |c| {
+            let _ = tx.send(c);
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> Listener<T> {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        Listener {
+            rx: self.tx.subscribe(),
+            listeners: self.listeners.clone(),
+        }
+    }
+}
+
 /// A live stream of server-sent events from a broadcast: `name` gives each message's event
 /// name (`None`: not for this listener); a listener too slow to keep up gets a `lagged`
 /// event with how many it missed.
 pub(crate) fn live<T: serde::Serialize + Clone + Send + 'static>(
-    rx: tokio::sync::broadcast::Receiver<T>,
+    rx: Listener<T>,
     name: impl Fn(&T) -> Option<&'static str> + Send + 'static,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let events = futures_util::stream::unfold((rx, name), |(mut rx, name)| async move {
+    let events = futures_util::stream::unfold((rx, name), |(mut l, name)| async move {
+        let rx = &mut l.rx;
         loop {
             let ev = match rx.recv().await {
                 Ok(c) => match name(&c) {
@@ -232,7 +288,7 @@ pub(crate) fn live<T: serde::Serialize + Clone + Send + 'static>(
                     .data(format!("{{\"missed\":{n}}}")),
                 Err(RecvError::Closed) => return None,
             };
-            return Some((Ok::<_, std::convert::Infallible>(ev), (rx, name)));
+            return Some((Ok::<_, std::convert::Infallible>(ev), (l, name)));
         }
     });
     Sse::new(events)
