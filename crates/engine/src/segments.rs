@@ -107,6 +107,12 @@ pub fn seg_event(segs: &Segments, v: &EventView<'_>) -> Option<Box<SegEvent>> {
     let name = event_name(v)?;
     segs.set.catalog().for_event(&name).next()?;
     let paths = segs.props.get(&*name).unwrap_or(&segs.any_props);
+    Some(Box::new(seg_event_with(v, name, paths)))
+}
+
+/// The segment event of `v` (named `name`, see [`event_name`]) with the values of
+/// `paths` only: a backfill reads just what its new features need.
+pub fn seg_event_with(v: &EventView<'_>, name: Cow<'_, str>, paths: &[Box<str>]) -> SegEvent {
     let mut props = Vec::new();
     if !paths.is_empty() {
         // The properties object is read once; nested paths go one level at a time.
@@ -144,10 +150,10 @@ pub fn seg_event(segs: &Segments, v: &EventView<'_>) -> Option<Box<SegEvent>> {
             }
         }
     }
-    Some(Box::new(SegEvent {
+    SegEvent {
         name: name.into(),
         props,
-    }))
+    }
 }
 
 /// Segments with their trait names interned and the properties each event name needs.

@@ -977,6 +977,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         changes: Vec::new(),
         backfill_index: BackfillIndex::None,
         backfill_pos: 0,
+        backfill_time: Duration::ZERO,
         changed: None,
         hook: sh.cfg.on_change.clone(),
         crossing_hook: sh.cfg.on_crossing.clone(),
@@ -1197,15 +1198,19 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 }
                 Op::Backfill(events, ids) => {
                     seg.finish_encoding(&part);
-                    seg.backfill(&mut part, &events, &ids)
+                    let t = Instant::now();
+                    seg.backfill(&mut part, &events, &ids);
+                    seg.backfill_time += t.elapsed();
                 }
                 Op::Refresh(now) => {
                     seg.finish_encoding(&part);
                     let t = Instant::now();
+                    let filled = std::mem::take(&mut seg.backfill_time);
                     seg.refresh(&mut part, now);
                     tracing::debug!(
                         partition = idx,
                         ms = t.elapsed().as_millis() as u64,
+                        backfill_ms = filled.as_millis() as u64,
                         "profiles evaluated anew"
                     );
                 }
@@ -1381,6 +1386,8 @@ struct SegWork<'a> {
     backfill_index: BackfillIndex,
     /// How far the backfill has walked `backfill_index`.
     backfill_pos: usize,
+    /// Time spent filling new features from history since the last evaluation.
+    backfill_time: Duration,
     /// After a redefinition, the segments the next refresh evaluates (the others keep
     /// their carried-over memberships).
     changed: Option<Vec<usize>>,
@@ -1769,6 +1776,7 @@ impl SegWork<'_> {
             };
         }
         let t = Instant::now();
+        let mut counted = vec![0i64; self.sizes.len()];
         for (id, p) in by_id(part) {
             let st = p.segments.get_or_insert_with(|| {
                 Box::new(SegState {
@@ -1787,12 +1795,16 @@ impl SegWork<'_> {
                     })
                     .collect();
             }
+            // Counted here, added once: the sizes are shared with the other owners.
             for (i, _) in &st.m.member {
-                if let Some(n) = self.sizes.get(*i as usize) {
-                    n.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = counted.get_mut(*i as usize) {
+                    *n += 1;
                 }
             }
             self.backfill_index.add(id, p.events.iter());
+        }
+        for (n, c) in self.sizes.iter().zip(counted) {
+            n.fetch_add(c, Ordering::Relaxed);
         }
         let walked = t.elapsed();
         self.backfill_index.sort();
@@ -2517,40 +2529,49 @@ impl Router {
     ) -> Result<u64, String> {
         let log = self.sh.log.clone();
         let (start, end) = (log.stats().start_offset, self.next);
-        // Several readers: the log is cut into ranges, the first read and handed on by
-        // this thread, each later one read on a thread of its own meanwhile, its events
-        // handed on after those before it, so the partition owners still see them in log
-        // order. Past records are mostly read from the device (the log is written with
-        // direct I/O), which answers several reads at once much faster than one.
+        // Several readers: the log is cut into ranges, each read on a thread of its own,
+        // its events handed on by this thread after those of the ranges before it, so the
+        // partition owners still see them in log order. Past records are mostly read from
+        // the device (the log is written with direct I/O), which answers several reads at
+        // once much faster than one. No reader waits for the owners: while they are busy
+        // (first carrying their profiles over), the events read wait in memory.
         let n = BACKFILL_READERS as u64;
         let span = end.saturating_sub(start);
         let bounds: Vec<u64> = (0..=n).map(|k| start + span * k / n).collect();
         std::thread::scope(|scope| {
-            let later: Vec<_> = bounds[1..]
-                .windows(2)
-                .map(|w| {
-                    let (from, to) = (w[0], w[1]);
-                    let log = &log;
-                    let ids = &ids;
-                    scope.spawn(move || {
-                        let mut kept = Vec::new();
-                        let n = scan_for_features(log, segs, ids, from, to, |c| kept.push(c))?;
-                        Ok::<_, String>((n, kept))
+            let mut readers = Vec::new();
+            for w in bounds.windows(2) {
+                let (from, to) = (w[0], w[1]);
+                let (log, ids) = (&log, &ids);
+                let (tx, rx) = std::sync::mpsc::channel();
+                let h = std::thread::Builder::new()
+                    .name("niyet-backfill".into())
+                    .spawn_scoped(scope, move || {
+                        scan_for_features(log, segs, ids, from, to, |c| {
+                            // The receiver only goes away with an error of its own.
+                            let _ = tx.send(c);
+                        })
                     })
-                })
-                .collect();
-            let mut count = scan_for_features(&log, segs, &ids, bounds[0], bounds[1], |chunk| {
-                self.backfill_chunk(chunk, &ids)
-            })?;
-            for h in later {
-                let (n, kept) = h
-                    .join()
-                    .map_err(|_| "a backfill reader failed".to_string())??;
-                count += n;
-                for chunk in kept {
+                    .map_err(|e| format!("starting a backfill reader: {e}"))?;
+                readers.push((h, rx));
+            }
+            let t = Instant::now();
+            let mut count = 0u64;
+            let mut first = None;
+            for (h, rx) in readers {
+                for chunk in rx {
+                    count += chunk.len() as u64;
                     self.backfill_chunk(chunk, &ids);
                 }
+                h.join()
+                    .map_err(|_| "a backfill reader failed".to_string())??;
+                first.get_or_insert_with(|| t.elapsed());
             }
+            tracing::debug!(
+                first_range_ms = first.unwrap_or_default().as_millis() as u64,
+                all_ms = t.elapsed().as_millis() as u64,
+                "log read and handed on for the backfill"
+            );
             Ok(count)
         })
     }
@@ -2887,6 +2908,33 @@ pub(crate) fn scan_for_features(
     }
     let finders: Vec<memchr::memmem::Finder<'_>> =
         needles.iter().map(memchr::memmem::Finder::new).collect();
+    // The property paths the new features read, by event name (`*`: features of every
+    // event); other properties are not read back.
+    let cat = segs.set.catalog();
+    let paths_for = |name: &str| -> Box<[Box<str>]> {
+        let mut out: Vec<&str> = Vec::new();
+        for f in cat.for_event(name).filter(|f| ids.contains(f)) {
+            cat.defs()[f as usize].paths(&mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.into_iter().map(Box::from).collect()
+    };
+    type Paths = Box<[Box<str>]>;
+    let mut wanted: Vec<(Box<str>, Paths)> = Vec::new();
+    for id in ids.iter() {
+        let d = &cat.defs()[*id as usize];
+        let mut names = vec![d.event.name.as_str()];
+        if let niyet_rules::compile::FeatureKind::Sequence { then, .. } = &d.kind {
+            names.push(then.name.as_str());
+        }
+        for n in names {
+            if n != "*" && !wanted.iter().any(|(w, _)| &**w == n) {
+                wanted.push((n.into(), paths_for(n)));
+            }
+        }
+    }
+    let any_paths = any.then(|| paths_for(""));
     let mut at = start;
     let mut count = 0u64;
     // Chunks are allocated at their full size and handed on when full: no chunk grows
@@ -2907,8 +2955,16 @@ pub(crate) fn scan_for_features(
                 let Ok(view) = extract::parse(r.payload) else {
                     return;
                 };
-                if let Some(e) = seg_event(segs, &view) {
-                    chunk.push((r.offset, view.time_ms, *e));
+                let Some(name) = niyet_engine::segments::event_name(&view) else {
+                    return;
+                };
+                let paths = match wanted.iter().find(|(w, _)| **w == *name) {
+                    Some((_, p)) => Some(p),
+                    None => any_paths.as_ref(),
+                };
+                if let Some(paths) = paths {
+                    let e = niyet_engine::segments::seg_event_with(&view, name, paths);
+                    chunk.push((r.offset, view.time_ms, e));
                     if chunk.len() == CHUNK {
                         full.push(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
                     }

@@ -187,6 +187,63 @@ async fn segments_are_defined_backfilled_listed_and_kept_current() {
     assert_eq!(s, 404, "{v}");
 }
 
+/// A backfill reads back only the properties its new features need: filters on the
+/// first and the second step of a sequence and a nested path, none of them read by any
+/// other segment, all come from history.
+#[tokio::test]
+async fn a_backfill_reads_the_properties_its_new_features_filter_on() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    let viewed = |user: &str, sku: &str| json!({"type": "track", "userId": user, "event": "Product Viewed", "properties": {"sku": sku}});
+    let added = |user: &str, sku: &str| json!({"type": "track", "userId": user, "event": "Product Added", "properties": {"sku": sku}});
+    let coupon = |user: &str, code: &str| json!({"type": "track", "userId": user, "event": "Order Completed", "properties": {"revenue": 10, "coupon": {"code": code}}});
+    send(
+        &base,
+        vec![
+            viewed("a", "K-1"),
+            added("a", "K-1"),
+            viewed("b", "K-1"),
+            added("b", "K-2"),
+            viewed("c", "K-2"),
+            added("c", "K-1"),
+            coupon("a", "SPRING"),
+            coupon("b", "AUTUMN"),
+        ],
+    )
+    .await;
+    let url = format!("{base}/v1/segments");
+    for (name, rule, members) in [
+        (
+            "K-1 journey",
+            r#"Product Viewed where sku = "K-1" then Product Added where sku = "K-1" within 1h in 30d"#,
+            &["a"][..],
+        ),
+        (
+            "Spring coupon",
+            r#"count(Order Completed where coupon.code = "SPRING" in 30d) >= 1"#,
+            &["a"][..],
+        ),
+        (
+            "Added K-1",
+            r#"count(Product Added where sku = "K-1" in 30d) >= 1"#,
+            &["a", "c"][..],
+        ),
+    ] {
+        let (s, v) = admin(
+            reqwest::Method::POST,
+            &url,
+            Some(json!({"name": name, "rule": rule})),
+        )
+        .await;
+        assert_eq!(s, 201, "{name}: {v}");
+        assert_eq!(v["size"], members.len(), "{name}: {v}");
+        for user in ["a", "b", "c"] {
+            let inside = segments_of(&base, user).await.contains(&name.to_string());
+            assert_eq!(inside, members.contains(&user), "{name}: {user}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn api_segments_survive_a_restart() {
     let mut srv = TestServer::start();
