@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use niyet_engine::segments::{SegEvent, Segments};
+use niyet_engine::Profile;
 use niyet_identity::ProfileId;
 use niyet_model::format_rfc3339_millis;
 use niyet_rules::{Membership, Rule};
@@ -57,25 +58,31 @@ impl Pipeline {
             t => t,
         };
 
-        let parts: Vec<_> = sh
-            .partitions
-            .iter()
-            .map(|p| p.read().map_err(|_| PipelineError::Stopped))
-            .collect::<Result<_, _>>()?;
+        let read_all = || -> Result<Vec<_>, PipelineError> {
+            sh.partitions
+                .iter()
+                .map(|p| p.read().map_err(|_| PipelineError::Stopped))
+                .collect()
+        };
 
-        // Past events of the new features, by the profile holding them.
+        // Past events of the new features, by the profile holding them. The log is read
+        // with no partition locked, so processing goes on meanwhile; events appended since
+        // the profiles were looked at are not in `owner` and are passed over.
         let mut found: Vec<(u64, u64, i64, SegEvent)> = Vec::new();
         let mut backfilled = 0;
         if !r.new_features.is_empty() {
-            let mut owner = event_owners(parts.iter().map(|g| &**g));
+            let (mut owner, end) = {
+                let parts = read_all()?;
+                let owner = event_owners(parts.iter().map(|g| &**g));
+                (owner, sh.log.end_offset())
+            };
             owner.sort_unstable();
-            let stats = sh.log.stats();
             backfilled = scan_for_features(
                 &sh.log,
                 &cand,
                 &r.new_features,
-                stats.start_offset,
-                stats.end_offset,
+                sh.log.stats().start_offset,
+                end,
                 |chunk| {
                     for (offset, time, e) in chunk {
                         if let Ok(k) = owner.binary_search_by_key(&offset, |x| x.0) {
@@ -88,41 +95,53 @@ impl Pipeline {
             found.sort_unstable_by_key(|e| (e.0, e.1));
         }
 
+        let parts = read_all()?;
+        // In id order (about the order the profiles were allocated in, so memory is read
+        // forwards), which is also the order of `found`.
+        let mut all: Vec<(u64, &Profile)> = parts
+            .iter()
+            .flat_map(|part| part.iter().map(|(id, p)| (*id, &**p)))
+            .collect();
+        all.sort_unstable_by_key(|e| e.0);
         let empty = Membership::default();
         let mut matching: Vec<u64> = Vec::new();
-        let mut profiles = 0u64;
-        for part in &parts {
-            for (id, p) in part.iter() {
-                profiles += 1;
-                let held = p.segments.as_ref().map_or(&empty, |s| &s.m);
-                let at = p.segments.as_ref().map_or(now, |s| s.at);
-                let now = now.max(at);
-                let lo = found.partition_point(|e| e.0 < *id);
-                let hi = found.partition_point(|e| e.0 <= *id);
-                let traits = cand.traits(p);
-                let holds = if lo == hi && same_ids {
-                    cand.set.holds_segment(candidate, held, &traits, now)
-                } else {
-                    let mut m = held.clone();
-                    if !same_ids {
-                        cand.set.carry_over(&mut m, &r);
-                    }
-                    for (_, offset, time_ms, e) in &found[lo..hi] {
-                        let ev = niyet_rules::Event {
-                            id: *offset,
-                            name: &e.name,
-                            time_ms: *time_ms,
-                            props: e,
-                        };
-                        m.features
-                            .observe_only(cand.set.catalog(), &r.new_features, &ev, at);
-                    }
-                    cand.set.holds_segment(candidate, &m, &traits, now)
-                };
-                if holds {
-                    matching.push(*id);
-                }
+        let profiles = all.len() as u64;
+        let mut lo = 0;
+        for (id, p) in all {
+            while found.get(lo).is_some_and(|e| e.0 < id) {
+                lo += 1;
             }
+            let mut hi = lo;
+            while found.get(hi).is_some_and(|e| e.0 == id) {
+                hi += 1;
+            }
+            let held = p.segments.as_ref().map_or(&empty, |s| &s.m);
+            let at = p.segments.as_ref().map_or(now, |s| s.at);
+            let now = now.max(at);
+            let traits = cand.traits(p);
+            let holds = if lo == hi && same_ids {
+                cand.set.holds_segment(candidate, held, &traits, now)
+            } else {
+                let mut m = held.clone();
+                if !same_ids {
+                    cand.set.carry_over(&mut m, &r);
+                }
+                for (_, offset, time_ms, e) in &found[lo..hi] {
+                    let ev = niyet_rules::Event {
+                        id: *offset,
+                        name: &e.name,
+                        time_ms: *time_ms,
+                        props: e,
+                    };
+                    m.features
+                        .observe_only(cand.set.catalog(), &r.new_features, &ev, at);
+                }
+                cand.set.holds_segment(candidate, &m, &traits, now)
+            };
+            if holds {
+                matching.push(id);
+            }
+            lo = hi;
         }
         drop(parts);
         matching.sort_unstable();
