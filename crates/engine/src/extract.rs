@@ -317,18 +317,8 @@ fn split_url(url: &str) -> (String, &str) {
 /// Reads a stored event.
 pub fn parse(payload: &[u8]) -> Result<EventView<'_>, ExtractError> {
     let s: Stored<'_> = serde_json::from_slice(payload)?;
-    let time_ms = niyet_model::parse_timestamp(&s.timestamp)
-        .map_err(|_| ExtractError::Timestamp(s.timestamp.to_string()))?;
-    let kind = match &*s.kind {
-        "track" => Kind::Track,
-        "page" => Kind::Page,
-        "screen" => Kind::Screen,
-        "identify" => Kind::Identify,
-        "group" => Kind::Group,
-        "alias" => Kind::Alias,
-        k if k.starts_with("niyet.") => Kind::Control,
-        _ => Kind::Other,
-    };
+    let time_ms = time_of(&s.timestamp)?;
+    let kind = kind_of(&s.kind);
     let name = match kind {
         Kind::Track => s.event.map(|t| t.0),
         _ => s.name.map(|t| t.0),
@@ -346,6 +336,74 @@ pub fn parse(payload: &[u8]) -> Result<EventView<'_>, ExtractError> {
         channel: s.channel.map(|t| t.0),
         traits: s.traits,
         context: s.context.unwrap_or_default(),
+        properties: s.properties,
+    })
+}
+
+fn time_of(timestamp: &str) -> Result<i64, ExtractError> {
+    niyet_model::parse_timestamp(timestamp)
+        .map_err(|_| ExtractError::Timestamp(timestamp.to_string()))
+}
+
+fn kind_of(kind: &str) -> Kind {
+    match kind {
+        "track" => Kind::Track,
+        "page" => Kind::Page,
+        "screen" => Kind::Screen,
+        "identify" => Kind::Identify,
+        "group" => Kind::Group,
+        "alias" => Kind::Alias,
+        k if k.starts_with("niyet.") => Kind::Control,
+        _ => Kind::Other,
+    }
+}
+
+/// [`parse`] of only what segment features read: the call type, the name, the time,
+/// `properties` and `context.page`. Identifiers, traits and the rest of the context are
+/// passed over unparsed and left empty (a backfill reads millions of events back).
+pub fn parse_for_features(payload: &[u8]) -> Result<EventView<'_>, ExtractError> {
+    #[derive(Deserialize)]
+    struct Page<'a> {
+        #[serde(borrow, default)]
+        page: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Lite<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
+        event: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        name: Option<Text<'a>>,
+        #[serde(borrow)]
+        timestamp: Cow<'a, str>,
+        #[serde(borrow, default)]
+        context: Option<Page<'a>>,
+        #[serde(borrow, default)]
+        properties: Option<&'a RawValue>,
+    }
+    let s: Lite<'_> = serde_json::from_slice(payload)?;
+    let kind = kind_of(&s.kind);
+    let name = match kind {
+        Kind::Track => s.event.map(|t| t.0),
+        _ => s.name.map(|t| t.0),
+    };
+    Ok(EventView {
+        kind,
+        time_ms: time_of(&s.timestamp)?,
+        type_name: s.kind,
+        name,
+        user_id: None,
+        anonymous_id: None,
+        previous_id: None,
+        group_id: None,
+        source: Cow::Borrowed(""),
+        channel: None,
+        traits: Entries::default(),
+        context: Context {
+            page: s.context.and_then(|c| c.page),
+            ..Context::default()
+        },
         properties: s.properties,
     })
 }

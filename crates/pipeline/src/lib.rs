@@ -2952,7 +2952,7 @@ pub(crate) fn scan_for_features(
                 if !any && !finders.iter().any(|f| f.find(r.payload).is_some()) {
                     return;
                 }
-                let Ok(view) = extract::parse(r.payload) else {
+                let Ok(view) = extract::parse_for_features(r.payload) else {
                     return;
                 };
                 let Some(name) = niyet_engine::segments::event_name(&view) else {

@@ -188,8 +188,8 @@ async fn segments_are_defined_backfilled_listed_and_kept_current() {
 }
 
 /// A backfill reads back only the properties its new features need: filters on the
-/// first and the second step of a sequence and a nested path, none of them read by any
-/// other segment, all come from history.
+/// first and the second step of a sequence, a nested path and a page's path given only in
+/// its context, none of them read by any other segment, all come from history.
 #[tokio::test]
 async fn a_backfill_reads_the_properties_its_new_features_filter_on() {
     let srv = TestServer::start();
@@ -208,6 +208,9 @@ async fn a_backfill_reads_the_properties_its_new_features_filter_on() {
             added("c", "K-1"),
             coupon("a", "SPRING"),
             coupon("b", "AUTUMN"),
+            // A page's path may come only in its context.
+            json!({"type": "page", "userId": "b", "context": {"page": {"path": "/pricing"}}}),
+            json!({"type": "page", "userId": "c", "properties": {"path": "/blog"}}),
         ],
     )
     .await;
@@ -222,6 +225,11 @@ async fn a_backfill_reads_the_properties_its_new_features_filter_on() {
             "Spring coupon",
             r#"count(Order Completed where coupon.code = "SPRING" in 30d) >= 1"#,
             &["a"][..],
+        ),
+        (
+            "Pricing readers",
+            r#"count(Page Viewed where path = "/pricing" in 30d) >= 1"#,
+            &["b"][..],
         ),
         (
             "Added K-1",
