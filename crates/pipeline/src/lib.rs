@@ -2531,9 +2531,9 @@ impl Router {
         let (start, end) = (log.stats().start_offset, self.next);
         // Several readers: the log is cut into ranges, each read on a thread of its own,
         // its events handed on by this thread after those of the ranges before it, so the
-        // partition owners still see them in log order. Past records are mostly read from
-        // the device (the log is written with direct I/O), which answers several reads at
-        // once much faster than one. No reader waits for the owners: while they are busy
+        // partition owners still see them in log order. Past records may come from the
+        // device (the log is written with direct I/O), which answers several reads at once
+        // much faster than one. No reader waits for the owners: while they are busy
         // (first carrying their profiles over), the events read wait in memory.
         let n = BACKFILL_READERS as u64;
         let span = end.saturating_sub(start);
@@ -2548,7 +2548,7 @@ impl Router {
                     .name("niyet-backfill".into())
                     .spawn_scoped(scope, move || {
                         scan_for_features(log, segs, ids, from, to, |c| {
-                            // The receiver only goes away with an error of its own.
+                            // The receiver goes away only when an earlier range failed.
                             let _ = tx.send(c);
                         })
                     })
@@ -2910,8 +2910,9 @@ pub(crate) fn scan_for_features(
         needles.iter().map(memchr::memmem::Finder::new).collect();
     // The property paths the new features read, by event name (`*`: features of every
     // event); other properties are not read back.
+    type Paths = Box<[Box<str>]>;
     let cat = segs.set.catalog();
-    let paths_for = |name: &str| -> Box<[Box<str>]> {
+    let paths_for = |name: &str| -> Paths {
         let mut out: Vec<&str> = Vec::new();
         for f in cat.for_event(name).filter(|f| ids.contains(f)) {
             cat.defs()[f as usize].paths(&mut out);
@@ -2920,7 +2921,6 @@ pub(crate) fn scan_for_features(
         out.dedup();
         out.into_iter().map(Box::from).collect()
     };
-    type Paths = Box<[Box<str>]>;
     let mut wanted: Vec<(Box<str>, Paths)> = Vec::new();
     for id in ids.iter() {
         let d = &cat.defs()[*id as usize];
