@@ -318,11 +318,7 @@ fn split_url(url: &str) -> (String, &str) {
 pub fn parse(payload: &[u8]) -> Result<EventView<'_>, ExtractError> {
     let s: Stored<'_> = serde_json::from_slice(payload)?;
     let time_ms = time_of(&s.timestamp)?;
-    let kind = kind_of(&s.kind);
-    let name = match kind {
-        Kind::Track => s.event.map(|t| t.0),
-        _ => s.name.map(|t| t.0),
-    };
+    let (kind, name) = kind_and_name(&s.kind, s.event, s.name);
     Ok(EventView {
         kind,
         type_name: s.kind,
@@ -343,6 +339,20 @@ pub fn parse(payload: &[u8]) -> Result<EventView<'_>, ExtractError> {
 fn time_of(timestamp: &str) -> Result<i64, ExtractError> {
     niyet_model::parse_timestamp(timestamp)
         .map_err(|_| ExtractError::Timestamp(timestamp.to_string()))
+}
+
+/// The call type, and the name: `event` for a track, `name` for the other calls.
+fn kind_and_name<'a>(
+    kind: &str,
+    event: Option<Text<'a>>,
+    name: Option<Text<'a>>,
+) -> (Kind, Option<Cow<'a, str>>) {
+    let kind = kind_of(kind);
+    let name = match kind {
+        Kind::Track => event.map(|t| t.0),
+        _ => name.map(|t| t.0),
+    };
+    (kind, name)
 }
 
 fn kind_of(kind: &str) -> Kind {
@@ -383,11 +393,7 @@ pub fn parse_for_features(payload: &[u8]) -> Result<EventView<'_>, ExtractError>
         properties: Option<&'a RawValue>,
     }
     let s: Lite<'_> = serde_json::from_slice(payload)?;
-    let kind = kind_of(&s.kind);
-    let name = match kind {
-        Kind::Track => s.event.map(|t| t.0),
-        _ => s.name.map(|t| t.0),
-    };
+    let (kind, name) = kind_and_name(&s.kind, s.event, s.name);
     Ok(EventView {
         kind,
         time_ms: time_of(&s.timestamp)?,

@@ -2877,9 +2877,16 @@ pub(crate) fn scan_for_features(
     mut each: impl FnMut(Vec<(u64, i64, SegEvent)>),
 ) -> Result<u64, String> {
     // Names the features read; events whose stored form cannot hold one of them are
-    // skipped without being parsed.
+    // skipped without being parsed. Of each name, only the property paths the new
+    // features read are taken (`*`: features of every event).
+    type Paths = Box<[Box<str>]>;
+    let paths_for = |name: &str| -> Paths {
+        let read = segs.set.props_for_features(name, ids);
+        read.into_iter().map(Box::from).collect()
+    };
     let mut any = false;
     let mut needles: Vec<Vec<u8>> = Vec::new();
+    let mut wanted: Vec<(Box<str>, Paths)> = Vec::new();
     for id in ids.iter() {
         let d = &segs.set.catalog().defs()[*id as usize];
         let mut names = vec![d.event.name.as_str()];
@@ -2891,6 +2898,10 @@ pub(crate) fn scan_for_features(
                 any = true;
                 continue;
             }
+            if wanted.iter().any(|(w, _)| &**w == n) {
+                continue;
+            }
+            wanted.push((n.into(), paths_for(n)));
             // Calls other than `track` go by their type.
             let call = match n {
                 "Page Viewed" => Some("page"),
@@ -2908,32 +2919,6 @@ pub(crate) fn scan_for_features(
     }
     let finders: Vec<memchr::memmem::Finder<'_>> =
         needles.iter().map(memchr::memmem::Finder::new).collect();
-    // The property paths the new features read, by event name (`*`: features of every
-    // event); other properties are not read back.
-    type Paths = Box<[Box<str>]>;
-    let cat = segs.set.catalog();
-    let paths_for = |name: &str| -> Paths {
-        let mut out: Vec<&str> = Vec::new();
-        for f in cat.for_event(name).filter(|f| ids.contains(f)) {
-            cat.defs()[f as usize].paths(&mut out);
-        }
-        out.sort_unstable();
-        out.dedup();
-        out.into_iter().map(Box::from).collect()
-    };
-    let mut wanted: Vec<(Box<str>, Paths)> = Vec::new();
-    for id in ids.iter() {
-        let d = &cat.defs()[*id as usize];
-        let mut names = vec![d.event.name.as_str()];
-        if let niyet_rules::compile::FeatureKind::Sequence { then, .. } = &d.kind {
-            names.push(then.name.as_str());
-        }
-        for n in names {
-            if n != "*" && !wanted.iter().any(|(w, _)| &**w == n) {
-                wanted.push((n.into(), paths_for(n)));
-            }
-        }
-    }
     let any_paths = any.then(|| paths_for(""));
     let mut at = start;
     let mut count = 0u64;

@@ -439,8 +439,17 @@ impl SegmentSet {
     /// Property paths of events named `name` that some feature reads (what an event must
     /// carry into [`Event::props`]).
     pub fn props_for(&self, name: &str) -> Vec<&str> {
+        self.props_of(name, |_| true)
+    }
+
+    /// [`Self::props_for`] of the features `ids` only (a backfill's new features).
+    pub fn props_for_features(&self, name: &str, ids: &[FeatureId]) -> Vec<&str> {
+        self.props_of(name, |f| ids.contains(&f))
+    }
+
+    fn props_of(&self, name: &str, keep: impl Fn(FeatureId) -> bool) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        for f in self.catalog.for_event(name) {
+        for f in self.catalog.for_event(name).filter(|f| keep(*f)) {
             let d = &self.catalog.defs()[f as usize];
             d.paths(&mut out);
         }
