@@ -362,6 +362,12 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
                 used(cpu0.1, own_cpu_seconds()),
             );
             if std::env::var_os("NIYET_BENCH_THREADS").is_some() {
+                let m = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+                let statuses: Vec<&str> = m
+                    .lines()
+                    .filter(|l| l.starts_with("niyet_ingest_requests_total{") && !l.ends_with(" 0"))
+                    .collect();
+                eprintln!("  ingest requests: {}", statuses.join(" · "));
                 let by = server.cpu_by_thread();
                 let list: Vec<String> = by.iter().map(|(n, s)| format!("{n} {s:.2}")).collect();
                 eprintln!("  server threads (s, since start): {}", list.join(" · "));

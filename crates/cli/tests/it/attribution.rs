@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::common::{admin_get, admin_send, client, TestServer, ADMIN};
+use crate::profiles::caught_up;
 use crate::segments::send;
 
 const DAY: i64 = 86_400_000;
@@ -274,6 +275,8 @@ async fn conversions_are_credited_to_the_channels_of_each_journey() {
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_row")), "{v}");
     srv.kill9();
     srv.spawn();
+    // Reports read the events as processed so far: wait for the replay after the kill.
+    caught_up(&base).await;
     let (_, v) = admin_get(&format!("{base}/v1/attribution?model=first_touch")).await;
     let row = v["models"]["first_touch"]
         .as_array()
