@@ -180,7 +180,80 @@ pub enum DeliveryError {
 }
 
 /// Builds the action document (profile, starting event, …) an action is sent with.
-pub type Compose = Arc<dyn Fn(&Action) -> Value + Send + Sync>;
+pub type Compose = Arc<dyn Fn(&Action) -> Document + Send + Sync>;
+
+/// The document an action is sent with, as the composer built it. Its small members are
+/// values; the profile and the event that started the action come as JSON text, so a
+/// webhook's body is written from them as they are, and only destinations that reshape
+/// the document (or fill templates from it) parse them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Document {
+    /// Every member but the two below: `id`, `trigger`, `consent`, `offer`,
+    /// `event_time_ms`, the `profile_pending` / `profile_missing` flags, and `profile`
+    /// itself while it is not there as text.
+    pub head: serde_json::Map<String, Value>,
+    /// `profile`: a JSON object.
+    pub profile: Option<Vec<u8>>,
+    /// `event`: a JSON object (the stored record of the starting event).
+    pub event: Option<Vec<u8>>,
+}
+
+static NULL: Value = Value::Null;
+
+impl std::ops::Index<&str> for Document {
+    type Output = Value;
+
+    /// A member of the head (`Null` if there is none).
+    fn index(&self, key: &str) -> &Value {
+        self.head.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl Document {
+    /// The whole document as a value (the texts parsed).
+    pub fn to_value(&self) -> Value {
+        let mut m = self.head.clone();
+        for (k, text) in [("profile", &self.profile), ("event", &self.event)] {
+            if let Some(t) = text {
+                m.insert(k.into(), serde_json::from_slice(t).unwrap_or(Value::Null));
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// The whole document as JSON text, the texts copied in as they are.
+    pub fn to_json(&self) -> Vec<u8> {
+        let extra =
+            self.profile.as_ref().map_or(0, Vec::len) + self.event.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(extra + 512);
+        out.push(b'{');
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, k: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            // Writing to a Vec does not fail.
+            let _ = serde_json::to_writer(&mut *out, k);
+            out.push(b':');
+        };
+        for (k, v) in &self.head {
+            if (k == "profile" && self.profile.is_some()) || (k == "event" && self.event.is_some())
+            {
+                continue;
+            }
+            key(&mut out, k);
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        for (k, text) in [("profile", &self.profile), ("event", &self.event)] {
+            if let Some(t) = text {
+                key(&mut out, k);
+                out.extend_from_slice(t);
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
 
 /// What became of one action at one destination.
 #[derive(Debug, Clone, Serialize)]
@@ -974,10 +1047,15 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
         }
     }
     let now = sh.clock.now_ms();
-    let shaped = shape::shape(&d.cfg, &doc, &a.key, &|| google_time(now));
+    // A plain webhook sends the document as it is: only other kinds read it as values.
+    let shaped = if d.cfg.kind == Kind::Webhook {
+        Shaped::Document
+    } else {
+        shape::shape(&d.cfg, &doc.to_value(), &a.key, &|| google_time(now))
+    };
     let body = match &shaped {
         Shaped::Unsendable(why) => return dead(sh, d, a, 0, why.clone()),
-        Shaped::Document => serde_json::to_vec(&doc).unwrap_or_default(),
+        Shaped::Document => doc.to_json(),
         Shaped::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
         Shaped::Mail(_) => Vec::new(),
     };
@@ -1101,6 +1179,30 @@ fn google_time(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_written_as_text_is_the_document_as_values() {
+        let mut d = Document::default();
+        d.head.insert("id".into(), json!("k1"));
+        d.head
+            .insert("consent".into(), json!({"email": {"allowed": true}}));
+        d.head.insert("profile".into(), json!({"id": "p1"}));
+        // Without texts, the head is the whole document.
+        let v: Value = serde_json::from_slice(&d.to_json()).unwrap();
+        assert_eq!(v, d.to_value());
+        assert_eq!(v["profile"]["id"], "p1");
+        // The texts take the place of a `profile` in the head and go in as they are.
+        d.profile = Some(br#"{"id":"p2","traits":{"name":"Ay\"\u015fe"}}"#.to_vec());
+        d.event = Some(br#"{"type":"niyet.erased"}   "#.to_vec());
+        let text = d.to_json();
+        let v: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(v, d.to_value());
+        assert_eq!(v["profile"]["traits"]["name"], "Ay\"şe");
+        assert_eq!(v["event"]["type"], "niyet.erased");
+        assert_eq!(d["consent"]["email"]["allowed"], true);
+        assert_eq!(d["missing"], Value::Null);
+        assert!(shape::consented(&d, "email") && !shape::consented(&d, "ads"));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_honours_retry_after() {

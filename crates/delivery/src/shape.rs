@@ -49,7 +49,10 @@ fn number(doc: &Value, paths: &[&str]) -> Option<f64> {
 /// Whether the customer's consent lets an action needing `purpose` leave: the document's
 /// `consent.<purpose>.allowed`, as the composer works it out from the profile and the
 /// purpose's default policy. A purpose the document says nothing of is not allowed.
-pub fn consented(doc: &Value, purpose: &str) -> bool {
+pub fn consented<D: std::ops::Index<&'static str, Output = Value> + ?Sized>(
+    doc: &D,
+    purpose: &str,
+) -> bool {
     doc["consent"][purpose]["allowed"] == true
 }
 

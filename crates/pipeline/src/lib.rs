@@ -51,7 +51,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use niyet_engine::CommerceNames;
-pub use render::ProfileQuery;
+pub use render::{PlainProfile, ProfileQuery};
 
 /// Errors of the pipeline.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -177,6 +177,54 @@ impl<'a> ProfileQuery<'a> {
         self.profile_as(id, TraitForm::Plain)
     }
 
+    /// [`ProfileQuery::profile_plain`] written straight to JSON text (the same document,
+    /// its keys in another order), with the profile's consent statements beside it as a
+    /// value: what an action's document needs, without building the profile as values
+    /// first. Taken under the same locks, in the same order, as `profile_plain`.
+    pub fn profile_plain_json(&self, id: ProfileId) -> Option<PlainProfile> {
+        let mut out = Vec::with_capacity(1024);
+        let id = {
+            let g = self.sh.graph.read().ok()?;
+            let id = g.canonical(id)?;
+            let node = g.node(id)?;
+            out.extend_from_slice(b"{\"id\":");
+            put(&mut out, &id.to_string());
+            out.extend_from_slice(b",\"identifiers\":[");
+            for (i, m) in node.members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"type\":");
+                put(&mut out, g.kinds().name(m.kind));
+                out.extend_from_slice(b",\"value\":");
+                put(&mut out, m.value);
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"],\"merged_profiles\":[");
+            let mut first = true;
+            for n in node.notes() {
+                if let NoteKind::Merged { from, .. } = &n.kind {
+                    if !std::mem::take(&mut first) {
+                        out.push(b',');
+                    }
+                    put(&mut out, &from.to_string());
+                }
+            }
+            out.push(b']');
+            id
+        };
+        let segs = self.sh.segments.read().ok()?.clone();
+        let consent = {
+            let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
+            let syms = self.sh.symbols.read().ok()?;
+            let empty = Profile::default();
+            let p = part.get(&id.0).map_or(&empty, |p| &**p);
+            write_plain_body(p, &syms, &segs, &mut out)
+        };
+        out.push(b'}');
+        Some(PlainProfile { json: out, consent })
+    }
+
     fn profile_as(&self, id: ProfileId, form: TraitForm) -> Option<Value> {
         // The router writes the graph and the symbol table for every event, and the
         // partition owner holds its partition for a whole batch: neither table is held
@@ -793,6 +841,134 @@ fn render_segments(p: &Profile, segs: &Segments) -> Value {
     )
 }
 
+/// A profile as JSON text and its consent statements (see
+/// [`ProfileQuery::profile_plain_json`]).
+#[derive(Debug, Clone)]
+pub struct PlainProfile {
+    /// The profile document, a JSON object.
+    pub json: Vec<u8>,
+    /// Its `consent` member, as a value.
+    pub consent: Value,
+}
+
+/// Writes `v` as JSON (strings escaped, numbers as `serde_json` writes them).
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing to a Vec cannot fail, and these values all serialise.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// Writes `,"key":` (no comma before the first member: `first`).
+fn member(out: &mut Vec<u8>, key: &str) {
+    out.push(b',');
+    put(out, key);
+    out.push(b':');
+}
+
+fn put_time_or_null(out: &mut Vec<u8>, has: bool, t: i64) {
+    if has {
+        put(out, &format_rfc3339_millis(t));
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A trait's stored JSON text as it is (checked, as [`raw_json`] would read it).
+fn put_raw(out: &mut Vec<u8>, text: &str) {
+    match serde_json::from_str::<&serde_json::value::RawValue>(text) {
+        Ok(r) => out.extend_from_slice(r.get().as_bytes()),
+        Err(_) => out.extend_from_slice(b"null"),
+    }
+}
+
+/// The members [`render_profile`] gives in the plain form, written after members already
+/// in `out` (each with a comma before it); returns the `consent` member's value.
+fn write_plain_body(p: &Profile, syms: &Symbols, segs: &Segments, out: &mut Vec<u8>) -> Value {
+    let seen = !p.events.is_empty();
+    member(out, "first_seen");
+    put_time_or_null(out, seen, p.first_seen_ms);
+    member(out, "last_seen");
+    put_time_or_null(out, seen, p.last_seen_ms);
+    member(out, "event_count");
+    put(out, &p.events.len());
+    member(out, "traits");
+    out.push(b'{');
+    for (i, t) in p.traits.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put(out, syms.name(t.key));
+        out.push(b':');
+        put_raw(out, t.value);
+    }
+    out.push(b'}');
+    member(out, "event_counts");
+    out.push(b'{');
+    for (i, (s, c)) in p.counts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put(out, syms.name(*s));
+        out.push(b':');
+        put(out, c);
+    }
+    out.push(b'}');
+    member(out, "channels");
+    put(out, &p.channels().map(|s| syms.name(s)).collect::<Vec<_>>());
+    member(out, "devices");
+    put(out, &p.devices().map(|s| syms.name(s)).collect::<Vec<_>>());
+    let pu = &p.purchases;
+    member(out, "purchases");
+    out.extend_from_slice(b"{\"orders\":");
+    put(out, &pu.orders);
+    member(out, "revenue");
+    put(out, &(pu.revenue as f64 / MONEY_SCALE));
+    member(out, "average_basket");
+    put(out, &((pu.average_basket() * 100.0).round() / 100.0));
+    member(out, "first_order");
+    put_time_or_null(out, pu.orders > 0, pu.first_order_ms);
+    member(out, "last_order");
+    put_time_or_null(out, pu.orders > 0, pu.last_order_ms);
+    member(out, "refunds");
+    put(out, &pu.refunds);
+    member(out, "refunded");
+    put(out, &(pu.refunded as f64 / MONEY_SCALE));
+    out.push(b'}');
+    member(out, "segments");
+    out.push(b'[');
+    if let Some(st) = &p.segments {
+        for (k, (i, since)) in st.m.member.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"segment\":");
+            put(out, segs.set.name(*i as usize));
+            member(out, "since");
+            put(out, &format_rfc3339_millis(*since));
+            out.push(b'}');
+        }
+    }
+    out.push(b']');
+    let consent = consent_json(&p.traits, syms);
+    member(out, "consent");
+    put(out, &consent);
+    member(out, "accounts");
+    put(out, &accounts_json(p, syms));
+    consent
+}
+
+fn accounts_json(p: &Profile, syms: &Symbols) -> Vec<Value> {
+    p.accounts()
+        .iter()
+        .map(|a| {
+            json!({
+                "id": &*a.id,
+                "since": format_rfc3339_millis(a.since_ms),
+                "traits": traits_json(&a.traits, syms),
+            })
+        })
+        .collect()
+}
+
 fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments, form: TraitForm) -> Value {
     let counts: Map<String, Value> = p
         .counts
@@ -834,11 +1010,7 @@ fn render_profile(p: &Profile, syms: &Symbols, segs: &Segments, form: TraitForm)
         },
         "segments": render_segments(p, segs),
         "consent": consent_json(&p.traits, syms),
-        "accounts": p.accounts().iter().map(|a| json!({
-            "id": &*a.id,
-            "since": format_rfc3339_millis(a.since_ms),
-            "traits": traits_json(&a.traits, syms),
-        })).collect::<Vec<_>>(),
+        "accounts": accounts_json(p, syms),
     })
 }
 

@@ -38,7 +38,8 @@ fn stored(i: usize, e: &Ev) -> Vec<u8> {
     match e.kind {
         0 => {
             m["type"] = json!("identify");
-            m["traits"] = json!({"city": format!("c{}", e.amount % 3), "plan": e.amount % 2});
+            m["traits"] = json!({"city": format!("c{}", e.amount % 3), "plan": e.amount % 2,
+                "name": format!("Ay\"şe \\ {}\n", e.amount), "tags": ["a", {"b": null}]});
         }
         1 => {
             m["type"] = json!("track");
@@ -229,6 +230,35 @@ proptest! {
         // The same actions, with the same keys, outcomes and times.
         prop_assert_eq!(&*live_acts.lock().unwrap(), &*replay_acts.lock().unwrap());
         prop_assert!(live.as_array().map(|a| !a.is_empty()).unwrap_or(false));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The profile an action's document carries, written straight to JSON text, is the
+    /// profile the query API builds as values (plain traits), for every profile.
+    #[test]
+    fn profiles_written_as_text_equal_the_rendered_values(evs in prop::collection::vec(ev(), 1..60), parts in 1usize..4) {
+        let tmp = tempfile::tempdir().unwrap();
+        let evs: Vec<(usize, Ev)> = evs.into_iter().enumerate().collect();
+        let log = open_log(&tmp.path().join("log"));
+        append(&log, &evs);
+        let p = Pipeline::start(log.clone(), cfg(&tmp.path().join("state"), parts, 1_000)).unwrap();
+        p.wait_processed(log.end_offset(), Duration::from_secs(20)).unwrap();
+        let q = p.query();
+        let dump = q.dump();
+        let all = dump.as_array().unwrap();
+        prop_assert!(!all.is_empty());
+        for entry in all {
+            let id: niyet_identity::ProfileId = entry["profile"]["id"].as_str().unwrap().parse().unwrap();
+            let text = q.profile_plain_json(id).unwrap();
+            let parsed: Value = serde_json::from_slice(&text.json).unwrap();
+            let want = q.profile_plain(id).unwrap();
+            prop_assert_eq!(&parsed, &want);
+            prop_assert_eq!(&text.consent, &want["consent"]);
+        }
+        p.close();
     }
 }
 

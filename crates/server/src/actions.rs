@@ -20,30 +20,39 @@ use crate::profiles::limit_of;
 use crate::{ApiError, AppState};
 
 /// Builds the document an action is sent with: the trigger, the profile as it is now
-/// (traits as plain values), the record that started it and its event time.
+/// (traits as plain values), the record that started it and its event time. The profile
+/// and the record come as JSON text (see [`niyet_delivery::Document`]).
 pub fn composer(
     pipeline: Arc<OnceLock<Arc<Pipeline>>>,
     log: Arc<Log>,
     offers: Offers,
 ) -> niyet_delivery::Compose {
     Arc::new(move |a: &Action| {
-        let mut doc = json!({
-            "id": a.key,
-            "trigger": a.trigger,
-            "destination": a.destination,
-            "acted_at": niyet_model::format_rfc3339_millis(a.at_ms),
-            "profile": {"id": a.profile},
-        });
+        let mut doc = niyet_delivery::Document::default();
+        let head = &mut doc.head;
+        head.insert("id".into(), json!(a.key));
+        head.insert("trigger".into(), json!(a.trigger));
+        head.insert("destination".into(), json!(a.destination));
+        head.insert(
+            "acted_at".into(),
+            json!(niyet_model::format_rfc3339_millis(a.at_ms)),
+        );
+        head.insert("profile".into(), json!({"id": a.profile}));
         if let Some(p) = pipeline.get() {
             let id: Option<ProfileId> = a.profile.parse().ok();
             let q = p.query();
             match id
                 .and_then(|id| q.canonical(id))
-                .and_then(|id| q.profile_plain(id))
+                .and_then(|id| q.profile_plain_json(id))
             {
                 Some(v) => {
-                    doc["consent"] = crate::privacy::consent_state(&v, &offers.privacy);
-                    doc["profile"] = v;
+                    let stated = json!({ "consent": v.consent });
+                    head.insert(
+                        "consent".into(),
+                        crate::privacy::consent_state(&stated, &offers.privacy),
+                    );
+                    head.remove("profile");
+                    doc.profile = Some(v.json);
                 }
                 // Not there although the pipeline is past the action's start: erased
                 // (or never was). Not there yet (replay after a restart): wait for it.
@@ -58,27 +67,42 @@ pub fn composer(
                     } else {
                         "profile_pending"
                     };
-                    doc[flag] = json!(true);
+                    head.insert(flag.into(), json!(true));
                 }
             }
         }
         if offers.triggers.contains(&a.trigger) {
             if let Some(p) = pipeline.get() {
-                doc["offer"] = offer(p, &offers, a, &doc["profile"]);
+                let profile = match &doc.profile {
+                    Some(t) => serde_json::from_slice(t).unwrap_or(Value::Null),
+                    None => doc.head["profile"].clone(),
+                };
+                let o = offer(p, &offers, a, &profile);
+                doc.head.insert("offer".into(), o);
             }
         }
         if a.origin & niyet_pipeline::TIME_ORIGIN == 0 {
-            if let Ok(recs) = log.read(a.origin, 1) {
-                if let Some(r) = recs.into_iter().find(|r| r.offset == a.origin) {
-                    if let Ok(ev) = serde_json::from_slice::<Value>(&r.payload) {
-                        doc["event_time_ms"] = ev
-                            .get("timestamp")
-                            .and_then(Value::as_str)
-                            .and_then(|t| niyet_model::parse_timestamp(t).ok())
-                            .map_or(json!(r.time_ms), |t| json!(t));
-                        doc["event"] = ev;
+            // The stored record goes in as it is; reading its timestamp checks it is JSON.
+            #[derive(serde::Deserialize)]
+            struct Stamp<'a> {
+                #[serde(borrow, default)]
+                timestamp: Option<std::borrow::Cow<'a, str>>,
+            }
+            let mut found = None;
+            let _ = log.scan(a.origin, 1, |r| {
+                if r.offset == a.origin {
+                    if let Ok(s) = serde_json::from_slice::<Stamp<'_>>(r.payload) {
+                        let t = s
+                            .timestamp
+                            .and_then(|t| niyet_model::parse_timestamp(&t).ok())
+                            .unwrap_or(r.time_ms);
+                        found = Some((t, r.payload.to_vec()));
                     }
                 }
+            });
+            if let Some((t, payload)) = found {
+                doc.head.insert("event_time_ms".into(), json!(t));
+                doc.event = Some(payload);
             }
         }
         doc
