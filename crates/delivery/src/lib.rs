@@ -284,6 +284,24 @@ struct Counters {
     latency_sum_ms: AtomicU64,
     /// Outbox offset this destination has handled up to.
     cursor: AtomicU64,
+    /// Actions of this destination handed to the outbox writer and not yet written.
+    waiting: AtomicU64,
+    /// One past the outbox offset of this destination's newest record (0: none).
+    last_own: AtomicU64,
+    /// The destination's task has reached the end of the outbox since the start (until
+    /// then, records from before a restart may still be ahead of it).
+    caught_up: std::sync::atomic::AtomicBool,
+}
+
+impl Counters {
+    /// Nothing of this destination is waiting: none handed over and unwritten, none in
+    /// the outbox ahead of its cursor. A live action can then go straight to it without
+    /// passing an earlier one.
+    fn idle(&self) -> bool {
+        self.caught_up.load(Ordering::SeqCst)
+            && self.waiting.load(Ordering::SeqCst) == 0
+            && self.cursor.load(Ordering::SeqCst) >= self.last_own.load(Ordering::SeqCst)
+    }
 }
 
 /// Upper bounds (ms) of the latency histogram.
@@ -311,7 +329,8 @@ struct Shared {
     emitted: AtomicU64,
     durable: Mutex<u64>,
     durable_cv: Condvar,
-    tx: std::sync::RwLock<Option<std::sync::mpsc::Sender<Action>>>,
+    /// To the outbox writer: each action, and whether it went by the fast lane.
+    tx: std::sync::RwLock<Option<std::sync::mpsc::Sender<(Action, bool)>>>,
     /// The outbox's end after the latest append.
     appended: tokio::sync::watch::Sender<u64>,
     recent: Mutex<VecDeque<Status>>,
@@ -356,7 +375,7 @@ impl Delivery {
         lc.dedup_window_ms = 48 * 3_600_000;
         let log = Arc::new(Log::open(lc, clock.now_ms())?);
         let end = log.end_offset();
-        let (tx, rx) = std::sync::mpsc::channel::<Action>();
+        let (tx, rx) = std::sync::mpsc::channel::<(Action, bool)>();
         let dests: Vec<Dest> = dests
             .into_iter()
             .map(|cfg| {
@@ -406,17 +425,18 @@ impl Delivery {
     }
 
     /// Hands an action over (quick; from any thread). A `live` action to send, for a
-    /// destination with nothing queued, also goes straight to it, so the request leaves
-    /// while the outbox write is in flight; its outbox record is then passed over. (A
-    /// crash before that write replays the starting record: the action goes again, with
-    /// the same key, like any action sent and not yet acknowledged in the cursor.)
+    /// destination with nothing of its own waiting (other destinations' queues do not
+    /// count), also goes straight to it, so the request leaves while the outbox write is
+    /// in flight; its outbox record is then passed over. (A crash before that write
+    /// replays the starting record: the action goes again, with the same key, like any
+    /// action sent and not yet acknowledged in the cursor.)
     pub fn emit(&self, a: Action, live: bool) {
-        if live && a.outcome == Outcome::Send {
-            if let Some(d) = self.sh.dests.iter().find(|d| d.cfg.name == a.destination) {
-                if d.counters.cursor.load(Ordering::Relaxed) >= self.sh.log.end_offset() {
-                    let _ = d.fast.send(a.clone());
-                }
-            }
+        let dest = self.sh.dests.iter().find(|d| d.cfg.name == a.destination);
+        let fast = live
+            && a.outcome == Outcome::Send
+            && dest.is_some_and(|d| d.counters.idle() && d.fast.send(a.clone()).is_ok());
+        if let (false, Some(d)) = (fast, dest) {
+            d.counters.waiting.fetch_add(1, Ordering::SeqCst);
         }
         self.sh.emitted.fetch_add(1, Ordering::SeqCst);
         let sent = self
@@ -424,8 +444,11 @@ impl Delivery {
             .tx
             .read()
             .ok()
-            .and_then(|t| t.as_ref().map(|t| t.send(a).is_ok()));
+            .and_then(|t| t.as_ref().map(|t| t.send((a, fast)).is_ok()));
         if sent != Some(true) {
+            if let (false, Some(d)) = (fast, dest) {
+                d.counters.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
             // Closed: count it as settled so `sync` does not wait for it.
             tracing::error!("action handed over after the outbox closed");
             self.settle(1);
@@ -804,7 +827,7 @@ fn key_of(hex: &str) -> u128 {
 const OUTBOX_LINGER: Duration = Duration::from_millis(2);
 
 /// The outbox writer: appends what is handed over, in batches, and tells `sync`.
-fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
+fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<(Action, bool)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         // Real time: this paces disk work only.
@@ -818,16 +841,18 @@ fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
         }
         let n = batch.len() as u64;
         let now = sh.clock.now_ms();
-        let recs: Vec<NewRecord> = batch
+        let dest_of = |a: &Action| sh.dests.iter().find(|d| d.cfg.name == a.destination);
+        let (recs, written): (Vec<NewRecord>, Vec<&Action>) = batch
             .iter()
-            .filter_map(|a| {
-                Some(NewRecord {
+            .filter_map(|(a, _)| {
+                let rec = NewRecord {
                     time_ms: now,
                     key: key_of(&a.key),
                     payload: serde_json::to_vec(a).ok()?,
-                })
+                };
+                Some((rec, a))
             })
-            .collect();
+            .unzip();
         match sh.log.append_blocking(recs) {
             Ok(out) => {
                 let fresh = out.iter().filter(|o| matches!(o, Appended::At(_))).count();
@@ -836,8 +861,19 @@ fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<Action>) {
                     duplicates = out.len() - fresh,
                     "actions in the outbox"
                 );
+                // Before `waiting` goes down, so no emit sees neither.
+                for (a, o) in written.iter().zip(&out) {
+                    if let (Appended::At(off), Some(d)) = (o, dest_of(a)) {
+                        d.counters.last_own.fetch_max(off + 1, Ordering::SeqCst);
+                    }
+                }
             }
             Err(e) => tracing::error!(error = %e, "writing actions to the outbox failed"),
+        }
+        for (a, fast) in &batch {
+            if let (false, Some(d)) = (*fast, dest_of(a)) {
+                d.counters.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         let _ = sh.appended.send(sh.log.end_offset());
         if let Ok(mut d) = sh.durable.lock() {
@@ -889,6 +925,7 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             written = tokio::time::Instant::now();
         }
         if cursor >= sh.log.end_offset() {
+            d.counters.caught_up.store(true, Ordering::SeqCst);
             // A cursor not yet saved is saved once the pause between writes is over.
             let nap = if cursor != saved {
                 CURSOR_IDLE_SAVE.saturating_sub(written.elapsed())
@@ -909,10 +946,6 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             }
             continue;
         }
-        // With a queue to work through, live actions are taken from the outbox in turn.
-        if let Some(f) = fast.as_mut() {
-            while f.try_recv().is_ok() {}
-        }
         let recs = match sh.log.read(cursor, 256) {
             Ok(r) => r,
             Err(niyet_log::LogError::BeforeStart { start, .. }) => {
@@ -928,7 +961,21 @@ async fn worker(sh: Arc<Shared>, i: usize) {
         let Some(last) = recs.last().map(|r| r.offset) else {
             continue;
         };
-        let todo: Vec<Action> = recs
+        // Live actions that came by the fast lane while this destination had nothing of
+        // its own waiting (other destinations' records still ahead of the cursor) go now,
+        // first, with the chunk's own. Taken after the read: the fast lane gets an action
+        // before its record is handed to the writer, so each record in the chunk that
+        // came by the fast lane is marked early by then and passed over below.
+        let mut live = Vec::new();
+        if let Some(f) = fast.as_mut() {
+            while let Ok(a) = f.try_recv() {
+                if let Ok(mut e) = d.early.lock() {
+                    e.insert(a.key.clone());
+                }
+                live.push(a);
+            }
+        }
+        let own: Vec<Action> = recs
             .iter()
             .filter_map(|r| serde_json::from_slice::<Action>(&r.payload).ok())
             .filter(|a| {
@@ -940,6 +987,8 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                         .unwrap_or(false)
             })
             .collect();
+        live.extend(own);
+        let todo = live;
         // Up to `in_flight` at once, started in outbox order; the cursor passes the chunk
         // once every action in it is settled (after a crash the unsettled part of a chunk
         // goes again, with the same keys).
@@ -955,7 +1004,7 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                 .await;
         }
         cursor = last + 1;
-        d.counters.cursor.store(cursor, Ordering::Relaxed);
+        d.counters.cursor.store(cursor, Ordering::SeqCst);
     }
 }
 
