@@ -861,7 +861,8 @@ fn writer(sh: &Shared, rx: std::sync::mpsc::Receiver<(Action, bool)>) {
                     duplicates = out.len() - fresh,
                     "actions in the outbox"
                 );
-                // Before `waiting` goes down, so no emit sees neither.
+                // Raised before `waiting` goes down (and `idle` reads `waiting` first), so
+                // an emit in between sees the action in one or the other.
                 for (a, o) in written.iter().zip(&out) {
                     if let (Appended::At(off), Some(d)) = (o, dest_of(a)) {
                         d.counters.last_own.fetch_max(off + 1, Ordering::SeqCst);
@@ -894,7 +895,7 @@ async fn recv_fast(
 }
 
 /// Sends one destination's actions, in outbox order (live ones as they come while it has
-/// nothing queued).
+/// nothing of its own waiting).
 async fn worker(sh: Arc<Shared>, i: usize) {
     let d = &sh.dests[i];
     let mut fast = d.fast_rx.lock().ok().and_then(|mut f| f.take());
