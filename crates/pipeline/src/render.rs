@@ -857,7 +857,7 @@ fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
-/// Writes `,"key":` (no comma before the first member: `first`).
+/// Writes `,"key":` (the members it starts always follow others).
 fn member(out: &mut Vec<u8>, key: &str) {
     out.push(b',');
     put(out, key);
