@@ -896,20 +896,40 @@ async fn recv_fast(
 
 /// Sends one destination's actions, in outbox order (live ones as they come while it has
 /// nothing of its own waiting).
+///
+/// Up to `in_flight` actions are sent at once, started in outbox order, and reading goes
+/// on while some are still out (a retry waiting out its backoff holds back only its own
+/// place): the cursor is the lowest outbox offset not yet settled, and reading stays
+/// within [`WINDOW`] records of it. After a crash what was past the cursor goes again,
+/// with the same keys.
 async fn worker(sh: Arc<Shared>, i: usize) {
+    use futures_util::StreamExt;
     let d = &sh.dests[i];
+    let limit = d.cfg.in_flight();
     let mut fast = d.fast_rx.lock().ok().and_then(|mut f| f.take());
     let mut changed = sh.appended.subscribe();
     let mut cursor = d.counters.cursor.load(Ordering::Relaxed);
     let (mut saved, mut saved_at) = (cursor, sh.clock.now_ms());
     // When the cursor file was last written (real time: it paces disk work only).
     let mut written = tokio::time::Instant::now();
+    // The next outbox offset to read.
+    let mut read_to = cursor;
+    // Own actions read and not started: their outbox offsets (none for a live action that
+    // came by the fast lane, whose record may not be written yet).
+    let mut queued: VecDeque<(Option<u64>, Action)> = VecDeque::new();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    // Offsets started and not settled.
+    let mut open = std::collections::BTreeSet::new();
+    // Fast-lane actions started and not settled: while there are any the cursor stays
+    // where it is, as their records may be behind it already (passed over as early).
+    let mut fast_running = 0usize;
     loop {
         // The cursor file is written (and synced) on a blocking thread, once the queue is
         // empty (at most every `CURSOR_IDLE_SAVE`) or a second after the last write: never
         // on the hot path of a send. After a crash at most that much of the actions goes
         // again, with the same keys.
-        let idle = cursor >= sh.log.end_offset();
+        let end = sh.log.end_offset();
+        let idle = cursor >= end;
         if cursor != saved
             && ((idle && written.elapsed() >= CURSOR_IDLE_SAVE)
                 || sh.clock.now_ms() - saved_at >= CURSOR_SAVE_MS)
@@ -925,7 +945,26 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             (saved, saved_at) = (cursor, sh.clock.now_ms());
             written = tokio::time::Instant::now();
         }
-        if cursor >= sh.log.end_offset() {
+        while running.len() < limit {
+            let Some((off, a)) = queued.pop_front() else {
+                break;
+            };
+            match off {
+                Some(o) => {
+                    open.insert(o);
+                }
+                None => fast_running += 1,
+            }
+            let sh = &sh;
+            running.push(async move {
+                handle(sh, d, &a).await;
+                off
+            });
+        }
+        if running.is_empty() && queued.is_empty() && read_to >= end {
+            // Everything read is settled.
+            cursor = cursor.max(read_to);
+            d.counters.cursor.store(cursor, Ordering::SeqCst);
             d.counters.caught_up.store(true, Ordering::SeqCst);
             // A cursor not yet saved is saved once the pause between writes is over.
             let nap = if cursor != saved {
@@ -940,74 +979,109 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                     if let Ok(mut e) = d.early.lock() {
                         e.insert(a.key.clone());
                     }
-                    handle(&sh, d, &a).await;
+                    // Started with the others: one in retry does not hold the rest.
+                    queued.push_back((None, a));
                 }
                 _ = changed.changed() => {}
                 () = tokio::time::sleep(nap) => {}
             }
             continue;
         }
-        let recs = match sh.log.read(cursor, 256) {
-            Ok(r) => r,
-            Err(niyet_log::LogError::BeforeStart { start, .. }) => {
-                cursor = start;
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, destination = %d.cfg.name, "reading the outbox failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some(last) = recs.last().map(|r| r.offset) else {
-            continue;
-        };
-        // Live actions that came by the fast lane while this destination had nothing of
-        // its own waiting (other destinations' records still ahead of the cursor) go now,
-        // first, with the chunk's own. Taken after the read: the fast lane gets an action
-        // before its record is handed to the writer, so each record in the chunk that
-        // came by the fast lane is marked early by then and passed over below.
-        let mut live = Vec::new();
-        if let Some(f) = fast.as_mut() {
-            while let Ok(a) = f.try_recv() {
-                if let Ok(mut e) = d.early.lock() {
-                    e.insert(a.key.clone());
+        let mut read_any = false;
+        if queued.is_empty() && read_to < end && read_to - cursor < WINDOW {
+            let recs = match sh.log.read(read_to, 256) {
+                Ok(r) => r,
+                Err(niyet_log::LogError::BeforeStart { start, .. }) => {
+                    // Records before `start` are gone (retention): nothing to send.
+                    read_to = start;
+                    continue;
                 }
-                live.push(a);
+                Err(e) => {
+                    tracing::error!(error = %e, destination = %d.cfg.name, "reading the outbox failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Some(last) = recs.last().map(|r| r.offset) {
+                read_any = true;
+                // Live actions that came by the fast lane while this destination had
+                // nothing of its own waiting (other destinations' records still ahead of
+                // it) start first. Taken after the read: the fast lane gets an action
+                // before its record is handed to the writer, so each record just read that
+                // came by the fast lane is marked early by then and passed over below.
+                if let Some(f) = fast.as_mut() {
+                    while let Ok(a) = f.try_recv() {
+                        if let Ok(mut e) = d.early.lock() {
+                            e.insert(a.key.clone());
+                        }
+                        queued.push_back((None, a));
+                    }
+                }
+                for r in &recs {
+                    let Ok(a) = serde_json::from_slice::<Action>(&r.payload) else {
+                        continue;
+                    };
+                    let early = || {
+                        d.early
+                            .lock()
+                            .map(|mut e| e.remove(&a.key))
+                            .unwrap_or(false)
+                    };
+                    if a.destination == d.cfg.name && !early() {
+                        queued.push_back((Some(r.offset), a));
+                    }
+                }
+                read_to = last + 1;
             }
         }
-        let own: Vec<Action> = recs
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<Action>(&r.payload).ok())
-            .filter(|a| {
-                a.destination == d.cfg.name
-                    && !d
-                        .early
-                        .lock()
-                        .map(|mut e| e.remove(&a.key))
-                        .unwrap_or(false)
-            })
-            .collect();
-        live.extend(own);
-        let todo = live;
-        // Up to `in_flight` at once, started in outbox order; the cursor passes the chunk
-        // once every action in it is settled (after a crash the unsettled part of a chunk
-        // goes again, with the same keys).
-        let limit = d.cfg.in_flight();
-        if limit <= 1 {
-            for a in &todo {
-                handle(&sh, d, a).await;
+        if !read_any {
+            // Nothing to read now (window full, or nothing new): wait for a request to
+            // settle, a live action or an append.
+            let more = queued.is_empty() && read_to >= end;
+            tokio::select! {
+                biased;
+                Some(off) = running.next(), if !running.is_empty() => match off {
+                    Some(o) => {
+                        open.remove(&o);
+                    }
+                    None => fast_running -= 1,
+                },
+                Some(a) = recv_fast(&mut fast), if more => {
+                    if let Ok(mut e) = d.early.lock() {
+                        e.insert(a.key.clone());
+                    }
+                    queued.push_back((None, a));
+                }
+                _ = changed.changed(), if more => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
-        } else {
-            use futures_util::StreamExt;
-            futures_util::stream::iter(todo.iter())
-                .for_each_concurrent(limit, |a| handle(&sh, d, a))
-                .await;
+            // Others settled meanwhile are taken too.
+            while let Some(Some(off)) = futures_util::FutureExt::now_or_never(running.next()) {
+                match off {
+                    Some(o) => {
+                        open.remove(&o);
+                    }
+                    None => fast_running -= 1,
+                }
+            }
         }
-        cursor = last + 1;
-        d.counters.cursor.store(cursor, Ordering::SeqCst);
+        if fast_running == 0 {
+            let lowest = open
+                .first()
+                .copied()
+                .into_iter()
+                .chain(queued.iter().filter_map(|(o, _)| *o))
+                .chain(std::iter::once(read_to))
+                .min()
+                .unwrap_or(read_to);
+            cursor = cursor.max(lowest);
+            d.counters.cursor.store(cursor, Ordering::SeqCst);
+        }
     }
 }
+
+/// How far a destination reads ahead of its cursor (outbox records).
+const WINDOW: u64 = 4_096;
 
 /// A destination's cursor is saved at least this often while it is busy (ms).
 const CURSOR_SAVE_MS: i64 = 1_000;

@@ -70,10 +70,12 @@ impl Receiver {
                             e.0 -= 1;
                         }
                     }
-                    let failing = r
-                        .fail
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
+                    let poisoned = uri.path() == "/picky"
+                        && body.windows(13).any(|w| w == br#""poison":true"#);
+                    let failing = poisoned
+                        || r.fail
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
                     r.got.lock().unwrap().push(Got {
                         path: uri.path().to_string(),
                         headers,
@@ -89,6 +91,9 @@ impl Receiver {
                             "no such hook",
                         )
                             .into_response()
+                    } else if poisoned {
+                        // No `Retry-After`: the sender's own backoff applies.
+                        (StatusCode::INTERNAL_SERVER_ERROR, "not this one").into_response()
                     } else if failing {
                         (
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -529,14 +534,20 @@ then = ["flaky", "mail"]
         (g.len() >= 7).then_some(g)
     })
     .await;
+    // The two actions go out side by side, so the five failures fall on either.
     let key = |g: &Got| g.headers["idempotency-key"].to_str().unwrap().to_string();
-    let zeynep = n.profile_id("zeynep");
-    let attempts: Vec<&Got> = got
-        .iter()
-        .filter(|g| g.body["profile"]["id"] == zeynep.as_str())
-        .collect();
-    assert!(attempts.len() >= 5, "{}", attempts.len());
-    assert!(attempts.iter().all(|g| key(g) == key(attempts[0])));
+    assert_eq!(got.len(), 7, "five failed attempts and two that succeeded");
+    for who in ["zeynep", "ali"] {
+        let id = n.profile_id(who);
+        let attempts: Vec<&Got> = got
+            .iter()
+            .filter(|g| g.body["profile"]["id"] == id.as_str())
+            .collect();
+        assert!(!attempts.is_empty(), "{who}");
+        assert!(attempts.iter().all(|g| key(g) == key(attempts[0])), "{who}");
+    }
+    let keys: std::collections::BTreeSet<String> = got.iter().map(key).collect();
+    assert_eq!(keys.len(), 2, "one key per action");
     let stats = n.get("/v1/destinations").await;
     let flaky = &stats["destinations"][0];
     assert_eq!(flaky["name"], "flaky");
@@ -774,6 +785,88 @@ then = ["ordered", "parallel"]
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_in_retry_holds_back_only_its_own_place() {
+    let (rx, url) = Receiver::start().await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "picky"
+kind = "webhook"
+url = "{url}/picky"
+concurrency = 4
+backoff_ms = 1500
+max_backoff_ms = 1500
+max_attempts = 3
+
+[[triggers]]
+name = "Viewed"
+when = {{ event = "Product Viewed" }}
+then = ["picky"]
+"#
+    );
+    let n = Niyet::start(&extra).await;
+    // The first action is refused every time; more than a chunk of the outbox (256
+    // records) comes after it.
+    let batch: Vec<Value> = (0..400)
+        .map(|i| {
+            json!({"type": "track", "userId": format!("u{i}"), "event": "Product Viewed",
+                   "properties": {"n": i, "poison": i == 0}})
+        })
+        .collect();
+    let r = n
+        .http
+        .post(format!("{}/v1/batch", n.url))
+        .basic_auth(KEY, Some(""))
+        .json(&json!({ "batch": batch }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    n.processed().await;
+    let got = eventually("every action, the refused one dead", || {
+        let g = rx.at("/picky");
+        let poison = g
+            .iter()
+            .filter(|g| g.body["event"]["properties"]["poison"] == true)
+            .count();
+        (poison == 3 && g.len() == 399 + 3).then_some(g)
+    })
+    .await;
+    // The other 399 arrived while the refused one waited out its backoff (3 attempts,
+    // 1.5 s apart), not after it became a dead letter.
+    let last_ok = got
+        .iter()
+        .rposition(|g| g.body["event"]["properties"]["poison"] == false)
+        .unwrap();
+    let last_poison = got
+        .iter()
+        .rposition(|g| g.body["event"]["properties"]["poison"] == true)
+        .unwrap();
+    let poisons: Vec<usize> = got
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.body["event"]["properties"]["poison"] == true)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        last_ok < last_poison,
+        "the queue waited for the retries: {last_ok} {poisons:?}"
+    );
+    let mut ns: Vec<u64> = got
+        .iter()
+        .filter_map(|g| g.body["event"]["properties"]["n"].as_u64())
+        .filter(|n| *n > 0)
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (1..400).collect::<Vec<u64>>(), "each once");
+    let d = n.state.delivery.as_ref().unwrap();
+    eventually("the dead letter", || {
+        (d.dead_letters("picky").ok()?.len() == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
