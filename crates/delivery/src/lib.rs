@@ -918,11 +918,10 @@ async fn worker(sh: Arc<Shared>, i: usize) {
     // came by the fast lane, whose record may not be written yet).
     let mut queued: VecDeque<(Option<u64>, Action)> = VecDeque::new();
     let mut running = futures_util::stream::FuturesUnordered::new();
-    // Offsets started and not settled.
+    // Offsets started and not settled. The rest of `running` came by the fast lane:
+    // while any of those is out the cursor stays where it is, as their records may be
+    // behind it already (passed over as early).
     let mut open = std::collections::BTreeSet::new();
-    // Fast-lane actions started and not settled: while there are any the cursor stays
-    // where it is, as their records may be behind it already (passed over as early).
-    let mut fast_running = 0usize;
     loop {
         // The cursor file is written (and synced) on a blocking thread, once the queue is
         // empty (at most every `CURSOR_IDLE_SAVE`) or a second after the last write: never
@@ -949,11 +948,8 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             let Some((off, a)) = queued.pop_front() else {
                 break;
             };
-            match off {
-                Some(o) => {
-                    open.insert(o);
-                }
-                None => fast_running += 1,
+            if let Some(o) = off {
+                open.insert(o);
             }
             let sh = &sh;
             running.push(async move {
@@ -975,13 +971,8 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             // Woken by a live action or by appends; a timeout covers a missed wake-up.
             tokio::select! {
                 biased;
-                Some(a) = recv_fast(&mut fast) => {
-                    if let Ok(mut e) = d.early.lock() {
-                        e.insert(a.key.clone());
-                    }
-                    // Started with the others: one in retry does not hold the rest.
-                    queued.push_back((None, a));
-                }
+                // Started with the others: one in retry does not hold the rest.
+                Some(a) = recv_fast(&mut fast) => queued.push_back(live(d, a)),
                 _ = changed.changed() => {}
                 () = tokio::time::sleep(nap) => {}
             }
@@ -1011,10 +1002,7 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                 // came by the fast lane is marked early by then and passed over below.
                 if let Some(f) = fast.as_mut() {
                     while let Ok(a) = f.try_recv() {
-                        if let Ok(mut e) = d.early.lock() {
-                            e.insert(a.key.clone());
-                        }
-                        queued.push_back((None, a));
+                        queued.push_back(live(d, a));
                     }
                 }
                 for r in &recs {
@@ -1040,44 +1028,42 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             let more = queued.is_empty() && read_to >= end;
             tokio::select! {
                 biased;
-                Some(off) = running.next(), if !running.is_empty() => match off {
-                    Some(o) => {
+                Some(off) = running.next(), if !running.is_empty() => {
+                    if let Some(o) = off {
                         open.remove(&o);
                     }
-                    None => fast_running -= 1,
-                },
-                Some(a) = recv_fast(&mut fast), if more => {
-                    if let Ok(mut e) = d.early.lock() {
-                        e.insert(a.key.clone());
-                    }
-                    queued.push_back((None, a));
                 }
+                Some(a) = recv_fast(&mut fast), if more => queued.push_back(live(d, a)),
                 _ = changed.changed(), if more => {}
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             // Others settled meanwhile are taken too.
             while let Some(Some(off)) = futures_util::FutureExt::now_or_never(running.next()) {
-                match off {
-                    Some(o) => {
-                        open.remove(&o);
-                    }
-                    None => fast_running -= 1,
+                if let Some(o) = off {
+                    open.remove(&o);
                 }
             }
         }
-        if fast_running == 0 {
+        if running.len() == open.len() {
             let lowest = open
                 .first()
                 .copied()
                 .into_iter()
                 .chain(queued.iter().filter_map(|(o, _)| *o))
-                .chain(std::iter::once(read_to))
-                .min()
-                .unwrap_or(read_to);
+                .fold(read_to, u64::min);
             cursor = cursor.max(lowest);
             d.counters.cursor.store(cursor, Ordering::SeqCst);
         }
     }
+}
+
+/// A live action from the fast lane, marked early (its outbox record is passed over),
+/// to be started like the destination's others.
+fn live(d: &Dest, a: Action) -> (Option<u64>, Action) {
+    if let Ok(mut e) = d.early.lock() {
+        e.insert(a.key.clone());
+    }
+    (None, a)
 }
 
 /// How far a destination reads ahead of its cursor (outbox records).

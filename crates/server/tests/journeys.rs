@@ -229,6 +229,20 @@ enabled = false
         self.processed().await;
     }
 
+    /// Sends `batch` in one request and waits until it is processed.
+    async fn batch(&self, batch: Vec<Value>) {
+        let r = self
+            .http
+            .post(format!("{}/v1/batch", self.url))
+            .basic_auth(KEY, Some(""))
+            .json(&json!({ "batch": batch }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        self.processed().await;
+    }
+
     async fn processed(&self) {
         let st = self.state.clone();
         tokio::task::spawn_blocking(move || {
@@ -749,16 +763,7 @@ then = ["ordered", "parallel"]
     let batch: Vec<Value> = (0..12)
         .map(|i| json!({"type": "track", "userId": "v", "event": "Product Viewed", "properties": {"n": i}}))
         .collect();
-    let r = n
-        .http
-        .post(format!("{}/v1/batch", n.url))
-        .basic_auth(KEY, Some(""))
-        .json(&json!({ "batch": batch }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    n.processed().await;
+    n.batch(batch).await;
     let (ordered, parallel) = eventually("every request at both", || {
         let (o, p) = (rx.at("/slow-ordered"), rx.at("/slow-parallel"));
         (o.len() == 12 && p.len() == 12).then_some((o, p))
@@ -816,16 +821,7 @@ then = ["picky"]
                    "properties": {"n": i, "poison": i == 0}})
         })
         .collect();
-    let r = n
-        .http
-        .post(format!("{}/v1/batch", n.url))
-        .basic_auth(KEY, Some(""))
-        .json(&json!({ "batch": batch }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    n.processed().await;
+    n.batch(batch).await;
     let got = eventually("every action, the refused one dead", || {
         let g = rx.at("/picky");
         let poison = g
