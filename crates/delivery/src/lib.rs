@@ -57,6 +57,10 @@ pub struct DestinationConfig {
     /// Where HTTP kinds POST to.
     #[serde(default)]
     pub url: Option<String>,
+    /// PEM file of certificates trusted for this destination's HTTPS besides the
+    /// system's roots (a private CA, or a receiver's self-signed certificate).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// HMAC-SHA256 key of the `x-niyet-signature` header.
     #[serde(default)]
     pub secret: Option<String>,
@@ -159,6 +163,9 @@ impl DestinationConfig {
                 Some(u) => return bad(&format!("`url` must be http(s), got `{u}`")),
                 None => return bad("needs a `url`"),
             },
+        }
+        if self.ca_file.is_some() && self.kind == Kind::Email {
+            return bad("`ca_file` is for HTTPS destinations, not e-mail");
         }
         if self.max_attempts == 0 {
             return bad("`max_attempts` must be at least 1");
@@ -310,6 +317,8 @@ pub const BUCKETS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000
 struct Dest {
     cfg: DestinationConfig,
     url: Option<reqwest::Url>,
+    /// Its own client when it trusts more certificates than the system's (`ca_file`).
+    client: Option<reqwest::Client>,
     counters: Counters,
     /// Live actions handed straight to an idle destination while the outbox write is in
     /// flight (see [`Delivery::emit`]); the receiver is the destination's task.
@@ -376,9 +385,17 @@ impl Delivery {
         let log = Arc::new(Log::open(lc, clock.now_ms())?);
         let end = log.end_offset();
         let (tx, rx) = std::sync::mpsc::channel::<(Action, bool)>();
+        let mut clients = Vec::with_capacity(dests.len());
+        for d in &dests {
+            clients.push(match &d.ca_file {
+                Some(f) => Some(http_client(&trusted(&d.name, f)?)?),
+                None => None,
+            });
+        }
         let dests: Vec<Dest> = dests
             .into_iter()
-            .map(|cfg| {
+            .zip(clients)
+            .map(|(cfg, client)| {
                 let counters = Counters::default();
                 counters.cursor.store(
                     read_cursor(&dir.join("cursors"), &cfg.name),
@@ -388,6 +405,7 @@ impl Delivery {
                 Dest {
                     // Parsed once here rather than for every request.
                     url: cfg.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()),
+                    client,
                     cfg,
                     counters,
                     fast,
@@ -408,14 +426,7 @@ impl Delivery {
             tx: std::sync::RwLock::new(Some(tx)),
             appended: tokio::sync::watch::channel(end).0,
             recent: Mutex::new(VecDeque::new()),
-            client: reqwest::Client::builder()
-                // Room for every request a destination has in flight.
-                .pool_max_idle_per_host(256)
-                // A signed action goes to the address configured and nowhere else: an
-                // answer of 3xx is a failure (kept as a dead letter), not a redirect.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| DeliveryError::Config(format!("HTTP client: {e}")))?,
+            client: http_client(&[])?,
         });
         let w = sh.clone();
         std::thread::Builder::new()
@@ -1066,6 +1077,33 @@ fn live(d: &Dest, a: Action) -> (Option<u64>, Action) {
     (None, a)
 }
 
+/// The HTTP client of destinations, trusting `extra` besides the system's roots.
+fn http_client(extra: &[reqwest::Certificate]) -> Result<reqwest::Client, DeliveryError> {
+    let mut b = reqwest::Client::builder()
+        // Room for every request a destination has in flight.
+        .pool_max_idle_per_host(256)
+        // A signed action goes to the address configured and nowhere else: an answer
+        // of 3xx is a failure (kept as a dead letter), not a redirect.
+        .redirect(reqwest::redirect::Policy::none());
+    for c in extra {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.build()
+        .map_err(|e| DeliveryError::Config(format!("HTTP client: {e}")))
+}
+
+/// The certificates of a destination's `ca_file`.
+fn trusted(name: &str, file: &str) -> Result<Vec<reqwest::Certificate>, DeliveryError> {
+    let bad = |m: String| DeliveryError::Config(format!("destination `{name}`: `ca_file` {m}"));
+    let pem = std::fs::read(file).map_err(|e| bad(format!("`{file}` cannot be read: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("`{file}` is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(format!("`{file}` holds no certificate")));
+    }
+    Ok(certs)
+}
+
 /// How far a destination reads ahead of its cursor (outbox records).
 const WINDOW: u64 = 4_096;
 
@@ -1193,7 +1231,7 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
                     .as_ref()
                     .map(|s| niyet_actions::payload::signature(s.as_bytes(), ts, &body));
                 send::post(
-                    &sh.client,
+                    d.client.as_ref().unwrap_or(&sh.client),
                     d.url.clone(),
                     body.clone(),
                     Signed {
@@ -1355,5 +1393,35 @@ mod tests {
         .unwrap();
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("not a valid address"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_not_pem_stops_the_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (file, says) in [(&missing, "cannot be read"), (&junk, "no certificate")] {
+            let cfg: DestinationConfig = serde_json::from_value(json!({
+                "name": "hook", "kind": "webhook", "url": "https://127.0.0.1:9/x",
+                "ca_file": file.display().to_string(),
+            }))
+            .unwrap();
+            let e = match Delivery::open(
+                &dir.path().join("outbox"),
+                vec![cfg],
+                Arc::new(niyet_model::ManualClock::new(0)),
+                Arc::new(|_: &Action| Document::default()),
+            ) {
+                Ok(_) => panic!("opened with a bad `ca_file`"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("destination `hook`") && e.contains(says), "{e}");
+        }
+        let mail: DestinationConfig = serde_json::from_value(json!({
+            "name": "m", "kind": "email", "smtp": "127.0.0.1:25", "from": "a@b.c", "ca_file": "x.pem",
+        }))
+        .unwrap();
+        assert!(mail.validate().unwrap_err().to_string().contains("ca_file"));
     }
 }

@@ -55,7 +55,12 @@ pub async fn post(
                 None,
             ))
         }
-        Err(e) => return Err(Failure::Retry(format!("request failed: {e}"), None)),
+        Err(e) => {
+            return Err(Failure::Retry(
+                format!("request failed: {}", chain(&e)),
+                None,
+            ))
+        }
     };
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
@@ -82,6 +87,22 @@ pub async fn post(
     } else {
         Err(Failure::Permanent(why))
     }
+}
+
+/// An error with its causes, e.g. "error sending request …: client error (Connect):
+/// invalid peer certificate: UnknownIssuer": the top line alone rarely says why.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Sends one e-mail through the SMTP server at `addr` (plain SMTP, as to a local relay).

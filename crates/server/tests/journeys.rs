@@ -1710,3 +1710,127 @@ then = ["patient", "brief", "fast"]
     assert_eq!(fast_keys.len(), 20);
     assert_eq!(dest("fast")["sent"], 20);
 }
+
+/// A private CA and a certificate for 127.0.0.1 it signed, made with `openssl`:
+/// (ca.pem, cert.pem, key.pem).
+fn private_ca(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let ext = "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n";
+    std::fs::write(dir.join("ext.cnf"), ext).unwrap();
+    for step in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=Test-CA -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out req.csr",
+        "x509 -req -days 1 -set_serial 2 -in req.csr -CA ca.pem -CAkey ca.key -extfile ext.cnf -out cert.pem",
+    ] {
+        let made = std::process::Command::new("openssl")
+            .args(step.split(' '))
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "{step}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f))
+}
+
+/// TLS in front of the plain receiver at `plain` (`host:port`): each connection's
+/// handshake with `cert`, then its bytes both ways. Returns the `https://` address.
+async fn tls_front(cert: &std::path::Path, key: &std::path::Path, plain: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let plain = plain.to_string();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (acceptor, plain) = (acceptor.clone(), plain.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends here.
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut back = tokio::net::TcpStream::connect(&plain).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+/// An HTTPS receiver whose certificate a private CA signed gets its signed actions when
+/// the destination trusts that CA (`ca_file`); a destination that does not trust it sends
+/// nothing, and its action becomes a dead letter saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_reached_only_with_a_trusted_certificate() {
+    let (rx, url) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = private_ca(dir.path());
+    let https = tls_front(&cert, &key, url.trim_start_matches("http://")).await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "trusted"
+kind = "webhook"
+url = "{https}/secure"
+secret = "s"
+ca_file = "{ca}"
+
+[[destinations]]
+name = "untrusted"
+kind = "webhook"
+url = "{https}/untrusted"
+max_attempts = 1
+
+[[triggers]]
+name = "Ordered"
+when = {{ event = "Order Completed" }}
+then = ["trusted", "untrusted"]
+"#,
+        ca = ca.display()
+    );
+    let mut n = Niyet::start(&extra).await;
+    n.track("tls1", "Order Completed", json!({"revenue": 7}), json!({}))
+        .await;
+    let got = eventually("the HTTPS delivery", || {
+        let g = rx.at("/secure");
+        (!g.is_empty()).then_some(g)
+    })
+    .await;
+    assert_eq!(got.len(), 1);
+    let g = &got[0];
+    assert_eq!(g.body["event"]["event"], "Order Completed", "{}", g.body);
+    let ts = g.headers["x-niyet-timestamp"].to_str().unwrap();
+    let expected = niyet_actions::payload::signature(b"s", ts.parse().unwrap(), &g.raw);
+    assert_eq!(
+        g.headers["x-niyet-signature"].to_str().unwrap(),
+        format!("v1={expected}")
+    );
+    assert!(g.headers.contains_key("idempotency-key"));
+    let d = n.state.delivery.as_ref().unwrap().clone();
+    let dead = eventually("a dead letter for the untrusted one", || {
+        let v = d.dead_letters("untrusted").ok()?;
+        (v.len() == 1).then_some(v)
+    })
+    .await;
+    let why = dead[0].to_string();
+    assert!(
+        why.to_lowercase().contains("certificate"),
+        "the dead letter says why: {why}"
+    );
+    assert!(
+        rx.at("/untrusted").is_empty(),
+        "nothing got past the handshake"
+    );
+}
