@@ -14,6 +14,10 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "test tools (tracking SDKs, aiosmtpd)"
+# Before the Rust tests: the e-mail tests start aiosmtpd from .venv-sdk/.
+bash scripts/sdk-setup.sh
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
@@ -51,5 +55,4 @@ step "fuzzing the ingest decoder (30 s)"
 
 step "tracking SDKs (Python and Node) against the real server"
 cargo build --locked -p niyet
-bash scripts/sdk-setup.sh
 NIYET_BIN="$PWD/target/debug/niyet" .venv-sdk/bin/python -m pytest tests/sdk -q -p no:cacheprovider

@@ -24,6 +24,7 @@ use std::time::Duration;
 use niyet_actions::{Action, Outcome};
 use niyet_log::{Appended, Log, LogConfig, NewRecord};
 use niyet_model::Clock;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -67,6 +68,17 @@ pub struct DestinationConfig {
     /// `host:port` of the SMTP server (e-mail).
     #[serde(default)]
     pub smtp: Option<String>,
+    /// TLS to the SMTP server (e-mail): `none` (default, as to a local relay),
+    /// `starttls` (upgrade after the greeting, usually port 587) or `tls` (TLS from the
+    /// start, usually port 465). Certificates are checked as for HTTPS (`ca_file`).
+    #[serde(default)]
+    pub smtp_tls: SmtpTls,
+    /// SMTP AUTH user name (e-mail; needs `password` and TLS).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// SMTP AUTH password (e-mail).
+    #[serde(default)]
+    pub password: Option<String>,
     /// Sender address (e-mail).
     #[serde(default)]
     pub from: Option<String>,
@@ -102,6 +114,16 @@ pub struct DestinationConfig {
     /// its answer or a retry. 1 keeps the order strictly.
     #[serde(default)]
     pub concurrency: Option<u32>,
+}
+
+/// TLS to an SMTP server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    #[default]
+    None,
+    Starttls,
+    Tls,
 }
 
 fn default_timeout() -> u64 {
@@ -164,8 +186,23 @@ impl DestinationConfig {
                 None => return bad("needs a `url`"),
             },
         }
-        if self.ca_file.is_some() && self.kind == Kind::Email {
-            return bad("`ca_file` is for HTTPS destinations, not e-mail");
+        if self.kind == Kind::Email {
+            if self.username.is_some() != self.password.is_some() {
+                return bad("SMTP AUTH needs both `username` and `password`");
+            }
+            if self.smtp_tls == SmtpTls::None {
+                if self.username.is_some() {
+                    return bad("`username` and `password` would go in clear: set `smtp_tls` to `starttls` or `tls`");
+                }
+                if self.ca_file.is_some() {
+                    return bad("`ca_file` needs `smtp_tls` (`starttls` or `tls`)");
+                }
+            }
+        } else if self.smtp_tls != SmtpTls::None
+            || self.username.is_some()
+            || self.password.is_some()
+        {
+            return bad("`smtp_tls`, `username` and `password` are for e-mail destinations");
         }
         if self.max_attempts == 0 {
             return bad("`max_attempts` must be at least 1");
@@ -319,6 +356,8 @@ struct Dest {
     url: Option<reqwest::Url>,
     /// Its own client when it trusts more certificates than the system's (`ca_file`).
     client: Option<reqwest::Client>,
+    /// TLS to its SMTP server (e-mail with `smtp_tls`).
+    smtp_tls: Option<tokio_rustls::TlsConnector>,
     counters: Counters,
     /// Live actions handed straight to an idle destination while the outbox write is in
     /// flight (see [`Delivery::emit`]); the receiver is the destination's task.
@@ -387,15 +426,23 @@ impl Delivery {
         let (tx, rx) = std::sync::mpsc::channel::<(Action, bool)>();
         let mut clients = Vec::with_capacity(dests.len());
         for d in &dests {
-            clients.push(match &d.ca_file {
-                Some(f) => Some(http_client(&trusted(&d.name, f)?)?),
-                None => None,
+            let extra = match &d.ca_file {
+                Some(f) => trusted(&d.name, f)?,
+                None => Vec::new(),
+            };
+            clients.push(if d.kind == Kind::Email {
+                let tls = (d.smtp_tls != SmtpTls::None).then(|| smtp_connector(&extra));
+                (None, tls)
+            } else if extra.is_empty() {
+                (None, None)
+            } else {
+                (Some(http_client(&extra)?), None)
             });
         }
         let dests: Vec<Dest> = dests
             .into_iter()
             .zip(clients)
-            .map(|(cfg, client)| {
+            .map(|(cfg, (client, smtp_tls))| {
                 let counters = Counters::default();
                 counters.cursor.store(
                     read_cursor(&dir.join("cursors"), &cfg.name),
@@ -406,6 +453,7 @@ impl Delivery {
                     // Parsed once here rather than for every request.
                     url: cfg.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()),
                     client,
+                    smtp_tls,
                     cfg,
                     counters,
                     fast,
@@ -1078,7 +1126,7 @@ fn live(d: &Dest, a: Action) -> (Option<u64>, Action) {
 }
 
 /// The HTTP client of destinations, trusting `extra` besides the system's roots.
-fn http_client(extra: &[reqwest::Certificate]) -> Result<reqwest::Client, DeliveryError> {
+fn http_client(extra: &[CertificateDer<'static>]) -> Result<reqwest::Client, DeliveryError> {
     let mut b = reqwest::Client::builder()
         // Room for every request a destination has in flight.
         .pool_max_idle_per_host(256)
@@ -1086,22 +1134,45 @@ fn http_client(extra: &[reqwest::Certificate]) -> Result<reqwest::Client, Delive
         // of 3xx is a failure (kept as a dead letter), not a redirect.
         .redirect(reqwest::redirect::Policy::none());
     for c in extra {
-        b = b.add_root_certificate(c.clone());
+        let c = reqwest::Certificate::from_der(c)
+            .map_err(|e| DeliveryError::Config(format!("a trusted certificate: {e}")))?;
+        b = b.add_root_certificate(c);
     }
     b.build()
         .map_err(|e| DeliveryError::Config(format!("HTTP client: {e}")))
 }
 
 /// The certificates of a destination's `ca_file`.
-fn trusted(name: &str, file: &str) -> Result<Vec<reqwest::Certificate>, DeliveryError> {
+fn trusted(name: &str, file: &str) -> Result<Vec<CertificateDer<'static>>, DeliveryError> {
+    use rustls::pki_types::pem::PemObject;
     let bad = |m: String| DeliveryError::Config(format!("destination `{name}`: `ca_file` {m}"));
     let pem = std::fs::read(file).map_err(|e| bad(format!("`{file}` cannot be read: {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("`{file}` is not PEM: {e}")))?;
     if certs.is_empty() {
         return Err(bad(format!("`{file}` holds no certificate")));
     }
     Ok(certs)
+}
+
+/// TLS for SMTP: the system's roots (those it can read) and `extra`, rustls with ring.
+fn smtp_connector(extra: &[CertificateDer<'static>]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "reading the system's trusted certificates");
+    }
+    roots.add_parsable_certificates(native.certs);
+    roots.add_parsable_certificates(extra.iter().cloned());
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
 /// How far a destination reads ahead of its cursor (outbox records).
@@ -1214,7 +1285,12 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
         let now = sh.clock.now_ms();
         let result = match &shaped {
             Shaped::Mail(m) => send::smtp(
-                d.cfg.smtp.as_deref().unwrap_or_default(),
+                &send::SmtpServer {
+                    addr: d.cfg.smtp.as_deref().unwrap_or_default(),
+                    tls: d.cfg.smtp_tls,
+                    connector: d.smtp_tls.as_ref(),
+                    auth: d.cfg.username.as_deref().zip(d.cfg.password.as_deref()),
+                },
                 d.cfg.from.as_deref().unwrap_or_default(),
                 m,
                 &a.key,
@@ -1423,5 +1499,39 @@ mod tests {
         }))
         .unwrap();
         assert!(mail.validate().unwrap_err().to_string().contains("ca_file"));
+    }
+
+    #[test]
+    fn an_smtp_login_needs_tls_and_both_halves() {
+        let mail = |extra: Value| {
+            let mut v =
+                json!({"name": "m", "kind": "email", "smtp": "127.0.0.1:587", "from": "a@b.c"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<DestinationConfig>(v)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let login = json!({"username": "u", "password": "p"});
+        assert!(mail(login.clone()).unwrap_err().contains("in clear"));
+        for tls in ["starttls", "tls"] {
+            let mut ok = login.clone();
+            ok["smtp_tls"] = json!(tls);
+            assert_eq!(mail(ok), Ok(()));
+        }
+        let half = json!({"smtp_tls": "starttls", "username": "u"});
+        assert!(mail(half).unwrap_err().contains("both"));
+        let hook: DestinationConfig = serde_json::from_value(json!({
+            "name": "w", "kind": "webhook", "url": "http://127.0.0.1:9/x", "smtp_tls": "tls",
+        }))
+        .unwrap();
+        let e = hook.validate().unwrap_err().to_string();
+        assert!(e.contains("for e-mail destinations"), "{e}");
+        assert!(serde_json::from_value::<DestinationConfig>(
+            json!({"name": "m", "kind": "email", "smtp_tls": "ssl"})
+        )
+        .is_err());
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::shape::Mail;
+use crate::SmtpTls;
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,16 +106,27 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Sends one e-mail through the SMTP server at `addr` (plain SMTP, as to a local relay).
+/// An SMTP server and how to talk to it.
+pub struct SmtpServer<'a> {
+    /// `host:port`.
+    pub addr: &'a str,
+    pub tls: SmtpTls,
+    /// Set when `tls` is not `None`.
+    pub connector: Option<&'a tokio_rustls::TlsConnector>,
+    /// SMTP AUTH (PLAIN) user name and password, sent only over TLS.
+    pub auth: Option<(&'a str, &'a str)>,
+}
+
+/// Sends one e-mail through the SMTP server `srv`.
 pub async fn smtp(
-    addr: &str,
+    srv: &SmtpServer<'_>,
     from: &str,
     mail: &Mail,
     key: &str,
     date: &str,
     timeout: Duration,
 ) -> Result<(), Failure> {
-    match tokio::time::timeout(timeout, smtp_session(addr, from, mail, key, date)).await {
+    match tokio::time::timeout(timeout, smtp_session(srv, from, mail, key, date)).await {
         Ok(r) => r,
         Err(_) => Err(Failure::Retry(
             format!("SMTP session not done within {} ms", timeout.as_millis()),
@@ -123,23 +135,66 @@ pub async fn smtp(
     }
 }
 
+/// A connection to an SMTP server, plain or TLS.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+type Session = BufReader<Box<dyn Conn>>;
+
+/// TLS over `stream` to the host of `addr`, its certificate checked.
+async fn tls(srv: &SmtpServer<'_>, stream: Box<dyn Conn>) -> Result<Box<dyn Conn>, Failure> {
+    let Some(connector) = srv.connector else {
+        return Err(Failure::Permanent("SMTP TLS is not set up".into()));
+    };
+    let host = srv
+        .addr
+        .rsplit_once(':')
+        .map_or(srv.addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| Failure::Permanent(format!("SMTP host `{host}` for TLS: {e}")))?;
+    match connector.connect(name, stream).await {
+        Ok(s) => Ok(Box::new(s)),
+        Err(e) => Err(Failure::Retry(
+            format!("SMTP TLS handshake with {}: {}", srv.addr, chain(&e)),
+            None,
+        )),
+    }
+}
+
 async fn smtp_session(
-    addr: &str,
+    srv: &SmtpServer<'_>,
     from: &str,
     mail: &Mail,
     key: &str,
     date: &str,
 ) -> Result<(), Failure> {
+    let addr = srv.addr;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| Failure::Retry(format!("connecting to {addr}: {e}"), None))?;
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
+    let mut stream: Box<dyn Conn> = Box::new(stream);
+    if srv.tls == SmtpTls::Tls {
+        stream = tls(srv, stream).await?;
+    }
+    let mut r: Session = BufReader::new(stream);
     expect(&mut r, 220).await?;
-    command(&mut w, &mut r, "EHLO niyet\r\n", 250).await?;
-    command(&mut w, &mut r, &format!("MAIL FROM:<{from}>\r\n"), 250).await?;
-    command(&mut w, &mut r, &format!("RCPT TO:<{}>\r\n", mail.to), 250).await?;
-    command(&mut w, &mut r, "DATA\r\n", 354).await?;
+    command(&mut r, "EHLO niyet\r\n", 250).await?;
+    if srv.tls == SmtpTls::Starttls {
+        command(&mut r, "STARTTLS\r\n", 220).await?;
+        // Nothing more comes before the handshake, so nothing buffered is lost.
+        r = BufReader::new(tls(srv, r.into_inner()).await?);
+        command(&mut r, "EHLO niyet\r\n", 250).await?;
+    }
+    if let Some((user, password)) = srv.auth {
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        command(&mut r, &format!("AUTH PLAIN {token}\r\n"), 235).await?;
+    }
+    command(&mut r, &format!("MAIL FROM:<{from}>\r\n"), 250).await?;
+    command(&mut r, &format!("RCPT TO:<{}>\r\n", mail.to), 250).await?;
+    command(&mut r, "DATA\r\n", 354).await?;
     let mut msg = format!(
         "From: <{from}>\r\nTo: <{}>\r\nSubject: {}\r\nDate: {date}\r\nMessage-ID: <{key}@niyet>\r\nX-Niyet-Idempotency-Key: {key}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
         mail.to, mail.subject
@@ -153,28 +208,27 @@ async fn smtp_session(
         msg.push_str("\r\n");
     }
     msg.push_str(".\r\n");
-    command(&mut w, &mut r, &msg, 250).await?;
-    let _ = w.write_all(b"QUIT\r\n").await;
+    command(&mut r, &msg, 250).await?;
+    let _ = write(&mut r, "QUIT\r\n").await;
     Ok(())
 }
 
-async fn command(
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    line: &str,
-    want: u16,
-) -> Result<(), Failure> {
-    w.write_all(line.as_bytes())
+async fn write(r: &mut Session, line: &str) -> std::io::Result<()> {
+    let w = r.get_mut();
+    w.write_all(line.as_bytes()).await?;
+    // TLS holds written bytes until flushed.
+    w.flush().await
+}
+
+async fn command(r: &mut Session, line: &str, want: u16) -> Result<(), Failure> {
+    write(r, line)
         .await
         .map_err(|e| Failure::Retry(format!("SMTP write: {e}"), None))?;
     expect(r, want).await
 }
 
 /// Reads one (possibly multi-line) reply and checks its code.
-async fn expect(
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    want: u16,
-) -> Result<(), Failure> {
+async fn expect(r: &mut Session, want: u16) -> Result<(), Failure> {
     let mut line = String::new();
     loop {
         line.clear();

@@ -1,6 +1,6 @@
 //! Triggers end to end over real HTTP, in simulated time: the server in this process on a
-//! manual clock, a real webhook receiver (HTTP on loopback) and a real SMTP server
-//! (Python's standard `smtpd`) started here.
+//! manual clock, a real webhook receiver (HTTP on loopback) and real SMTP servers
+//! (Python's standard `smtpd`; aiosmtpd from PyPI for STARTTLS and AUTH) started here.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1833,4 +1833,116 @@ then = ["trusted", "untrusted"]
         rx.at("/untrusted").is_empty(),
         "nothing got past the handshake"
     );
+}
+
+/// The Python with aiosmtpd: `NIYET_TEST_PYTHON`, or the venv `scripts/sdk-setup.sh` makes.
+fn python_with_aiosmtpd() -> std::path::PathBuf {
+    let p = std::env::var_os("NIYET_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-sdk/bin/python")
+        });
+    let ok = std::process::Command::new(&p)
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import aiosmtpd: run `bash scripts/sdk-setup.sh` (or set NIYET_TEST_PYTHON)",
+        p.display()
+    );
+    p
+}
+
+/// E-mail to a server that takes mail only after STARTTLS and AUTH: sent when the
+/// destination upgrades, trusts the server's CA and logs in; a wrong password is a dead
+/// letter with the server's answer, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_goes_over_starttls_with_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = private_ca(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = dir.path().join("mail.out");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_tls_server.py");
+    let mut server = std::process::Command::new(python_with_aiosmtpd())
+        .arg(&script)
+        .arg(port.to_string())
+        .args([&cert, &key])
+        .args(["niyet", "s3cret"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the SMTP server");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "mail"
+kind = "email"
+smtp = "127.0.0.1:{port}"
+smtp_tls = "starttls"
+ca_file = "{ca}"
+username = "niyet"
+password = "s3cret"
+from = "kampanya@niyet.example"
+subject = "Hello {{{{profile.traits.first_name}}}}"
+template = "Your code: WELCOME"
+
+[[destinations]]
+name = "wrong"
+kind = "email"
+smtp = "127.0.0.1:{port}"
+smtp_tls = "starttls"
+ca_file = "{ca}"
+username = "niyet"
+password = "guess"
+from = "kampanya@niyet.example"
+subject = "Not sent"
+template = "-"
+
+[[triggers]]
+name = "Signed up"
+when = {{ event = "Signed Up" }}
+then = ["mail", "wrong"]
+"#,
+        ca = ca.display()
+    );
+    let mut n = Niyet::start(&extra).await;
+    n.track(
+        "selin",
+        "Signed Up",
+        json!({}),
+        json!({"email": "selin@example.com", "first_name": "Selin", "consent": {"email": true}}),
+    )
+    .await;
+    let got = eventually("the e-mail", || {
+        let s = std::fs::read_to_string(&out).unwrap_or_default();
+        s.contains("Hello Selin").then_some(s)
+    })
+    .await;
+    assert!(got.contains("LOGIN niyet TLS True"), "{got}");
+    assert!(got.contains("To: <selin@example.com>"), "{got}");
+    let d = n.state.delivery.as_ref().unwrap().clone();
+    let dead = eventually("a dead letter for the wrong password", || {
+        let v = d.dead_letters("wrong").ok()?;
+        (v.len() == 1).then_some(v)
+    })
+    .await;
+    let why = dead[0].to_string();
+    assert!(why.contains("535"), "the server's answer: {why}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let s = std::fs::read_to_string(&out).unwrap();
+    assert!(!s.contains("Not sent"), "{s}");
+    assert_eq!(s.matches("\n--\n").count(), 1, "one message: {s}");
 }
