@@ -571,7 +571,16 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         id: key.id.clone(),
         source: key.source.clone(),
     });
-    let resp = next.run(req).await;
+    let arrived = match crate::position::wants_wait(&req) {
+        Ok(wait) => crate::position::arrive(&st, wait).await,
+        Err(e) => Err(e),
+    };
+    let position = match arrived {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut resp = next.run(req).await;
+    crate::position::stamp(&mut resp, &position);
     if method != Method::GET || matches!(need, Scope::Privacy | Scope::Admin) {
         st.keys.audit(&serde_json::json!({
             "time": niyet_model::format_rfc3339_millis(now),

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod ingest;
 mod intent;
 pub mod metrics;
+pub mod position;
 mod privacy;
 pub mod profiles;
 pub mod quarantine;

@@ -376,3 +376,101 @@ async fn merge_protection_and_unmerge() {
     caught_up(&base).await;
     check(base.clone(), fam_id.clone(), new_id.clone()).await;
 }
+
+/// Every admin answer says where processing stood; with `Niyet-Consistent: true` it
+/// waits until every event acknowledged before the request is in (read your writes).
+#[tokio::test]
+async fn answers_say_where_processing_stood_and_can_wait_for_it() {
+    let mut srv = TestServer::start();
+    let base = srv.url();
+    // 20,000 events, the last batch only just acknowledged when the profile is read.
+    for b in 0..200 {
+        let msgs: Vec<Value> = (0..100)
+            .map(|i| {
+                let n = b * 100 + i;
+                let t = format!(
+                    "2026-03-01T{:02}:{:02}:{:02}Z",
+                    10 + n / 3600,
+                    n % 3600 / 60,
+                    n % 60
+                );
+                json!({"type": "identify", "userId": "rw-1", "timestamp": t, "traits": {"step": n}})
+            })
+            .collect();
+        batch(&base, msgs).await;
+    }
+    let consistent = || async {
+        client()
+            .get(format!("{base}/v1/profiles?user_id=rw-1"))
+            .bearer_auth(ADMIN)
+            .header("Niyet-Consistent", "true")
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = consistent().await;
+    assert_eq!(r.status(), 200);
+    let h = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let processed: u64 = h(&r, "niyet-processed-offset").parse().unwrap();
+    let end: u64 = h(&r, "niyet-log-end-offset").parse().unwrap();
+    assert!(
+        end >= 20_000,
+        "every acknowledged event is below the log end: {end}"
+    );
+    assert!(processed >= end, "{processed} < {end}");
+    assert_eq!(h(&r, "niyet-caught-up"), "true");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["traits"]["step"]["value"], 19_999, "{p}");
+    assert_eq!(p["event_count"], 20_000, "{p}");
+
+    // Straight after a kill -9 the log's tail is still being replayed: the answer waits
+    // for it instead of showing part of the profile.
+    srv.kill9();
+    srv.spawn();
+    let r = consistent().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "niyet-caught-up"), "true");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["event_count"], 20_000, "{p}");
+    assert_eq!(p["traits"]["step"]["value"], 19_999, "{p}");
+
+    // Without the header the position is there too, and agrees with itself.
+    let r = client()
+        .get(format!("{base}/v1/segments"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let processed: u64 = h(&r, "niyet-processed-offset").parse().unwrap();
+    let end: u64 = h(&r, "niyet-log-end-offset").parse().unwrap();
+    assert_eq!(h(&r, "niyet-caught-up"), (processed >= end).to_string());
+
+    // A header that is neither true nor false is refused, with a JSON error.
+    let r = client()
+        .get(format!("{base}/v1/profiles?user_id=rw-1"))
+        .bearer_auth(ADMIN)
+        .header("Niyet-Consistent", "soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "invalid_header", "{e}");
+
+    // Ingest answers carry no position (they are not derived state).
+    let (s, _, headers) = post(
+        &format!("{base}/v1/track"),
+        json!({"userId": "rw-1", "event": "Signed Up"}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(headers.get("niyet-processed-offset").is_none());
+}
