@@ -64,6 +64,8 @@ struct Report {
     median_with: f64,
     drop_percent: f64,
     profiles: u64,
+    /// The same rule's dry run (`POST /v1/rules/preview`) just before it is saved.
+    dry_run_s: f64,
     backfill_new_features_s: f64,
     backfill_new_features_events: u64,
     backfill_shared_features_s: f64,
@@ -272,12 +274,28 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     load(&url, a.profiles, a.connections, t0).await?;
     let http = reqwest::Client::new();
     let segs = format!("{url}/v1/segments");
+    let new_rule =
+        "count(Product Viewed in 45d) >= 1 and sum(Order Completed.revenue in 200d) > 100";
+    // A dry run of the rule first: what the preview before saving costs.
+    let started = Instant::now();
+    let v = admin(
+        &http,
+        reqwest::Method::POST,
+        &format!("{url}/v1/rules/preview"),
+        json!({ "rule": new_rule }),
+    )
+    .await?;
+    let dry_run = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  dry run: {dry_run:.2} s, {} would match",
+        v["would_match"]
+    );
     let started = Instant::now();
     let v = admin(
         &http,
         reqwest::Method::POST,
         &segs,
-        json!({"name": "Browsers with orders", "rule": "count(Product Viewed in 45d) >= 1 and sum(Order Completed.revenue in 200d) > 100"}),
+        json!({"name": "Browsers with orders", "rule": new_rule}),
     )
     .await?;
     let backfill_new = started.elapsed().as_secs_f64();
@@ -360,6 +378,7 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         without_segments: without,
         with_50_segments: with,
         profiles: a.profiles,
+        dry_run_s: dry_run,
         backfill_new_features_s: backfill_new,
         backfill_new_features_events: backfill_events,
         backfill_shared_features_s: backfill_shared,
@@ -379,8 +398,8 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         r.customers, m0, fmt(&r.without_segments), m50, fmt(&r.with_50_segments), r.drop_percent
     );
     println!(
-        "  backfill over {} profiles: new features {:.2} s ({} events read back from the log), shared features {:.2} s",
-        r.profiles, r.backfill_new_features_s, r.backfill_new_features_events, r.backfill_shared_features_s
+        "  backfill over {} profiles: new features {:.2} s ({} events read back from the log), shared features {:.2} s; dry run of the new rule {:.2} s",
+        r.profiles, r.backfill_new_features_s, r.backfill_new_features_events, r.backfill_shared_features_s, r.dry_run_s
     );
     println!(
         "  event to segment entry on the live stream, {} probes under {:.0} events/s: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",

@@ -2529,51 +2529,12 @@ impl Router {
     ) -> Result<u64, String> {
         let log = self.sh.log.clone();
         let (start, end) = (log.stats().start_offset, self.next);
-        // Several readers: the log is cut into ranges, each read on a thread of its own,
-        // its events handed on by this thread after those of the ranges before it, so the
-        // partition owners still see them in log order. Past records may come from the
-        // device (the log is written with direct I/O), which answers several reads at once
-        // much faster than one. No reader waits for the owners: while they are busy
-        // (first carrying their profiles over), the events read wait in memory.
-        let n = BACKFILL_READERS as u64;
-        let span = end.saturating_sub(start);
-        let bounds: Vec<u64> = (0..=n).map(|k| start + span * k / n).collect();
-        std::thread::scope(|scope| {
-            let mut readers = Vec::new();
-            for w in bounds.windows(2) {
-                let (from, to) = (w[0], w[1]);
-                let (log, ids) = (&log, &ids);
-                let (tx, rx) = std::sync::mpsc::channel();
-                let h = std::thread::Builder::new()
-                    .name("niyet-backfill".into())
-                    .spawn_scoped(scope, move || {
-                        scan_for_features(log, segs, ids, from, to, |c| {
-                            // The receiver goes away only when an earlier range failed.
-                            let _ = tx.send(c);
-                        })
-                    })
-                    .map_err(|e| format!("starting a backfill reader: {e}"))?;
-                readers.push((h, rx));
-            }
-            let t = Instant::now();
-            let mut count = 0u64;
-            let mut first = None;
-            for (h, rx) in readers {
-                for chunk in rx {
-                    count += chunk.len() as u64;
-                    self.backfill_chunk(chunk, &ids);
-                }
-                h.join()
-                    .map_err(|_| "a backfill reader failed".to_string())??;
-                first.get_or_insert_with(|| t.elapsed());
-            }
-            tracing::debug!(
-                first_range_ms = first.unwrap_or_default().as_millis() as u64,
-                all_ms = t.elapsed().as_millis() as u64,
-                "log read and handed on for the backfill"
-            );
-            Ok(count)
-        })
+        let mut count = 0u64;
+        scan_in_parallel(&log, segs, &ids, start, end, |chunk| {
+            count += chunk.len() as u64;
+            self.backfill_chunk(chunk, &ids);
+        })?;
+        Ok(count)
     }
 
     fn backfill_chunk(
@@ -2864,6 +2825,57 @@ impl Router {
             let _ = h.join();
         }
     }
+}
+
+/// [`scan_for_features`] over `start..end` with several readers: the log is cut into
+/// ranges, each read on a thread of its own, and `each` gets their chunks on the calling
+/// thread in log order (a range's after those of the ranges before it). Past records may
+/// come from the device (the log is written with direct I/O), which answers several reads
+/// at once much faster than one. No reader waits for `each`: while it is busy, the events
+/// read wait in memory. Returns how many events were handed on.
+pub(crate) fn scan_in_parallel(
+    log: &Log,
+    segs: &Segments,
+    ids: &[niyet_rules::FeatureId],
+    start: u64,
+    end: u64,
+    mut each: impl FnMut(Vec<(u64, i64, SegEvent)>),
+) -> Result<u64, String> {
+    let n = BACKFILL_READERS as u64;
+    let span = end.saturating_sub(start);
+    let bounds: Vec<u64> = (0..=n).map(|k| start + span * k / n).collect();
+    std::thread::scope(|scope| {
+        let mut readers = Vec::new();
+        for w in bounds.windows(2) {
+            let (from, to) = (w[0], w[1]);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = std::thread::Builder::new()
+                .name("niyet-backfill".into())
+                .spawn_scoped(scope, move || {
+                    scan_for_features(log, segs, ids, from, to, |c| {
+                        // The receiver goes away only when an earlier range failed.
+                        let _ = tx.send(c);
+                    })
+                })
+                .map_err(|e| format!("starting a log reader: {e}"))?;
+            readers.push((h, rx));
+        }
+        let t = Instant::now();
+        let mut count = 0u64;
+        for (h, rx) in readers {
+            for chunk in rx {
+                count += chunk.len() as u64;
+                each(chunk);
+            }
+            h.join().map_err(|_| "a log reader failed".to_string())??;
+        }
+        tracing::debug!(
+            all_ms = t.elapsed().as_millis() as u64,
+            events = count,
+            "log read in parallel for new features"
+        );
+        Ok(count)
+    })
 }
 
 /// Reads the log from `start` to `end` for the events the features `ids` read, handing

@@ -15,7 +15,12 @@ use niyet_model::format_rfc3339_millis;
 use niyet_rules::{Membership, Rule};
 use serde_json::{json, Value};
 
-use crate::{event_owners, scan_for_features, Pipeline, PipelineError};
+use crate::{event_owners, scan_in_parallel, Pipeline, PipelineError};
+
+/// A dry run's thread that panicked.
+fn failed(_: Box<dyn std::any::Any + Send>) -> PipelineError {
+    PipelineError::Invalid("a dry-run thread failed".into())
+}
 
 /// The name the candidate rule goes by while it is evaluated (never a segment's name:
 /// names given through the API or the configuration cannot hold a control character).
@@ -67,17 +72,34 @@ impl Pipeline {
 
         // Past events of the new features, by the profile holding them. The log is read
         // with no partition locked, so processing goes on meanwhile; events appended since
-        // the profiles were looked at are not in `owner` and are passed over.
-        let mut found: Vec<(u64, u64, i64, SegEvent)> = Vec::new();
+        // the profiles were looked at are not in `owners` and are passed over.
+        let parts_n = sh.partitions.len();
+        let mut found: Vec<Vec<(u64, u64, i64, SegEvent)>> = vec![Vec::new(); parts_n];
         let mut backfilled = 0;
         if !r.new_features.is_empty() {
-            let (mut owner, end) = {
+            // Which profile holds each event: one sorted index per partition, built side
+            // by side.
+            let (owners, end) = {
                 let parts = read_all()?;
-                let owner = event_owners(parts.iter().map(|g| &**g));
-                (owner, sh.log.end_offset())
+                let owners = std::thread::scope(|scope| {
+                    let built: Vec<_> = parts
+                        .iter()
+                        .map(|part| {
+                            scope.spawn(move || {
+                                let mut o = event_owners(std::iter::once(&**part));
+                                o.sort_unstable();
+                                o
+                            })
+                        })
+                        .collect();
+                    built
+                        .into_iter()
+                        .map(|h| h.join().map_err(failed))
+                        .collect::<Result<Vec<Vec<(u64, u64)>>, _>>()
+                })?;
+                (owners, sh.log.end_offset())
             };
-            owner.sort_unstable();
-            backfilled = scan_for_features(
+            backfilled = scan_in_parallel(
                 &sh.log,
                 &cand,
                 &r.new_features,
@@ -85,64 +107,83 @@ impl Pipeline {
                 end,
                 |chunk| {
                     for (offset, time, e) in chunk {
-                        if let Ok(k) = owner.binary_search_by_key(&offset, |x| x.0) {
-                            found.push((owner[k].1, offset, time, e));
+                        for (i, o) in owners.iter().enumerate() {
+                            if let Ok(k) = o.binary_search_by_key(&offset, |x| x.0) {
+                                found[i].push((o[k].1, offset, time, e));
+                                break;
+                            }
                         }
                     }
                 },
             )
             .map_err(PipelineError::Invalid)?;
-            found.sort_unstable_by_key(|e| (e.0, e.1));
+            for f in &mut found {
+                f.sort_unstable_by_key(|e| (e.0, e.1));
+            }
         }
 
+        // Each partition evaluated on a thread of its own.
         let parts = read_all()?;
-        // In id order (about the order the profiles were allocated in, so memory is read
-        // forwards), which is also the order of `found`.
-        let mut all: Vec<(u64, &Profile)> = parts
-            .iter()
-            .flat_map(|part| part.iter().map(|(id, p)| (*id, &**p)))
-            .collect();
-        all.sort_unstable_by_key(|e| e.0);
-        let empty = Membership::default();
-        let mut matching: Vec<u64> = Vec::new();
-        let profiles = all.len() as u64;
-        let mut lo = 0;
-        for (id, p) in all {
-            while found.get(lo).is_some_and(|e| e.0 < id) {
-                lo += 1;
-            }
-            let mut hi = lo;
-            while found.get(hi).is_some_and(|e| e.0 == id) {
-                hi += 1;
-            }
-            let held = p.segments.as_ref().map_or(&empty, |s| &s.m);
-            let at = p.segments.as_ref().map_or(now, |s| s.at);
-            let now = now.max(at);
-            let traits = cand.traits(p);
-            let holds = if lo == hi && same_ids {
-                cand.set.holds_segment(candidate, held, &traits, now)
-            } else {
-                let mut m = held.clone();
-                if !same_ids {
-                    cand.set.carry_over(&mut m, &r);
+        let eval = |part: &crate::Partition, found: &[(u64, u64, i64, SegEvent)]| {
+            // In id order (about the order the profiles were allocated in, so memory is
+            // read forwards), which is also the order of `found`.
+            let mut all: Vec<(u64, &Profile)> = part.iter().map(|(id, p)| (*id, &**p)).collect();
+            all.sort_unstable_by_key(|e| e.0);
+            let empty = Membership::default();
+            let mut matching: Vec<u64> = Vec::new();
+            let mut lo = 0;
+            for (id, p) in all {
+                while found.get(lo).is_some_and(|e| e.0 < id) {
+                    lo += 1;
                 }
-                for (_, offset, time_ms, e) in &found[lo..hi] {
-                    let ev = niyet_rules::Event {
-                        id: *offset,
-                        name: &e.name,
-                        time_ms: *time_ms,
-                        props: e,
-                    };
-                    m.features
-                        .observe_only(cand.set.catalog(), &r.new_features, &ev, at);
+                let mut hi = lo;
+                while found.get(hi).is_some_and(|e| e.0 == id) {
+                    hi += 1;
                 }
-                cand.set.holds_segment(candidate, &m, &traits, now)
-            };
-            if holds {
-                matching.push(id);
+                let held = p.segments.as_ref().map_or(&empty, |s| &s.m);
+                let at = p.segments.as_ref().map_or(now, |s| s.at);
+                let now = now.max(at);
+                let traits = cand.traits(p);
+                let holds = if lo == hi && same_ids {
+                    cand.set.holds_segment(candidate, held, &traits, now)
+                } else {
+                    let mut m = held.clone();
+                    if !same_ids {
+                        cand.set.carry_over(&mut m, &r);
+                    }
+                    for (_, offset, time_ms, e) in &found[lo..hi] {
+                        let ev = niyet_rules::Event {
+                            id: *offset,
+                            name: &e.name,
+                            time_ms: *time_ms,
+                            props: e,
+                        };
+                        m.features
+                            .observe_only(cand.set.catalog(), &r.new_features, &ev, at);
+                    }
+                    cand.set.holds_segment(candidate, &m, &traits, now)
+                };
+                if holds {
+                    matching.push(id);
+                }
+                lo = hi;
             }
-            lo = hi;
-        }
+            matching
+        };
+        let profiles: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let mut matching: Vec<u64> = std::thread::scope(|scope| {
+            let eval = &eval;
+            let running: Vec<_> = parts
+                .iter()
+                .zip(&found)
+                .map(|(part, f)| scope.spawn(move || eval(part, f)))
+                .collect();
+            let mut all = Vec::new();
+            for h in running {
+                all.extend(h.join().map_err(failed)?);
+            }
+            Ok::<_, PipelineError>(all)
+        })?;
         drop(parts);
         matching.sort_unstable();
         let n = matching.len();
