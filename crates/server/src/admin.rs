@@ -76,7 +76,46 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     if let Some(d) = &st.delivery {
         text.push_str(&d.metrics());
     }
+    if let Some(dir) = st.log.dir().parent().map(std::path::Path::to_path_buf) {
+        if let Ok(parts) = tokio::task::spawn_blocking(move || disk_bytes(&dir)).await {
+            crate::metrics::Metrics::render_disk(&mut text, &parts);
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Bytes each entry of the data directory takes on disk (allocated blocks, so the log's
+/// zero-filled segment tails and the next segment written ahead count), by entry: a
+/// folder (`events`, `quarantine`, `state`, `delivery`, …) by its name, the loose files
+/// together as `other`.
+fn disk_bytes(dir: &std::path::Path) -> Vec<(String, u64)> {
+    fn walk(p: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        let own = m.blocks() * 512;
+        if !m.is_dir() {
+            return own;
+        }
+        let inner: u64 = std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| walk(&e.path())).sum())
+            .unwrap_or(0);
+        own + inner
+    }
+    let mut parts: Vec<(String, u64)> = Vec::new();
+    let mut other = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            parts.push((e.file_name().to_string_lossy().into_owned(), walk(&path)));
+        } else {
+            other += walk(&path);
+        }
+    }
+    parts.sort();
+    parts.push(("other".into(), other));
+    parts
 }
 
 #[derive(Debug, Deserialize)]

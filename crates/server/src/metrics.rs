@@ -123,7 +123,7 @@ impl Metrics {
         for (name, help, kind, v) in [
             (
                 "niyet_log_bytes",
-                "Bytes in the event log.",
+                "Bytes of the event log's records (niyet_disk_bytes has what its files take on disk).",
                 "gauge",
                 log.total_bytes,
             ),
@@ -167,6 +167,19 @@ impl Metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
         o
+    }
+
+    /// The data directory's use of the disk, by part, appended to [`Metrics::render`]'s
+    /// output.
+    pub fn render_disk(o: &mut String, parts: &[(String, u64)]) {
+        let _ = writeln!(
+            o,
+            "# HELP niyet_disk_bytes Bytes the data directory takes on disk (allocated blocks: the log's segments with their zero-filled tails and the next segment written ahead included), by part.\n# TYPE niyet_disk_bytes gauge"
+        );
+        for (part, bytes) in parts {
+            let part = part.replace(['\\', '"', '\n'], "_");
+            let _ = writeln!(o, "niyet_disk_bytes{{part=\"{part}\"}} {bytes}");
+        }
     }
 
     /// Profile pipeline gauges and counters, appended to [`Metrics::render`]'s output.

@@ -228,6 +228,17 @@ async fn admin_api_requires_the_admin_token_and_metrics_report() {
             "metrics lack {line:?}:\n{text}"
         );
     }
+    // The data directory's use of the disk, by part: the event log's files take at least
+    // their records' bytes; the generated credentials are among the loose files.
+    let gauge = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metrics lack {name}:\n{text}"))
+    };
+    let events = gauge("niyet_disk_bytes{part=\"events\"}");
+    assert!(events >= gauge("niyet_log_bytes") && events > 0, "{text}");
+    assert!(gauge("niyet_disk_bytes{part=\"quarantine\"}") > 0, "{text}");
+    assert!(gauge("niyet_disk_bytes{part=\"other\"}") > 0, "{text}");
     let page = http
         .get(format!("{base}/"))
         .send()
