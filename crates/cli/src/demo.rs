@@ -1,5 +1,6 @@
 //! `niyet demo`: the server on embedded storage, fed by a synthetic shop through the
-//! public HTTP API, with a live summary.
+//! public HTTP API, with a live summary; an intent score and three triggers act into the
+//! shop's own webhook receiver, which runs in this process and checks every signature.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,9 +30,11 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration: Option<u64>,
-    /// Seed of the synthetic traffic.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Seed of the synthetic traffic (default: 42 on an empty data directory; on one
+    /// with events, a seed taken from how many there are, so a second run brings new
+    /// visitors instead of the first run's again, which would be dropped as duplicates).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Default)]
@@ -41,11 +44,108 @@ struct Sent {
     failed_requests: AtomicU64,
 }
 
+/// The shop's marketing endpoint, as a demo stands it up: what it was sent, by trigger.
+#[derive(Default)]
+struct Received {
+    by_trigger: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    bad_signatures: AtomicU64,
+}
+
+const DEMO_SECRET: &str = "demo-webhook-secret";
+
+/// What the demo acts on: a purchase-intent score with a "Hot shopper" threshold, cart
+/// abandonment with an offer (after 20 s here; 30 min in a real shop), hot shoppers and
+/// order feedback, all into the receiver at `hook`.
+fn demo_config(hook: &str) -> String {
+    format!(
+        r#"
+[[scores]]
+name = "purchase intent"
+half_life = "1d"
+signals = [
+  {{ event = "Product Viewed", points = 5 }},
+  {{ event = "Product Added", points = 15 }},
+  {{ event = "Checkout Started", points = 20 }},
+  {{ event = "Order Completed", points = -40 }},
+]
+thresholds = [{{ name = "Hot shopper", at = 40, hysteresis = 10 }}]
+
+[[triggers]]
+name = "Cart abandoned"
+when = {{ event = "Product Added" }}
+wait = "20s"
+unless = ["Order Completed"]
+then = ["shop"]
+offer = true
+holdout_percent = 10
+
+[[triggers]]
+name = "Hot shopper"
+when = {{ score_crossed = "Hot shopper" }}
+then = ["shop"]
+
+[[triggers]]
+name = "Order feedback"
+when = {{ event = "Order Completed" }}
+then = ["shop"]
+
+[[destinations]]
+name = "shop"
+kind = "webhook"
+url = "{hook}"
+secret = "{DEMO_SECRET}"
+"#
+    )
+}
+
+/// Starts the receiver; returns its address.
+async fn receiver(got: Arc<Received>) -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/hooks/niyet",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let got = got.clone();
+                async move {
+                    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+                    let signed = header("x-niyet-timestamp")
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .zip(header("x-niyet-signature"))
+                        .is_some_and(|(ts, sig)| {
+                            let want = niyet_actions::payload::signature(
+                                DEMO_SECRET.as_bytes(),
+                                ts,
+                                &body,
+                            );
+                            sig.strip_prefix("v1=") == Some(want.as_str())
+                        });
+                    if !signed {
+                        got.bad_signatures.fetch_add(1, Ordering::Relaxed);
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let trigger = doc["trigger"].as_str().unwrap_or("?").to_string();
+                    if let Ok(mut m) = got.by_trigger.lock() {
+                        *m.entry(trigger).or_default() += 1;
+                    }
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks/niyet", l.local_addr()?);
+    tokio::spawn(async move { axum::serve(l, app).await });
+    Ok(url)
+}
+
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let got = Arc::new(Received::default());
+    let hook = receiver(got.clone()).await?;
+    let acting = Config::from_toml(&demo_config(&hook), "the demo's configuration")?;
     let mk = |listen| Config {
         listen,
         data_dir: a.data_dir.clone(),
-        ..Config::default()
+        ..acting.clone()
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = match Server::bind(mk(a.listen), clock.clone()).await {
@@ -94,6 +194,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  live changes  curl -sN -H 'Authorization: Bearer {token}' '{base}/v1/stream/segments'"
     );
+    println!("  actions       cart abandonment (an offer after 20 s), hot shoppers and order feedback, signed, to the shop's receiver at {hook}");
+    println!("  triggers      curl -s -H 'Authorization: Bearer {token}' '{base}/v1/triggers'");
     println!("  send your own curl -s -u '{write_key}:' {base}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
     println!("  data          {}\n", a.data_dir.display());
 
@@ -104,7 +206,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let clock = clock.clone();
         let mut stop = stop_rx.clone();
         let rate = a.rate.max(0.1);
-        let seed = a.seed;
+        let seed = a.seed.unwrap_or(match state.log.end_offset() {
+            0 => 42,
+            n => 42 ^ n.rotate_left(17),
+        });
         tokio::spawn(async move {
             let mut shop = Shop::new(seed, clock.now_ms());
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -156,8 +261,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let m = &state.metrics;
         let msgs = sent.messages.load(Ordering::Relaxed);
         let p = state.pipeline.stats();
+        let acted: u64 = got.by_trigger.lock().map(|m| m.values().sum()).unwrap_or(0);
         println!(
-            "{:>5.0}s  visits {:>6}  events sent {:>7} ({:>5.0}/s)  stored {:>7}  quarantined {:>3}  duplicates {:>3}  log {:>7.1} KiB  fsyncs {:>6}  profiles {:>6}  merges {:>5}  blocked {:>4}",
+            "{:>5.0}s  visits {:>6}  events sent {:>7} ({:>5.0}/s)  stored {:>7}  quarantined {:>3}  duplicates {:>3}  log {:>7.1} KiB  fsyncs {:>6}  profiles {:>6}  merges {:>5}  blocked {:>4}  actions received {:>5}",
             started.elapsed().as_secs_f64(),
             sent.visits.load(Ordering::Relaxed),
             msgs,
@@ -170,6 +276,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             p.profiles,
             p.merges,
             p.conflicts,
+            acted,
         );
         last_msgs = msgs;
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -187,6 +294,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         sent.messages.load(Ordering::Relaxed),
         failed,
         a.data_dir.display()
+    );
+    let by_trigger = got.by_trigger.lock().map(|m| m.clone()).unwrap_or_default();
+    let acted: Vec<String> = by_trigger.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    println!(
+        "actions received by the shop: {} ({} with a bad signature)",
+        if acted.is_empty() {
+            "none".to_string()
+        } else {
+            acted.join(", ")
+        },
+        got.bad_signatures.load(Ordering::Relaxed)
     );
     if failed > 0 {
         anyhow::bail!("{failed} requests failed");

@@ -511,6 +511,40 @@ code{{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}}
         }
         html.push_str("</svg>");
     }
+    // Delivery, per destination (counts only).
+    if let Some(d) = &st.delivery {
+        let stats = d.stats();
+        html.push_str(r#"<h2>Actions</h2><div class="sub">triggers act through the durable outbox; each destination has its own queue</div><table style="background:#fff;border-radius:10px;box-shadow:0 1px 3px #0002;border-collapse:collapse"><tr>"#);
+        let cols = [
+            ("destination", "name"),
+            ("kind", "kind"),
+            ("sent", "sent"),
+            ("queued", "queue_depth"),
+            ("retries", "retries"),
+            ("dead letters", "dead_letters_waiting"),
+            ("no consent", "blocked_by_consent"),
+            ("control group", "held_out"),
+        ];
+        for (label, _) in cols {
+            let _ = write!(
+                html,
+                r#"<th style="text-align:left;padding:.4rem .8rem">{label}</th>"#
+            );
+        }
+        html.push_str("</tr>");
+        for dest in stats["destinations"].as_array().into_iter().flatten() {
+            html.push_str("<tr>");
+            for (_, key) in cols {
+                let v = match &dest[key] {
+                    serde_json::Value::String(t) => escape(t),
+                    other => other.to_string(),
+                };
+                let _ = write!(html, r#"<td style="padding:.4rem .8rem">{v}</td>"#);
+            }
+            html.push_str("</tr>");
+        }
+        html.push_str("</table>");
+    }
     html.push_str(
         r#"<p>Admin API (with <code>Authorization: Bearer &lt;admin token&gt;</code>):
 <code>GET /v1/events</code> · <code>GET /v1/segments</code> · <code>GET /v1/rfm</code> · <code>GET /v1/quarantine</code> · metrics at <a href="/metrics">/metrics</a> ·

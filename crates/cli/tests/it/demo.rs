@@ -1,4 +1,15 @@
-//! `niyet demo` starts, drives traffic through the public API, and stops cleanly.
+//! `niyet demo` starts, drives traffic through the public API, acts into the shop's
+//! receiver, and stops cleanly; a second run on its data brings new visitors.
+
+/// The largest figure after `label` on the demo's summary lines.
+fn last_figure(text: &str, label: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split(label).nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|n| n.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
 
 #[test]
 fn demo_runs_stores_traffic_and_stops_cleanly() {
@@ -27,14 +38,7 @@ fn demo_runs_stores_traffic_and_stops_cleanly() {
     );
     assert!(text.contains("status page   http://127.0.0.1:"), "{text}");
     assert!(text.contains("0 requests failed"), "{text}");
-    let last_of = |label: &str| -> u64 {
-        text.lines()
-            .filter_map(|l| l.split(label).nth(1))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .filter_map(|n| n.parse().ok())
-            .max()
-            .unwrap_or(0)
-    };
+    let last_of = |label: &str| last_figure(&text, label);
     let stored = last_of("stored");
     assert!(
         stored >= 50,
@@ -57,5 +61,36 @@ fn demo_runs_stores_traffic_and_stops_cleanly() {
             .unwrap_or(0)
             >= 1,
         "the log is on disk"
+    );
+    // The triggers acted into the shop's receiver, every request signed.
+    let acted = text
+        .lines()
+        .find(|l| l.starts_with("actions received by the shop:"))
+        .unwrap_or_else(|| panic!("no actions line:\n{text}"));
+    assert!(acted.contains("Order feedback"), "{acted}");
+    assert!(acted.ends_with("(0 with a bad signature)"), "{acted}");
+
+    // A second run on the same data brings new visitors: its events are stored, not
+    // dropped as the first run's duplicates.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
+        .args([
+            "demo",
+            "--duration",
+            "3",
+            "--rate",
+            "30",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("NIYET_LOG", "warn")
+        .output()
+        .expect("run demo again");
+    let text2 = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "second demo failed: {text2}");
+    assert!(
+        last_figure(&text2, "stored") >= stored + 50,
+        "the second run stored nothing new ({stored} before):\n{text2}"
     );
 }
