@@ -56,7 +56,7 @@ impl Scope {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
@@ -469,6 +469,7 @@ fn public(path: &str) -> bool {
         path,
         "/" | "/healthz"
             | "/readyz"
+            | "/openapi.json"
             | "/metrics"
             | "/v1/batch"
             | "/v1/import"

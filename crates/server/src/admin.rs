@@ -34,6 +34,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/metrics", get(metrics))
         .route("/v1/events", get(events))
         .route("/v1/quarantine", get(quarantine_list))

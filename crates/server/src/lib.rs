@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod ingest;
 mod intent;
 pub mod metrics;
+pub mod openapi;
 pub mod position;
 mod privacy;
 pub mod profiles;
@@ -637,6 +638,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(catalogue::routes())
         .merge(access::routes())
         .merge(privacy::routes())
+        .fallback(openapi::no_route)
+        .method_not_allowed_fallback(openapi::wrong_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::layer,

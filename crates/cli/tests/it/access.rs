@@ -66,19 +66,21 @@ fn routes() -> Vec<(String, String)> {
 }
 
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/healthz" | "/readyz" | "/metrics")
-        || [
-            "/v1/batch",
-            "/v1/import",
-            "/v1/track",
-            "/v1/identify",
-            "/v1/page",
-            "/v1/p",
-            "/v1/screen",
-            "/v1/group",
-            "/v1/alias",
-        ]
-        .contains(&path)
+    matches!(
+        path,
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+    ) || [
+        "/v1/batch",
+        "/v1/import",
+        "/v1/track",
+        "/v1/identify",
+        "/v1/page",
+        "/v1/p",
+        "/v1/screen",
+        "/v1/group",
+        "/v1/alias",
+    ]
+    .contains(&path)
 }
 
 /// The scope each endpoint needs, written out as the documentation states it.

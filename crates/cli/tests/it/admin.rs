@@ -249,3 +249,64 @@ async fn admin_api_requires_the_admin_token_and_metrics_report() {
         .expect("text");
     assert!(page.contains("events stored"));
 }
+
+/// `/openapi.json` describes the API without a token; a request no route takes, or a
+/// method a path does not take, gets a JSON error that says so.
+#[tokio::test]
+async fn the_api_is_described_and_unknown_requests_get_json_errors() {
+    let srv = TestServer::start();
+    let base = srv.url();
+    let http = client();
+    let r = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let doc: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let op = &doc["paths"]["/v1/segments"]["post"];
+    assert_eq!(op["security"][0]["adminToken"][0], "write", "{op}");
+    // Every documented path without parameters answers something other than "no route".
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.contains('{') || item.get("get").is_none() || path.starts_with("/v1/stream") {
+            continue;
+        }
+        let r = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("send");
+        let body = r.text().await.unwrap_or_default();
+        assert!(
+            !body.contains("\"no_route\"") && !body.contains("\"method_not_allowed\""),
+            "GET {path} is documented but not routed: {body}"
+        );
+    }
+
+    let r = http
+        .get(format!("{base}/v1/nothing-here"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["code"], "no_route", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("/v1/nothing-here"),
+        "{v}"
+    );
+
+    let r = http
+        .patch(format!("{base}/v1/segments"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 405);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["code"], "method_not_allowed", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("GET, POST"), "{v}");
+}
