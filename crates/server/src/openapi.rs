@@ -1,6 +1,7 @@
 //! The API described as an OpenAPI 3.1 document (`GET /openapi.json`), built from one
-//! table of operations. A test reads every `.route(...)` of this crate's sources and
-//! checks the table against them, so a route cannot be added without its entry.
+//! table of operations. The access tests read every `.route(...)` of this crate's sources
+//! and check the served document against them, so a route cannot be added without its
+//! entry (`crates/cli/tests/it/access.rs`).
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -225,80 +226,6 @@ pub async fn no_route(method: Method, uri: Uri) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `(method, path)` of every `.route(...)` in this crate's sources.
-    fn routes_in_sources() -> Vec<(String, String)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut found = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-            let mut rest = text.as_str();
-            while let Some(i) = rest.find(".route(") {
-                rest = &rest[i + ".route(".len()..];
-                let Some(open) = rest.find('"') else { break };
-                let after = &rest[open + 1..];
-                let Some(close) = after.find('"') else { break };
-                let path = after[..close].to_string();
-                // The handlers up to the closing parenthesis of this `.route(`.
-                let mut depth = 1;
-                let mut end = 0;
-                for (k, c) in rest.char_indices() {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                end = k;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                let handlers = &rest[..end];
-                let mut any = false;
-                for m in ["get", "post", "put", "delete", "patch"] {
-                    let call = format!("{m}(");
-                    let named = handlers.match_indices(&call).any(|(k, _)| {
-                        !handlers[..k]
-                            .chars()
-                            .next_back()
-                            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-                    });
-                    if named {
-                        found.push((m.to_string(), path.clone()));
-                        any = true;
-                    }
-                }
-                if !any && path.starts_with("/v1/") {
-                    // The single-message ingest endpoints (`single(…)`) take POST.
-                    found.push(("post".to_string(), path.clone()));
-                }
-            }
-        }
-        found.sort();
-        found.dedup();
-        found
-    }
-
-    #[test]
-    fn the_document_lists_every_route_and_no_other() {
-        let mut documented: Vec<(String, String)> = OPERATIONS
-            .iter()
-            .map(|(m, p, _, _)| (m.to_string(), p.to_string()))
-            .collect();
-        documented.sort();
-        let routes = routes_in_sources();
-        let missing: Vec<_> = routes.iter().filter(|r| !documented.contains(r)).collect();
-        let stale: Vec<_> = documented.iter().filter(|d| !routes.contains(d)).collect();
-        assert!(missing.is_empty(), "routes without an entry: {missing:?}");
-        assert!(stale.is_empty(), "entries without a route: {stale:?}");
-        assert!(
-            routes.len() > 70,
-            "the scan found too few routes: {}",
-            routes.len()
-        );
-    }
 
     #[test]
     fn the_document_is_openapi_with_scopes_and_errors() {
