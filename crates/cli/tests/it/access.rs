@@ -358,7 +358,7 @@ async fn the_openapi_document_lists_every_route() {
     assert!(missing.is_empty(), "routes without an entry: {missing:?}");
     let stale: Vec<_> = documented
         .iter()
-        .filter(|d| !routes.contains(d) && !(d.0 == "POST" && public(&d.1)))
+        .filter(|d| !(routes.contains(d) || d.0 == "POST" && public(&d.1)))
         .collect();
     assert!(stale.is_empty(), "entries without a route: {stale:?}");
 }
