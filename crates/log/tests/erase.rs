@@ -20,12 +20,21 @@ fn rec(i: u64, secret: bool) -> NewRecord {
     }
 }
 
+/// The bytes of every file in `dir`. The next segment is written ahead on a thread of its
+/// own (`next.prep.tmp`, renamed when done), so a file listed may be gone when it is read:
+/// then the whole directory is read again.
 fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("dir").flatten() {
-        out.extend(std::fs::read(e.path()).expect("read"));
+    'again: loop {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("dir").flatten() {
+            match std::fs::read(e.path()) {
+                Ok(b) => out.extend(b),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue 'again,
+                Err(err) => panic!("read {}: {err}", e.path().display()),
+            }
+        }
+        return out;
     }
-    out
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
