@@ -11,31 +11,30 @@ fn last_figure(text: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn demo_runs_stores_traffic_and_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().join("demo-data");
+/// Runs `niyet demo` for `seconds` at 30 visits/s on `data`; its summary, once it has
+/// stopped cleanly.
+fn run_demo(data: &std::path::Path, seconds: u32) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
-        .args([
-            "demo",
-            "--duration",
-            "4",
-            "--rate",
-            "30",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
+        .args(["demo", "--duration", &seconds.to_string(), "--rate", "30"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
         .env("NIYET_LOG", "warn")
         .output()
         .expect("run demo");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "demo failed: {text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+#[test]
+fn demo_runs_stores_traffic_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("demo-data");
+    let text = run_demo(&data, 4);
     assert!(text.contains("status page   http://127.0.0.1:"), "{text}");
     assert!(text.contains("0 requests failed"), "{text}");
     let last_of = |label: &str| last_figure(&text, label);
@@ -72,23 +71,7 @@ fn demo_runs_stores_traffic_and_stops_cleanly() {
 
     // A second run on the same data brings new visitors: its events are stored, not
     // dropped as the first run's duplicates.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
-        .args([
-            "demo",
-            "--duration",
-            "3",
-            "--rate",
-            "30",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("NIYET_LOG", "warn")
-        .output()
-        .expect("run demo again");
-    let text2 = String::from_utf8_lossy(&again.stdout);
-    assert!(again.status.success(), "second demo failed: {text2}");
+    let text2 = run_demo(&data, 3);
     assert!(
         last_figure(&text2, "stored") >= stored + 50,
         "the second run stored nothing new ({stored} before):\n{text2}"
