@@ -180,8 +180,13 @@ async fn listen(
     )
     .await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut lines = BufReader::new(conn).lines();
+    // The stream is subscribed once its answer starts: no entry after this can be missed.
+    let status = lines.next_line().await?.unwrap_or_default();
+    if !status.contains(" 200 ") {
+        bail!("the live stream answered {status:?}");
+    }
     tokio::spawn(async move {
-        let mut lines = BufReader::new(conn).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if line == "event: segment entered" {
                 let _ = tx.send(Instant::now());
@@ -189,6 +194,65 @@ async fn listen(
         }
     });
     Ok(rx)
+}
+
+/// Runs `job`'s future on a thread and runtime of its own, so that the bench's load
+/// generator (tasks on the main runtime) never stands between a probe and its clock: the
+/// measurement is then what a separate client process would see.
+pub(crate) async fn on_own_thread<T, F, Fut>(job: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(job()));
+            let _ = tx.send(out);
+        })?;
+    rx.await
+        .context("the probe thread ended without an answer")?
+}
+
+/// Sends `probes` single events, one at a time, that each make a new profile enter the
+/// segment "Probe"; the times (µs) from each send until its entry arrived on the live
+/// stream, and until the write was acknowledged.
+async fn probe_entries(
+    url: String,
+    port: u16,
+    probes: usize,
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    let mut entries = listen(port, "Probe").await?;
+    let client = IngestClient::new(&url, KEY)?;
+    let mut us = Vec::with_capacity(probes);
+    let mut acks = Vec::with_capacity(probes);
+    for k in 0..probes {
+        let body = json!({"userId": format!("probe-{k}"), "event": "Product Added", "properties": {"sku": "probe"}})
+            .to_string()
+            .into_bytes();
+        let t = Instant::now();
+        let (status, b) = client.post("/v1/track", body).await?;
+        acks.push(t.elapsed().as_micros() as u64);
+        if status != 200 {
+            bail!(
+                "probe refused: HTTP {status}: {}",
+                String::from_utf8_lossy(&b.bytes)
+            );
+        }
+        let at = tokio::time::timeout(Duration::from_secs(10), entries.recv())
+            .await
+            .context("no segment entry within 10 s")?
+            .context("the stream closed")?;
+        us.push(at.duration_since(t).as_micros() as u64);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok((us, acks))
 }
 
 /// Background traffic at about `rate` events/s (batches over 8 connections) until stopped.
@@ -326,7 +390,6 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         json!({"name": "Probe", "rule": "Product Added where sku = \"probe\" in 1h"}),
     )
     .await?;
-    let mut entries = listen(server.port, "Probe").await?;
     let rate = m50 / 2.0;
     let client = IngestClient::new(&url, KEY)?;
     let bg = Background::start(&client, rate, a.profiles, t0);
@@ -338,28 +401,11 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     );
     let bg_started = Instant::now();
     let bg_before = sent.load(Ordering::Relaxed);
-    let mut us = Vec::with_capacity(a.probes);
-    let mut acks = Vec::with_capacity(a.probes);
-    for k in 0..a.probes {
-        let body = json!({"userId": format!("probe-{k}"), "event": "Product Added", "properties": {"sku": "probe"}})
-            .to_string()
-            .into_bytes();
-        let t = Instant::now();
-        let (status, b) = client.post("/v1/track", body).await?;
-        acks.push(t.elapsed().as_micros() as u64);
-        if status != 200 {
-            bail!(
-                "probe refused: HTTP {status}: {}",
-                String::from_utf8_lossy(&b.bytes)
-            );
-        }
-        let at = tokio::time::timeout(Duration::from_secs(10), entries.recv())
-            .await
-            .context("no segment entry within 10 s")?
-            .context("the stream closed")?;
-        us.push(at.duration_since(t).as_micros() as u64);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (us, acks) = on_own_thread({
+        let (url, port, probes) = (url.clone(), server.port, a.probes);
+        move || probe_entries(url, port, probes)
+    })
+    .await?;
     let background =
         (sent.load(Ordering::Relaxed) - bg_before) as f64 / bg_started.elapsed().as_secs_f64();
     bg.stop().await;

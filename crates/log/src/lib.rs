@@ -19,7 +19,8 @@
 //!
 //! * **Durable acknowledgement.** [`Log::append`] calls back only after the records are
 //!   written and `fdatasync`ed. One writer thread drains every pending request into one
-//!   write and one sync (group commit).
+//!   write (group commit); sync threads sync what was written, two commits at most in
+//!   flight, and answer the requests in commit order (see `sync.rs`).
 //! * **Crash recovery.** On open, the last segment is scanned and truncated after its last
 //!   whole, checksum-valid record (a torn tail is the normal result of a crash). Damage in
 //!   any earlier segment is reported as [`LogError::Corrupt`], never silently dropped.
@@ -41,6 +42,7 @@ mod dedup;
 mod file;
 mod prepare;
 mod segment;
+mod sync;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -312,7 +314,7 @@ pub struct LogStats {
     pub segments: usize,
     /// Records refused as duplicates since open.
     pub duplicates: u64,
-    /// Group commits (fsyncs) since open.
+    /// Group commits (writes made durable) since open.
     pub commits: u64,
     /// Whether the active segment is written with direct I/O.
     pub direct_io: bool,

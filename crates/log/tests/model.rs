@@ -285,3 +285,91 @@ fn segments_from_prepared_files_lose_nothing_in_a_crash() {
         vec![Appended::At(n)]
     );
 }
+
+/// Syncs overlap (`sync.rs`), yet every appender is answered only once its records are
+/// readable, in commit order: a duplicate is never answered before its first copy (which
+/// may still be in a commit being synced when the duplicate arrives).
+#[test]
+fn answers_follow_durability_in_order_while_syncs_overlap() {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = niyet_log::LogConfig {
+            direct_io: direct,
+            segment_bytes: 32 << 10,
+            ..niyet_log::LogConfig::new(dir.path())
+        };
+        let log = std::sync::Arc::new(Log::open(cfg, 0).expect("open"));
+        let (tx, rx) = std::sync::mpsc::channel::<(u128, Appended, bool)>();
+        let per_thread = 200u64;
+        let dups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (log, tx, dups) = (log.clone(), tx.clone(), dups.clone());
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        // Each key once, then again as duplicates until the first copy is
+                        // answered, so that some duplicates come in a commit of their own
+                        // while the first copy's sync is still running.
+                        let key = u128::from(t * 10_000 + i + 1);
+                        let answered =
+                            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        for n in 0..40 {
+                            if n > 0 && answered.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                            if n > 0 {
+                                dups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            let (l, tx, answered) = (log.clone(), tx.clone(), answered.clone());
+                            log.append(
+                                vec![rec(i, 40 + (i as usize % 300), key)],
+                                Box::new(move |r| {
+                                    let a = r.expect("append")[0];
+                                    let readable = match a {
+                                        Appended::At(off) => l.end_offset() > off,
+                                        Appended::Duplicate => true,
+                                    };
+                                    let _ = tx.send((key, a, readable));
+                                    if n == 0 {
+                                        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    }
+                                }),
+                            );
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for t in threads {
+            t.join().expect("join");
+        }
+        let answers: Vec<_> = rx.iter().collect();
+        let dups = dups.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(answers.len(), 4 * per_thread as usize + dups);
+        let mut first_at = std::collections::HashMap::new();
+        let mut last_offset = None;
+        for (k, a, readable) in &answers {
+            match a {
+                Appended::At(off) => {
+                    assert!(readable, "answered before readable (direct: {direct})");
+                    assert!(
+                        last_offset.is_none_or(|l| *off > l),
+                        "answers out of commit order"
+                    );
+                    last_offset = Some(*off);
+                    assert!(first_at.insert(*k, *off).is_none(), "a key stored twice");
+                }
+                Appended::Duplicate => assert!(
+                    first_at.contains_key(k),
+                    "a duplicate answered before its first copy (direct: {direct})"
+                ),
+            }
+        }
+        assert_eq!(first_at.len(), 4 * per_thread as usize);
+        let all = read_all(&log);
+        assert_eq!(all.len(), 4 * per_thread as usize);
+        assert!(log.stats().segments > 1, "the load crossed rotations");
+    }
+}
