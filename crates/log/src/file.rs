@@ -20,8 +20,6 @@ const BLOCK: u64 = 4096;
 
 pub(crate) struct AppendFile {
     file: File,
-    /// The same open file, for the threads that sync it (see [`crate::sync`]).
-    sync: std::sync::Arc<File>,
     direct: bool,
     /// Bytes of the last partial block already in the file (direct mode).
     tail: Vec<u8>,
@@ -58,7 +56,6 @@ impl AppendFile {
                 .open(path)
                 .map_err(|e| ctx(&e))?,
         };
-        let sync = std::sync::Arc::new(file.try_clone().map_err(|e| ctx(&e))?);
         let mut tail = Vec::new();
         if direct {
             let start = len - len % BLOCK;
@@ -74,7 +71,6 @@ impl AppendFile {
         };
         Ok(Self {
             file,
-            sync,
             direct,
             tail,
             scratch_cap: if direct { 1 << 20 } else { 0 },
@@ -83,10 +79,8 @@ impl AppendFile {
         })
     }
 
-    /// Writes `data` at `pos` (the end of what was written before). It is durable once
-    /// [`Self::sync_handle`] is synced after this returns: with direct I/O the device
-    /// has the data, and a buffered write is in the page cache.
-    pub fn write(&mut self, data: &[u8], pos: u64, what: &str) -> Result<(), LogError> {
+    /// Writes `data` at `pos` (the current durable end) and syncs it.
+    pub fn write_durable(&mut self, data: &[u8], pos: u64, what: &str) -> Result<(), LogError> {
         let werr = |e: &std::io::Error| LogError::io(format!("writing {what}"), e);
         if !self.direct {
             self.file.write_all_at(data, pos).map_err(|e| werr(&e))?;
@@ -115,12 +109,9 @@ impl AppendFile {
             self.tail.clear();
             self.tail.extend_from_slice(&region[keep_from..total]);
         }
-        Ok(())
-    }
-
-    /// The file to `fdatasync` for the writes made so far.
-    pub fn sync_handle(&self) -> std::sync::Arc<File> {
-        self.sync.clone()
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {what}"), &e))
     }
 
     /// Cuts the file to exactly `len` bytes (drops direct-I/O padding) and syncs it.

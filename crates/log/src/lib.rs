@@ -19,8 +19,7 @@
 //!
 //! * **Durable acknowledgement.** [`Log::append`] calls back only after the records are
 //!   written and `fdatasync`ed. One writer thread drains every pending request into one
-//!   write (group commit); sync threads sync what was written, two commits at most in
-//!   flight, and answer the requests in commit order (see `sync.rs`).
+//!   write and one sync (group commit).
 //! * **Crash recovery.** On open, the last segment is scanned and truncated after its last
 //!   whole, checksum-valid record (a torn tail is the normal result of a crash). Damage in
 //!   any earlier segment is reported as [`LogError::Corrupt`], never silently dropped.
@@ -42,7 +41,6 @@ mod dedup;
 mod file;
 mod prepare;
 mod segment;
-mod sync;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -314,7 +312,7 @@ pub struct LogStats {
     pub segments: usize,
     /// Records refused as duplicates since open.
     pub duplicates: u64,
-    /// Group commits (writes made durable) since open.
+    /// Group commits (fsyncs) since open.
     pub commits: u64,
     /// Whether the active segment is written with direct I/O.
     pub direct_io: bool,

@@ -9,9 +9,9 @@ use crate::dedup::DedupIndex;
 use crate::file::AppendFile;
 use crate::prepare::{self, Preparer};
 use crate::segment::{self, INDEX_EVERY_BYTES, RECORD_OVERHEAD};
-use crate::sync::{Pending, Published, Syncer, Ticket, MAX_UNSYNCED};
 use crate::{
-    Appended, Command, LogConfig, LogError, NewRecord, RetentionReport, SegmentMeta, Shared,
+    AppendCallback, Appended, Command, LogConfig, LogError, NewRecord, RetentionReport,
+    SegmentMeta, Shared,
 };
 
 pub(crate) struct Writer {
@@ -28,10 +28,12 @@ pub(crate) struct Writer {
     staged: Vec<crate::Record>,
     /// The next segment's file, written ahead (direct I/O only).
     prep: Preparer,
-    /// Sparse index entries of the active segment already handed to the syncer.
-    index_sent: usize,
-    /// Syncs written commits and publishes them (dropped last: it drains).
-    sync: Syncer,
+}
+
+/// One request of a group commit, waiting for the sync.
+struct Pending {
+    done: AppendCallback,
+    results: Vec<Appended>,
 }
 
 impl Writer {
@@ -47,11 +49,6 @@ impl Writer {
         shared.direct_io.store(file.is_direct(), Ordering::Relaxed);
         let next_offset = meta.base + meta.count;
         let last_indexed = meta.index.last().map(|&(_, p)| p);
-        if let Ok(mut segs) = shared.segments.write() {
-            segs.entry(meta.base).or_insert_with(|| meta.clone());
-        }
-        let sync = Syncer::start(shared.clone(), file.is_direct())?;
-        let index_sent = meta.index.len();
         Ok(Self {
             cfg,
             shared,
@@ -63,8 +60,6 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             staged: Vec::new(),
             prep: Preparer::default(),
-            index_sent,
-            sync,
         })
     }
 
@@ -79,8 +74,6 @@ impl Writer {
                     Err(_) => return,
                 },
             };
-            // Room for one more commit in flight; what arrives meanwhile joins this one.
-            self.sync.wait_below(MAX_UNSYNCED);
             let mut next = Some(first);
             let mut shutdown = false;
             while let Some(cmd) = next.take() {
@@ -92,12 +85,10 @@ impl Writer {
                     Command::Retention { now_ms, done } => {
                         // Commit what is staged first, so retention sees a settled state.
                         self.commit(&mut pending);
-                        self.sync.drain();
                         let _ = done.send(self.retention(now_ms));
                     }
                     Command::Erase { offsets, done } => {
                         self.commit(&mut pending);
-                        self.sync.drain();
                         let _ = done.send(self.erase(offsets));
                     }
                     Command::Shutdown => shutdown = true,
@@ -109,7 +100,6 @@ impl Writer {
             }
             self.commit(&mut pending);
             if shutdown {
-                self.sync.drain();
                 if self.poisoned().is_none() {
                     let what = self.active.path.display().to_string();
                     if let Err(e) = self.file.close_at(self.active.len, &what) {
@@ -187,28 +177,29 @@ impl Writer {
         results
     }
 
-    /// Writes the staged buffer and hands it, with the requests it answers, to the
-    /// syncer, which publishes it to readers and answers them once it is durable.
-    fn flush(&mut self, pending: Vec<Pending>) -> Result<(), LogError> {
-        let what: Arc<str> = self.active.path.display().to_string().into();
-        let file = self.file.sync_handle();
+    /// Writes and syncs the staged buffer; publishes the new end to readers.
+    fn flush(&mut self) -> Result<(), LogError> {
         if self.buf.is_empty() {
-            self.sync.submit(Ticket {
-                file,
-                what,
-                pending,
-                staged: Vec::new(),
-                published: None,
-            });
             return Ok(());
         }
-        if let Err(e) = self.file.write(&self.buf, self.active.len, &what) {
-            for p in pending {
-                (p.done)(Err(e.clone()));
-            }
-            return Err(e);
-        }
+        let path = self.active.path.display().to_string();
         let staged = std::mem::take(&mut self.staged);
+        let began = std::time::Instant::now();
+        self.file.write_durable(&self.buf, self.active.len, &path)?;
+        let took = began.elapsed();
+        if took > std::time::Duration::from_millis(10) {
+            tracing::debug!(
+                bytes = self.buf.len(),
+                took_ms = took.as_secs_f64() * 1e3,
+                "slow log commit"
+            );
+        }
+        if let (Some(first), Ok(mut r)) =
+            (staged.first().map(|r| r.offset), self.shared.recent.write())
+        {
+            r.extend(first, staged);
+        }
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
         let written = self.buf.len() as u64;
         self.active.len += written;
         self.active.count = self.next_offset - self.active.base;
@@ -219,34 +210,37 @@ impl Writer {
         if self.file.is_direct() && self.active.len > self.cfg.segment_bytes / 8 {
             self.prep.start(&self.cfg.dir, self.cfg.segment_bytes);
         }
-        let index = self.active.index[self.index_sent.min(self.active.index.len())..].to_vec();
-        self.index_sent = self.active.index.len();
-        self.sync.submit(Ticket {
-            file,
-            what,
-            pending,
-            staged,
-            published: Some(Published {
-                base: self.active.base,
-                count: self.active.count,
-                len: self.active.len,
-                max_time_ms: self.active.max_time_ms,
-                index,
-                written,
-                end_offset: self.next_offset,
-            }),
-        });
+        if let Ok(mut segs) = self.shared.segments.write() {
+            // Updated in place: a clone would copy the whole sparse index (thousands of
+            // entries late in a segment) on every commit.
+            match segs.get_mut(&self.active.base) {
+                Some(m) => {
+                    m.count = self.active.count;
+                    m.len = self.active.len;
+                    m.max_time_ms = self.active.max_time_ms;
+                    let known = m.index.len().min(self.active.index.len());
+                    m.index.extend_from_slice(&self.active.index[known..]);
+                }
+                None => {
+                    segs.insert(self.active.base, self.active.clone());
+                }
+            }
+        }
+        self.shared
+            .total_bytes
+            .fetch_add(written, Ordering::Relaxed);
+        self.shared
+            .end_offset
+            .store(self.next_offset, Ordering::Release);
+        let (lock, cv) = &self.shared.grown;
+        drop(lock.lock());
+        cv.notify_all();
         Ok(())
     }
 
     /// Closes the active segment durably and starts the next one.
     fn rotate(&mut self) -> Result<(), LogError> {
-        self.flush(Vec::new())?;
-        // Every commit to the closing file is durable and published before it changes.
-        self.sync.drain();
-        if let Some(e) = self.poisoned() {
-            return Err(e);
-        }
+        self.flush()?;
         let began = std::time::Instant::now();
         // The closed segment must end exactly after its last record.
         self.file
@@ -282,22 +276,23 @@ impl Writer {
         self.prep.fill(meta.len);
         self.active = meta;
         self.last_indexed = None;
-        self.index_sent = self.active.index.len();
         Ok(())
     }
 
-    /// Writes what is staged; `pending` is answered once it is durable.
     fn commit(&mut self, pending: &mut Vec<Pending>) {
-        let pending = std::mem::take(pending);
-        if let Some(e) = self.poisoned() {
-            for p in pending {
-                (p.done)(Err(e.clone()));
-            }
-            return;
-        }
-        if let Err(e) = self.flush(pending) {
+        let outcome = match self.poisoned() {
+            Some(e) => Err(e),
+            None => self.flush(),
+        };
+        if let Err(e) = &outcome {
             if !matches!(e, LogError::Poisoned(_)) {
                 self.shared.poison(e.to_string());
+            }
+        }
+        for p in pending.drain(..) {
+            match &outcome {
+                Ok(()) => (p.done)(Ok(p.results)),
+                Err(e) => (p.done)(Err(e.clone())),
             }
         }
     }

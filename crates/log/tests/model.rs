@@ -286,11 +286,11 @@ fn segments_from_prepared_files_lose_nothing_in_a_crash() {
     );
 }
 
-/// Syncs overlap (`sync.rs`), yet every appender is answered only once its records are
-/// readable, in commit order: a duplicate is never answered before its first copy (which
-/// may still be in a commit being synced when the duplicate arrives).
+/// Every appender is answered only once its records are readable, in commit order, and a
+/// duplicate never before its first copy (which may still be in the commit being synced
+/// when the duplicate arrives).
 #[test]
-fn answers_follow_durability_in_order_while_syncs_overlap() {
+fn answers_follow_durability_in_commit_order() {
     for direct in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = niyet_log::LogConfig {
