@@ -13,6 +13,7 @@
 
 pub mod send;
 pub mod shape;
+mod tally;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -30,6 +31,7 @@ use serde_json::{json, Value};
 
 use send::{Failure, Signed};
 use shape::Shaped;
+pub use tally::Decisions;
 
 /// Kinds of destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +385,8 @@ struct Shared {
     appended: tokio::sync::watch::Sender<u64>,
     recent: Mutex<VecDeque<Status>>,
     client: reqwest::Client,
+    /// Decisions per trigger, read from the outbox on demand.
+    tally: Mutex<tally::Tally>,
 }
 
 /// The outbox and its destinations.
@@ -475,6 +479,7 @@ impl Delivery {
             appended: tokio::sync::watch::channel(end).0,
             recent: Mutex::new(VecDeque::new()),
             client: http_client(&[])?,
+            tally: Mutex::new(tally::Tally::default()),
         });
         let w = sh.clone();
         std::thread::Builder::new()
@@ -731,6 +736,16 @@ impl Delivery {
             }
         }
         Ok(out)
+    }
+
+    /// What each trigger decided, per destination, over the outbox (`(trigger,
+    /// destination)` → counts). Reads only the records appended since the last call.
+    pub fn decisions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(String, String), Decisions>, DeliveryError> {
+        // Counts only: a panic elsewhere while it was held leaves them usable.
+        let mut t = self.sh.tally.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(t.update(&self.sh.log)?.clone())
     }
 
     /// The configured destinations.

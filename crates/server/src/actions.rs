@@ -258,13 +258,43 @@ async fn score_stream(
 
 /// `GET /v1/triggers`: the definitions; each names the segments it reads that are not
 /// defined now (`undefined_segments`: such a trigger does not act until they are).
-async fn triggers(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let defined = st.pipeline.query().segment_names();
-    let list: Vec<Value> = st
+/// What each configured trigger decided (sent, control group, capped, not in its `if`
+/// segment), in configuration order: each firing once, as recorded for the trigger's first
+/// destination. Empty without destinations.
+pub(crate) async fn trigger_decisions(
+    st: &Arc<AppState>,
+) -> Result<Vec<(String, niyet_delivery::Decisions)>, ApiError> {
+    let Some(d) = st.delivery.clone() else {
+        return Ok(Vec::new());
+    };
+    let counts = blocking(move || d.decisions().map_err(delivery_error)).await?;
+    Ok(st
         .triggers
         .iter()
         .map(|t| {
+            let c = t
+                .then
+                .first()
+                .and_then(|dest| counts.get(&(t.name.clone(), dest.clone())))
+                .copied()
+                .unwrap_or_default();
+            (t.name.clone(), c)
+        })
+        .collect())
+}
+
+async fn triggers(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let defined = st.pipeline.query().segment_names();
+    let decisions = trigger_decisions(&st).await?;
+    let list: Vec<Value> = st
+        .triggers
+        .iter()
+        .zip(decisions.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(t, d)| {
             let mut v = json!(t);
+            if let Some((_, d)) = d {
+                v["decisions"] = json!(d);
+            }
             let when = match &t.when {
                 niyet_actions::When::SegmentEntered(s) => Some(s),
                 _ => None,

@@ -77,6 +77,9 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     if let Some(d) = &st.delivery {
         text.push_str(&d.metrics());
     }
+    if let Ok(decisions) = crate::actions::trigger_decisions(&st).await {
+        crate::metrics::Metrics::render_decisions(&mut text, &decisions);
+    }
     if let Some(dir) = st.log.dir().parent().map(std::path::Path::to_path_buf) {
         if let Ok(parts) = tokio::task::spawn_blocking(move || disk_bytes(&dir)).await {
             crate::metrics::Metrics::render_disk(&mut text, &parts);
@@ -540,6 +543,49 @@ code{{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}}
                     serde_json::Value::String(t) => escape(t),
                     other => other.to_string(),
                 };
+                let _ = write!(html, r#"<td style="padding:.4rem .8rem">{v}</td>"#);
+            }
+            html.push_str("</tr>");
+        }
+        html.push_str("</table>");
+    }
+    // What each trigger decided.
+    let decisions = crate::actions::trigger_decisions(&st)
+        .await
+        .unwrap_or_default();
+    if !decisions.is_empty() {
+        html.push_str(r#"<h2>Triggers</h2><div class="sub">each firing once: sent, kept back as the control group, over the frequency cap, or not in the trigger's <code>if</code> segment</div><table style="background:#fff;border-radius:10px;box-shadow:0 1px 3px #0002;border-collapse:collapse"><tr>"#);
+        for label in [
+            "trigger",
+            "when",
+            "wait",
+            "sent",
+            "control group",
+            "capped",
+            "not in segment",
+        ] {
+            let _ = write!(
+                html,
+                r#"<th style="text-align:left;padding:.4rem .8rem">{label}</th>"#
+            );
+        }
+        html.push_str("</tr>");
+        for (t, (_, d)) in st.triggers.iter().zip(&decisions) {
+            let when = match &t.when {
+                niyet_actions::When::Event(e) => format!("event {e}"),
+                niyet_actions::When::SegmentEntered(s) => format!("enters {s}"),
+                niyet_actions::When::ScoreCrossed(s) => format!("crosses {s}"),
+            };
+            html.push_str("<tr>");
+            for v in [
+                escape(&t.name),
+                escape(&when),
+                escape(t.wait.as_deref().unwrap_or("—")),
+                d.send.to_string(),
+                d.holdout.to_string(),
+                d.capped.to_string(),
+                d.not_in_segment.to_string(),
+            ] {
                 let _ = write!(html, r#"<td style="padding:.4rem .8rem">{v}</td>"#);
             }
             html.push_str("</tr>");

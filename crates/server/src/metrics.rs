@@ -182,6 +182,35 @@ impl Metrics {
         }
     }
 
+    /// What each trigger decided, appended to [`Metrics::render`]'s output.
+    pub fn render_decisions(o: &mut String, decisions: &[(String, niyet_delivery::Decisions)]) {
+        if decisions.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "# HELP niyet_trigger_decisions_total Firings of each trigger by outcome: send, holdout (control group), capped (frequency cap), not_in_segment (its `if`).\n# TYPE niyet_trigger_decisions_total counter"
+        );
+        for (name, d) in decisions {
+            // Label values escaped as the text format asks.
+            let name = name
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            for (outcome, n) in [
+                ("send", d.send),
+                ("holdout", d.holdout),
+                ("capped", d.capped),
+                ("not_in_segment", d.not_in_segment),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "niyet_trigger_decisions_total{{trigger=\"{name}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+    }
+
     /// Profile pipeline gauges and counters, appended to [`Metrics::render`]'s output.
     pub fn render_pipeline(o: &mut String, p: &niyet_pipeline::PipelineStats) {
         for (name, help, kind, v) in [

@@ -490,6 +490,71 @@ async fn the_control_group_is_recorded_not_sent() {
         (report["uplift"].as_f64().unwrap() - expect).abs() < 1e-12,
         "{report}"
     );
+    // Each trigger's decisions, counted from the outbox: in the trigger list, in the
+    // metrics and on the status page; asking again counts nothing twice.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let list = loop {
+        let v = n.get("/v1/triggers").await;
+        if v["triggers"][1]["decisions"]["send"] == 4 {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orders' feedback never decided: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for v in [list, n.get("/v1/triggers").await] {
+        let cart = &v["triggers"][0];
+        assert_eq!(cart["name"], "Cart abandoned", "{v}");
+        assert_eq!(
+            cart["decisions"],
+            json!({"send": users.len() - held.len(), "holdout": held.len(), "capped": 0, "not_in_segment": 0}),
+            "{v}"
+        );
+        assert_eq!(v["triggers"][1]["decisions"]["send"], 4, "{v}");
+        assert_eq!(v["triggers"][1]["decisions"]["holdout"], 0, "{v}");
+    }
+    let text = |path: &'static str| {
+        let (http, url) = (n.http.clone(), n.url.clone());
+        async move {
+            http.get(format!("{url}{path}"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let metrics = text("/metrics").await;
+    for line in [
+        format!(
+            "niyet_trigger_decisions_total{{trigger=\"Cart abandoned\",outcome=\"holdout\"}} {}",
+            held.len()
+        ),
+        format!(
+            "niyet_trigger_decisions_total{{trigger=\"Cart abandoned\",outcome=\"send\"}} {}",
+            users.len() - held.len()
+        ),
+        "niyet_trigger_decisions_total{trigger=\"Purchase feedback\",outcome=\"send\"} 4".into(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
+    let page = text("/").await;
+    let row = format!(
+        "<td style=\"padding:.4rem .8rem\">Cart abandoned</td><td style=\"padding:.4rem .8rem\">event Product Added</td><td style=\"padding:.4rem .8rem\">30m</td><td style=\"padding:.4rem .8rem\">{}</td><td style=\"padding:.4rem .8rem\">{}</td>",
+        users.len() - held.len(),
+        held.len()
+    );
+    assert!(
+        page.contains("<h2>Triggers</h2>") && page.contains(&row),
+        "{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
