@@ -471,7 +471,11 @@ enum Op {
     Mark(u64, usize),
     Barrier(SyncSender<()>),
     /// Encode the partition for a snapshot.
-    Encode(SyncSender<Result<snapshot::Section, PipelineError>>),
+    /// (Its profiles spill to the file at the path as they are encoded.)
+    Encode(
+        SyncSender<Result<snapshot::Section, PipelineError>>,
+        PathBuf,
+    ),
     Stop,
 }
 
@@ -1229,11 +1233,11 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 Op::Barrier(reply) => {
                     let _ = reply.send(());
                 }
-                Op::Encode(reply) => {
+                Op::Encode(reply, spill) => {
                     // Taken while work goes on: profiles are encoded before they change
                     // and a chunk at a time between batches.
                     seg.finish_encoding(&part);
-                    seg.enc = Some(snapshot::PartitionEncoder::start(&part, reply));
+                    seg.enc = Some(snapshot::PartitionEncoder::start(&part, spill, reply));
                     seg.pace = sh.cfg.pacer();
                 }
                 Op::Stop => {
@@ -2676,7 +2680,8 @@ impl Router {
         let mut waits = Vec::new();
         for i in 0..self.senders.len() {
             let (tx, rx) = mpsc::sync_channel(1);
-            self.send_to(i, Op::Encode(tx));
+            let spill = snapshot::spill_path(&self.sh.cfg.state_dir, self.next, i);
+            self.send_to(i, Op::Encode(tx, spill));
             waits.push(rx);
         }
         self.ship_all();
@@ -2699,9 +2704,9 @@ impl Router {
                 .read()
                 .map_err(|_| PipelineError::Stopped)?;
             Ok::<_, PipelineError>(vec![
-                vec![snapshot::encode(syms.names())?],
-                vec![snapshot::encode(&*m)?],
-                vec![snapshot::encode(&(&*api, &*cat))?],
+                snapshot::Section::Memory(vec![snapshot::encode(syms.names())?]),
+                snapshot::Section::Memory(vec![snapshot::encode(&*m)?]),
+                snapshot::Section::Memory(vec![snapshot::encode(&(&*api, &*cat))?]),
             ])
         })();
         // Not fatal either way: the log still holds everything; the next interval retries.
@@ -2762,7 +2767,7 @@ impl Router {
     }
 
     /// Once the graph is in, hands everything to the thread that writes the file.
-    fn snapshot_capture_done(&mut self, done: Option<Result<snapshot::Section, String>>) {
+    fn snapshot_capture_done(&mut self, done: Option<Result<Vec<Vec<u8>>, String>>) {
         let Some(graph) = done else { return };
         let Some(t) = self.taking.take() else { return };
         let graph = match graph {
@@ -2784,7 +2789,7 @@ impl Router {
                     started,
                     ..
                 } = t;
-                let mut sections = vec![graph];
+                let mut sections = vec![snapshot::Section::Memory(graph)];
                 sections.extend(rest);
                 for w in waits {
                     match w.recv() {

@@ -9,7 +9,11 @@
 //! ```
 //!
 //! Sections are encoded in parallel (each partition's owner encodes its own profiles while
-//! the router encodes the graph) and decoded in parallel on restore.
+//! the router encodes the graph) and decoded in parallel on restore. A partition's
+//! profiles are written to a file of their own as each piece fills, one piece buffer
+//! reused throughout, and copied into the snapshot file at the end: a million profiles
+//! (about 480 MB) never stand in memory, which would take that much fresh memory per
+//! snapshot, each page faulted in and zeroed by the kernel while the work goes on.
 //!
 //! `offset` is the first log offset *not* reflected in the state. `fingerprint` hashes the
 //! configuration that shapes derived state (merge rules, identifier settings); a snapshot
@@ -53,15 +57,84 @@ pub(crate) struct PartitionEncoder {
     done: niyet_model::hash::FastSet<u64>,
     /// Profiles made after that moment.
     created: niyet_model::hash::FastSet<u64>,
-    /// Encoded `(id, profile)` items, in pieces (see [`niyet_identity::PIECE`]).
-    items: Vec<Vec<u8>>,
+    /// Encoded `(id, profile)` items not yet spilled (whole items only).
+    piece: Vec<u8>,
+    /// Where full pieces go.
+    spill: Option<Spill>,
     count: usize,
     failed: Option<String>,
     reply: std::sync::mpsc::SyncSender<Result<Section, PipelineError>>,
 }
 
-/// A section's bytes, in pieces written one after the other.
-pub(crate) type Section = Vec<Vec<u8>>;
+/// A section's bytes.
+pub(crate) enum Section {
+    /// In pieces written one after the other.
+    Memory(Vec<Vec<u8>>),
+    /// `head` followed by the bytes of a file of their own.
+    Spilled(Spilled),
+}
+
+/// A section written to a file of its own while it was encoded.
+pub(crate) struct Spilled {
+    /// Bytes before the file's (the item count).
+    head: Vec<u8>,
+    path: PathBuf,
+    /// The file's length and checksum.
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Drop for Spilled {
+    fn drop(&mut self) {
+        // Copied into a snapshot file by now, or given up with it.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The file a section is spilled to, as it is written.
+struct Spill {
+    file: fs::File,
+    path: PathBuf,
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Spill {
+    fn create(path: PathBuf) -> Result<Self, String> {
+        let file =
+            fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        Ok(Spill {
+            file,
+            path,
+            len: 0,
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        self.crc.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        // Not handed over as a section: given up.
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Where partition `part`'s section of the snapshot at `offset` is spilled to (removed
+/// with the other temporary files if a crash leaves it behind).
+pub(crate) fn spill_path(dir: &Path, offset: u64, part: usize) -> PathBuf {
+    dir.join(format!("{}.part{part}.tmp", file_name(offset)))
+}
 
 /// Paces one thread's share of a snapshot taken while work goes on, so that it never
 /// takes the processor from the work itself: the thread spends at most `share` of the
@@ -112,30 +185,61 @@ impl Pacer {
 }
 
 impl PartitionEncoder {
+    /// Starts a section spilled to `spill` (see [`spill_path`]).
     pub(crate) fn start(
         part: &Partition,
+        spill: PathBuf,
         reply: std::sync::mpsc::SyncSender<Result<Section, PipelineError>>,
     ) -> Self {
         let pending: Vec<u64> = part.keys().copied().collect();
         let mut done = niyet_model::hash::FastSet::default();
         done.reserve(pending.len());
+        let (spill, failed) = match fs::create_dir_all(spill.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| e.to_string())
+            .and_then(|()| Spill::create(spill))
+        {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
         PartitionEncoder {
             pending,
             done,
             created: Default::default(),
-            items: Vec::new(),
+            piece: Vec::new(),
+            spill,
             count: 0,
-            failed: None,
+            failed,
             reply,
         }
     }
 
     fn add(&mut self, id: u64, p: &Profile) {
-        if let Err(e) = niyet_identity::encode_into(&mut self.items, &(id, p)) {
-            self.failed = Some(e.to_string());
-        }
         self.count += 1;
         self.done.insert(id);
+        if self.failed.is_some() {
+            return;
+        }
+        if self.piece.capacity() == 0 {
+            self.piece
+                .reserve(niyet_identity::PIECE + niyet_identity::PIECE / 4);
+        }
+        match postcard::to_extend(&(id, p), std::mem::take(&mut self.piece)) {
+            Ok(v) => self.piece = v,
+            Err(e) => self.failed = Some(e.to_string()),
+        }
+        if self.piece.len() >= niyet_identity::PIECE {
+            self.spill_piece();
+        }
+    }
+
+    /// Writes the piece to the spill file and empties it for reuse.
+    fn spill_piece(&mut self) {
+        if let Some(s) = self.spill.as_mut() {
+            if let Err(e) = s.put(&self.piece) {
+                self.failed = Some(e);
+            }
+        }
+        self.piece.clear();
     }
 
     /// Profile `id` is about to change, go or be made: encodes it first as it stood.
@@ -170,16 +274,24 @@ impl PartitionEncoder {
     /// Encodes what is left and hands the section over.
     pub(crate) fn finish(mut self, part: &Partition) {
         self.step(part, usize::MAX);
-        let out = match self.failed.take() {
-            Some(e) => Err(PipelineError::Io(format!("encoding snapshot: {e}"))),
-            None => postcard::to_allocvec(&self.count)
-                .map(|head| {
-                    let mut out = Vec::with_capacity(self.items.len() + 1);
-                    out.push(head);
-                    out.append(&mut self.items);
-                    out
-                })
-                .map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}"))),
+        self.spill_piece();
+        let spill = self.spill.take();
+        let out = match (self.failed.take(), spill) {
+            (Some(e), _) => Err(PipelineError::Io(format!("encoding snapshot: {e}"))),
+            (None, None) => Err(PipelineError::Io("encoding snapshot: no spill file".into())),
+            (None, Some(mut s)) => postcard::to_allocvec(&self.count)
+                .map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}")))
+                .and_then(|head| {
+                    s.file
+                        .flush()
+                        .map_err(|e| io(format!("writing {}", s.path.display()), e))?;
+                    Ok(Section::Spilled(Spilled {
+                        head,
+                        path: std::mem::take(&mut s.path),
+                        len: s.len,
+                        crc: s.crc.clone(),
+                    }))
+                }),
         };
         let _ = self.reply.send(out);
     }
@@ -227,15 +339,46 @@ pub(crate) fn write(
     w(&mut file, &head)?;
     w(&mut file, &count)?;
     for sec in sections {
-        let n: u64 = sec.iter().map(|p| p.len() as u64).sum();
-        let l = n.to_le_bytes();
-        crc.update(&l);
-        w(&mut file, &l)?;
-        for piece in sec {
-            crc.update(piece);
-            w(&mut file, piece)?;
+        match sec {
+            Section::Memory(pieces) => {
+                let n: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+                let l = n.to_le_bytes();
+                crc.update(&l);
+                w(&mut file, &l)?;
+                for piece in pieces {
+                    crc.update(piece);
+                    w(&mut file, piece)?;
+                }
+                len += 8 + n;
+            }
+            Section::Spilled(sp) => {
+                let n = sp.head.len() as u64 + sp.len;
+                let l = n.to_le_bytes();
+                crc.update(&l);
+                w(&mut file, &l)?;
+                crc.update(&sp.head);
+                w(&mut file, &sp.head)?;
+                crc.combine(&sp.crc);
+                // File to file inside the kernel (`copy_file_range`): the bytes come from
+                // the page cache, where the spill left them moments ago.
+                let copied = fs::File::open(&sp.path)
+                    .and_then(|mut src| std::io::copy(&mut src, &mut file))
+                    .map_err(|e| {
+                        io(
+                            format!("copying {} into {}", sp.path.display(), tmp.display()),
+                            e,
+                        )
+                    })?;
+                if copied != sp.len {
+                    return Err(PipelineError::Io(format!(
+                        "{} holds {copied} bytes, not the {} written",
+                        sp.path.display(),
+                        sp.len
+                    )));
+                }
+                len += 8 + n;
+            }
         }
-        len += 8 + n;
     }
     w(&mut file, &crc.finalize().to_le_bytes())?;
     w(&mut file, &len.to_le_bytes())?;

@@ -553,3 +553,54 @@ fn processing_far_behind_runs_lowered_and_returns_once_caught_up() {
     }
     drop(p);
 }
+
+/// A snapshot whose partitions each hold several pieces (over `niyet_identity::PIECE`, so
+/// each section is spilled to a file of its own and copied into the snapshot) restores the
+/// state a replay builds, and leaves no temporary file behind.
+#[test]
+fn a_snapshot_of_many_pieces_restores_what_a_replay_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(&tmp.path().join("log"));
+    let bio = "ç".repeat(200);
+    for chunk in (0..12_000usize).collect::<Vec<_>>().chunks(2_000) {
+        let recs = chunk
+            .iter()
+            .map(|&i| NewRecord {
+                time_ms: 1_700_000_000_000 + i as i64,
+                key: 0,
+                payload: json!({
+                    "type": "identify",
+                    "messageId": format!("m{i}"),
+                    "userId": format!("u{i}"),
+                    "timestamp": niyet_model::format_rfc3339_millis(1_700_000_000_000 + i as i64),
+                    "traits": {"city": format!("c{}", i % 7), "bio": bio},
+                })
+                .to_string()
+                .into_bytes(),
+            })
+            .collect();
+        log.append_blocking(recs).unwrap();
+    }
+    let live = tmp.path().join("live");
+    // A snapshot only at the end (on close), of every profile.
+    let (before, _) = run(&log, cfg(&live, 2, 1_000_000_000));
+    let names: Vec<String> = std::fs::read_dir(&live)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snapshot-"))
+        .collect();
+    assert_eq!(names.len(), 1, "only the snapshot stays: {names:?}");
+    let (off, path) = newest_snapshot(&live).unwrap();
+    assert_eq!(off, log.end_offset());
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        size > 4 * niyet_identity::PIECE as u64,
+        "{size} bytes: each of the two partitions spans several pieces"
+    );
+    let (restored, stats) = run(&log, cfg(&live, 2, 1_000_000_000));
+    assert_eq!(stats.restored_from, Some(off));
+    assert_eq!(restored.as_array().unwrap().len(), 12_000);
+    assert_eq!(restored, before);
+    let (replayed, _) = run(&log, cfg(&tmp.path().join("replay"), 3, 1_000_000_000));
+    assert_eq!(replayed, before);
+}
