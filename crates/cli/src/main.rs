@@ -87,7 +87,26 @@ enum ConfigCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // What went wrong and why, for the person at the terminal: no stack trace, even
+            // with RUST_BACKTRACE set (that is for panics).
+            eprintln!("Error: {e}");
+            let causes: Vec<_> = e.chain().skip(1).collect();
+            if !causes.is_empty() {
+                eprintln!("\nCaused by:");
+                for (i, c) in causes.iter().enumerate() {
+                    eprintln!("    {i}: {c}");
+                }
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_max_level(cli.log)

@@ -382,3 +382,32 @@ async fn oversized_bodies_get_a_413_answer_not_a_reset() {
         assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     }
 }
+
+/// A configuration mistake is reported as what is wrong, with exit code 1 and no stack
+/// trace, even with RUST_BACKTRACE set (as a shell with it exported would run niyet).
+#[test]
+fn a_bad_configuration_is_named_without_a_stack_trace() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = tmp.path().join("niyet.toml");
+    std::fs::write(&p, "[profiles]\nsnapshot_every = 0\n").expect("write");
+    let data = tmp.path().join("data");
+    let (p, data) = (p.to_str().expect("path"), data.to_str().expect("path"));
+    for cmd in [
+        vec!["config", "validate", p],
+        vec!["serve", "--data-dir", data, "--config", p],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_niyet"))
+            .args(&cmd)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("NIYET_CONFIG")
+            .output()
+            .expect("run niyet");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(
+            err.contains("profiles.snapshot_every must be at least 1"),
+            "{cmd:?}: {err}"
+        );
+        assert!(!err.contains("backtrace"), "{cmd:?}: {err}");
+    }
+}
