@@ -265,16 +265,19 @@ enabled = false
         }
     }
 
+    /// An admin GET's answer.
+    async fn admin_get(&self, path: &str) -> reqwest::Response {
+        let r = self.http.get(format!("{}{path}", self.url));
+        r.bearer_auth(ADMIN).send().await.unwrap()
+    }
+
+    /// An admin GET's body as text.
+    async fn text(&self, path: &str) -> String {
+        self.admin_get(path).await.text().await.unwrap()
+    }
+
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin_get(path).await.json().await.unwrap()
     }
 
     async fn actions(&self, user: &str) -> Vec<Value> {
@@ -515,20 +518,7 @@ async fn the_control_group_is_recorded_not_sent() {
         assert_eq!(v["triggers"][1]["decisions"]["send"], 4, "{v}");
         assert_eq!(v["triggers"][1]["decisions"]["holdout"], 0, "{v}");
     }
-    let text = |path: &'static str| {
-        let (http, url) = (n.http.clone(), n.url.clone());
-        async move {
-            http.get(format!("{url}{path}"))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    let metrics = text("/metrics").await;
+    let metrics = n.text("/metrics").await;
     for line in [
         format!(
             "niyet_trigger_decisions_total{{trigger=\"Cart abandoned\",outcome=\"holdout\"}} {}",
@@ -545,7 +535,7 @@ async fn the_control_group_is_recorded_not_sent() {
             "{line} not in {metrics}"
         );
     }
-    let page = text("/").await;
+    let page = n.text("/").await;
     let row = format!(
         "<td style=\"padding:.4rem .8rem\">Cart abandoned</td><td style=\"padding:.4rem .8rem\">event Product Added</td><td style=\"padding:.4rem .8rem\">30m</td><td style=\"padding:.4rem .8rem\">{}</td><td style=\"padding:.4rem .8rem\">{}</td>",
         users.len() - held.len(),
@@ -642,15 +632,7 @@ then = ["flaky", "mail"]
     .await;
     assert_eq!(mail.status, "blocked");
     assert!(!smtp.received().contains("Hello Ali"));
-    let metrics = n
-        .http
-        .get(format!("{}/metrics", n.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = n.text("/metrics").await;
     assert!(
         metrics.contains("niyet_action_retries_total{destination=\"flaky\"} 5"),
         "{metrics}"
