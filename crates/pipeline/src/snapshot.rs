@@ -70,29 +70,13 @@ pub(crate) struct PartitionEncoder {
 pub(crate) enum Section {
     /// In pieces written one after the other.
     Memory(Vec<Vec<u8>>),
-    /// `head` followed by the bytes of a file of their own.
-    Spilled(Spilled),
+    /// `head` (the item count) followed by the bytes of a file of their own.
+    Spilled { head: Vec<u8>, spill: Spill },
 }
 
-/// A section written to a file of its own while it was encoded.
-pub(crate) struct Spilled {
-    /// Bytes before the file's (the item count).
-    head: Vec<u8>,
-    path: PathBuf,
-    /// The file's length and checksum.
-    len: u64,
-    crc: crc32fast::Hasher,
-}
-
-impl Drop for Spilled {
-    fn drop(&mut self) {
-        // Copied into a snapshot file by now, or given up with it.
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// The file a section is spilled to, as it is written.
-struct Spill {
+/// The file a section is spilled to, as it is written; removed when dropped (copied into
+/// a snapshot file by then, or given up).
+pub(crate) struct Spill {
     file: fs::File,
     path: PathBuf,
     len: u64,
@@ -123,10 +107,7 @@ impl Spill {
 
 impl Drop for Spill {
     fn drop(&mut self) {
-        // Not handed over as a section: given up.
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -285,12 +266,7 @@ impl PartitionEncoder {
                     s.file
                         .flush()
                         .map_err(|e| io(format!("writing {}", s.path.display()), e))?;
-                    Ok(Section::Spilled(Spilled {
-                        head,
-                        path: std::mem::take(&mut s.path),
-                        len: s.len,
-                        crc: s.crc.clone(),
-                    }))
+                    Ok(Section::Spilled { head, spill: s })
                 }),
         };
         let _ = self.reply.send(out);
@@ -351,13 +327,13 @@ pub(crate) fn write(
                 }
                 len += 8 + n;
             }
-            Section::Spilled(sp) => {
-                let n = sp.head.len() as u64 + sp.len;
+            Section::Spilled { head, spill: sp } => {
+                let n = head.len() as u64 + sp.len;
                 let l = n.to_le_bytes();
                 crc.update(&l);
                 w(&mut file, &l)?;
-                crc.update(&sp.head);
-                w(&mut file, &sp.head)?;
+                crc.update(head);
+                w(&mut file, head)?;
                 crc.combine(&sp.crc);
                 // File to file inside the kernel (`copy_file_range`): the bytes come from
                 // the page cache, where the spill left them moments ago.
