@@ -256,8 +256,6 @@ async fn score_stream(
     ))
 }
 
-/// `GET /v1/triggers`: the definitions; each names the segments it reads that are not
-/// defined now (`undefined_segments`: such a trigger does not act until they are).
 /// What each configured trigger decided (sent, control group, capped, not in its `if`
 /// segment), in configuration order: each firing once, as recorded for the trigger's first
 /// destination. Empty without destinations.
@@ -283,16 +281,19 @@ pub(crate) async fn trigger_decisions(
         .collect())
 }
 
+/// `GET /v1/triggers`: the definitions; each names the segments it reads that are not
+/// defined now (`undefined_segments`: such a trigger does not act until they are) and,
+/// with destinations configured, what it decided so far (`decisions`).
 async fn triggers(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let defined = st.pipeline.query().segment_names();
     let decisions = trigger_decisions(&st).await?;
     let list: Vec<Value> = st
         .triggers
         .iter()
-        .zip(decisions.iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|(t, d)| {
+        .enumerate()
+        .map(|(i, t)| {
             let mut v = json!(t);
-            if let Some((_, d)) = d {
+            if let Some((_, d)) = decisions.get(i) {
                 v["decisions"] = json!(d);
             }
             let when = match &t.when {
