@@ -48,6 +48,11 @@ pub struct SegmentsBench {
     /// Concurrent connections for loads.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Background load during the latency probes, events/s (default: half of the
+    /// 50-segment throughput measured in this run); a fixed rate makes runs of two
+    /// binaries comparable.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -390,7 +395,7 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         json!({"name": "Probe", "rule": "Product Added where sku = \"probe\" in 1h"}),
     )
     .await?;
-    let rate = m50 / 2.0;
+    let rate = a.rate.unwrap_or(m50 / 2.0);
     let client = IngestClient::new(&url, KEY)?;
     let bg = Background::start(&client, rate, a.profiles, t0);
     let sent = bg.sent.clone();
