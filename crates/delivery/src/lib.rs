@@ -116,6 +116,17 @@ pub struct DestinationConfig {
     /// its answer or a retry. 1 keeps the order strictly.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// Most actions one request may carry (default 1: a request per action). Above 1,
+    /// a request takes the actions waiting when it starts, up to this many, and never
+    /// waits for more: alone, an action leaves as soon as it would have; under load,
+    /// requests carry many. A webhook then receives a JSON array of the documents it
+    /// would have received one by one, Meta's Conversions API one `data` array, Google
+    /// Ads one `conversions` array. Each document keeps its own key (`id`, the `event_id`
+    /// of a conversion); the request's `idempotency-key` is derived from the keys it
+    /// carries and `x-niyet-batch` says how many. Webhook, `meta_capi` and `google_ads`
+    /// destinations only; at most 1,000 (Meta's limit per request).
+    #[serde(default)]
+    pub batch_max: Option<u32>,
 }
 
 /// TLS to an SMTP server.
@@ -127,6 +138,9 @@ pub enum SmtpTls {
     Starttls,
     Tls,
 }
+
+/// Most actions a request may carry (Meta's Conversions API takes up to 1,000 events).
+pub const MAX_BATCH: u32 = 1_000;
 
 fn default_timeout() -> u64 {
     5_000
@@ -149,6 +163,11 @@ impl DestinationConfig {
             (None, Kind::Email) => 1,
             (None, _) => 8,
         }
+    }
+
+    /// Most actions one request carries.
+    pub fn batch(&self) -> usize {
+        self.batch_max.map_or(1, |n| n.clamp(1, MAX_BATCH) as usize)
     }
 
     /// The consent purpose in force.
@@ -208,6 +227,19 @@ impl DestinationConfig {
         }
         if self.max_attempts == 0 {
             return bad("`max_attempts` must be at least 1");
+        }
+        match self.batch_max {
+            Some(0) => return bad("`batch_max` must be at least 1"),
+            Some(n) if n > MAX_BATCH => {
+                return bad(&format!("`batch_max` can be at most {MAX_BATCH}, got {n}"))
+            }
+            Some(n)
+                if n > 1
+                    && !matches!(self.kind, Kind::Webhook | Kind::MetaCapi | Kind::GoogleAds) =>
+            {
+                return bad("`batch_max` above 1 is for `webhook`, `meta_capi` and `google_ads` destinations")
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -980,6 +1012,7 @@ async fn worker(sh: Arc<Shared>, i: usize) {
     use futures_util::StreamExt;
     let d = &sh.dests[i];
     let limit = d.cfg.in_flight();
+    let batch = d.cfg.batch();
     let mut fast = d.fast_rx.lock().ok().and_then(|mut f| f.take());
     let mut changed = sh.appended.subscribe();
     let mut cursor = d.counters.cursor.load(Ordering::Relaxed);
@@ -992,10 +1025,11 @@ async fn worker(sh: Arc<Shared>, i: usize) {
     // came by the fast lane, whose record may not be written yet).
     let mut queued: VecDeque<(Option<u64>, Action)> = VecDeque::new();
     let mut running = futures_util::stream::FuturesUnordered::new();
-    // Offsets started and not settled. The rest of `running` came by the fast lane:
+    // Offsets started and not settled, and how many actions out came by the fast lane:
     // while any of those is out the cursor stays where it is, as their records may be
     // behind it already (passed over as early).
     let mut open = std::collections::BTreeSet::new();
+    let mut fast_out = 0usize;
     loop {
         // The cursor file is written (and synced) on a blocking thread, once the queue is
         // empty (at most every `CURSOR_IDLE_SAVE`) or a second after the last write: never
@@ -1018,17 +1052,16 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             (saved, saved_at) = (cursor, sh.clock.now_ms());
             written = tokio::time::Instant::now();
         }
-        while running.len() < limit {
-            let Some((off, a)) = queued.pop_front() else {
-                break;
-            };
-            if let Some(o) = off {
-                open.insert(o);
-            }
+        while running.len() < limit && !queued.is_empty() {
+            // What is waiting now, up to the batch size: a request never waits for more.
+            let take = queued.len().min(batch);
+            let group: Vec<(Option<u64>, Action)> = queued.drain(..take).collect();
+            open.extend(group.iter().filter_map(|(o, _)| *o));
+            fast_out += group.iter().filter(|(o, _)| o.is_none()).count();
             let sh = &sh;
             running.push(async move {
-                handle(sh, d, &a).await;
-                off
+                handle(sh, d, &group).await;
+                group.into_iter().map(|(o, _)| o).collect::<Vec<_>>()
             });
         }
         if running.is_empty() && queued.is_empty() && read_to >= end {
@@ -1102,23 +1135,19 @@ async fn worker(sh: Arc<Shared>, i: usize) {
             let more = queued.is_empty() && read_to >= end;
             tokio::select! {
                 biased;
-                Some(off) = running.next(), if !running.is_empty() => {
-                    if let Some(o) = off {
-                        open.remove(&o);
-                    }
+                Some(offs) = running.next(), if !running.is_empty() => {
+                    settled(&mut open, &mut fast_out, offs);
                 }
                 Some(a) = recv_fast(&mut fast), if more => queued.push_back(live(d, a)),
                 _ = changed.changed(), if more => {}
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             // Others settled meanwhile are taken too.
-            while let Some(Some(off)) = futures_util::FutureExt::now_or_never(running.next()) {
-                if let Some(o) = off {
-                    open.remove(&o);
-                }
+            while let Some(Some(offs)) = futures_util::FutureExt::now_or_never(running.next()) {
+                settled(&mut open, &mut fast_out, offs);
             }
         }
-        if running.len() == open.len() {
+        if fast_out == 0 {
             let lowest = open
                 .first()
                 .copied()
@@ -1127,6 +1156,22 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                 .fold(read_to, u64::min);
             cursor = cursor.max(lowest);
             d.counters.cursor.store(cursor, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The actions of a request are settled: their offsets are no longer open.
+fn settled(
+    open: &mut std::collections::BTreeSet<u64>,
+    fast_out: &mut usize,
+    offs: Vec<Option<u64>>,
+) {
+    for o in offs {
+        match o {
+            Some(o) => {
+                open.remove(&o);
+            }
+            None => *fast_out -= 1,
         }
     }
 }
@@ -1226,24 +1271,33 @@ fn record(
     }
 }
 
-async fn handle(sh: &Shared, d: &Dest, a: &Action) {
+/// An action that is to leave, with what its destination sends for it.
+struct Ready<'a> {
+    a: &'a Action,
+    shaped: Shaped,
+    /// The document as JSON text (plain webhooks).
+    doc: Vec<u8>,
+}
+
+/// Settles what needs no request (held out, capped, blocked by consent, …) and shapes the
+/// rest: `None` once the action is settled.
+async fn prepare<'a>(sh: &Shared, d: &Dest, a: &'a Action) -> Option<Ready<'a>> {
     let c = &d.counters;
     match a.outcome {
         Outcome::Send => {}
         Outcome::Holdout => {
             c.held_out.fetch_add(1, Ordering::Relaxed);
-            return record(sh, a, "held_out", 0, "control group".into(), None);
+            record(sh, a, "held_out", 0, "control group".into(), None);
+            return None;
         }
-        Outcome::Capped => return record(sh, a, "capped", 0, "frequency cap".into(), None),
+        Outcome::Capped => {
+            record(sh, a, "capped", 0, "frequency cap".into(), None);
+            return None;
+        }
         Outcome::NotInSegment => {
-            return record(
-                sh,
-                a,
-                "not_in_segment",
-                0,
-                "`if` segment did not hold".into(),
-                None,
-            )
+            let why = "`if` segment did not hold".into();
+            record(sh, a, "not_in_segment", 0, why, None);
+            return None;
         }
     }
     let mut doc = (sh.compose)(a);
@@ -1256,14 +1310,9 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
         doc = (sh.compose)(a);
     }
     if doc["profile_missing"] == true {
-        return record(
-            sh,
-            a,
-            "no_profile",
-            0,
-            "the profile no longer exists (erased)".into(),
-            None,
-        );
+        let why = "the profile no longer exists (erased)".into();
+        record(sh, a, "no_profile", 0, why, None);
+        return None;
     }
     if let Some(p) = d.cfg.purpose() {
         if !shape::consented(&doc, p) {
@@ -1277,7 +1326,8 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
             if let Err(e) = append_line(&blocked_path(&sh.dir), &line) {
                 tracing::error!(error = %e, "recording a consent block failed");
             }
-            return record(sh, a, "blocked", 0, why, None);
+            record(sh, a, "blocked", 0, why, None);
+            return None;
         }
     }
     let now = sh.clock.now_ms();
@@ -1287,18 +1337,99 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
     } else {
         shape::shape(&d.cfg, &doc.to_value(), &a.key, &|| google_time(now))
     };
-    let body = match &shaped {
-        Shaped::Unsendable(why) => return dead(sh, d, a, 0, why.clone()),
+    let doc = match &shaped {
+        Shaped::Unsendable(why) => {
+            dead(sh, d, a, 0, why.clone());
+            return None;
+        }
         Shaped::Document => doc.to_json(),
-        Shaped::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
-        Shaped::Mail(_) => Vec::new(),
+        _ => Vec::new(),
     };
+    Some(Ready { a, shaped, doc })
+}
+
+/// The key and body of one request carrying `ready` (one action, or a batch of them).
+fn request_body(d: &Dest, ready: &mut [Ready<'_>]) -> (String, Vec<u8>) {
+    if let [one] = ready {
+        let body = match &one.shaped {
+            Shaped::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+            _ => std::mem::take(&mut one.doc),
+        };
+        return (one.a.key.clone(), body);
+    }
+    let keys: Vec<&str> = ready.iter().map(|r| r.a.key.as_str()).collect();
+    let key = batch_key(&keys);
+    let body = match d.cfg.kind {
+        Kind::MetaCapi => {
+            let data: Vec<Value> = ready.iter_mut().map(|r| first_of(r, "data")).collect();
+            serde_json::to_vec(&json!({ "data": data })).unwrap_or_default()
+        }
+        Kind::GoogleAds => {
+            let conv: Vec<Value> = ready
+                .iter_mut()
+                .map(|r| first_of(r, "conversions"))
+                .collect();
+            serde_json::to_vec(&json!({ "conversions": conv, "partialFailure": true }))
+                .unwrap_or_default()
+        }
+        _ => {
+            // The documents as they are, in a JSON array.
+            let len = ready.iter().map(|r| r.doc.len() + 1).sum::<usize>() + 1;
+            let mut body = Vec::with_capacity(len);
+            body.push(b'[');
+            for (i, r) in ready.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&r.doc);
+            }
+            body.push(b']');
+            body
+        }
+    };
+    (key, body)
+}
+
+/// The one item of a shaped single-action body's `field` array.
+fn first_of(r: &mut Ready<'_>, field: &str) -> Value {
+    match &mut r.shaped {
+        Shaped::Json(v) => v[field][0].take(),
+        _ => Value::Null,
+    }
+}
+
+/// The idempotency key of a request carrying several actions: derived from theirs, so
+/// the same batch retried carries the same key.
+pub fn batch_key(keys: &[&str]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(b"\n");
+    }
+    format!("batch-{:032x}", h.digest128())
+}
+
+/// Sends the actions of `group` to `d`: those that are to leave go in one request (a
+/// batch when there are several), retried as one until it succeeds or gives up.
+async fn handle(sh: &Shared, d: &Dest, group: &[(Option<u64>, Action)]) {
+    let mut ready = Vec::with_capacity(group.len());
+    for (_, a) in group {
+        if let Some(r) = prepare(sh, d, a).await {
+            ready.push(r);
+        }
+    }
+    if ready.is_empty() {
+        return;
+    }
+    let c = &d.counters;
+    let (key, body) = request_body(d, &mut ready);
+    let n = ready.len();
     let timeout = Duration::from_millis(d.cfg.timeout_ms);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let now = sh.clock.now_ms();
-        let result = match &shaped {
+        let result = match &ready[0].shaped {
             Shaped::Mail(m) => send::smtp(
                 &send::SmtpServer {
                     addr: d.cfg.smtp.as_deref().unwrap_or_default(),
@@ -1308,7 +1439,7 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
                 },
                 d.cfg.from.as_deref().unwrap_or_default(),
                 m,
-                &a.key,
+                &key,
                 &niyet_model::format_rfc3339_millis(now),
                 timeout,
             )
@@ -1326,9 +1457,10 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
                     d.url.clone(),
                     body.clone(),
                     Signed {
-                        key: &a.key,
+                        key: &key,
                         timestamp_s: ts,
                         signature: sig,
+                        batch: (n > 1).then_some(n),
                     },
                     timeout,
                 )
@@ -1337,37 +1469,41 @@ async fn handle(sh: &Shared, d: &Dest, a: &Action) {
         };
         match result {
             Ok(code) => {
-                let lat = sh.clock.now_ms().saturating_sub(a.at_ms).max(0);
-                c.sent.fetch_add(1, Ordering::Relaxed);
-                let b = BUCKETS
-                    .iter()
-                    .position(|b| lat as u64 <= *b)
-                    .unwrap_or(BUCKETS.len());
-                c.latency[b].fetch_add(1, Ordering::Relaxed);
-                c.latency_sum_ms.fetch_add(lat as u64, Ordering::Relaxed);
-                return record(
-                    sh,
-                    a,
-                    "sent",
-                    attempt,
-                    format!("answered {code}"),
-                    Some(lat),
-                );
+                let done = sh.clock.now_ms();
+                c.sent.fetch_add(n as u64, Ordering::Relaxed);
+                for r in &ready {
+                    let lat = done.saturating_sub(r.a.at_ms).max(0);
+                    let b = BUCKETS
+                        .iter()
+                        .position(|b| lat as u64 <= *b)
+                        .unwrap_or(BUCKETS.len());
+                    c.latency[b].fetch_add(1, Ordering::Relaxed);
+                    c.latency_sum_ms.fetch_add(lat as u64, Ordering::Relaxed);
+                    let detail = match n {
+                        1 => format!("answered {code}"),
+                        _ => format!("answered {code} (a request of {n})"),
+                    };
+                    record(sh, r.a, "sent", attempt, detail, Some(lat));
+                }
+                return;
             }
-            Err(Failure::Permanent(why)) => return dead(sh, d, a, attempt, why),
+            Err(Failure::Permanent(why)) => {
+                for r in &ready {
+                    dead(sh, d, r.a, attempt, why.clone());
+                }
+                return;
+            }
             Err(Failure::Retry(why, after)) => {
                 if attempt >= d.cfg.max_attempts {
-                    return dead(
-                        sh,
-                        d,
-                        a,
-                        attempt,
-                        format!("gave up after {attempt} attempts: {why}"),
-                    );
+                    let why = format!("gave up after {attempt} attempts: {why}");
+                    for r in &ready {
+                        dead(sh, d, r.a, attempt, why.clone());
+                    }
+                    return;
                 }
                 c.retries.fetch_add(1, Ordering::Relaxed);
-                let delay = backoff(&d.cfg, &a.key, attempt, after);
-                tracing::debug!(destination = %d.cfg.name, attempt, error = %why, ?delay, "retrying");
+                let delay = backoff(&d.cfg, &key, attempt, after);
+                tracing::debug!(destination = %d.cfg.name, attempt, actions = n, error = %why, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
             }
         }
@@ -1484,6 +1620,35 @@ mod tests {
         .unwrap();
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("not a valid address"), "{e}");
+        let with_batch = |kind: &str, n: u32| {
+            let d: DestinationConfig = serde_json::from_value(
+                json!({"name": "b", "kind": kind, "url": "http://x", "batch_max": n}),
+            )
+            .unwrap();
+            d.validate().map(|()| d.batch()).map_err(|e| e.to_string())
+        };
+        assert_eq!(with_batch("webhook", 100), Ok(100));
+        assert_eq!(with_batch("meta_capi", 1000), Ok(1000));
+        assert_eq!(with_batch("google_ads", 1), Ok(1));
+        assert_eq!(with_batch("push", 1), Ok(1));
+        assert!(with_batch("push", 2)
+            .unwrap_err()
+            .contains("`batch_max` above 1 is for"));
+        assert!(with_batch("crm", 10).is_err());
+        assert!(with_batch("webhook", 0).unwrap_err().contains("at least 1"));
+        assert!(with_batch("webhook", 1001)
+            .unwrap_err()
+            .contains("at most 1000"));
+    }
+
+    #[test]
+    fn a_batch_key_follows_the_keys_it_carries() {
+        let k = batch_key(&["a1", "b2"]);
+        assert_eq!(k, batch_key(&["a1", "b2"]));
+        assert!(k.starts_with("batch-") && k.len() == 6 + 32, "{k}");
+        assert_ne!(k, batch_key(&["b2", "a1"]));
+        assert_ne!(k, batch_key(&["a1", "b2", "c3"]));
+        assert_ne!(batch_key(&["a", "b1"]), batch_key(&["ab", "1"]));
     }
 
     #[test]

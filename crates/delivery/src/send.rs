@@ -24,6 +24,8 @@ pub struct Signed<'a> {
     pub key: &'a str,
     pub timestamp_s: i64,
     pub signature: Option<String>,
+    /// How many actions the request carries, when it is a batch (`x-niyet-batch`).
+    pub batch: Option<usize>,
 }
 
 /// POSTs `body` (JSON) to `url`.
@@ -47,6 +49,9 @@ pub async fn post(
         .header("x-niyet-timestamp", h.timestamp_s.to_string());
     if let Some(s) = h.signature {
         req = req.header("x-niyet-signature", format!("v1={s}"));
+    }
+    if let Some(n) = h.batch {
+        req = req.header("x-niyet-batch", n.to_string());
     }
     let resp = match req.body(body).send().await {
         Ok(r) => r,

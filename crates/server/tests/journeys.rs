@@ -548,6 +548,157 @@ async fn the_control_group_is_recorded_not_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_destination_sends_what_waits_in_one_request() {
+    // One request at a time to a slow receiver, so the actions pile up behind it.
+    let (rx, url) = Receiver::start().await;
+    let (ads, ads_url) = Receiver::start().await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "hook"
+kind = "webhook"
+url = "{url}/slow/hook"
+secret = "s"
+concurrency = 1
+batch_max = 50
+backoff_ms = 20
+max_backoff_ms = 100
+
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+url = "{ads_url}/slow/meta"
+concurrency = 1
+batch_max = 50
+
+[[triggers]]
+name = "Ordered"
+when = {{ event = "Order Completed" }}
+then = ["hook", "meta"]
+
+[privacy.consent]
+ads = "opt_out"
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    rx.slow_ms.store(500, Ordering::SeqCst);
+    ads.slow_ms.store(500, Ordering::SeqCst);
+    // The first request fails once and goes again as it was.
+    rx.fail.store(1, Ordering::SeqCst);
+    n.track(
+        "first",
+        "Order Completed",
+        json!({"revenue": 10, "order_id": "o-first"}),
+        json!({"email": "first@example.com"}),
+    )
+    .await;
+    let batch: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({"type": "track", "userId": format!("u{i}"), "event": "Order Completed",
+                   "messageId": format!("b{i}"),
+                   "properties": {"revenue": 20 + i, "order_id": format!("o-{i}")},
+                   "context": {"traits": {"email": format!("u{i}@example.com")}}})
+        })
+        .collect();
+    n.batch(batch).await;
+
+    let header = |g: &Got, h: &str| g.headers[h].to_str().unwrap().to_string();
+    // Every request's documents, one by one (a batch is an array of them).
+    let docs = |g: &Got| match &g.body {
+        Value::Array(a) => a.clone(),
+        one => vec![one.clone()],
+    };
+    let got = eventually("31 documents delivered", || {
+        let g = rx.at("/slow/hook");
+        let n: usize = g.iter().skip(1).map(|g| docs(g).len()).sum();
+        (n >= 31).then_some(g)
+    })
+    .await;
+    // The failed attempt and its retry: the same key, the same body.
+    assert_eq!(
+        header(&got[0], "idempotency-key"),
+        header(&got[1], "idempotency-key")
+    );
+    assert_eq!(got[0].raw, got[1].raw);
+    let delivered: Vec<Value> = got.iter().skip(1).flat_map(docs).collect();
+    let ids: std::collections::BTreeSet<&str> = delivered
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(delivered.len(), 31, "each action once");
+    assert_eq!(ids.len(), 31, "31 distinct keys");
+    assert!(
+        got.iter().any(|g| docs(g).len() > 1),
+        "the actions waiting behind the slow request left together"
+    );
+    for g in &got {
+        let ds = docs(g);
+        let ts: i64 = header(g, "x-niyet-timestamp").parse().unwrap();
+        assert_eq!(
+            header(g, "x-niyet-signature"),
+            format!("v1={}", niyet_actions::payload::signature(b"s", ts, &g.raw)),
+            "the whole body is signed"
+        );
+        if let Value::Array(_) = g.body {
+            assert_eq!(header(g, "x-niyet-batch"), ds.len().to_string());
+            let keys: Vec<&str> = ds.iter().map(|d| d["id"].as_str().unwrap()).collect();
+            assert_eq!(
+                header(g, "idempotency-key"),
+                niyet_delivery::batch_key(&keys)
+            );
+        } else {
+            assert!(!g.headers.contains_key("x-niyet-batch"));
+            assert_eq!(header(g, "idempotency-key"), ds[0]["id"]);
+        }
+    }
+    // Meta's Conversions API: one `data` array per request, each event with its own id.
+    let conv = eventually("31 conversions", || {
+        let g = ads.at("/slow/meta");
+        let n: usize = g
+            .iter()
+            .map(|g| g.body["data"].as_array().unwrap().len())
+            .sum();
+        (n >= 31).then_some(g)
+    })
+    .await;
+    let events: Vec<&Value> = conv
+        .iter()
+        .flat_map(|g| g.body["data"].as_array().unwrap())
+        .collect();
+    assert_eq!(events.len(), 31);
+    let event_ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let mut meta_keys = std::collections::BTreeSet::new();
+    for who in std::iter::once("first".to_string()).chain((0..30).map(|i| format!("u{i}"))) {
+        for a in n.actions(&who).await {
+            if a["destination"] == "meta" {
+                meta_keys.insert(a["key"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let event_ids: std::collections::BTreeSet<String> =
+        event_ids.into_iter().map(String::from).collect();
+    assert_eq!(
+        event_ids, meta_keys,
+        "a conversion's event id is its action's key"
+    );
+    assert!(conv
+        .iter()
+        .any(|g| g.body["data"].as_array().unwrap().len() > 1));
+    assert!(events.iter().all(|e| e["user_data"]["em"][0]
+        .as_str()
+        .is_some_and(|h| h.len() == 64)));
+    let stats = n.get("/v1/destinations").await;
+    assert_eq!(stats["destinations"][0]["sent"], 31, "{stats}");
+    assert_eq!(stats["destinations"][0]["retries"], 1, "{stats}");
+    assert_eq!(stats["destinations"][1]["sent"], 31, "{stats}");
+    let a = n.actions("u7").await;
+    assert!(a.iter().all(|a| a["status"] == "sent"), "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_receivers_are_retried_with_one_key_and_others_keep_going() {
     let (rx, url) = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
