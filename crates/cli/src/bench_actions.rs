@@ -44,6 +44,10 @@ pub struct ActionsBench {
     /// Concurrent connections for loads.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Most actions one request to the webhook may carry (`batch_max` of the
+    /// destination; 1: a request per action).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -60,6 +64,9 @@ struct Report {
     median_with: f64,
     drop_percent: f64,
     actions_received: u64,
+    /// Requests those actions came in (fewer than the actions with `--batch` above 1).
+    requests_received: u64,
+    batch_max: u32,
     /// Requests that came again with a key already seen in their load.
     resent_same_key: u64,
     background_events_per_s: f64,
@@ -67,7 +74,7 @@ struct Report {
     after_wait: Latency,
 }
 
-fn config(receiver: &str, active: bool) -> String {
+fn config(receiver: &str, active: bool, batch: u32) -> String {
     let mut t = String::from("[lifecycle]\nenabled = false\n[profiles]\ntimer_lag_ms = 20\n");
     if !active {
         return t;
@@ -79,6 +86,7 @@ name = "sink"
 kind = "webhook"
 url = "{receiver}/sink"
 secret = "bench"
+batch_max = {batch}
 
 [[destinations]]
 name = "probe"
@@ -141,14 +149,15 @@ then = ["probe"]"#
     t
 }
 
-/// The webhook receiver: counts `/sink` requests, reports `/probe` arrivals.
+/// The webhook receiver: counts `/sink` requests and the actions they carry (one, or
+/// the documents of a batch), reports `/probe` arrivals.
 async fn receiver() -> anyhow::Result<(
     String,
-    Arc<AtomicU64>,
+    Sink,
     Keys,
     tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
 )> {
-    let sink = Arc::new(AtomicU64::new(0));
+    let sink: Sink = Arc::default();
     let keys: Keys = Arc::default();
     let k = keys.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -156,21 +165,42 @@ async fn receiver() -> anyhow::Result<(
     let app = axum::Router::new()
         .route(
             "/sink",
-            axum::routing::post(move |headers: axum::http::HeaderMap| {
-                let (s, k) = (s.clone(), k.clone());
-                async move {
-                    s.fetch_add(1, Ordering::Relaxed);
-                    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
-                    {
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (s, k) = (s.clone(), k.clone());
+                    async move {
+                        s.1.fetch_add(1, Ordering::Relaxed);
+                        // A batch: each document's own key; otherwise the request's.
+                        let keys: Vec<String> = if headers.contains_key("x-niyet-batch") {
+                            // Only the keys are read (no tree of the documents built).
+                            #[derive(serde::Deserialize)]
+                            struct Doc {
+                                id: String,
+                            }
+                            let docs: Vec<Doc> = serde_json::from_slice(&body).unwrap_or_default();
+                            docs.into_iter().map(|d| d.id).collect()
+                        } else {
+                            headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .map(String::from)
+                                .into_iter()
+                                .collect()
+                        };
+                        s.0.fetch_add(keys.len() as u64, Ordering::Relaxed);
                         if let Ok(mut k) = k.lock() {
-                            if !k.0.insert(key.to_string()) {
-                                k.1 += 1;
+                            for key in keys {
+                                if !k.0.contains(&key) {
+                                    k.0.insert(key);
+                                } else {
+                                    k.1 += 1;
+                                }
                             }
                         }
+                        "ok"
                     }
-                    "ok"
-                }
-            }),
+                },
+            ),
         )
         .route(
             "/probe",
@@ -194,8 +224,11 @@ async fn receiver() -> anyhow::Result<(
     Ok((url, sink, keys, rx))
 }
 
+/// Actions and requests the receiver has had on `/sink`.
+type Sink = Arc<(AtomicU64, AtomicU64)>;
+
 /// Idempotency keys the receiver has seen on `/sink` in the current load, and how many
-/// requests came again with a key already seen (resends of one action).
+/// actions came again with a key already seen (resends of one action).
 type Keys = Arc<std::sync::Mutex<(std::collections::HashSet<String>, u64)>>;
 
 /// Waits until every destination's queue is empty (at once without destinations).
@@ -323,7 +356,7 @@ async fn probe_spaced(
 pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     let t0 = niyet_model::SystemClock.now_ms() - 10 * 86_400_000;
     let (rurl, sink, keys, mut arrivals) = receiver().await?;
-    let (none, active) = (config(&rurl, false), config(&rurl, true));
+    let (none, active) = (config(&rurl, false, a.batch), config(&rurl, true, a.batch));
 
     // 1. Overhead.
     let (mut without, mut with) = (Vec::new(), Vec::new());
@@ -380,7 +413,8 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
         s[s.len() / 2]
     };
     let (m0, m1) = (median(&without), median(&with));
-    let actions = sink.load(Ordering::Relaxed);
+    let actions = sink.0.load(Ordering::Relaxed);
+    let requests = sink.1.load(Ordering::Relaxed);
     let resent = keys.lock().map(|k| k.1).unwrap_or(0);
 
     // 2 and 3. Latency under half of the throughput with triggers.
@@ -423,6 +457,8 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
         without,
         with_10_scores_10_triggers: with,
         actions_received: actions,
+        requests_received: requests,
+        batch_max: a.batch,
         resent_same_key: resent,
         background_events_per_s: background,
         zero_wait: latency(zero),
@@ -436,8 +472,8 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     };
     println!("niyet bench actions — {cores} cores, {memory_gib:.0} GiB");
     println!(
-        "  load of {} customers: none {:.0} events/s ({}), 10 scores + 10 triggers {:.0} events/s ({}): {:.1} % lower; {} webhook requests received ({} again with a key already seen)",
-        r.customers, m0, fmt(&r.without), m1, fmt(&r.with_10_scores_10_triggers), r.drop_percent, r.actions_received, r.resent_same_key
+        "  load of {} customers: none {:.0} events/s ({}), 10 scores + 10 triggers {:.0} events/s ({}): {:.1} % lower; {} actions received in {} webhook requests (batch_max {}; {} again with a key already seen)",
+        r.customers, m0, fmt(&r.without), m1, fmt(&r.with_10_scores_10_triggers), r.drop_percent, r.actions_received, r.requests_received, r.batch_max, r.resent_same_key
     );
     let (z, w) = (&r.zero_wait, &r.after_wait);
     println!(
