@@ -46,10 +46,9 @@ pub fn composer(
                 .and_then(|id| q.profile_plain_json(id))
             {
                 Some(v) => {
-                    let stated = json!({ "consent": v.consent });
                     head.insert(
                         "consent".into(),
-                        crate::privacy::consent_state(&stated, &offers.privacy),
+                        crate::privacy::consent_states(v.consent.as_object(), &offers.privacy),
                     );
                     head.remove("profile");
                     doc.profile = Some(v.json);

@@ -192,15 +192,6 @@ impl PrivacySection {
                 .map_or(ConsentDefault::OptIn, |(_, d)| *d)
         })
     }
-
-    /// Every purpose with a policy (built in and configured).
-    pub fn purposes(&self) -> Vec<String> {
-        let mut v: Vec<String> = PURPOSES.iter().map(|(p, _)| p.to_string()).collect();
-        v.extend(self.consent.keys().cloned());
-        v.sort();
-        v.dedup();
-        v
-    }
 }
 
 /// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be

@@ -45,26 +45,33 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 /// Each purpose's state from a profile document (`consent` as the pipeline renders it),
 /// with the default policy applied.
 pub fn consent_state(profile: &Value, policy: &PrivacySection) -> Value {
-    let stated = profile["consent"].as_object().cloned().unwrap_or_default();
-    let mut purposes = policy.purposes();
-    purposes.extend(stated.keys().cloned());
-    purposes.sort();
+    consent_states(profile["consent"].as_object(), policy)
+}
+
+/// [`consent_state`] of the stated consents alone (a profile's `consent` member), read
+/// where they are: every purpose with a policy or a statement, in name order.
+pub fn consent_states(stated: Option<&Map<String, Value>>, policy: &PrivacySection) -> Value {
+    let mut purposes: Vec<&str> = crate::config::PURPOSES.iter().map(|(p, _)| *p).collect();
+    purposes.extend(policy.consent.keys().map(String::as_str));
+    purposes.extend(
+        stated
+            .into_iter()
+            .flat_map(|m| m.keys().map(String::as_str)),
+    );
+    purposes.sort_unstable();
     purposes.dedup();
     let mut out = Map::new();
     for p in purposes {
-        let default = policy.policy(&p);
-        let s = stated.get(&p);
-        let status = s
-            .and_then(|s| s["status"].as_str())
-            .unwrap_or("unknown")
-            .to_string();
-        let allowed = match status.as_str() {
+        let default = policy.policy(p);
+        let s = stated.and_then(|m| m.get(p));
+        let status = s.and_then(|s| s["status"].as_str()).unwrap_or("unknown");
+        let allowed = match status {
             "granted" => true,
             "denied" => false,
             _ => default == ConsentDefault::OptOut,
         };
         out.insert(
-            p,
+            p.to_string(),
             json!({
                 "status": status,
                 "time": s.map(|s| s["time"].clone()),

@@ -690,6 +690,13 @@ ads = "opt_out"
     assert!(events.iter().all(|e| e["user_data"]["em"][0]
         .as_str()
         .is_some_and(|h| h.len() == 64)));
+    // The receivers have the requests before the sender has their answers.
+    let d = n.state.delivery.clone().unwrap();
+    eventually("every action recorded as sent", || {
+        let st = d.stats();
+        (st["destinations"][0]["sent"] == 31 && st["destinations"][1]["sent"] == 31).then_some(())
+    })
+    .await;
     let stats = n.get("/v1/destinations").await;
     assert_eq!(stats["destinations"][0]["sent"], 31, "{stats}");
     assert_eq!(stats["destinations"][0]["retries"], 1, "{stats}");
@@ -925,6 +932,12 @@ then = ["slow", "fast"]
         started.elapsed()
     );
     assert!(rx.at("/slow").len() <= 1);
+    // The receiver has the requests before the sender has their answers.
+    let d = n.state.delivery.clone().unwrap();
+    eventually("five fast ones recorded as sent", || {
+        (d.stats()["destinations"][1]["sent"] == 5).then_some(())
+    })
+    .await;
     let stats = n.get("/v1/destinations").await;
     assert_eq!(stats["destinations"][1]["sent"], 5, "{stats}");
     assert_eq!(stats["destinations"][0]["sent"], 0, "{stats}");
