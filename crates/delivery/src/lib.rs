@@ -117,7 +117,8 @@ pub struct DestinationConfig {
     #[serde(default)]
     pub concurrency: Option<u32>,
     /// Most actions one request may carry (default 1: a request per action). Above 1,
-    /// a request takes the actions waiting when it starts, up to this many, and never
+    /// a request takes the actions waiting when it starts, up to this many (and 1 MiB of
+    /// webhook documents, [`BATCH_BYTES`]), and never
     /// waits for more: alone, an action leaves as soon as it would have; under load,
     /// requests carry many. A webhook then receives a JSON array of the documents it
     /// would have received one by one, Meta's Conversions API one `data` array, Google
@@ -141,6 +142,9 @@ pub enum SmtpTls {
 
 /// Most actions a request may carry (Meta's Conversions API takes up to 1,000 events).
 pub const MAX_BATCH: u32 = 1_000;
+
+/// Most bytes of webhook documents a batch carries (a larger document goes alone).
+pub const BATCH_BYTES: usize = 1 << 20;
 
 fn default_timeout() -> u64 {
     5_000
@@ -1410,7 +1414,7 @@ pub fn batch_key(keys: &[&str]) -> String {
 }
 
 /// Sends the actions of `group` to `d`: those that are to leave go in one request (a
-/// batch when there are several), retried as one until it succeeds or gives up.
+/// batch when there are several; webhook documents in requests of up to `BATCH_BYTES`).
 async fn handle(sh: &Shared, d: &Dest, group: &[(Option<u64>, Action)]) {
     let mut ready = Vec::with_capacity(group.len());
     for (_, a) in group {
@@ -1418,11 +1422,34 @@ async fn handle(sh: &Shared, d: &Dest, group: &[(Option<u64>, Action)]) {
             ready.push(r);
         }
     }
-    if ready.is_empty() {
-        return;
+    let lens: Vec<usize> = ready.iter().map(|r| r.doc.len()).collect();
+    for part in by_bytes(&lens, BATCH_BYTES) {
+        send_request(sh, d, &mut ready[part]).await;
     }
+}
+
+/// Cuts items of these lengths, in order, into runs of at most `limit` bytes in all; an
+/// item longer than that is a run of its own.
+fn by_bytes(lens: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while from < lens.len() {
+        let (mut to, mut bytes) = (from + 1, lens[from]);
+        while to < lens.len() && bytes + lens[to] <= limit {
+            bytes += lens[to];
+            to += 1;
+        }
+        out.push(from..to);
+        from = to;
+    }
+    out
+}
+
+/// Sends one request carrying `ready` (one action, or a batch of them), retried as one
+/// until it succeeds or gives up, and settles its actions.
+async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
     let c = &d.counters;
-    let (key, body) = request_body(d, &mut ready);
+    let (key, body) = request_body(d, ready);
     let n = ready.len();
     let timeout = Duration::from_millis(d.cfg.timeout_ms);
     let mut attempt = 0;
@@ -1471,7 +1498,7 @@ async fn handle(sh: &Shared, d: &Dest, group: &[(Option<u64>, Action)]) {
             Ok(code) => {
                 let done = sh.clock.now_ms();
                 c.sent.fetch_add(n as u64, Ordering::Relaxed);
-                for r in &ready {
+                for r in ready.iter() {
                     let lat = done.saturating_sub(r.a.at_ms).max(0);
                     let b = BUCKETS
                         .iter()
@@ -1488,7 +1515,7 @@ async fn handle(sh: &Shared, d: &Dest, group: &[(Option<u64>, Action)]) {
                 return;
             }
             Err(Failure::Permanent(why)) => {
-                for r in &ready {
+                for r in ready.iter() {
                     dead(sh, d, r.a, attempt, why.clone());
                 }
                 return;
@@ -1496,7 +1523,7 @@ async fn handle(sh: &Shared, d: &Dest, group: &[(Option<u64>, Action)]) {
             Err(Failure::Retry(why, after)) => {
                 if attempt >= d.cfg.max_attempts {
                     let why = format!("gave up after {attempt} attempts: {why}");
-                    for r in &ready {
+                    for r in ready.iter() {
                         dead(sh, d, r.a, attempt, why.clone());
                     }
                     return;
@@ -1639,6 +1666,16 @@ mod tests {
         assert!(with_batch("webhook", 1001)
             .unwrap_err()
             .contains("at most 1000"));
+    }
+
+    #[test]
+    fn batches_are_cut_by_bytes_in_order() {
+        assert_eq!(by_bytes(&[], 10), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(by_bytes(&[3, 3, 3, 3], 10), vec![0..3, 3..4]);
+        assert_eq!(by_bytes(&[5, 5, 5], 10), vec![0..2, 2..3]);
+        assert_eq!(by_bytes(&[12, 1, 1, 20], 10), vec![0..1, 1..3, 3..4]);
+        // Conversions carry no document: one run, whatever their count.
+        assert_eq!(by_bytes(&[0; 1000], 10), vec![0..1000]);
     }
 
     #[test]
