@@ -352,14 +352,20 @@ pub struct Graph {
 /// time while the graph goes on changing: a node about to change, or to go, is encoded
 /// first (copy on write); nodes made later are left out. The bytes are those of a
 /// [`GraphSnapshot`] of that moment (nodes in another order).
+///
+/// Ids are handed out in turn, so the nodes of that moment are those with ids below the
+/// `next_id` of then: the capture walks that range instead of listing the nodes at its
+/// start (a pass over a million nodes and a set sized for them, tens of milliseconds of
+/// a pause while the router holds the graph).
 #[derive(Debug, Clone, Default)]
 struct Capture {
-    /// Nodes of that moment not yet encoded.
-    pending: Vec<ProfileId>,
-    /// Nodes encoded.
-    done: niyet_model::hash::FastSet<ProfileId>,
-    /// Nodes made after that moment.
-    created: niyet_model::hash::FastSet<ProfileId>,
+    /// Ids below this are walked.
+    next: u64,
+    /// `next_id` at the start: nodes from here on were made later.
+    end: u64,
+    /// Ids ahead of the walk already taken care of (encoded before a change, or found
+    /// missing: made later), one bit each.
+    ahead: Vec<u64>,
     /// `kinds` and `next_id`, encoded.
     head: Vec<u8>,
     /// Encoded `(id, node)` items in pieces of about [`PIECE`] bytes (never one buffer
@@ -394,7 +400,16 @@ impl Capture {
             self.failed = Some(e.to_string());
         }
         self.count += 1;
-        self.done.insert(id);
+    }
+
+    /// Whether node `id` is still to be taken as it stood (of that moment, not walked,
+    /// not taken ahead of the walk).
+    fn owes(&self, id: u64) -> bool {
+        id >= self.next && id < self.end && self.ahead[(id / 64) as usize] & (1 << (id % 64)) == 0
+    }
+
+    fn mark(&mut self, id: u64) {
+        self.ahead[(id / 64) as usize] |= 1 << (id % 64);
     }
 }
 
@@ -431,10 +446,11 @@ impl Graph {
     pub fn begin_capture(&mut self) {
         let _ = self.finish_capture();
         let mut c = Capture {
-            pending: self.nodes.keys().copied().collect(),
+            next: 0,
+            end: self.next_id,
+            ahead: vec![0; self.next_id.div_ceil(64) as usize],
             ..Default::default()
         };
-        c.done.reserve(c.pending.len());
         let mut redirects: Vec<(ProfileId, ProfileId)> =
             self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
         redirects.sort_unstable();
@@ -454,20 +470,7 @@ impl Graph {
     /// bytes, in pieces to be written one after the other. `None`: not finished yet, or
     /// no capture running.
     pub fn capture_step(&mut self, n: usize) -> Option<Result<Vec<Vec<u8>>, String>> {
-        let c = self.capture.as_mut()?;
-        let mut left = n;
-        while left > 0 {
-            let Some(id) = c.pending.pop() else { break };
-            if c.done.contains(&id) {
-                continue;
-            }
-            // Still as it was (a change would have encoded it first) or gone (likewise).
-            if let Some(node) = self.nodes.get(&id) {
-                c.add(id, node);
-            }
-            left -= 1;
-        }
-        if !c.pending.is_empty() {
+        if !self.walk(n) {
             return None;
         }
         let c = self.capture.take()?;
@@ -486,10 +489,38 @@ impl Graph {
         Some(Ok(out))
     }
 
+    /// Walks up to `n` more ids of the running capture, encoding the nodes it still owes;
+    /// true once every id is walked (or none is running).
+    fn walk(&mut self, n: usize) -> bool {
+        let Some(c) = self.capture.as_mut() else {
+            return true;
+        };
+        // Ids of nodes merged away are gaps, walked like the others.
+        let mut left = n;
+        while left > 0 && c.next < c.end {
+            let id = c.next;
+            left -= 1;
+            if c.owes(id) {
+                // Still as it was (a change would have encoded it first) or gone
+                // (likewise).
+                if let Some(node) = self.nodes.get(&ProfileId(id)) {
+                    c.add(ProfileId(id), node);
+                }
+            }
+            c.next += 1;
+        }
+        c.next >= c.end
+    }
+
     /// Encodes every node the running capture has left; its bytes (`None`: none running).
     pub fn finish_capture(&mut self) -> Option<Result<Vec<Vec<u8>>, String>> {
         self.capture.as_ref()?;
         self.capture_step(usize::MAX)
+    }
+
+    /// The id the next new profile gets (every id in use is below it).
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Whether a capture is running.
@@ -503,15 +534,14 @@ impl Graph {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
-        if c.done.contains(&id) || c.created.contains(&id) {
+        if !c.owes(id.0) {
             return;
         }
-        match self.nodes.get(&id) {
-            Some(node) => c.add(id, node),
-            None => {
-                c.created.insert(id);
-            }
+        // Missing: not there at the start either (a removal takes the node first).
+        if let Some(node) = self.nodes.get(&id) {
+            c.add(id, node);
         }
+        c.mark(id.0);
     }
 
     fn refresh_kind_tables(&mut self) {
@@ -595,12 +625,7 @@ impl Graph {
     /// them. Returns the identifiers removed.
     pub fn erase(&mut self, id: ProfileId) -> Vec<Ident> {
         // Every node's notes may change below: a running capture takes them all first.
-        if let Some(c) = self.capture.as_mut() {
-            let pending = std::mem::take(&mut c.pending);
-            for p in pending {
-                self.before_change(p);
-            }
-        }
+        self.walk(usize::MAX);
         let Some(node) = self.nodes.remove(&id) else {
             return Vec::new();
         };
@@ -1223,7 +1248,9 @@ impl Graph {
         let mut g = Graph::new(rules);
         g.kinds = snap.kinds;
         g.refresh_kind_tables();
-        g.next_id = snap.next_id;
+        // Above every id in use (a capture walks the ids below it).
+        let top = snap.nodes.iter().map(|(id, _)| id.0 + 1).max().unwrap_or(1);
+        g.next_id = snap.next_id.max(top);
         let members: usize = snap.nodes.iter().map(|(_, n)| n.members.len()).sum();
         g.index.reserve(members);
         g.nodes.reserve(snap.nodes.len());

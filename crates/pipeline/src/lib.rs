@@ -471,10 +471,12 @@ enum Op {
     Mark(u64, usize),
     Barrier(SyncSender<()>),
     /// Encode the partition for a snapshot.
-    /// (Its profiles spill to the file at the path as they are encoded.)
+    /// (Its profiles spill to the file at the path as they are encoded; every profile of
+    /// the moment has an id below the `u64`.)
     Encode(
         SyncSender<Result<snapshot::Section, PipelineError>>,
         PathBuf,
+        u64,
     ),
     Stop,
 }
@@ -1233,11 +1235,16 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 Op::Barrier(reply) => {
                     let _ = reply.send(());
                 }
-                Op::Encode(reply, spill) => {
+                Op::Encode(reply, spill, end) => {
                     // Taken while work goes on: profiles are encoded before they change
                     // and a chunk at a time between batches.
                     seg.finish_encoding(&part);
-                    seg.enc = Some(snapshot::PartitionEncoder::start(&part, spill, reply));
+                    seg.enc = Some(snapshot::PartitionEncoder::start(
+                        (idx as u64, n as u64),
+                        end,
+                        spill,
+                        reply,
+                    ));
                     seg.pace = sh.cfg.pacer();
                 }
                 Op::Stop => {
@@ -2678,10 +2685,14 @@ impl Router {
         }
         let started = Instant::now();
         let mut waits = Vec::new();
+        // Every profile of this moment has an id below it.
+        let Ok(end) = self.sh.graph.read().map(|g| g.next_id()) else {
+            return tracing::error!("the identity graph is unusable; no snapshot");
+        };
         for i in 0..self.senders.len() {
             let (tx, rx) = mpsc::sync_channel(1);
             let spill = snapshot::spill_path(&self.sh.cfg.state_dir, self.next, i);
-            self.send_to(i, Op::Encode(tx, spill));
+            self.send_to(i, Op::Encode(tx, spill, end));
             waits.push(rx);
         }
         self.ship_all();

@@ -51,12 +51,20 @@ pub(crate) struct Restored {
 /// stood when it started, each encoded before it first changes (copy on write) or, if it
 /// does not, a chunk at a time between batches of work. The bytes are a postcard
 /// `Vec<(u64, Profile)>` of that moment.
+///
+/// The profiles of that moment are those with ids below the graph's next id of then, so
+/// the owner walks the partition's ids in that range rather than listing its profiles at
+/// the start (a pass over half a million profiles and a set sized for them, a pause of
+/// its queue).
 pub(crate) struct PartitionEncoder {
-    /// Profiles of that moment not yet encoded.
-    pending: Vec<u64>,
-    done: niyet_model::hash::FastSet<u64>,
-    /// Profiles made after that moment.
-    created: niyet_model::hash::FastSet<u64>,
+    /// The next id to walk; ids go up by `stride` (the partition count).
+    next: u64,
+    stride: u64,
+    /// Ids from here on were made later.
+    end: u64,
+    /// Ids ahead of the walk already taken care of (encoded before a change, or found
+    /// missing: made later), one bit each (by `id / stride`).
+    ahead: Vec<u64>,
     /// Encoded `(id, profile)` items not yet spilled (whole items only).
     piece: Vec<u8>,
     /// Where full pieces go.
@@ -167,14 +175,14 @@ impl Pacer {
 
 impl PartitionEncoder {
     /// Starts a section spilled to `spill` (see [`spill_path`]).
+    /// `(index, count)` say which ids are the partition's (`id % count == index`).
     pub(crate) fn start(
-        part: &Partition,
+        (index, count): (u64, u64),
+        end: u64,
         spill: PathBuf,
         reply: std::sync::mpsc::SyncSender<Result<Section, PipelineError>>,
     ) -> Self {
-        let pending: Vec<u64> = part.keys().copied().collect();
-        let mut done = niyet_model::hash::FastSet::default();
-        done.reserve(pending.len());
+        let stride = count.max(1);
         let (spill, failed) = match fs::create_dir_all(spill.parent().unwrap_or(Path::new(".")))
             .map_err(|e| e.to_string())
             .and_then(|()| Spill::create(spill))
@@ -183,9 +191,10 @@ impl PartitionEncoder {
             Err(e) => (None, Some(e)),
         };
         PartitionEncoder {
-            pending,
-            done,
-            created: Default::default(),
+            next: index,
+            stride,
+            end,
+            ahead: vec![0; end.div_ceil(stride).div_ceil(64) as usize],
             piece: Vec::new(),
             spill,
             count: 0,
@@ -194,9 +203,19 @@ impl PartitionEncoder {
         }
     }
 
+    /// Whether profile `id` (of this partition) is still to be taken as it stood.
+    fn owes(&self, id: u64) -> bool {
+        let k = id / self.stride;
+        id >= self.next && id < self.end && self.ahead[(k / 64) as usize] & (1 << (k % 64)) == 0
+    }
+
+    fn mark(&mut self, id: u64) {
+        let k = id / self.stride;
+        self.ahead[(k / 64) as usize] |= 1 << (k % 64);
+    }
+
     fn add(&mut self, id: u64, p: &Profile) {
         self.count += 1;
-        self.done.insert(id);
         if self.failed.is_some() {
             return;
         }
@@ -225,31 +244,32 @@ impl PartitionEncoder {
 
     /// Profile `id` is about to change, go or be made: encodes it first as it stood.
     pub(crate) fn before_change(&mut self, part: &Partition, id: u64) {
-        if self.done.contains(&id) || self.created.contains(&id) {
+        if !self.owes(id) {
             return;
         }
-        match part.get(&id) {
-            Some(p) => self.add(id, p),
-            None => {
-                self.created.insert(id);
-            }
+        // Missing: not there at the start either (a removal takes the profile first).
+        if let Some(p) = part.get(&id) {
+            self.add(id, p);
         }
+        self.mark(id);
     }
 
-    /// Encodes up to `n` more profiles; true once every one is.
+    /// Walks up to `n` more ids, encoding the profiles still owed; true once every id is
+    /// walked.
     pub(crate) fn step(&mut self, part: &Partition, n: usize) -> bool {
+        // Ids of profiles merged away, or of other partitions' merges, are gaps.
         let mut left = n;
-        while left > 0 {
-            let Some(id) = self.pending.pop() else { break };
-            if self.done.contains(&id) {
-                continue;
-            }
-            if let Some(p) = part.get(&id) {
-                self.add(id, p);
-            }
+        while left > 0 && self.next < self.end {
+            let id = self.next;
             left -= 1;
+            if self.owes(id) {
+                if let Some(p) = part.get(&id) {
+                    self.add(id, p);
+                }
+            }
+            self.next += self.stride;
         }
-        self.pending.is_empty()
+        self.next >= self.end
     }
 
     /// Encodes what is left and hands the section over.
