@@ -298,6 +298,52 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, PipelineEr
     postcard::to_allocvec(v).map_err(|e| PipelineError::Io(format!("encoding snapshot: {e}")))
 }
 
+/// Bytes of a snapshot file written between two syncs.
+const SYNC_STEP: u64 = 8 << 20;
+
+/// A snapshot file written a step at a time: each `SYNC_STEP` bytes are synced before the
+/// next are written, and the writer rests as long as the sync took. A file of hundreds of
+/// megabytes synced at once fills the device with writes that the log's commits then
+/// wait behind (acknowledgements stalled for over 150 ms); in steps, a commit waits for
+/// one step at most, and the device is left half of the time.
+struct Stepped {
+    file: fs::File,
+    unsynced: u64,
+}
+
+impl Stepped {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(b)?;
+        self.wrote(b.len() as u64)
+    }
+
+    /// Copies the rest of `src` in, file to file inside the kernel (`copy_file_range`), a
+    /// step at a time; returns how many bytes.
+    fn copy_from(&mut self, src: &mut fs::File) -> std::io::Result<u64> {
+        let mut total = 0;
+        loop {
+            let room = SYNC_STEP.saturating_sub(self.unsynced).max(1);
+            let n = std::io::copy(&mut std::io::Read::take(&mut *src, room), &mut self.file)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+            self.wrote(n)?;
+        }
+    }
+
+    fn wrote(&mut self, n: u64) -> std::io::Result<()> {
+        self.unsynced += n;
+        if self.unsynced >= SYNC_STEP {
+            let t = std::time::Instant::now();
+            self.file.sync_data()?;
+            self.unsynced = 0;
+            std::thread::sleep(t.elapsed());
+        }
+        Ok(())
+    }
+}
+
 fn io(context: String, e: std::io::Error) -> PipelineError {
     PipelineError::Io(format!("{context}: {e}"))
 }
@@ -316,8 +362,10 @@ pub(crate) fn write(
     fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(offset));
     let tmp = dir.join(format!("{}.tmp", file_name(offset)));
-    let mut file =
-        fs::File::create(&tmp).map_err(|e| io(format!("creating {}", tmp.display()), e))?;
+    let mut file = Stepped {
+        file: fs::File::create(&tmp).map_err(|e| io(format!("creating {}", tmp.display()), e))?,
+        unsynced: 0,
+    };
     let mut head = Vec::with_capacity(HEADER);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&VERSION.to_le_bytes());
@@ -328,7 +376,7 @@ pub(crate) fn write(
     let count = (sections.len() as u32).to_le_bytes();
     crc.update(&count);
     len += 4;
-    let w = |file: &mut fs::File, b: &[u8]| {
+    let w = |file: &mut Stepped, b: &[u8]| {
         file.write_all(b)
             .map_err(|e| io(format!("writing {}", tmp.display()), e))
     };
@@ -358,7 +406,7 @@ pub(crate) fn write(
                 // File to file inside the kernel (`copy_file_range`): the bytes come from
                 // the page cache, where the spill left them moments ago.
                 let copied = fs::File::open(&sp.path)
-                    .and_then(|mut src| std::io::copy(&mut src, &mut file))
+                    .and_then(|mut src| file.copy_from(&mut src))
                     .map_err(|e| {
                         io(
                             format!("copying {} into {}", sp.path.display(), tmp.display()),
@@ -378,7 +426,8 @@ pub(crate) fn write(
     }
     w(&mut file, &crc.finalize().to_le_bytes())?;
     w(&mut file, &len.to_le_bytes())?;
-    file.sync_all()
+    file.file
+        .sync_all()
         .map_err(|e| io(format!("syncing {}", tmp.display()), e))?;
     fs::rename(&tmp, &path).map_err(|e| io(format!("renaming {}", tmp.display()), e))?;
     if let Ok(d) = fs::File::open(dir) {
