@@ -372,9 +372,32 @@ struct Capture {
     /// grown by copying hundreds of megabytes), and how many.
     items: Vec<Vec<u8>>,
     count: usize,
-    /// `redirects` and `apart`, encoded.
-    tail: Vec<u8>,
+    /// `redirects` and `apart` of that moment, in no order (sorted and encoded by
+    /// [`Captured::into_pieces`], off the thread that holds the graph).
+    redirects: Vec<(ProfileId, ProfileId)>,
+    apart: Vec<(u128, Vec<u128>)>,
     failed: Option<String>,
+}
+
+/// A finished capture: the encoded nodes and what is left to encode.
+#[derive(Debug)]
+pub struct Captured {
+    pieces: Vec<Vec<u8>>,
+    redirects: Vec<(ProfileId, ProfileId)>,
+    apart: Vec<(u128, Vec<u128>)>,
+}
+
+impl Captured {
+    /// The bytes of the [`GraphSnapshot`] of the capture's moment, in pieces to be
+    /// written one after the other.
+    pub fn into_pieces(mut self) -> Result<Vec<Vec<u8>>, String> {
+        self.redirects.sort_unstable();
+        self.apart.sort_unstable_by_key(|a| a.0);
+        let tail =
+            postcard::to_allocvec(&(&self.redirects, &self.apart)).map_err(|e| e.to_string())?;
+        self.pieces.push(tail);
+        Ok(self.pieces)
+    }
 }
 
 /// Size of the pieces snapshot bytes are gathered in.
@@ -451,25 +474,19 @@ impl Graph {
             ahead: vec![0; self.next_id.div_ceil(64) as usize],
             ..Default::default()
         };
-        let mut redirects: Vec<(ProfileId, ProfileId)> =
-            self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
-        redirects.sort_unstable();
-        let mut apart: Vec<(u128, &Vec<u128>)> = self.apart.iter().map(|(k, v)| (*k, v)).collect();
-        apart.sort_unstable_by_key(|a| a.0);
+        c.redirects = self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
+        c.apart = self.apart.iter().map(|(k, v)| (*k, v.clone())).collect();
         // The fields around `nodes`, in `GraphSnapshot` order (a struct is its fields).
-        let head = postcard::to_allocvec(&(&self.kinds, self.next_id));
-        let tail = postcard::to_allocvec(&(&redirects, &apart));
-        match (head, tail) {
-            (Ok(h), Ok(t)) => (c.head, c.tail) = (h, t),
-            (Err(e), _) | (_, Err(e)) => c.failed = Some(e.to_string()),
+        match postcard::to_allocvec(&(&self.kinds, self.next_id)) {
+            Ok(h) => c.head = h,
+            Err(e) => c.failed = Some(e.to_string()),
         }
         self.capture = Some(Box::new(c));
     }
 
-    /// Encodes up to `n` more nodes of the capture; once all are, ends it and returns its
-    /// bytes, in pieces to be written one after the other. `None`: not finished yet, or
-    /// no capture running.
-    pub fn capture_step(&mut self, n: usize) -> Option<Result<Vec<Vec<u8>>, String>> {
+    /// Encodes up to `n` more nodes of the capture; once all are, ends it and returns it
+    /// (see [`Captured::into_pieces`]). `None`: not finished yet, or no capture running.
+    pub fn capture_step(&mut self, n: usize) -> Option<Result<Captured, String>> {
         if !self.walk(n) {
             return None;
         }
@@ -482,11 +499,14 @@ impl Graph {
             Ok(o) => o,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let mut out = Vec::with_capacity(c.items.len() + 2);
-        out.push(head);
-        out.extend(c.items);
-        out.push(c.tail);
-        Some(Ok(out))
+        let mut pieces = Vec::with_capacity(c.items.len() + 2);
+        pieces.push(head);
+        pieces.extend(c.items);
+        Some(Ok(Captured {
+            pieces,
+            redirects: c.redirects,
+            apart: c.apart,
+        }))
     }
 
     /// Walks up to `n` more ids of the running capture, encoding the nodes it still owes;
@@ -513,7 +533,7 @@ impl Graph {
     }
 
     /// Encodes every node the running capture has left; its bytes (`None`: none running).
-    pub fn finish_capture(&mut self) -> Option<Result<Vec<Vec<u8>>, String>> {
+    pub fn finish_capture(&mut self) -> Option<Result<Captured, String>> {
         self.capture.as_ref()?;
         self.capture_step(usize::MAX)
     }

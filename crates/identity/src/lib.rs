@@ -30,8 +30,8 @@ pub mod normalize;
 pub mod probable;
 
 pub use graph::{
-    encode_into, Explanation, FastMap, FoldHasher, Graph, GraphSnapshot, GraphView, How, Member,
-    Node, Note, NoteKind, Resolution, SplitError, SplitPlan, PIECE,
+    encode_into, Captured, Explanation, FastMap, FoldHasher, Graph, GraphSnapshot, GraphView, How,
+    Member, Node, Note, NoteKind, Resolution, SplitError, SplitPlan, PIECE,
 };
 
 use serde::{Deserialize, Serialize};

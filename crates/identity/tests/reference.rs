@@ -201,7 +201,7 @@ proptest! {
         }
         if let (Some(want), Some(bytes)) = (at_cut, captured) {
             let got: niyet_identity::GraphSnapshot =
-                postcard::from_bytes(&bytes.unwrap().concat()).unwrap();
+                postcard::from_bytes(&bytes.unwrap().into_pieces().unwrap().concat()).unwrap();
             // Same graph once restored (the capture's nodes come in another order).
             prop_assert_eq!(
                 Graph::restore(Rules::default(), got).snapshot(),

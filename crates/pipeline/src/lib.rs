@@ -2778,7 +2778,7 @@ impl Router {
     }
 
     /// Once the graph is in, hands everything to the thread that writes the file.
-    fn snapshot_capture_done(&mut self, done: Option<Result<Vec<Vec<u8>>, String>>) {
+    fn snapshot_capture_done(&mut self, done: Option<Result<niyet_identity::Captured, String>>) {
         let Some(graph) = done else { return };
         let Some(t) = self.taking.take() else { return };
         let graph = match graph {
@@ -2800,6 +2800,11 @@ impl Router {
                     started,
                     ..
                 } = t;
+                // The graph's redirects are sorted here, not on the router.
+                let graph = match graph.into_pieces() {
+                    Ok(g) => g,
+                    Err(e) => return tracing::error!(error = %e, "encoding a snapshot failed"),
+                };
                 let mut sections = vec![snapshot::Section::Memory(graph)];
                 sections.extend(rest);
                 for w in waits {
