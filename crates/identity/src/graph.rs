@@ -1,6 +1,7 @@
 //! The identity graph: identifier → profile, with merge rules, merge history and un-merge.
 
 use crate::{key_of, Ident, KindId, Kinds, ProfileId, Rules};
+use niyet_model::walk::IdWalk;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -353,19 +354,13 @@ pub struct Graph {
 /// first (copy on write); nodes made later are left out. The bytes are those of a
 /// [`GraphSnapshot`] of that moment (nodes in another order).
 ///
-/// Ids are handed out in turn, so the nodes of that moment are those with ids below the
-/// `next_id` of then: the capture walks that range instead of listing the nodes at its
-/// start (a pass over a million nodes and a set sized for them, tens of milliseconds of
-/// a pause while the router holds the graph).
+/// The nodes of that moment are those with ids below the `next_id` of then: the capture
+/// walks that range ([`IdWalk`]).
 #[derive(Debug, Clone, Default)]
 struct Capture {
-    /// Ids below this are walked.
-    next: u64,
-    /// `next_id` at the start: nodes from here on were made later.
-    end: u64,
-    /// Ids ahead of the walk already taken care of (encoded before a change, or found
-    /// missing: made later), one bit each.
-    ahead: Vec<u64>,
+    /// The ids of that moment; those taken out of turn were encoded before a change, or
+    /// found missing (made later).
+    walk: IdWalk,
     /// `kinds` and `next_id`, encoded.
     head: Vec<u8>,
     /// Encoded `(id, node)` items in pieces of about [`PIECE`] bytes (never one buffer
@@ -424,16 +419,6 @@ impl Capture {
         }
         self.count += 1;
     }
-
-    /// Whether node `id` is still to be taken as it stood (of that moment, not walked,
-    /// not taken ahead of the walk).
-    fn owes(&self, id: u64) -> bool {
-        id >= self.next && id < self.end && self.ahead[(id / 64) as usize] & (1 << (id % 64)) == 0
-    }
-
-    fn mark(&mut self, id: u64) {
-        self.ahead[(id / 64) as usize] |= 1 << (id % 64);
-    }
 }
 
 impl Graph {
@@ -469,9 +454,7 @@ impl Graph {
     pub fn begin_capture(&mut self) {
         let _ = self.finish_capture();
         let mut c = Capture {
-            next: 0,
-            end: self.next_id,
-            ahead: vec![0; self.next_id.div_ceil(64) as usize],
+            walk: IdWalk::new(0, 1, self.next_id),
             ..Default::default()
         };
         c.redirects = self.redirects.iter().map(|(k, v)| (*k, *v)).collect();
@@ -516,20 +499,17 @@ impl Graph {
             return true;
         };
         // Ids of nodes merged away are gaps, walked like the others.
-        let mut left = n;
-        while left > 0 && c.next < c.end {
-            let id = c.next;
-            left -= 1;
-            if c.owes(id) {
-                // Still as it was (a change would have encoded it first) or gone
-                // (likewise).
-                if let Some(node) = self.nodes.get(&ProfileId(id)) {
-                    c.add(ProfileId(id), node);
-                }
+        for _ in 0..n {
+            if c.walk.done() {
+                break;
             }
-            c.next += 1;
+            // Still as it was (a change would have encoded it first) or gone (likewise).
+            let id = c.walk.advance().map(ProfileId);
+            if let Some((id, node)) = id.and_then(|id| Some((id, self.nodes.get(&id)?))) {
+                c.add(id, node);
+            }
         }
-        c.next >= c.end
+        c.walk.done()
     }
 
     /// Encodes every node the running capture has left; its bytes (`None`: none running).
@@ -554,14 +534,14 @@ impl Graph {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
-        if !c.owes(id.0) {
+        if !c.walk.owes(id.0) {
             return;
         }
         // Missing: not there at the start either (a removal takes the node first).
         if let Some(node) = self.nodes.get(&id) {
             c.add(id, node);
         }
-        c.mark(id.0);
+        c.walk.mark(id.0);
     }
 
     fn refresh_kind_tables(&mut self) {

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod hash;
 pub mod time;
+pub mod walk;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use time::{

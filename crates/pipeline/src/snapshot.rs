@@ -25,6 +25,7 @@ use crate::{Partition, PipelineError};
 use niyet_engine::{Profile, Symbols};
 use niyet_identity::probable::Matcher;
 use niyet_identity::{Graph, GraphSnapshot, Rules};
+use niyet_model::walk::IdWalk;
 use serde::Serialize;
 use std::fs;
 use std::io::Write;
@@ -52,19 +53,12 @@ pub(crate) struct Restored {
 /// does not, a chunk at a time between batches of work. The bytes are a postcard
 /// `Vec<(u64, Profile)>` of that moment.
 ///
-/// The profiles of that moment are those with ids below the graph's next id of then, so
-/// the owner walks the partition's ids in that range rather than listing its profiles at
-/// the start (a pass over half a million profiles and a set sized for them, a pause of
-/// its queue).
+/// The profiles of that moment are those with ids below the graph's next id of then: the
+/// owner walks the partition's ids in that range ([`IdWalk`]).
 pub(crate) struct PartitionEncoder {
-    /// The next id to walk; ids go up by `stride` (the partition count).
-    next: u64,
-    stride: u64,
-    /// Ids from here on were made later.
-    end: u64,
-    /// Ids ahead of the walk already taken care of (encoded before a change, or found
-    /// missing: made later), one bit each (by `id / stride`).
-    ahead: Vec<u64>,
+    /// The partition's ids of that moment; those taken out of turn were encoded before a
+    /// change, or found missing (made later).
+    walk: IdWalk,
     /// Encoded `(id, profile)` items not yet spilled (whole items only).
     piece: Vec<u8>,
     /// Where full pieces go.
@@ -182,7 +176,6 @@ impl PartitionEncoder {
         spill: PathBuf,
         reply: std::sync::mpsc::SyncSender<Result<Section, PipelineError>>,
     ) -> Self {
-        let stride = count.max(1);
         let (spill, failed) = match fs::create_dir_all(spill.parent().unwrap_or(Path::new(".")))
             .map_err(|e| e.to_string())
             .and_then(|()| Spill::create(spill))
@@ -191,27 +184,13 @@ impl PartitionEncoder {
             Err(e) => (None, Some(e)),
         };
         PartitionEncoder {
-            next: index,
-            stride,
-            end,
-            ahead: vec![0; end.div_ceil(stride).div_ceil(64) as usize],
+            walk: IdWalk::new(index, count, end),
             piece: Vec::new(),
             spill,
             count: 0,
             failed,
             reply,
         }
-    }
-
-    /// Whether profile `id` (of this partition) is still to be taken as it stood.
-    fn owes(&self, id: u64) -> bool {
-        let k = id / self.stride;
-        id >= self.next && id < self.end && self.ahead[(k / 64) as usize] & (1 << (k % 64)) == 0
-    }
-
-    fn mark(&mut self, id: u64) {
-        let k = id / self.stride;
-        self.ahead[(k / 64) as usize] |= 1 << (k % 64);
     }
 
     fn add(&mut self, id: u64, p: &Profile) {
@@ -244,32 +223,33 @@ impl PartitionEncoder {
 
     /// Profile `id` is about to change, go or be made: encodes it first as it stood.
     pub(crate) fn before_change(&mut self, part: &Partition, id: u64) {
-        if !self.owes(id) {
+        if !self.walk.owes(id) {
             return;
         }
         // Missing: not there at the start either (a removal takes the profile first).
         if let Some(p) = part.get(&id) {
             self.add(id, p);
         }
-        self.mark(id);
+        self.walk.mark(id);
     }
 
     /// Walks up to `n` more ids, encoding the profiles still owed; true once every id is
     /// walked.
     pub(crate) fn step(&mut self, part: &Partition, n: usize) -> bool {
         // Ids of profiles merged away, or of other partitions' merges, are gaps.
-        let mut left = n;
-        while left > 0 && self.next < self.end {
-            let id = self.next;
-            left -= 1;
-            if self.owes(id) {
-                if let Some(p) = part.get(&id) {
-                    self.add(id, p);
-                }
+        for _ in 0..n {
+            if self.walk.done() {
+                break;
             }
-            self.next += self.stride;
+            if let Some(p) = self
+                .walk
+                .advance()
+                .and_then(|id| Some((id, part.get(&id)?)))
+            {
+                self.add(p.0, p.1);
+            }
         }
-        self.next >= self.end
+        self.walk.done()
     }
 
     /// Encodes what is left and hands the section over.
