@@ -118,9 +118,8 @@ pub struct DestinationConfig {
     pub concurrency: Option<u32>,
     /// Most actions one request may carry (default 1: a request per action). Above 1,
     /// a request takes the actions waiting when it starts, up to this many (and 1 MiB of
-    /// webhook documents, [`BATCH_BYTES`]), and never
-    /// waits for more: alone, an action leaves as soon as it would have; under load,
-    /// requests carry many. A webhook then receives a JSON array of the documents it
+    /// webhook documents, [`BATCH_BYTES`]), and never waits for more: alone, an action
+    /// leaves as soon as it would have; under load, requests carry many. A webhook then receives a JSON array of the documents it
     /// would have received one by one, Meta's Conversions API one `data` array, Google
     /// Ads one `conversions` array. Each document keeps its own key (`id`, the `event_id`
     /// of a conversion); the request's `idempotency-key` is derived from the keys it
@@ -1497,6 +1496,10 @@ async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
         match result {
             Ok(code) => {
                 let done = sh.clock.now_ms();
+                let detail = match n {
+                    1 => format!("answered {code}"),
+                    _ => format!("answered {code} (a request of {n})"),
+                };
                 c.sent.fetch_add(n as u64, Ordering::Relaxed);
                 for r in ready.iter() {
                     let lat = done.saturating_sub(r.a.at_ms).max(0);
@@ -1506,11 +1509,7 @@ async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
                         .unwrap_or(BUCKETS.len());
                     c.latency[b].fetch_add(1, Ordering::Relaxed);
                     c.latency_sum_ms.fetch_add(lat as u64, Ordering::Relaxed);
-                    let detail = match n {
-                        1 => format!("answered {code}"),
-                        _ => format!("answered {code} (a request of {n})"),
-                    };
-                    record(sh, r.a, "sent", attempt, detail, Some(lat));
+                    record(sh, r.a, "sent", attempt, detail.clone(), Some(lat));
                 }
                 return;
             }
