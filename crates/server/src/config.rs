@@ -192,6 +192,14 @@ impl PrivacySection {
                 .map_or(ConsentDefault::OptIn, |(_, d)| *d)
         })
     }
+
+    /// Every purpose with a policy (built in and configured; a name may come twice).
+    pub fn purposes(&self) -> impl Iterator<Item = &str> {
+        PURPOSES
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(self.consent.keys().map(String::as_str))
+    }
 }
 
 /// `[analytics]`: defaults of the attribution and lifetime-value reports (each can be

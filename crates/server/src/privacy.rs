@@ -51,8 +51,7 @@ pub fn consent_state(profile: &Value, policy: &PrivacySection) -> Value {
 /// [`consent_state`] of the stated consents alone (a profile's `consent` member), read
 /// where they are: every purpose with a policy or a statement, in name order.
 pub fn consent_states(stated: Option<&Map<String, Value>>, policy: &PrivacySection) -> Value {
-    let mut purposes: Vec<&str> = crate::config::PURPOSES.iter().map(|(p, _)| *p).collect();
-    purposes.extend(policy.consent.keys().map(String::as_str));
+    let mut purposes: Vec<&str> = policy.purposes().collect();
     purposes.extend(
         stated
             .into_iter()
