@@ -43,10 +43,18 @@ impl Receiver {
         Receiver::serve(l)
     }
 
-    /// A receiver on `addr` (taken up again after an outage).
-    async fn start_at(addr: &str) -> Receiver {
-        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-        Receiver::serve(l).0
+    /// A port held but not listened on: connections to it are refused, and no other
+    /// test can take it up while the outage lasts (a port merely let go could be).
+    fn down() -> (tokio::net::TcpSocket, String) {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = s.local_addr().unwrap().to_string();
+        (s, addr)
+    }
+
+    /// A receiver coming up on the port [`Receiver::down`] held, after an outage.
+    fn start_at(held: tokio::net::TcpSocket) -> Receiver {
+        Receiver::serve(held.listen(1024).unwrap()).0
     }
 
     fn serve(l: tokio::net::TcpListener) -> (Receiver, String) {
@@ -1782,10 +1790,7 @@ rule = 'score("lead") >= 50 and score("lead") < 100'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_for_a_long_stretch_loses_nothing() {
     // A port nobody listens on: connections are refused until the receiver comes up.
-    let down_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let (held, down_addr) = Receiver::down();
     let (fast, fast_url) = Receiver::start().await;
     let mut n = Niyet::start(&format!(
         r#"
@@ -1856,7 +1861,7 @@ then = ["patient", "brief", "fast"]
     assert_eq!(dead.len(), 20);
 
     // The receiver comes back.
-    let back = Receiver::start_at(&down_addr).await;
+    let back = Receiver::start_at(held);
     eventually("every action after the outage", || {
         (back.at("/hook").len() >= 20).then_some(())
     })
