@@ -1090,8 +1090,26 @@ async fn worker(sh: Arc<Shared>, i: usize) {
         }
         let mut read_any = false;
         if queued.is_empty() && read_to < end && read_to - cursor < WINDOW {
-            let recs = match sh.log.read(read_to, 256) {
-                Ok(r) => r,
+            // Records are looked at where they lie in the reader's buffer: only this
+            // destination's, not already started by the fast lane, are parsed in full.
+            // (Only this worker takes keys out of `early`: one marked early now is still
+            // marked when the fast lane has been drained below.)
+            let early = |key: &str| d.early.lock().map(|mut e| e.remove(key)).unwrap_or(false);
+            let mut mine: Vec<(u64, Action)> = Vec::new();
+            let mut last = None;
+            let read = sh.log.scan(read_to, 256, |r| {
+                last = Some(r.offset);
+                let Ok(h) = serde_json::from_slice::<Head<'_>>(r.payload) else {
+                    return;
+                };
+                if h.destination == d.cfg.name && !early(&h.key) {
+                    if let Ok(a) = serde_json::from_slice::<Action>(r.payload) {
+                        mine.push((r.offset, a));
+                    }
+                }
+            });
+            match read {
+                Ok(_) => {}
                 Err(niyet_log::LogError::BeforeStart { start, .. }) => {
                     // Records before `start` are gone (retention): nothing to send.
                     read_to = start;
@@ -1102,31 +1120,22 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-            };
-            if let Some(last) = recs.last().map(|r| r.offset) {
+            }
+            if let Some(last) = last {
                 read_any = true;
                 // Live actions that came by the fast lane while this destination had
                 // nothing of its own waiting (other destinations' records still ahead of
                 // it) start first. Taken after the read: the fast lane gets an action
                 // before its record is handed to the writer, so each record just read that
-                // came by the fast lane is marked early by then and passed over below.
+                // came by the fast lane is marked early by then and passed over.
                 if let Some(f) = fast.as_mut() {
                     while let Ok(a) = f.try_recv() {
                         queued.push_back(live(d, a));
                     }
                 }
-                for r in &recs {
-                    let Ok(a) = serde_json::from_slice::<Action>(&r.payload) else {
-                        continue;
-                    };
-                    let early = || {
-                        d.early
-                            .lock()
-                            .map(|mut e| e.remove(&a.key))
-                            .unwrap_or(false)
-                    };
-                    if a.destination == d.cfg.name && !early() {
-                        queued.push_back((Some(r.offset), a));
+                for (o, a) in mine {
+                    if !early(&a.key) {
+                        queued.push_back((Some(o), a));
                     }
                 }
                 read_to = last + 1;
@@ -1272,6 +1281,15 @@ fn record(
             latency_ms: latency,
         });
     }
+}
+
+/// What the outbox reader looks at first in an action's record: whose it is.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    destination: std::borrow::Cow<'a, str>,
 }
 
 /// An action that is to leave, with what its destination sends for it.
