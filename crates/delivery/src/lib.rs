@@ -123,8 +123,10 @@ pub struct DestinationConfig {
     /// would have received one by one, Meta's Conversions API one `data` array, Google
     /// Ads one `conversions` array. Each document keeps its own key (`id`, the `event_id`
     /// of a conversion); the request's `idempotency-key` is derived from the keys it
-    /// carries and `x-niyet-batch` says how many. Webhook, `meta_capi` and `google_ads`
-    /// destinations only; at most 1,000 (Meta's limit per request).
+    /// carries and `x-niyet-batch` says how many. A batch refused for what it carries
+    /// (400, 413, 422) is split in halves until only refused documents are left, which
+    /// become dead letters. Webhook, `meta_capi` and `google_ads` destinations only; at
+    /// most 1,000 (Meta's limit per request).
     #[serde(default)]
     pub batch_max: Option<u32>,
 }
@@ -1531,7 +1533,18 @@ async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
                 }
                 return;
             }
-            Err(Failure::Permanent(why)) => {
+            Err(Failure::Refused(why)) if n > 1 => {
+                // One document a receiver will not take must not take the rest of its
+                // batch with it: each half goes on its own (its own key, its own
+                // retries), down to the documents refused alone, which become dead
+                // letters.
+                tracing::debug!(destination = %d.cfg.name, actions = n, error = %why, "a batch refused: split");
+                let (a, b) = ready.split_at_mut(n / 2);
+                Box::pin(send_request(sh, d, a)).await;
+                Box::pin(send_request(sh, d, b)).await;
+                return;
+            }
+            Err(Failure::Permanent(why) | Failure::Refused(why)) => {
                 for r in ready.iter() {
                     dead(sh, d, r.a, attempt, why.clone());
                 }

@@ -17,6 +17,9 @@ pub enum Failure {
     Retry(String, Option<Duration>),
     /// Trying again gives the same answer (other 4xx, a refused recipient).
     Permanent(String),
+    /// The receiver refused what the request carried (400, 413, 422): the same again
+    /// would be refused too, but a part of it may not be (see `send_request`).
+    Refused(String),
 }
 
 /// Headers of a signed POST.
@@ -90,6 +93,8 @@ pub async fn post(
     let why = format!("HTTP {status}: {text}");
     if status >= 500 || status == 408 || status == 429 {
         Err(Failure::Retry(why, after))
+    } else if matches!(status, 400 | 413 | 422) {
+        Err(Failure::Refused(why))
     } else {
         Err(Failure::Permanent(why))
     }

@@ -78,8 +78,9 @@ impl Receiver {
                             e.0 -= 1;
                         }
                     }
-                    let poisoned = uri.path() == "/picky"
-                        && body.windows(13).any(|w| w == br#""poison":true"#);
+                    let poison = body.windows(13).any(|w| w == br#""poison":true"#);
+                    let poisoned = uri.path() == "/picky" && poison;
+                    let refused = uri.path().ends_with("/strict") && poison;
                     let failing = poisoned
                         || r.fail
                             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -99,6 +100,9 @@ impl Receiver {
                             "no such hook",
                         )
                             .into_response()
+                    } else if refused {
+                        // What a receiver says of a document it will never take.
+                        (StatusCode::UNPROCESSABLE_ENTITY, "bad document").into_response()
                     } else if poisoned {
                         // No `Retry-After`: the sender's own backoff applies.
                         (StatusCode::INTERNAL_SERVER_ERROR, "not this one").into_response()
@@ -552,6 +556,117 @@ async fn the_control_group_is_recorded_not_sent() {
     assert!(
         page.contains("<h2>Triggers</h2>") && page.contains(&row),
         "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_split_until_only_the_refused_document_is_left() {
+    let (rx, url) = Receiver::start().await;
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "strict"
+kind = "webhook"
+url = "{url}/slow/strict"
+concurrency = 1
+batch_max = 16
+backoff_ms = 20
+max_backoff_ms = 100
+
+[[destinations]]
+name = "gone"
+kind = "webhook"
+url = "{url}/missing"
+concurrency = 1
+batch_max = 16
+
+[[triggers]]
+name = "Viewed"
+when = {{ event = "Product Viewed" }}
+then = ["strict", "gone"]
+"#
+    );
+    let mut n = Niyet::start(&extra).await;
+    rx.slow_ms.store(300, Ordering::SeqCst);
+    // The first goes alone and holds the line; the next 20 wait behind it together.
+    n.track("first", "Product Viewed", json!({"n": 100}), json!({}))
+        .await;
+    let batch: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"type": "track", "userId": format!("u{i}"), "event": "Product Viewed",
+                   "properties": {"n": i, "poison": i == 13}})
+        })
+        .collect();
+    n.batch(batch).await;
+    let d = n.state.delivery.as_ref().unwrap();
+    let dead = eventually("the refused document a dead letter", || {
+        let l = d.dead_letters("strict").unwrap();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    let docs = |g: &Got| match &g.body {
+        Value::Array(a) => a.clone(),
+        one => vec![one.clone()],
+    };
+    let got = eventually("the other 20 delivered", || {
+        let g = rx.at("/slow/strict");
+        let ok: usize = g
+            .iter()
+            .filter(|g| !g.raw.windows(13).any(|w| w == br#""poison":true"#))
+            .map(|g| docs(g).len())
+            .sum();
+        (ok >= 20).then_some(g)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only the refused document is a dead letter, after being refused alone.
+    let dead = d.dead_letters("strict").unwrap().len().max(dead.len());
+    assert_eq!(dead, 1);
+    let letter = &d.dead_letters("strict").unwrap()[0];
+    assert!(
+        letter["error"].as_str().unwrap().contains("HTTP 422"),
+        "{letter}"
+    );
+    let refused: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.raw.windows(13).any(|w| w == br#""poison":true"#))
+        .collect();
+    assert!(docs(refused[0]).len() > 1, "the batch was refused first");
+    assert_eq!(docs(refused[refused.len() - 1]).len(), 1, "then alone");
+    assert_eq!(
+        letter["action"]["key"],
+        docs(refused[refused.len() - 1])[0]["id"]
+    );
+    // Every other document arrived once, each part of the split with its own key.
+    let delivered: Vec<Value> = got
+        .iter()
+        .filter(|g| !g.raw.windows(13).any(|w| w == br#""poison":true"#))
+        .flat_map(docs)
+        .collect();
+    let ids: std::collections::BTreeSet<&str> = delivered
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(delivered.len(), 20, "each once");
+    assert_eq!(ids.len(), 20);
+    let keys: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|g| g.headers["idempotency-key"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), got.len(), "no request key used twice");
+    // A receiver that is not there (404) says nothing of the documents: the batch is
+    // not split, each of its actions a dead letter from one answer.
+    let gone = eventually("21 dead letters for the missing receiver", || {
+        let l = d.dead_letters("gone").unwrap();
+        (l.len() >= 21).then_some(l)
+    })
+    .await;
+    assert_eq!(gone.len(), 21);
+    let asked = rx.at("/missing");
+    assert!(
+        asked.len() < 21,
+        "fewer requests than actions: {}",
+        asked.len()
     );
 }
 
