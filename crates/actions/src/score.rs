@@ -631,6 +631,7 @@ mod tests {
             s.on_signals(&mut st, &hits, k * 1_000, &mut out);
         }
         assert_eq!(out.len(), 1, "crossed Hot Lead once: {out:?}");
+        assert_eq!(std::mem::size_of::<ScoreState>(), 56);
         let stored = serde_json::to_value(&st[0]).unwrap();
         assert_eq!(
             stored,

@@ -1092,12 +1092,13 @@ async fn worker(sh: Arc<Shared>, i: usize) {
         }
         let mut read_any = false;
         if queued.is_empty() && read_to < end && read_to - cursor < WINDOW {
-            // Records are looked at where they lie in the reader's buffer: only this
-            // destination's, not already started by the fast lane, are parsed in full.
+            // Records are looked at where they lie in the reader's buffer (briefly: the
+            // log's newest records are lent under its lock): only this destination's,
+            // not already started by the fast lane, are copied out and parsed in full.
             // (Only this worker takes keys out of `early`: one marked early now is still
             // marked when the fast lane has been drained below.)
             let early = |key: &str| d.early.lock().map(|mut e| e.remove(key)).unwrap_or(false);
-            let mut mine: Vec<(u64, Action)> = Vec::new();
+            let mut mine: Vec<(u64, Vec<u8>)> = Vec::new();
             let mut last = None;
             let read = sh.log.scan(read_to, 256, |r| {
                 last = Some(r.offset);
@@ -1105,9 +1106,7 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                     return;
                 };
                 if h.destination == d.cfg.name && !early(&h.key) {
-                    if let Ok(a) = serde_json::from_slice::<Action>(r.payload) {
-                        mine.push((r.offset, a));
-                    }
+                    mine.push((r.offset, r.payload.to_vec()));
                 }
             });
             match read {
@@ -1135,9 +1134,10 @@ async fn worker(sh: Arc<Shared>, i: usize) {
                         queued.push_back(live(d, a));
                     }
                 }
-                for (o, a) in mine {
-                    if !early(&a.key) {
-                        queued.push_back((Some(o), a));
+                for (o, payload) in mine {
+                    match serde_json::from_slice::<Action>(&payload) {
+                        Ok(a) if !early(&a.key) => queued.push_back((Some(o), a)),
+                        _ => {}
                     }
                 }
                 read_to = last + 1;
