@@ -78,7 +78,7 @@ impl Receiver {
                             e.0 -= 1;
                         }
                     }
-                    let poison = body.windows(13).any(|w| w == br#""poison":true"#);
+                    let poison = poisoned(&body);
                     let poisoned = uri.path() == "/picky" && poison;
                     let refused = uri.path().ends_with("/strict") && poison;
                     let failing = poisoned
@@ -127,6 +127,19 @@ impl Receiver {
     fn at(&self, path: &str) -> Vec<Got> {
         let g = self.got.lock().unwrap();
         g.iter().filter(|g| g.path == path).cloned().collect()
+    }
+}
+
+/// Whether a request's body carries a document marked `"poison": true`.
+fn poisoned(body: &[u8]) -> bool {
+    body.windows(13).any(|w| w == br#""poison":true"#)
+}
+
+/// A request's documents one by one (a batch is an array of them).
+fn docs(g: &Got) -> Vec<Value> {
+    match &g.body {
+        Value::Array(a) => a.clone(),
+        one => vec![one.clone()],
     }
 }
 
@@ -604,15 +617,11 @@ then = ["strict", "gone"]
         (!l.is_empty()).then_some(l)
     })
     .await;
-    let docs = |g: &Got| match &g.body {
-        Value::Array(a) => a.clone(),
-        one => vec![one.clone()],
-    };
     let got = eventually("the other 20 delivered", || {
         let g = rx.at("/slow/strict");
         let ok: usize = g
             .iter()
-            .filter(|g| !g.raw.windows(13).any(|w| w == br#""poison":true"#))
+            .filter(|g| !poisoned(&g.raw))
             .map(|g| docs(g).len())
             .sum();
         (ok >= 20).then_some(g)
@@ -627,10 +636,7 @@ then = ["strict", "gone"]
         letter["error"].as_str().unwrap().contains("HTTP 422"),
         "{letter}"
     );
-    let refused: Vec<&Got> = got
-        .iter()
-        .filter(|g| g.raw.windows(13).any(|w| w == br#""poison":true"#))
-        .collect();
+    let refused: Vec<&Got> = got.iter().filter(|g| poisoned(&g.raw)).collect();
     assert!(docs(refused[0]).len() > 1, "the batch was refused first");
     assert_eq!(docs(refused[refused.len() - 1]).len(), 1, "then alone");
     assert_eq!(
@@ -640,7 +646,7 @@ then = ["strict", "gone"]
     // Every other document arrived once, each part of the split with its own key.
     let delivered: Vec<Value> = got
         .iter()
-        .filter(|g| !g.raw.windows(13).any(|w| w == br#""poison":true"#))
+        .filter(|g| !poisoned(&g.raw))
         .flat_map(docs)
         .collect();
     let ids: std::collections::BTreeSet<&str> = delivered
@@ -726,11 +732,6 @@ ads = "opt_out"
     n.batch(batch).await;
 
     let header = |g: &Got, h: &str| g.headers[h].to_str().unwrap().to_string();
-    // Every request's documents, one by one (a batch is an array of them).
-    let docs = |g: &Got| match &g.body {
-        Value::Array(a) => a.clone(),
-        one => vec![one.clone()],
-    };
     let got = eventually("31 documents delivered", || {
         let g = rx.at("/slow/hook");
         let n: usize = g.iter().skip(1).map(|g| docs(g).len()).sum();
