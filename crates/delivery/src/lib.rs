@@ -1371,8 +1371,11 @@ async fn prepare<'a>(sh: &Shared, d: &Dest, a: &'a Action) -> Option<Ready<'a>> 
     Some(Ready { a, shaped, doc })
 }
 
-/// The key and body of one request carrying `ready` (one action, or a batch of them).
-fn request_body(d: &Dest, ready: &mut [Ready<'_>]) -> (String, Vec<u8>) {
+/// The key and body of one request carrying `ready` (one action, or a batch of them) to a
+/// destination of `kind`. A lone action's document is moved into the body (it is sent
+/// once, retried as it is); a batch's are copied, as a refused batch is split and its
+/// halves are built again from them.
+fn request_body(kind: Kind, ready: &mut [Ready<'_>]) -> (String, Vec<u8>) {
     if let [one] = ready {
         let body = match &one.shaped {
             Shaped::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
@@ -1382,16 +1385,13 @@ fn request_body(d: &Dest, ready: &mut [Ready<'_>]) -> (String, Vec<u8>) {
     }
     let keys: Vec<&str> = ready.iter().map(|r| r.a.key.as_str()).collect();
     let key = batch_key(&keys);
-    let body = match d.cfg.kind {
+    let body = match kind {
         Kind::MetaCapi => {
-            let data: Vec<Value> = ready.iter_mut().map(|r| first_of(r, "data")).collect();
+            let data: Vec<Value> = ready.iter().map(|r| first_of(r, "data")).collect();
             serde_json::to_vec(&json!({ "data": data })).unwrap_or_default()
         }
         Kind::GoogleAds => {
-            let conv: Vec<Value> = ready
-                .iter_mut()
-                .map(|r| first_of(r, "conversions"))
-                .collect();
+            let conv: Vec<Value> = ready.iter().map(|r| first_of(r, "conversions")).collect();
             serde_json::to_vec(&json!({ "conversions": conv, "partialFailure": true }))
                 .unwrap_or_default()
         }
@@ -1414,9 +1414,9 @@ fn request_body(d: &Dest, ready: &mut [Ready<'_>]) -> (String, Vec<u8>) {
 }
 
 /// The one item of a shaped single-action body's `field` array.
-fn first_of(r: &mut Ready<'_>, field: &str) -> Value {
-    match &mut r.shaped {
-        Shaped::Json(v) => v[field][0].take(),
+fn first_of(r: &Ready<'_>, field: &str) -> Value {
+    match &r.shaped {
+        Shaped::Json(v) => v[field][0].clone(),
         _ => Value::Null,
     }
 }
@@ -1468,7 +1468,7 @@ fn by_bytes(lens: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
 /// until it succeeds or gives up, and settles its actions.
 async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
     let c = &d.counters;
-    let (key, body) = request_body(d, ready);
+    let (key, body) = request_body(d.cfg.kind, ready);
     let n = ready.len();
     let timeout = Duration::from_millis(d.cfg.timeout_ms);
     let mut attempt = 0;
@@ -1706,6 +1706,52 @@ mod tests {
         assert_eq!(by_bytes(&[12, 1, 1, 20], 10), vec![0..1, 1..3, 3..4]);
         // Conversions carry no document: one run, whatever their count.
         assert_eq!(by_bytes(&[0; 1000], 10), vec![0..1000]);
+    }
+
+    #[test]
+    fn a_batch_body_is_built_again_alike_for_its_halves() {
+        let actions: Vec<Action> = (0..4)
+            .map(|i| Action {
+                key: format!("k{i}"),
+                trigger: "t".into(),
+                destination: "d".into(),
+                profile: format!("p{i}"),
+                origin: i,
+                at_ms: 0,
+                outcome: Outcome::Send,
+            })
+            .collect();
+        let ready = |kind: Kind| -> Vec<Ready<'_>> {
+            actions
+                .iter()
+                .map(|a| Ready {
+                    a,
+                    shaped: match kind {
+                        Kind::MetaCapi => {
+                            Shaped::Json(json!({"data": [{"event_id": a.key.clone()}]}))
+                        }
+                        _ => Shaped::Document,
+                    },
+                    doc: format!(r#"{{"id":"{}"}}"#, a.key).into_bytes(),
+                })
+                .collect()
+        };
+        for kind in [Kind::MetaCapi, Kind::Webhook] {
+            let mut all = ready(kind);
+            let (key, whole) = request_body(kind, &mut all);
+            assert_eq!(key, batch_key(&["k0", "k1", "k2", "k3"]));
+            // A refused batch is split: its halves are built from the same items.
+            let (half, b) = request_body(kind, &mut all[..2]);
+            assert_eq!(half, batch_key(&["k0", "k1"]));
+            let (_, again) = request_body(kind, &mut all);
+            assert_eq!(again, whole, "{kind:?}");
+            let text = String::from_utf8(b).unwrap();
+            assert!(text.contains("k0") && text.contains("k1") && !text.contains("k2"));
+            // A lone action's body is its document (or its shaped body) as it is.
+            let (one_key, one) = request_body(kind, &mut all[3..]);
+            assert_eq!(one_key, "k3");
+            assert!(String::from_utf8(one).unwrap().contains("k3"));
+        }
     }
 
     #[test]
