@@ -190,9 +190,7 @@ async fn receiver() -> anyhow::Result<(
                         s.0.fetch_add(keys.len() as u64, Ordering::Relaxed);
                         if let Ok(mut k) = k.lock() {
                             for key in keys {
-                                if !k.0.contains(&key) {
-                                    k.0.insert(key);
-                                } else {
+                                if !k.0.insert(key) {
                                     k.1 += 1;
                                 }
                             }
