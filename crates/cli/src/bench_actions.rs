@@ -420,7 +420,7 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     load(&url, a.customers / 4, a.connections, t0).await?;
     let rate = m1 / 2.0;
     let client = IngestClient::new(&url, KEY)?;
-    let bg = Background::start(&client, rate, a.customers / 4, t0);
+    let bg = Background::start(&client, rate, a.customers / 4, t0)?;
     let sent = bg.sent.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!(

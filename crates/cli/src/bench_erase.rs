@@ -62,7 +62,7 @@ pub async fn run(a: EraseBench) -> anyhow::Result<()> {
     let rate = load(&url, a.customers, a.connections, t0).await?;
     eprintln!("  {rate:.0} events/s");
     let client = IngestClient::new(&url, KEY)?;
-    let bg = Background::start(&client, a.rate, a.customers, t0);
+    let bg = Background::start(&client, a.rate, a.customers, t0)?;
     let sent = bg.sent.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let http = reqwest::Client::new();
