@@ -68,6 +68,12 @@ struct Report {
     median_without: f64,
     median_with: f64,
     drop_percent: f64,
+    /// The server's processor time for each load (s): steadier than throughput on a
+    /// shared machine, it shows what the segments cost per event.
+    cpu_without_s: Vec<f64>,
+    cpu_with_s: Vec<f64>,
+    /// How much more processor time the load takes with 50 segments (medians).
+    cpu_more_percent: f64,
     profiles: u64,
     /// The same rule's dry run (`POST /v1/rules/preview`) just before it is saved.
     dry_run_s: f64,
@@ -345,7 +351,8 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     let fifty = fifty();
 
     // 1. Overhead.
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    // Events/s and the server's processor seconds of each load.
+    let (mut without, mut with) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for run in 0..a.runs.max(1) {
         for (cfg, out, what) in [
             (NONE, &mut without, "no segments"),
@@ -359,11 +366,16 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
             );
             let (url, server) = start_server_with(KEY, Some(cfg)).await?;
             let before = rss_mib(server.child.id());
-            out.push(load(&url, a.customers, a.connections, t0).await?);
+            let cpu_before = server.cpu_seconds();
+            out.0
+                .push(load(&url, a.customers, a.connections, t0).await?);
+            let cpu = server.cpu_seconds().zip(cpu_before).map(|(b, a)| b - a);
+            out.1.push(cpu.unwrap_or(f64::NAN));
             let per = (rss_mib(server.child.id()) - before) * 1_048_576.0 / a.customers as f64;
             eprintln!(
-                "  {:.0} events/s, {per:.0} bytes of memory per customer",
-                out[out.len() - 1]
+                "  {:.0} events/s, server processor time {:.2} s, {per:.0} bytes of memory per customer",
+                out.0[out.0.len() - 1],
+                out.1[out.1.len() - 1],
             );
         }
     }
@@ -372,7 +384,8 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
-    let (m0, m50) = (median(&without), median(&with));
+    let (m0, m50) = (median(&without.0), median(&with.0));
+    let (cpu0, cpu50) = (median(&without.1), median(&with.1));
 
     // 2. Backfill over `profiles` customers (default configuration: built-ins on).
     eprintln!("loading {} customers for the backfill…", a.profiles);
@@ -464,8 +477,11 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         median_without: m0,
         median_with: m50,
         drop_percent: (1.0 - m50 / m0) * 100.0,
-        without_segments: without,
-        with_50_segments: with,
+        without_segments: without.0,
+        with_50_segments: with.0,
+        cpu_without_s: without.1,
+        cpu_with_s: with.1,
+        cpu_more_percent: (cpu50 / cpu0 - 1.0) * 100.0,
         profiles: a.profiles,
         dry_run_s: dry_run,
         backfill_new_features_s: backfill_new,
@@ -486,6 +502,16 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
     println!(
         "  load of {} customers: no segments {:.0} events/s ({}), 50 segments {:.0} events/s ({}): {:.1} % lower",
         r.customers, m0, fmt(&r.without_segments), m50, fmt(&r.with_50_segments), r.drop_percent
+    );
+    let fmt2 = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    println!(
+        "    server processor time: no segments {cpu0:.2} s ({}), 50 segments {cpu50:.2} s ({}): {:.1} % more",
+        fmt2(&r.cpu_without_s), fmt2(&r.cpu_with_s), r.cpu_more_percent
     );
     println!(
         "  backfill over {} profiles: new features {:.2} s ({} events read back from the log), shared features {:.2} s; dry run of the new rule {:.2} s",

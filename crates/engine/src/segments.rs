@@ -164,6 +164,9 @@ pub struct Segments {
     /// The intent scores rules' `score("…")` read.
     pub scores: std::sync::Arc<niyet_actions::Scores>,
     traits: niyet_model::hash::FastMap<Box<str>, Sym>,
+    /// The trait names compiled rules hold and the age's sources, by address: a
+    /// [`ProfileTraits`] caches the values read through them in these slots.
+    slots: Box<[Slot]>,
     /// Property paths features read, by event name.
     props: HashMap<Box<str>, Box<[Box<str>]>>,
     /// Property paths features of any event (`*`) read.
@@ -201,14 +204,42 @@ impl Segments {
             .map(|n| (Box::from(n), paths(n)))
             .collect();
         let any_props = paths("");
+        let slots = niyet_rules::age::SOURCES
+            .iter()
+            .copied()
+            .chain(set.catalog().trait_names().map(|n| &**n))
+            .map(|name| {
+                let (top, rest) = match name.split_once('.') {
+                    Some((top, rest)) => (top, Some(rest.into())),
+                    None => (name, None),
+                };
+                Slot {
+                    at: name.as_ptr() as usize,
+                    len: name.len(),
+                    sym: traits.get(top).copied(),
+                    rest,
+                }
+            })
+            .collect();
         Self {
             set,
             clv: Default::default(),
             scores: Default::default(),
             traits,
+            slots,
             props,
             any_props,
         }
+    }
+
+    /// The slot of a trait name held by the compiled rules (or an age source), if `name`
+    /// is that very allocation. The compiled set owns those names for as long as `self`
+    /// lives, so an address seen here always stands for the same name.
+    fn slot_of(&self, name: &str) -> Option<usize> {
+        let at = name.as_ptr() as usize;
+        self.slots
+            .iter()
+            .position(|s| s.at == at && s.len == name.len())
     }
 
     /// The profile's traits as rules read them (scores from the profile's own state).
@@ -217,7 +248,8 @@ impl Segments {
             seg: self,
             p,
             scores: None,
-            seen: std::cell::RefCell::new(Vec::new()),
+            seen: Default::default(),
+            age: Default::default(),
         }
     }
 
@@ -232,7 +264,8 @@ impl Segments {
             seg: self,
             p,
             scores: Some(scores),
-            seen: std::cell::RefCell::new(Vec::new()),
+            seen: Default::default(),
+            age: Default::default(),
         }
     }
 
@@ -284,14 +317,30 @@ impl ClvModel {
     }
 }
 
-/// A profile's traits seen through [`Traits`]. Values read are remembered (by path) for
-/// as long as this view lives: one evaluation reads the same trait for many segments.
+/// A trait name compiled rules read, found by its address.
+#[derive(Debug)]
+struct Slot {
+    at: usize,
+    len: usize,
+    /// The symbol of the name's first part (`None`: no profile has it).
+    sym: Option<Sym>,
+    /// The path inside the trait's value after the first dot.
+    rest: Option<Box<str>>,
+}
+
+/// A profile's traits seen through [`Traits`]. Values read through the names compiled
+/// rules hold are remembered for as long as this view lives: one evaluation reads the
+/// same trait for many segments. The cache is keyed by the name's slot, found by address,
+/// so a lookup neither compares nor copies names.
 pub struct ProfileTraits<'a> {
     seg: &'a Segments,
     p: &'a Profile,
     /// Score states when not in `p` (taken out while a partition owner works on it).
     scores: Option<&'a [niyet_actions::score::ScoreState]>,
-    seen: std::cell::RefCell<Vec<(Box<str>, Value<'a>)>>,
+    /// By slot of [`Segments::slots`]; sized at the first read.
+    seen: std::cell::RefCell<Vec<Option<Value<'a>>>>,
+    /// The age last computed: `(at, age)`.
+    age: std::cell::Cell<Option<(i64, Option<(i64, Option<i64>)>)>>,
 }
 
 impl Traits for ProfileTraits<'_> {
@@ -338,12 +387,31 @@ impl Traits for ProfileTraits<'_> {
         bounds.into_iter().filter_map(at).min()
     }
 
+    fn age_at(&self, now: i64) -> Option<(i64, Option<i64>)> {
+        match self.age.get() {
+            Some((at, age)) if at == now => age,
+            _ => {
+                let age = niyet_rules::age::age(self, now);
+                self.age.set(Some((now, age)));
+                age
+            }
+        }
+    }
+
     fn get(&self, path: &str) -> Value<'_> {
-        if let Some((_, v)) = self.seen.borrow().iter().find(|(k, _)| **k == *path) {
+        let Some(i) = self.seg.slot_of(path) else {
+            return self.read(path);
+        };
+        if let Some(Some(v)) = self.seen.borrow().get(i) {
             return v.clone();
         }
-        let v = self.read(path);
-        self.seen.borrow_mut().push((path.into(), v.clone()));
+        let slot = &self.seg.slots[i];
+        let v = self.read_in(slot.sym, slot.rest.as_deref());
+        let mut seen = self.seen.borrow_mut();
+        if seen.len() < self.seg.slots.len() {
+            seen.resize(self.seg.slots.len(), None);
+        }
+        seen[i] = Some(v.clone());
         v
     }
 }
@@ -356,15 +424,19 @@ impl<'a> ProfileTraits<'a> {
     }
 
     fn read(&self, path: &str) -> Value<'a> {
-        let mut parts = path.splitn(2, '.');
-        let top = parts.next().unwrap_or(path);
-        let Some(sym) = self.seg.traits.get(top) else {
+        let (top, rest) = match path.split_once('.') {
+            Some((top, rest)) => (top, Some(rest)),
+            None => (path, None),
+        };
+        self.read_in(self.seg.traits.get(top).copied(), rest)
+    }
+
+    /// The value of trait `sym`, or of the path `rest` inside it.
+    fn read_in(&self, sym: Option<Sym>, rest: Option<&str>) -> Value<'a> {
+        let Some(t) = sym.and_then(|sym| self.p.traits.get(sym)) else {
             return Value::Null;
         };
-        let Some(t) = self.p.traits.get(*sym) else {
-            return Value::Null;
-        };
-        match parts.next() {
+        match rest {
             None => json_value(t.value),
             Some(rest) => serde_json::from_str::<&RawValue>(t.value)
                 .ok()
@@ -399,5 +471,74 @@ impl SegState {
             let cut = self.history.len() - HISTORY;
             self.history.drain(..cut);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Trait;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn traits_read_through_the_rules_names_equal_those_read_through_a_copy() {
+        let mut syms = Symbols::default();
+        let rule = |r: &str| niyet_rules::parse(r).expect("a rule");
+        let defs = vec![
+            ("a".to_string(), rule("trait.city = \"İzmir\"")),
+            (
+                "b".to_string(),
+                rule("trait.city in [\"İzmir\"] and trait.address.zip = \"35000\""),
+            ),
+            ("c".to_string(), rule("age between 20 and 40")),
+            ("d".to_string(), rule("trait.plan = \"pro\"")),
+        ];
+        let seg = Segments::new(&defs, &mut syms).expect("segments");
+        // Both rules reading `trait.city` hold one name.
+        let mut names: Vec<_> = seg.set.catalog().trait_names().cloned().collect();
+        names.sort();
+        assert_eq!(
+            names.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["address.zip", "city", "plan"]
+        );
+        let src = syms.intern("web");
+        let mut p = Profile::default();
+        let t = |key: &str, value: &'static str, syms: &mut Symbols| Trait {
+            key: syms.intern(key),
+            source: src,
+            time_ms: 1,
+            value,
+        };
+        p.traits.merge([
+            t("city", "\"İzmir\"", &mut syms),
+            t("address", "{\"zip\":\"35000\"}", &mut syms),
+            t("birthday", "\"1990-06-15\"", &mut syms),
+        ]);
+        let view = seg.traits(&p);
+        for n in &names {
+            let copy = n.to_string();
+            assert!(seg.slot_of(n).is_some(), "{n} has a slot");
+            assert!(seg.slot_of(&copy).is_none(), "a copy of {n} has none");
+            let (first, again, by_copy) = (view.get(n), view.get(n), view.get(&copy));
+            assert_eq!(first, by_copy, "{n}");
+            assert_eq!(again, by_copy, "{n}");
+        }
+        assert_eq!(view.get("city"), Value::Str("İzmir".into()));
+        assert_eq!(view.get("address.zip"), Value::Str("35000".into()));
+        assert_eq!(view.get("plan"), Value::Null);
+        // The age reads its sources through their slots, twice alike.
+        let now = niyet_model::parse_timestamp("2026-06-15T00:00:00Z").expect("time");
+        let want = Some((36, Some(now + 365 * DAY)));
+        assert_eq!(niyet_rules::age::age(&view, now), want);
+        // Remembered for one instant only.
+        assert_eq!(view.age_at(now), want);
+        assert_eq!(view.age_at(now - 1).map(|a| a.0), Some(35));
+        assert_eq!(view.age_at(now), want);
+        // A view of another profile does not see the first one's values.
+        let q = Profile::default();
+        let other = seg.traits(&q);
+        assert_eq!(other.get(&names[1]), Value::Null);
+        assert_eq!(other.age_at(now), None);
     }
 }

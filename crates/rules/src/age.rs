@@ -70,11 +70,17 @@ fn parse_date(s: &str) -> Option<(i64, i64, i64)> {
     ((1..=12).contains(&m) && d >= 1 && d <= dim[(m - 1) as usize]).then_some((y, m, d))
 }
 
+/// The traits an age is read from, in order: `birthday`, `birth_year`, `birthYear`,
+/// `age`. A static, so that a reader caching trait values by the name's address sees the
+/// same address every time.
+pub static SOURCES: [&str; 4] = ["birthday", "birth_year", "birthYear", "age"];
+
 /// Age at `now` and the next instant (after `now`) it changes, if it ever does.
-pub fn age(traits: &dyn Traits, now: i64) -> Option<(i64, Option<i64>)> {
+pub fn age<T: Traits + ?Sized>(traits: &T, now: i64) -> Option<(i64, Option<i64>)> {
     let today = now.div_euclid(DAY);
     let (ty, _, _) = civil_from_days(today);
-    if let crate::value::Value::Str(s) = traits.get("birthday") {
+    let [birthday, birth_year, birth_year_camel, age] = &SOURCES;
+    if let crate::value::Value::Str(s) = traits.get(birthday) {
         if let Some((y, m, d)) = parse_date(&s) {
             let this_year = birthday_in(ty, m, d);
             let (years, next) = if today >= this_year {
@@ -85,7 +91,7 @@ pub fn age(traits: &dyn Traits, now: i64) -> Option<(i64, Option<i64>)> {
             return (years >= 0).then_some((years, Some(next * DAY)));
         }
     }
-    for key in ["birth_year", "birthYear"] {
+    for key in [birth_year, birth_year_camel] {
         if let Some(y) = traits.get(key).as_num() {
             if y.fract() == 0.0 && (1000.0..=9999.0).contains(&y) {
                 let next = days_from_civil(ty + 1, 1, 1) * DAY;
@@ -94,7 +100,7 @@ pub fn age(traits: &dyn Traits, now: i64) -> Option<(i64, Option<i64>)> {
         }
     }
     traits
-        .get("age")
+        .get(age)
         .as_num()
         .filter(|a| a.fract() == 0.0 && *a >= 0.0)
         .map(|a| (a as i64, None))

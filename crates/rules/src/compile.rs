@@ -63,6 +63,9 @@ pub struct Catalog {
     views: Vec<Vec<FeatureId>>,
     /// Store of each group of features that share a state.
     groups: HashMap<String, FeatureId>,
+    /// Trait names rules read, each kept once: every rule reading `trait.city` holds the
+    /// same allocation, so a reader can cache values by the name's address.
+    trait_names: HashMap<String, std::sync::Arc<str>>,
 }
 
 /// A rule that cannot be compiled.
@@ -108,7 +111,8 @@ pub enum Pred {
         test: TimeTest,
     },
     Trait {
-        name: String,
+        /// Shared by every rule of the catalog that reads it ([`Catalog::trait_names`]).
+        name: std::sync::Arc<str>,
         test: Test,
     },
     Age(Test),
@@ -162,6 +166,18 @@ impl Catalog {
     /// The features events of every name can touch (`*` matches).
     pub fn for_any_event(&self) -> impl Iterator<Item = FeatureId> + '_ {
         self.any_name.iter().copied()
+    }
+
+    /// The trait names compiled rules read: the very allocations their predicates hold.
+    pub fn trait_names(&self) -> impl Iterator<Item = &std::sync::Arc<str>> + '_ {
+        self.trait_names.values()
+    }
+
+    fn trait_name(&mut self, name: &str) -> std::sync::Arc<str> {
+        self.trait_names
+            .entry(name.to_string())
+            .or_insert_with(|| name.into())
+            .clone()
     }
 
     fn feature(&mut self, def: FeatureDef) -> FeatureId {
@@ -332,7 +348,7 @@ impl Catalog {
                 }
             }
             Rule::Trait(t) => Pred::Trait {
-                name: t.name.clone(),
+                name: self.trait_name(&t.name),
                 test: t.test.clone(),
             },
             Rule::Age(t) => Pred::Age(t.clone()),

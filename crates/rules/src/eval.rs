@@ -491,8 +491,9 @@ impl SegmentSet {
                 crate::value::trait_or_metric(traits, name, now).passes(test)
             }
             Pred::Age(test) => {
-                let a =
-                    crate::age::age(traits, now).map_or(Value::Null, |a| Value::Num(a.0 as f64));
+                let a = traits
+                    .age_at(now)
+                    .map_or(Value::Null, |a| Value::Num(a.0 as f64));
                 a.passes(test)
             }
             Pred::Segment(i) => st.is_member(*i),
@@ -868,8 +869,7 @@ impl SegmentSet {
                 }
             }
             Pred::Age(_) => {
-                let next =
-                    *age.get_or_insert_with(|| crate::age::age(traits, now).and_then(|a| a.1));
+                let next = *age.get_or_insert_with(|| traits.age_at(now).and_then(|a| a.1));
                 if let Some(t) = next {
                     f(t);
                 }

@@ -26,6 +26,12 @@ pub trait Traits {
     /// The trait at `path`, `Value::Null` when absent.
     fn get(&self, path: &str) -> Value<'_>;
 
+    /// The age at `now` and the next instant it changes ([`crate::age::age`]). A reader
+    /// that serves many rules may remember it: every rule reading the age asks again.
+    fn age_at(&self, now: i64) -> Option<(i64, Option<i64>)> {
+        crate::age::age(self, now)
+    }
+
     /// A metric computed from the profile at `now` (`clv`, `p_alive`), `Value::Null` when
     /// there is none (no model yet, or no orders).
     fn metric(&self, _name: &str, _now: i64) -> Value<'_> {

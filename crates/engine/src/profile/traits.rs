@@ -51,32 +51,47 @@ fn i64_at(b: &[u8], i: usize) -> i64 {
 impl TraitSet {
     /// The traits, by key.
     pub fn iter(&self) -> impl Iterator<Item = Trait<'_>> + '_ {
-        let b = &self.bytes;
         let mut pos = 0;
         std::iter::from_fn(move || {
-            if pos + HEAD > b.len() {
-                return None;
-            }
-            let len = u32_at(b, pos + 16) as usize;
-            let start = pos + HEAD;
-            let value = b
-                .get(start..start + len)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .unwrap_or("");
-            let t = Trait {
-                key: Sym(u32_at(b, pos)),
-                source: Sym(u32_at(b, pos + 4)),
-                time_ms: i64_at(b, pos + 8),
-                value,
-            };
-            pos = start + len;
+            let (t, next) = self.at(pos)?;
+            pos = next;
             Some(t)
         })
     }
 
-    /// A trait by key.
+    /// The trait whose head starts at `pos`, and where the next one starts.
+    fn at(&self, pos: usize) -> Option<(Trait<'_>, usize)> {
+        let b = &self.bytes;
+        if pos + HEAD > b.len() {
+            return None;
+        }
+        let len = u32_at(b, pos + 16) as usize;
+        let start = pos + HEAD;
+        let value = b
+            .get(start..start + len)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("");
+        let t = Trait {
+            key: Sym(u32_at(b, pos)),
+            source: Sym(u32_at(b, pos + 4)),
+            time_ms: i64_at(b, pos + 8),
+            value,
+        };
+        Some((t, start + len))
+    }
+
+    /// A trait by key. Only heads are read on the way: the values passed over are
+    /// neither checked nor copied.
     pub fn get(&self, key: Sym) -> Option<Trait<'_>> {
-        self.iter().find(|t| t.key == key)
+        let b = &self.bytes;
+        let mut pos = 0;
+        while pos + HEAD <= b.len() {
+            if u32_at(b, pos) == key.0 {
+                return self.at(pos).map(|(t, _)| t);
+            }
+            pos += HEAD + u32_at(b, pos + 16) as usize;
+        }
+        None
     }
 
     /// Number of traits.
@@ -174,6 +189,10 @@ mod tests {
                 }
             }
             let got: Vec<(u32, i64, String, u32)> = set.iter().map(|t| (t.key.0, t.time_ms, t.value.to_string(), t.source.0)).collect();
+            for k in 0u32..7 {
+                let by_key = set.get(Sym(k)).map(|t| (t.time_ms, t.value.to_string(), t.source.0));
+                prop_assert_eq!(by_key, model.get(&k).cloned(), "key {}", k);
+            }
             let want: Vec<(u32, i64, String, u32)> = model.into_iter().map(|(k, (t, v, s))| (k, t, v, s)).collect();
             prop_assert_eq!(got, want);
         }
