@@ -317,6 +317,9 @@ impl ClvModel {
     }
 }
 
+/// An age in years and the next instant it changes ([`niyet_rules::age::age`]).
+type Age = Option<(i64, Option<i64>)>;
+
 /// A trait name compiled rules read, found by its address.
 #[derive(Debug)]
 struct Slot {
@@ -340,7 +343,7 @@ pub struct ProfileTraits<'a> {
     /// By slot of [`Segments::slots`]; sized at the first read.
     seen: std::cell::RefCell<Vec<Option<Value<'a>>>>,
     /// The age last computed: `(at, age)`.
-    age: std::cell::Cell<Option<(i64, Option<(i64, Option<i64>)>)>>,
+    age: std::cell::Cell<Option<(i64, Age)>>,
 }
 
 impl Traits for ProfileTraits<'_> {
@@ -387,7 +390,7 @@ impl Traits for ProfileTraits<'_> {
         bounds.into_iter().filter_map(at).min()
     }
 
-    fn age_at(&self, now: i64) -> Option<(i64, Option<i64>)> {
+    fn age_at(&self, now: i64) -> Age {
         match self.age.get() {
             Some((at, age)) if at == now => age,
             _ => {
