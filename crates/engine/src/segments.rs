@@ -204,22 +204,27 @@ impl Segments {
             .map(|n| (Box::from(n), paths(n)))
             .collect();
         let any_props = paths("");
+        let slot = |name: &str, held: Option<std::sync::Arc<str>>| {
+            let (top, rest) = match name.split_once('.') {
+                Some((top, rest)) => (top, Some(rest.into())),
+                None => (name, None),
+            };
+            Slot {
+                at: name.as_ptr() as usize,
+                len: name.len(),
+                sym: traits.get(top).copied(),
+                rest,
+                _held: held,
+            }
+        };
         let slots = niyet_rules::age::SOURCES
             .iter()
-            .copied()
-            .chain(set.catalog().trait_names().map(|n| &**n))
-            .map(|name| {
-                let (top, rest) = match name.split_once('.') {
-                    Some((top, rest)) => (top, Some(rest.into())),
-                    None => (name, None),
-                };
-                Slot {
-                    at: name.as_ptr() as usize,
-                    len: name.len(),
-                    sym: traits.get(top).copied(),
-                    rest,
-                }
-            })
+            .map(|name| slot(name, None))
+            .chain(
+                set.catalog()
+                    .trait_names()
+                    .map(|n| slot(n, Some(n.clone()))),
+            )
             .collect();
         Self {
             set,
@@ -233,8 +238,8 @@ impl Segments {
     }
 
     /// The slot of a trait name held by the compiled rules (or an age source), if `name`
-    /// is that very allocation. The compiled set owns those names for as long as `self`
-    /// lives, so an address seen here always stands for the same name.
+    /// is that very allocation. Each slot holds its name, so an address seen here always
+    /// stands for the same name.
     fn slot_of(&self, name: &str) -> Option<usize> {
         let at = name.as_ptr() as usize;
         self.slots
@@ -329,6 +334,9 @@ struct Slot {
     sym: Option<Sym>,
     /// The path inside the trait's value after the first dot.
     rest: Option<Box<str>>,
+    /// The name itself (`None`: a static), held so that its address is never another
+    /// name's while this slot exists, whatever becomes of the compiled set.
+    _held: Option<std::sync::Arc<str>>,
 }
 
 /// A profile's traits seen through [`Traits`]. Values read through the names compiled
