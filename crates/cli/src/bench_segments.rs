@@ -269,7 +269,8 @@ async fn probe_entries(
     Ok((us, acks))
 }
 
-/// Background traffic at about `rate` events/s (batches over 8 connections) until stopped.
+/// Background traffic at about `rate` events/s (batches of 100 over 8 connections, spread
+/// evenly over time) until stopped.
 ///
 /// The traffic stands for clients on other machines, so it runs on a runtime of its own
 /// whose threads run at a lower processor priority (nice 10): on a machine it shares with
@@ -312,11 +313,15 @@ impl Background {
         let conns = 8u64;
         let every = Duration::from_secs_f64(100.0 * conns as f64 / rate.max(1.0));
         let seq = Arc::new(AtomicU64::new(1_000_000));
-        for _ in 0..conns {
+        let start = tokio::time::Instant::now();
+        for c in 0..conns {
             let (client, stop, sent, seq) =
                 (client.clone(), stop.clone(), sent.clone(), seq.clone());
+            // Clients do not send in step: each connection's ticks are offset by its
+            // share of the period, so batches arrive evenly instead of eight at once.
+            let first = start + every.mul_f64(c as f64 / conns as f64);
             tasks.push(runtime.spawn(async move {
-                let mut tick = tokio::time::interval(every);
+                let mut tick = tokio::time::interval_at(first, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
