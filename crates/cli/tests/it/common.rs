@@ -32,6 +32,11 @@ impl TestServer {
 
     /// Starts with an extra TOML config (written to the data dir's parent).
     pub fn start_with_config(toml: Option<&str>) -> Self {
+        Self::start_at(free_port(), toml)
+    }
+
+    /// Starts on `port`, or on another free port if `port` turns out to be taken.
+    pub fn start_at(port: u16, toml: Option<&str>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("data");
         let config = toml.map(|t| {
@@ -41,12 +46,21 @@ impl TestServer {
         });
         let mut s = TestServer {
             child: None,
-            port: free_port(),
+            port,
             dir,
             _tmp: Some(tmp),
             config,
         };
-        s.spawn();
+        // The port is free when picked but let go before the server binds it: another
+        // test may take it in between. The server then exits at once; a new port is
+        // picked.
+        for attempt in 0.. {
+            match s.try_spawn() {
+                Ok(()) => break,
+                Err(log) if attempt < 4 && log.contains("in use") => s.port = free_port(),
+                Err(log) => panic!("the server did not start on port {}:\n{log}", s.port),
+            }
+        }
         s
     }
 
@@ -58,7 +72,8 @@ impl TestServer {
         self.dir.with_extension("stderr.log")
     }
 
-    pub fn spawn(&mut self) {
+    /// Starts the server on `self.port` and waits until it is healthy.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_niyet"));
         cmd.args([
             "serve",
@@ -85,29 +100,41 @@ impl TestServer {
             }
         }
         self.child = Some(cmd.spawn().expect("spawn niyet"));
-        self.wait_healthy();
+        self.wait_healthy()
     }
 
-    fn wait_healthy(&self) {
+    pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("the server did not start on port {}:\n{log}", self.port);
+        }
+    }
+
+    /// Waits until the server answers `/healthz`; its log if it exited or never did.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                return Err(format!("exited ({status}):\n{log}"));
+            }
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
+                // Whatever holds the port may accept and never answer (another test's
+                // listener, when the server could not bind it).
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let _ =
                     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
                 if buf.starts_with("HTTP/1.1 200") {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(30));
         }
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        panic!(
-            "server did not become healthy on port {}:\n{log}",
-            self.port
-        );
+        Err(format!("not healthy within 30 s:\n{log}"))
     }
 
     /// SIGTERM and wait: a clean shutdown (the server writes its snapshot).

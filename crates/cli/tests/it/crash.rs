@@ -97,3 +97,21 @@ async fn acknowledged_events_survive_sigkill_and_retries_never_double() {
     );
     assert!(srv.is_running());
 }
+
+/// The harness itself: a port taken between picking it and the server binding it (another
+/// test's listener) makes the server exit; the harness starts it again on another port.
+#[tokio::test]
+async fn a_server_whose_port_was_taken_starts_on_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let mut s = TestServer::start_at(port, None);
+    assert_ne!(s.port, port);
+    assert!(s.is_running());
+    let r = client()
+        .get(format!("{}/healthz", s.url()))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+    drop(taken);
+}

@@ -11,7 +11,16 @@ use serde_json::{json, Value};
 
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
-async fn receiver(port: u16) -> Seen {
+/// A port held for a receiver that starts later: bound but not listening, so connections
+/// to it are refused and no other test can take it meanwhile.
+fn held_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let port = s.local_addr().expect("address").port();
+    (s, port)
+}
+
+async fn receiver(held: tokio::net::TcpSocket) -> Seen {
     let seen: Seen = Arc::default();
     let s = seen.clone();
     let app =
@@ -28,16 +37,14 @@ async fn receiver(port: u16) -> Seen {
                 "ok"
             }
         });
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("receiver port");
+    let l = held.listen(1024).expect("receiver port");
     tokio::spawn(async move { axum::serve(l, app).await });
     seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_actions_are_delivered_after_sigkill() {
-    let port = free_port();
+    let (held, port) = held_port();
     let config = format!(
         r#"
 [[sources]]
@@ -107,7 +114,7 @@ then = ["hook"]
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     srv.kill9();
-    let seen = receiver(port).await;
+    let seen = receiver(held).await;
     srv.spawn();
     // Twenty welcomes at once, ten abandoned carts once their wait has passed.
     let deadline = Instant::now() + Duration::from_secs(30);
