@@ -497,26 +497,20 @@ pub async fn run(a: SegmentsBench) -> anyhow::Result<()> {
         ack_latency: ack,
         probes_us,
     };
-    let fmt = |v: &[f64]| {
+    let fmt = |v: &[f64], decimals: usize| {
         v.iter()
-            .map(|x| format!("{x:.0}"))
+            .map(|x| format!("{x:.decimals$}"))
             .collect::<Vec<_>>()
             .join(" · ")
     };
     println!("niyet bench segments — {cores} cores, {memory_gib:.0} GiB");
     println!(
         "  load of {} customers: no segments {:.0} events/s ({}), 50 segments {:.0} events/s ({}): {:.1} % lower",
-        r.customers, m0, fmt(&r.without_segments), m50, fmt(&r.with_50_segments), r.drop_percent
+        r.customers, m0, fmt(&r.without_segments, 0), m50, fmt(&r.with_50_segments, 0), r.drop_percent
     );
-    let fmt2 = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    };
     println!(
         "    server processor time: no segments {cpu0:.2} s ({}), 50 segments {cpu50:.2} s ({}): {:.1} % more",
-        fmt2(&r.cpu_without_s), fmt2(&r.cpu_with_s), r.cpu_more_percent
+        fmt(&r.cpu_without_s, 2), fmt(&r.cpu_with_s, 2), r.cpu_more_percent
     );
     println!(
         "  backfill over {} profiles: new features {:.2} s ({} events read back from the log), shared features {:.2} s; dry run of the new rule {:.2} s",

@@ -183,17 +183,14 @@ impl Segments {
     /// Wraps a compiled set, interning the trait names it reads.
     pub fn with_set(set: SegmentSet, syms: &mut Symbols) -> Self {
         let mut traits = niyet_model::hash::FastMap::default();
-        let mut names: Vec<String> = ["birthday", "birth_year", "birthYear", "age"]
+        let names = niyet_rules::age::SOURCES
             .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for i in 0..set.len() {
-            trait_names(set.rule(i), &mut names);
-        }
+            .copied()
+            .chain(set.catalog().trait_names().map(|n| &**n));
         for n in names {
-            let top = n.split('.').next().unwrap_or(&n).to_string();
-            let s = syms.intern(&top);
-            traits.insert(top.into_boxed_str(), s);
+            let top = n.split('.').next().unwrap_or(n);
+            let s = syms.intern(top);
+            traits.insert(top.into(), s);
         }
         let paths = |name: &str| -> Box<[Box<str>]> {
             set.props_for(name).into_iter().map(Box::from).collect()
@@ -284,15 +281,6 @@ impl Segments {
                     .map(move |s| (self.set.name(i).to_string(), s))
             })
             .collect()
-    }
-}
-
-fn trait_names(r: &Rule, out: &mut Vec<String>) {
-    match r {
-        Rule::And(rs) | Rule::Or(rs) => rs.iter().for_each(|r| trait_names(r, out)),
-        Rule::Not(r) => trait_names(r, out),
-        Rule::Trait(t) => out.push(t.name.clone()),
-        _ => {}
     }
 }
 
