@@ -488,6 +488,79 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
     p.close();
 }
 
+/// The reader parses records ahead of the router; at a segment definition it must stop
+/// until the router has applied it, or the events after it would be read without the
+/// features the new segment needs. A replay reads them with the definition long in the
+/// log, so it would differ from live processing, where they came after it.
+#[test]
+fn events_after_a_definition_are_read_under_it_in_a_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(&tmp.path().join("log"));
+    // Five customers, an order and a view each in turn: three orders each in the first
+    // thirty events, six after sixty.
+    let evs: Vec<(usize, Ev)> = (0..60)
+        .map(|i| {
+            let e = Ev {
+                user: Some((i / 2 % 5) as u8),
+                anon: Some((i / 2 % 5) as u8),
+                email: None,
+                kind: [1, 4][i % 2],
+                time: i as i64,
+                amount: 100 + i as u16,
+            };
+            (i, e)
+        })
+        .collect();
+    append(&log, &evs[..30]);
+    let rule = "count(Order Completed) >= 4";
+    let bare = |dir: &str, parts: usize| {
+        let mut c = cfg(&tmp.path().join(dir), parts, 1_000_000);
+        c.segments.clear();
+        c.triggers.clear();
+        c.scores.clear();
+        c
+    };
+
+    // Live: defined after the first thirty events, before the rest arrive.
+    let p = Pipeline::start(log.clone(), bare("live", 2)).unwrap();
+    p.wait_processed(log.end_offset(), Duration::from_secs(20))
+        .unwrap();
+    let now = 1_700_000_000_000 + 150 * 60_000 - 1;
+    p.put_segment(
+        "Loyal",
+        &niyet_rules::parse(rule).unwrap(),
+        "",
+        now,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(members(&p.query().dump())
+        .iter()
+        .all(|(_, s)| !s.contains(&"Loyal".to_string())));
+    append(&log, &evs[30..]);
+    p.wait_processed(log.end_offset(), Duration::from_secs(20))
+        .unwrap();
+    let live = p.query().dump();
+    p.close();
+    let m = members(&live);
+    assert_eq!(
+        m.iter()
+            .filter(|(_, s)| s.contains(&"Loyal".to_string()))
+            .count(),
+        5,
+        "{m:?}"
+    );
+
+    // A replay, every record already in the log when it starts, gives the same state.
+    let (replayed, _) = run(&log, bare("replay", 2));
+    assert_eq!(live, replayed);
+    // And the same members as the segment configured from the start.
+    let mut c = bare("configured", 1);
+    c.segments = vec![("Loyal".into(), niyet_rules::parse(rule).unwrap())];
+    let (configured, _) = run(&log, c);
+    assert_eq!(m, members(&configured));
+}
+
 /// The nice value of each of this process's threads named `name`.
 fn nice_of_threads(name: &str) -> Vec<i64> {
     let mut out = Vec::new();
@@ -548,7 +621,12 @@ fn processing_far_behind_runs_lowered_and_returns_once_caught_up() {
     p.wait_processed(log.end_offset(), Duration::from_secs(120))
         .unwrap();
     // Caught up: every processing thread is back where it started.
-    for name in ["niyet-router", "niyet-part-0", "niyet-part-1"] {
+    for name in [
+        "niyet-reader",
+        "niyet-router",
+        "niyet-part-0",
+        "niyet-part-1",
+    ] {
         await_nice(name, base, Duration::from_secs(5));
     }
     drop(p);
