@@ -432,49 +432,6 @@ impl Default for IdentityConfig {
     }
 }
 
-/// An event's identifiers read without the identity graph (see
-/// [`EventView::pending_identifiers`]).
-#[derive(Debug, Clone, Default)]
-pub struct PendingIds {
-    /// `userId`, `anonymousId`, then e-mail, phone and device id, in that order.
-    known: Vec<Ident>,
-    /// Where an alias's `previousId` goes among `known`.
-    alias_at: usize,
-    /// An alias's `previousId`.
-    alias: Option<Box<str>>,
-    /// External ids and identifying traits: (type name, value).
-    external: Vec<(Box<str>, Box<str>)>,
-    explicit: bool,
-}
-
-impl PendingIds {
-    /// The identifiers known without the graph (a subset of what [`Self::finish`] gives).
-    pub fn known(&self) -> &[Ident] {
-        &self.known
-    }
-
-    /// All identifiers, in the order of [`EventView::identifiers`], and whether the event
-    /// is an explicit link (alias).
-    pub fn finish(self, graph: &mut Graph) -> (Vec<Ident>, bool) {
-        let mut out = self.known;
-        if let Some(p) = self.alias {
-            let as_user = Ident::new(USER_ID, p.clone());
-            let id = if graph.lookup(&as_user).is_some() {
-                as_user
-            } else {
-                Ident::new(ANONYMOUS_ID, p)
-            };
-            out.insert(self.alias_at, id);
-        }
-        for (kind, value) in self.external {
-            if let Some(k) = graph.external_kind(&kind) {
-                out.push(Ident::new(k, value));
-            }
-        }
-        (out, self.explicit)
-    }
-}
-
 impl EventView<'_> {
     /// A person trait from `traits` (identify) or `context.traits`.
     pub fn person_trait(&self, key: &str) -> Option<&RawValue> {
@@ -489,45 +446,39 @@ impl EventView<'_> {
     /// graph). For `alias`, `previousId` is the `userId` it names if that is known,
     /// else an `anonymousId`. Returns whether the event is an explicit link (alias).
     pub fn identifiers(&self, cfg: &IdentityConfig, graph: &mut Graph) -> (Vec<Ident>, bool) {
-        self.pending_identifiers(cfg).finish(graph)
-    }
-
-    /// [`Self::identifiers`] as far as they can be read without the identity graph (it
-    /// decides what an alias's `previousId` is and numbers external id types); the graph
-    /// adds the rest in [`PendingIds::finish`]. Lets the reading of events run apart
-    /// from the graph's one writer.
-    pub fn pending_identifiers(&self, cfg: &IdentityConfig) -> PendingIds {
-        let mut known = Vec::with_capacity(4);
+        let mut out = Vec::with_capacity(4);
         if let Some(u) = &self.user_id {
-            known.push(Ident::new(USER_ID, &**u));
+            out.push(Ident::new(USER_ID, &**u));
         }
         if let Some(a) = &self.anonymous_id {
-            known.push(Ident::new(ANONYMOUS_ID, &**a));
+            out.push(Ident::new(ANONYMOUS_ID, &**a));
         }
-        let alias_at = known.len();
-        let alias = match self.kind {
-            Kind::Alias => self.previous_id.as_deref().map(Box::<str>::from),
-            _ => None,
-        };
-        self.contact_identifiers(cfg, &mut known);
-        let mut external = Vec::new();
+        if self.kind == Kind::Alias {
+            if let Some(p) = &self.previous_id {
+                let as_user = Ident::new(USER_ID, &**p);
+                if graph.lookup(&as_user).is_some() {
+                    out.push(as_user);
+                } else {
+                    out.push(Ident::new(ANONYMOUS_ID, &**p));
+                }
+            }
+        }
+        self.contact_identifiers(cfg, &mut out);
         if let Some(ext) = &self.context.external_ids {
             for e in ext {
-                external.push((Box::<str>::from(&*e.kind.0), Box::<str>::from(&*e.id.0)));
+                if let Some(k) = graph.external_kind(&e.kind.0) {
+                    out.push(Ident::new(k, &*e.id.0));
+                }
             }
         }
         for name in &cfg.trait_ids {
             if let Some(v) = self.person_trait(name).and_then(text) {
-                external.push((Box::<str>::from(name.as_str()), Box::<str>::from(v.trim())));
+                if let Some(k) = graph.external_kind(name) {
+                    out.push(Ident::new(k, v.trim()));
+                }
             }
         }
-        PendingIds {
-            known,
-            alias_at,
-            alias,
-            external,
-            explicit: self.kind == Kind::Alias,
-        }
+        (out, self.kind == Kind::Alias)
     }
 
     /// E-mail, phone and device id.

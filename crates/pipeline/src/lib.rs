@@ -28,13 +28,12 @@ mod erase;
 mod metrics;
 mod preview;
 mod priority;
-mod reader;
 mod render;
 mod sizes;
 mod snapshot;
 
 pub use analytics::{Activity, ItemHistory, JourneyQuery, JourneyTable, Timeline};
-use niyet_engine::extract::{self, IdentityConfig};
+use niyet_engine::extract::{self, IdentityConfig, Kind};
 use niyet_engine::segments::{seg_event, SegEvent, SegState, Segments};
 use niyet_engine::{Profile, Symbols, Update};
 use niyet_identity::probable::{MatchConfig, Matcher};
@@ -714,8 +713,6 @@ impl Pipeline {
                     .map_err(|e| PipelineError::Io(format!("spawning a worker: {e}")))?,
             );
         }
-        let reader = reader::Reader::start(shared.clone(), offset)
-            .map_err(|e| PipelineError::Io(format!("spawning the reader: {e}")))?;
         let sh = shared.clone();
         let router = std::thread::Builder::new()
             .name("niyet-router".into())
@@ -723,7 +720,6 @@ impl Pipeline {
                 sh.priority.register();
                 let mut r = Router {
                     sh,
-                    reader: Some(reader),
                     senders,
                     next: offset,
                     since_snapshot: 0,
@@ -737,9 +733,6 @@ impl Pipeline {
                     to_erase: Vec::new(),
                 };
                 r.run();
-                if let Some(reader) = r.reader.take() {
-                    reader.stop();
-                }
                 r.finish_snapshot_write();
                 r.flush();
                 for s in &r.senders {
@@ -2022,33 +2015,8 @@ struct Taking {
     pace: snapshot::Pacer,
 }
 
-/// The update of an event for its profile, with the score signals it matches and what
-/// segment features read of it; its processing time is left for the router to set.
-pub(crate) fn update(sh: &Shared, view: &extract::EventView<'_>, offset: u64) -> Option<Update> {
-    let mut u = match sh.symbols.write() {
-        Ok(mut syms) => Update::from_view(view, offset, &mut syms, &sh.cfg.commerce),
-        Err(_) => None,
-    }?;
-    let j = &sh.journeys;
-    if !j.scores.is_empty() {
-        if let Some(name) = niyet_engine::segments::event_name(view) {
-            // Names no signal reads are one hash lookup and no allocation.
-            u.signals = j.scores.matches(&name, &SignalProps::new(view));
-        }
-    }
-    if let Ok(segs) = sh.segments.read() {
-        if !segs.set.is_empty() {
-            u.seg = seg_event(&segs, view);
-        }
-    }
-    Some(u)
-}
-
 struct Router {
     sh: Arc<Shared>,
-    /// The stage ahead that reads and parses the log (see [`reader`]); `None` once
-    /// stopped.
-    reader: Option<reader::Reader>,
     senders: Vec<Outbox>,
     /// Operations not yet sent, per partition (sent in batches to spare wake-ups).
     outbox: Vec<Vec<Op>>,
@@ -2078,59 +2046,50 @@ impl Router {
             if stopping && self.next >= end {
                 break;
             }
-            let first = match self.chunk(None) {
-                Ok(Some(c)) => c,
-                Err(()) => break,
-                Ok(None) => {
-                    let wait = self
-                        .taking
-                        .as_ref()
-                        .map_or(Duration::from_millis(100), |t| t.pace.wait());
-                    // Timers run only while every durable record is processed, as
-                    // before the reader existed (an event received before a timer's
-                    // instant goes first).
-                    if self.next >= end {
-                        self.tick();
-                        if wait.is_zero() {
-                            // Idle: a step of the snapshot's graph when one is due.
-                            self.snapshot_step();
-                            continue;
-                        }
+            if self.next >= end {
+                self.tick();
+                let wait = self
+                    .taking
+                    .as_ref()
+                    .map_or(Duration::from_millis(100), |t| t.pace.wait());
+                if wait.is_zero() {
+                    // Idle: a step of the snapshot's graph when one is due.
+                    self.snapshot_step();
+                } else {
+                    self.sh
+                        .log
+                        .wait_for(self.next, wait.min(Duration::from_millis(100)));
+                }
+                continue;
+            }
+            let recs = match self.sh.log.read(self.next, 512) {
+                Ok(r) => r,
+                Err(LogError::BeforeStart { start, .. }) => {
+                    tracing::warn!(
+                        from = self.next,
+                        start,
+                        "log records removed by retention were never processed"
+                    );
+                    self.next = start;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the log failed; processing stops");
+                    if let Ok(mut f) = self.sh.failed.lock() {
+                        *f = Some(e.to_string());
                     }
-                    let wait = if wait.is_zero() {
-                        Duration::from_millis(1)
-                    } else {
-                        wait.min(Duration::from_millis(100))
-                    };
-                    match self.chunk(Some(wait)) {
-                        Ok(Some(c)) => c,
-                        Ok(None) => continue,
-                        Err(()) => break,
-                    }
+                    break;
                 }
             };
-            // What the reader has ready goes in one round (up to a read's worth), so
-            // the partitions get their batches and the marker goes around once for it.
-            let mut done = 0;
-            let mut chunk = Some(first);
-            while let Some(c) = chunk.take() {
-                done += c.items.len();
-                for item in c.items {
-                    // Processing time never goes back, even where the log's receive
-                    // times do by a few milliseconds (requests stamped in one order,
-                    // stored in another).
-                    self.now = self.now.max(item.time_ms);
-                    // During a record, processing stands at it (a definition's backfill
-                    // reads the log up to it).
-                    self.next = item.offset;
-                    self.process(item);
-                }
-                self.next = c.next;
-                if done < 512 {
-                    chunk = self.chunk(None).ok().flatten();
-                }
+            for r in &recs {
+                // Processing time never goes back, even where the log's receive times
+                // do by a few milliseconds (requests stamped in one order, stored in
+                // another).
+                self.now = self.now.max(r.time_ms);
+                self.process(r.offset, self.now, &r.payload);
+                self.next = r.offset + 1;
             }
-            self.since_snapshot += done as u64;
+            self.since_snapshot += recs.len() as u64;
             self.erase_suppressed();
             // Every partition takes its timers due by the chunk's processing time, also
             // those that had no event in it: the state after a record never depends on
@@ -2168,22 +2127,6 @@ impl Router {
         }
         if self.since_snapshot > 0 {
             self.snapshot();
-        }
-    }
-
-    /// The reader's next chunk, waiting up to `wait` for one; `Err` once the reader has
-    /// stopped.
-    fn chunk(&self, wait: Option<Duration>) -> Result<Option<reader::Chunk>, ()> {
-        let Some(r) = &self.reader else {
-            return Err(());
-        };
-        match wait {
-            None => r.try_next(),
-            Some(w) => match r.chunks.recv_timeout(w) {
-                Ok(c) => Ok(Some(c)),
-                Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
-            },
         }
     }
 
@@ -2312,53 +2255,30 @@ impl Router {
         }
     }
 
-    fn process(&mut self, item: reader::Item) {
-        let (offset, now_ms) = (item.offset, self.now);
-        let ev = match item.what {
-            reader::What::Event(ev) => ev,
-            reader::What::Control(payload) => {
-                match extract::parse(&payload) {
-                    Ok(view) => self.control(offset, now_ms, &payload, &view),
-                    Err(e) => {
-                        tracing::debug!(offset, error = %e, "record skipped by profiles");
-                        self.bump(|s| s.unreadable += 1);
-                    }
-                }
-                // The reader waits for it before reading on.
-                if let Some(r) = &self.reader {
-                    let _ = r.applied.send(());
-                }
+    fn process(&mut self, offset: u64, now_ms: i64, payload: &[u8]) {
+        let view = match extract::parse(payload) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(offset, error = %e, "record skipped by profiles");
+                self.bump(|s| s.unreadable += 1);
                 return;
             }
-            reader::What::Nothing => return,
-            reader::What::Unreadable => {
-                tracing::debug!(offset, "record skipped by profiles");
-                return self.bump(|s| s.unreadable += 1);
-            }
         };
-        let reader::Prepared {
-            time_ms,
-            ids,
-            suppressed,
-            update,
-            signals,
-            product,
-        } = *ev;
-        if let Some(props) = product {
-            self.catalogue_event(&props);
-        }
-        if suppressed {
-            return self.skip_suppressed(offset);
+        match view.kind {
+            Kind::Control => return self.control(offset, now_ms, payload, &view),
+            Kind::Other => return,
+            Kind::Track => self.catalogue_event(&view),
+            _ => {}
         }
         let res = {
             let Ok(mut g) = self.sh.graph.write() else {
                 return;
             };
-            let (ids, explicit) = ids.finish(&mut g);
+            let (ids, explicit) = view.identifiers(&self.sh.cfg.identity, &mut g);
             if self.sh.suppressed.any_of(ids.iter().map(Ident::key)) {
                 None
             } else {
-                Some(g.resolve(&ids, offset, time_ms, explicit))
+                Some(g.resolve(&ids, offset, view.time_ms, explicit))
             }
         };
         let Some(res) = res else {
@@ -2377,30 +2297,54 @@ impl Router {
         for (from, into) in &res.merged {
             self.move_profile(*from, *into, now_ms);
         }
-        if let Some(signals) = signals {
-            pid = self.match_probable(pid, offset, now_ms, time_ms, &signals);
+        if self.sh.cfg.matching.enabled {
+            pid = self.match_probable(pid, offset, now_ms, &view);
         }
-        if let Some(mut u) = update {
-            u.now_ms = now_ms;
+        if let Some(u) = self.update(&view, offset, now_ms) {
             self.send(pid, Op::Apply(pid, u));
         }
     }
 
     /// A product event (by name, see [`catalogue`]) updates the catalogue; it also goes
     /// to the profile that sent it like any other event.
-    fn catalogue_event(&self, props: &serde_json::Value) {
+    fn catalogue_event(&self, view: &extract::EventView<'_>) {
+        let events = &self.sh.cfg.catalogue_events;
+        let Some(name) = view.name.as_deref() else {
+            return;
+        };
+        if !events.iter().any(|e| e == name) {
+            return;
+        }
+        let props: serde_json::Value = view
+            .properties
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or_default();
         if let Ok(mut c) = self.sh.catalogue.write() {
-            if !catalogue::apply_event(&mut c, props) {
-                tracing::debug!("a product event without sku or product_id");
+            if !catalogue::apply_event(&mut c, &props) {
+                tracing::debug!(event = name, "a product event without sku or product_id");
             }
         }
     }
 
-    /// The update of an event for its profile (see [`update`]) at processing time
-    /// `now_ms`.
+    /// The update of an event for its profile, with what segment features read of it.
     fn update(&self, view: &extract::EventView<'_>, offset: u64, now_ms: i64) -> Option<Update> {
-        let mut u = update(&self.sh, view, offset)?;
+        let mut u = match self.sh.symbols.write() {
+            Ok(mut syms) => Update::from_view(view, offset, &mut syms, &self.sh.cfg.commerce),
+            Err(_) => None,
+        }?;
         u.now_ms = now_ms;
+        let j = &self.sh.journeys;
+        if !j.scores.is_empty() {
+            if let Some(name) = niyet_engine::segments::event_name(view) {
+                // Names no signal reads are one hash lookup and no allocation.
+                u.signals = j.scores.matches(&name, &SignalProps::new(view));
+            }
+        }
+        if let Ok(segs) = self.sh.segments.read() {
+            if !segs.set.is_empty() {
+                u.seg = seg_event(&segs, view);
+            }
+        }
         Some(u)
     }
 
@@ -2411,22 +2355,22 @@ impl Router {
         pid: ProfileId,
         offset: u64,
         now_ms: i64,
-        time_ms: i64,
-        signals: &niyet_identity::probable::Signals,
+        view: &extract::EventView<'_>,
     ) -> ProfileId {
+        let signals = view.signals();
         if signals.is_empty() {
             return pid;
         }
         let cfg = self.sh.cfg.matching.clone();
         let candidates = match (self.sh.matcher.write(), self.sh.graph.read()) {
-            (Ok(mut m), Ok(g)) => m.observe(&cfg, &g, pid, signals, time_ms),
+            (Ok(mut m), Ok(g)) => m.observe(&cfg, &g, pid, &signals, view.time_ms),
             _ => return pid,
         };
         let mut current = pid;
         for c in candidates {
             let linked = if c.probability >= cfg.merge_threshold {
                 match self.sh.graph.write() {
-                    Ok(mut g) => g.link(current, c.other, offset, time_ms, c.probability),
+                    Ok(mut g) => g.link(current, c.other, offset, view.time_ms, c.probability),
                     Err(_) => return current,
                 }
             } else {

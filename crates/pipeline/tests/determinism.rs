@@ -488,10 +488,9 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
     p.close();
 }
 
-/// The reader parses records ahead of the router; at a segment definition it must stop
-/// until the router has applied it, or the events after it would be read without the
-/// features the new segment needs. A replay reads them with the definition long in the
-/// log, so it would differ from live processing, where they came after it.
+/// Events after a segment definition are read under it: a replay, which meets the
+/// definition with every later record already in the log, gives what live processing
+/// gave when they came after it (and what the segment configured from the start gives).
 #[test]
 fn events_after_a_definition_are_read_under_it_in_a_replay() {
     let tmp = tempfile::tempdir().unwrap();
