@@ -620,12 +620,7 @@ fn processing_far_behind_runs_lowered_and_returns_once_caught_up() {
     p.wait_processed(log.end_offset(), Duration::from_secs(120))
         .unwrap();
     // Caught up: every processing thread is back where it started.
-    for name in [
-        "niyet-reader",
-        "niyet-router",
-        "niyet-part-0",
-        "niyet-part-1",
-    ] {
+    for name in ["niyet-router", "niyet-part-0", "niyet-part-1"] {
         await_nice(name, base, Duration::from_secs(5));
     }
     drop(p);
