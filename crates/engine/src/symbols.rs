@@ -50,6 +50,17 @@ impl Symbols {
         &self.names
     }
 
+    /// Adds the names `newer` has beyond this table's, in order, so the two agree on
+    /// every id (`newer` must have grown from this table: this table's names are its
+    /// first ones). Returns how many were added.
+    pub fn catch_up(&mut self, newer: &Symbols) -> usize {
+        let from = self.names.len();
+        for name in newer.names.get(from..).unwrap_or_default() {
+            self.intern(name);
+        }
+        self.names.len() - from
+    }
+
     /// A table from names in id order.
     pub fn from_names(names: Vec<Box<str>>) -> Self {
         let ids = names
@@ -58,5 +69,28 @@ impl Symbols {
             .map(|(i, n)| (n.clone(), Sym(i as u32)))
             .collect();
         Self { names, ids }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_catches_up_with_the_table_it_was_taken_from() {
+        let mut own = Symbols::default();
+        own.intern("Order Completed");
+        let mut shared = own.clone();
+        assert_eq!(shared.catch_up(&own), 0);
+        for name in ["city", "Order Completed", "plan", "İzmir"] {
+            own.intern(name);
+        }
+        assert_eq!(shared.catch_up(&own), 3);
+        assert_eq!(shared, own);
+        for name in own.names() {
+            assert_eq!(shared.get(name), own.get(name), "{name}");
+        }
+        assert_eq!(shared.catch_up(&own), 0);
+        assert_eq!(shared, own);
     }
 }

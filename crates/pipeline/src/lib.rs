@@ -718,7 +718,10 @@ impl Pipeline {
             .name("niyet-router".into())
             .spawn(move || {
                 sh.priority.register();
+                let syms = sh.symbols.read().map(|s| s.clone()).unwrap_or_default();
                 let mut r = Router {
+                    published_names: syms.len(),
+                    syms,
                     sh,
                     senders,
                     next: offset,
@@ -2018,6 +2021,11 @@ struct Taking {
 struct Router {
     sh: Arc<Shared>,
     senders: Vec<Outbox>,
+    /// The name table; [`Shared::symbols`] is a copy that follows it (see
+    /// [`Router::publish_names`]).
+    syms: Symbols,
+    /// How many of `syms` the shared table has.
+    published_names: usize,
     /// Operations not yet sent, per partition (sent in batches to spare wake-ups).
     outbox: Vec<Vec<Op>>,
     next: u64,
@@ -2128,6 +2136,22 @@ impl Router {
         if self.since_snapshot > 0 {
             self.snapshot();
         }
+    }
+
+    /// Adds the names interned since the last call to the shared table the API and the
+    /// action documents read. The router is the only thread that interns names and does
+    /// it in its own table, so it takes the shared table's write lock only when a name is
+    /// new (rare once the names of a workload are known): a reader rendering a profile
+    /// never stops the router, and the router never waits for one. A name is shared
+    /// before any update carrying its symbol leaves the router.
+    fn publish_names(&mut self) {
+        if self.syms.len() == self.published_names {
+            return;
+        }
+        if let Ok(mut shared) = self.sh.symbols.write() {
+            shared.catch_up(&self.syms);
+        }
+        self.published_names = self.syms.len();
     }
 
     /// Takes a sample of the segment sizes when one is due at the processing time.
@@ -2327,11 +2351,14 @@ impl Router {
     }
 
     /// The update of an event for its profile, with what segment features read of it.
-    fn update(&self, view: &extract::EventView<'_>, offset: u64, now_ms: i64) -> Option<Update> {
-        let mut u = match self.sh.symbols.write() {
-            Ok(mut syms) => Update::from_view(view, offset, &mut syms, &self.sh.cfg.commerce),
-            Err(_) => None,
-        }?;
+    fn update(
+        &mut self,
+        view: &extract::EventView<'_>,
+        offset: u64,
+        now_ms: i64,
+    ) -> Option<Update> {
+        let mut u = Update::from_view(view, offset, &mut self.syms, &self.sh.cfg.commerce)?;
+        self.publish_names();
         u.now_ms = now_ms;
         let j = &self.sh.journeys;
         if !j.scores.is_empty() {
@@ -2482,8 +2509,8 @@ impl Router {
         let (set, r) = old.set.redefine(&defs).map_err(|e| e.to_string())?;
         self.flush();
         let segs = {
-            let mut syms = self.sh.symbols.write().map_err(|_| "stopped")?;
-            let mut segs = Segments::with_set(set, &mut syms);
+            let mut segs = Segments::with_set(set, &mut self.syms);
+            self.publish_names();
             segs.scores = old.scores.clone();
             if let Some((seg, score)) = segs.unknown_scores().into_iter().next() {
                 return Err(format!("segment `{seg}`: no score is named `{score}`"));
@@ -2702,7 +2729,7 @@ impl Router {
                 .write()
                 .map_err(|_| PipelineError::Stopped)?
                 .begin_capture();
-            let syms = self.sh.symbols.read().map_err(|_| PipelineError::Stopped)?;
+            let syms = &self.syms;
             let m = self.sh.matcher.read().map_err(|_| PipelineError::Stopped)?;
             let api = self
                 .sh
