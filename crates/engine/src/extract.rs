@@ -14,6 +14,9 @@ pub enum ExtractError {
     /// The payload is not the stored event form.
     #[error("unreadable stored event: {0}")]
     Json(#[from] serde_json::Error),
+    /// The payload is not UTF-8 (valid up to the byte given).
+    #[error("stored event is not UTF-8 after byte {0}")]
+    Utf8(usize),
     /// The timestamp is not ISO-8601.
     #[error("unreadable timestamp `{0}`")]
     Timestamp(String),
@@ -314,9 +317,15 @@ fn split_url(url: &str) -> (String, &str) {
     (host, query)
 }
 
+/// The payload as text: checked as UTF-8 once, so the JSON reader does not check each
+/// string and each unparsed value again (as it does reading bytes).
+fn as_text(payload: &[u8]) -> Result<&str, ExtractError> {
+    std::str::from_utf8(payload).map_err(|e| ExtractError::Utf8(e.valid_up_to()))
+}
+
 /// Reads a stored event.
 pub fn parse(payload: &[u8]) -> Result<EventView<'_>, ExtractError> {
-    let s: Stored<'_> = serde_json::from_slice(payload)?;
+    let s: Stored<'_> = serde_json::from_str(as_text(payload)?)?;
     let time_ms = time_of(&s.timestamp)?;
     let (kind, name) = kind_and_name(&s.kind, s.event, s.name);
     Ok(EventView {
@@ -392,7 +401,7 @@ pub fn parse_for_features(payload: &[u8]) -> Result<EventView<'_>, ExtractError>
         #[serde(borrow, default)]
         properties: Option<&'a RawValue>,
     }
-    let s: Lite<'_> = serde_json::from_slice(payload)?;
+    let s: Lite<'_> = serde_json::from_str(as_text(payload)?)?;
     let (kind, name) = kind_and_name(&s.kind, s.event, s.name);
     Ok(EventView {
         kind,
