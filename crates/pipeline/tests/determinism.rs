@@ -166,22 +166,22 @@ fn run(log: &Arc<Log>, c: PipelineConfig) -> (Value, niyet_pipeline::PipelineSta
     (dump, stats)
 }
 
+/// Events `0..n`, each made by `each` from its number.
+fn numbered(n: usize, each: impl Fn(usize) -> Ev) -> Vec<(usize, Ev)> {
+    (0..n).map(|i| (i, each(i))).collect()
+}
+
 /// `n` events of every kind in turn, their users and visitors cycling through `users`
 /// and `anons` of each, one a minute.
 fn cycling(n: usize, users: usize, anons: usize, amount: u16) -> Vec<(usize, Ev)> {
-    (0..n)
-        .map(|i| {
-            let e = Ev {
-                user: Some((i % users) as u8),
-                anon: Some((i % anons) as u8),
-                email: None,
-                kind: (i % 5) as u8,
-                time: i as i64,
-                amount,
-            };
-            (i, e)
-        })
-        .collect()
+    numbered(n, |i| Ev {
+        user: Some((i % users) as u8),
+        anon: Some((i % anons) as u8),
+        email: None,
+        kind: (i % 5) as u8,
+        time: i as i64,
+        amount,
+    })
 }
 
 fn append(log: &Log, evs: &[(usize, Ev)]) {
@@ -401,23 +401,30 @@ fn members(dump: &Value) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Defines a segment through the pipeline's API (as the admin API does).
+fn define(p: &Pipeline, name: &str, rule: &str, now: i64) -> Value {
+    p.put_segment(
+        name,
+        &niyet_rules::parse(rule).unwrap(),
+        "",
+        now,
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
 #[test]
 fn segments_defined_through_the_api_are_backfilled_and_replay() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(&tmp.path().join("log"));
-    let evs: Vec<(usize, Ev)> = (0..80)
-        .map(|i| {
-            let e = Ev {
-                user: Some((i % 7) as u8),
-                anon: Some((i % 11) as u8),
-                email: None,
-                kind: [1, 4, 2, 4, 0][i % 5],
-                time: (i * 3) as i64,
-                amount: (i * 37 % 500) as u16,
-            };
-            (i, e)
-        })
-        .collect();
+    let evs = numbered(80, |i| Ev {
+        user: Some((i % 7) as u8),
+        anon: Some((i % 11) as u8),
+        email: None,
+        kind: [1, 4, 2, 4, 0][i % 5],
+        time: (i * 3) as i64,
+        amount: (i * 37 % 500) as u16,
+    });
     append(&log, &evs);
     let buyers = "count(Order Completed) >= 2 and sum(Order Completed.revenue) > 3";
     let viewers = "Product Viewed where amount is null in 400d";
@@ -430,24 +437,9 @@ fn segments_defined_through_the_api_are_backfilled_and_replay() {
     p.wait_processed(log.end_offset(), Duration::from_secs(20))
         .unwrap();
     let now = 1_700_000_000_000 + 200 * 60_000 + 120 * 60_000;
-    let out = p
-        .put_segment(
-            "Buyers",
-            &niyet_rules::parse(buyers).unwrap(),
-            "",
-            now,
-            Duration::from_secs(20),
-        )
-        .unwrap();
+    let out = define(&p, "Buyers", buyers, now);
     assert!(out["backfilled_events"].as_u64().unwrap() > 0, "{out}");
-    p.put_segment(
-        "Viewers",
-        &niyet_rules::parse(viewers).unwrap(),
-        "",
-        now + 1,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    define(&p, "Viewers", viewers, now + 1);
     let live = p.query().dump();
     p.close();
 
@@ -497,19 +489,14 @@ fn events_after_a_definition_are_read_under_it_in_a_replay() {
     let log = open_log(&tmp.path().join("log"));
     // Five customers, an order and a view each in turn: three orders each in the first
     // thirty events, six after sixty.
-    let evs: Vec<(usize, Ev)> = (0..60)
-        .map(|i| {
-            let e = Ev {
-                user: Some((i / 2 % 5) as u8),
-                anon: Some((i / 2 % 5) as u8),
-                email: None,
-                kind: [1, 4][i % 2],
-                time: i as i64,
-                amount: 100 + i as u16,
-            };
-            (i, e)
-        })
-        .collect();
+    let evs = numbered(60, |i| Ev {
+        user: Some((i / 2 % 5) as u8),
+        anon: Some((i / 2 % 5) as u8),
+        email: None,
+        kind: [1, 4][i % 2],
+        time: i as i64,
+        amount: 100 + i as u16,
+    });
     append(&log, &evs[..30]);
     let rule = "count(Order Completed) >= 4";
     let bare = |dir: &str, parts: usize| {
@@ -525,14 +512,7 @@ fn events_after_a_definition_are_read_under_it_in_a_replay() {
     p.wait_processed(log.end_offset(), Duration::from_secs(20))
         .unwrap();
     let now = 1_700_000_000_000 + 150 * 60_000 - 1;
-    p.put_segment(
-        "Loyal",
-        &niyet_rules::parse(rule).unwrap(),
-        "",
-        now,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    define(&p, "Loyal", rule, now);
     assert!(members(&p.query().dump())
         .iter()
         .all(|(_, s)| !s.contains(&"Loyal".to_string())));
