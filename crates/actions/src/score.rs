@@ -69,23 +69,28 @@ pub struct Crossing {
     pub at: i64,
 }
 
-/// One score of one profile.
+/// Every score of one profile, packed into one allocation.
 ///
-/// Every profile holds one per configured score, so what most profiles never have
-/// (recent matches of `nth` signals, crossings) sits behind one pointer: 56 bytes a
-/// score instead of 96. Stored as the six fields it always had.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(from = "StoredState")]
-pub struct ScoreState {
-    /// Value at `at`.
-    pub value: f64,
-    pub at: i64,
-    /// Thresholds currently above (bit per threshold).
-    pub above: u64,
-    /// Contribution per signal (index within the score), at `at`.
-    pub contrib: Vec<(u16, f64)>,
-    rare: Option<Box<Rare>>,
+/// Every profile holds state for each configured score it has a signal for, so the
+/// layout is compact: per score, in index order, four words (the value as `f64` bits,
+/// the instant it is at, the thresholds it is above as a bit per threshold, and the
+/// number `k` of signals that contributed), then `k` words, one per contributing signal
+/// in signal order: its index in the high 32 bits and its contribution (an `f32`, for
+/// explanations only; the value is summed in `f64`) in the low 32 bits. Scores past the
+/// last one held are at zero. What few profiles have (recent matches of `nth` signals,
+/// crossings) is kept apart, by score.
+///
+/// Stored (snapshots) as the list of six-field states it replaced, so the stored form is
+/// unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoreStates {
+    words: Vec<u64>,
+    /// By score index, ascending.
+    rare: Vec<(u16, Rare)>,
 }
+
+/// Words before a score's contributions.
+const HEAD: usize = 4;
 
 /// The parts of a score's state few profiles have.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,24 +101,170 @@ struct Rare {
     history: Vec<(u16, bool, i64)>,
 }
 
-impl ScoreState {
+/// One score's state, read from [`ScoreStates`].
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreView<'a> {
+    /// Value at `at`.
+    pub value: f64,
+    pub at: i64,
+    /// Thresholds currently above (bit per threshold).
+    pub above: u64,
+    contrib: &'a [u64],
+    rare: Option<&'a Rare>,
+}
+
+impl<'a> ScoreView<'a> {
+    /// Contribution per signal (index within the score), at `at`, in signal order.
+    pub fn contrib(&self) -> impl Iterator<Item = (u16, f64)> + 'a {
+        self.contrib.iter().map(|w| unpack(*w))
+    }
+
     /// Recent times of matches of signals with `nth`, per signal.
-    pub fn recent(&self) -> &[(u16, Vec<i64>)] {
-        self.rare.as_deref().map_or(&[], |r| &r.recent)
+    pub fn recent(&self) -> &'a [(u16, Vec<i64>)] {
+        self.rare.map_or(&[], |r| &r.recent)
     }
 
     /// Latest crossings `(threshold, up, at)`, oldest first.
-    pub fn history(&self) -> &[(u16, bool, i64)] {
-        self.rare.as_deref().map_or(&[], |r| &r.history)
-    }
-
-    fn rare_mut(&mut self) -> &mut Rare {
-        self.rare.get_or_insert_with(Default::default)
+    pub fn history(&self) -> &'a [(u16, bool, i64)] {
+        self.rare.map_or(&[], |r| &r.history)
     }
 }
 
-/// A score's state as stored (snapshots): the same fields whatever the layout in memory.
-#[derive(Deserialize)]
+fn pack(signal: u16, v: f64) -> u64 {
+    (u64::from(signal) << 32) | u64::from((v as f32).to_bits())
+}
+
+fn unpack(w: u64) -> (u16, f64) {
+    ((w >> 32) as u16, f64::from(f32::from_bits(w as u32)))
+}
+
+/// One score's words: the head and its contributions.
+struct Slot<'a>(&'a mut [u64]);
+
+impl Slot<'_> {
+    fn value(&self) -> f64 {
+        f64::from_bits(self.0[0])
+    }
+    fn set_value(&mut self, v: f64) {
+        self.0[0] = v.to_bits();
+    }
+    fn at(&self) -> i64 {
+        self.0[1] as i64
+    }
+    fn set_at(&mut self, at: i64) {
+        self.0[1] = at as u64;
+    }
+    fn above(&self) -> u64 {
+        self.0[2]
+    }
+    fn flip(&mut self, bit: u64) {
+        self.0[2] ^= bit;
+    }
+    /// Scales the value and every contribution by `f`.
+    fn scale(&mut self, f: f64) {
+        self.set_value(self.value() * f);
+        for w in &mut self.0[HEAD..] {
+            let (j, v) = unpack(*w);
+            *w = pack(j, v * f);
+        }
+    }
+}
+
+impl ScoreStates {
+    /// Whether no score has any state.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.rare.is_empty()
+    }
+
+    /// Scores held (those from here on are at zero).
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        let mut o = 0;
+        while o < self.words.len() {
+            o += HEAD + self.words[o + 3] as usize;
+            n += 1;
+        }
+        n
+    }
+
+    /// Where score `i`'s words start and end.
+    fn span(&self, i: usize) -> Option<(usize, usize)> {
+        let mut o = 0;
+        for _ in 0..i {
+            o += HEAD + *self.words.get(o + 3)? as usize;
+        }
+        let k = *self.words.get(o + 3)? as usize;
+        Some((o, o + HEAD + k))
+    }
+
+    /// Score `i`'s state, if it has any.
+    pub fn get(&self, i: usize) -> Option<ScoreView<'_>> {
+        let (o, end) = self.span(i)?;
+        let w = &self.words[o..end];
+        Some(ScoreView {
+            value: f64::from_bits(w[0]),
+            at: w[1] as i64,
+            above: w[2],
+            contrib: &w[HEAD..],
+            rare: self.rare_of(i),
+        })
+    }
+
+    fn rare_of(&self, i: usize) -> Option<&Rare> {
+        let i = u16::try_from(i).ok()?;
+        self.rare
+            .binary_search_by_key(&i, |r| r.0)
+            .ok()
+            .map(|k| &self.rare[k].1)
+    }
+
+    fn rare_mut(&mut self, i: usize) -> &mut Rare {
+        let i = i as u16;
+        let k = match self.rare.binary_search_by_key(&i, |r| r.0) {
+            Ok(k) => k,
+            Err(k) => {
+                self.rare.insert(k, (i, Rare::default()));
+                k
+            }
+        };
+        &mut self.rare[k].1
+    }
+
+    /// Score `i`'s words, adding zeroed scores up to it; `room(s)` is the number of
+    /// words to reserve for score `s` when the first scores are added.
+    fn slot(&mut self, i: usize, room: impl Fn(usize) -> usize) -> Slot<'_> {
+        let held = self.len();
+        if held <= i {
+            if self.words.is_empty() {
+                self.words.reserve_exact((0..=i).map(&room).sum());
+            }
+            for _ in held..=i {
+                self.words.extend_from_slice(&[0f64.to_bits(), 0, 0, 0]);
+            }
+        }
+        let (o, end) = self.span(i).unwrap_or((0, 0));
+        Slot(&mut self.words[o..end])
+    }
+
+    /// Adds `v` to signal `j`'s contribution in score `i` (which must be held).
+    fn add_contrib(&mut self, i: usize, j: u16, v: f64) {
+        let Some((o, end)) = self.span(i) else { return };
+        let list = &mut self.words[o + HEAD..end];
+        match list.binary_search_by_key(&j, |w| unpack(*w).0) {
+            Ok(k) => {
+                let (_, c) = unpack(list[k]);
+                list[k] = pack(j, c + v);
+            }
+            Err(k) => {
+                self.words.insert(o + HEAD + k, pack(j, v));
+                self.words[o + 3] += 1;
+            }
+        }
+    }
+}
+
+/// A score's state as stored (snapshots): the six fields it always had.
+#[derive(Serialize, Deserialize)]
 struct StoredState {
     value: f64,
     at: i64,
@@ -123,35 +274,54 @@ struct StoredState {
     history: Vec<(u16, bool, i64)>,
 }
 
-impl From<StoredState> for ScoreState {
-    fn from(s: StoredState) -> Self {
-        let rare = (!s.recent.is_empty() || !s.history.is_empty()).then(|| {
-            Box::new(Rare {
-                recent: s.recent,
-                history: s.history,
-            })
-        });
-        ScoreState {
-            value: s.value,
-            at: s.at,
-            above: s.above,
-            contrib: s.contrib,
-            rare,
+impl Serialize for ScoreStates {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let n = self.len();
+        let mut seq = ser.serialize_seq(Some(n))?;
+        for i in 0..n {
+            let s = self
+                .get(i)
+                .ok_or_else(|| serde::ser::Error::custom("score state"))?;
+            seq.serialize_element(&StoredState {
+                value: s.value,
+                at: s.at,
+                above: s.above,
+                contrib: s.contrib().collect(),
+                recent: s.recent().to_vec(),
+                history: s.history().to_vec(),
+            })?;
         }
+        seq.end()
     }
 }
 
-impl Serialize for ScoreState {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = ser.serialize_struct("ScoreState", 6)?;
-        st.serialize_field("value", &self.value)?;
-        st.serialize_field("at", &self.at)?;
-        st.serialize_field("above", &self.above)?;
-        st.serialize_field("contrib", &self.contrib)?;
-        st.serialize_field("recent", self.recent())?;
-        st.serialize_field("history", self.history())?;
-        st.end()
+impl<'de> Deserialize<'de> for ScoreStates {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let list = Vec::<StoredState>::deserialize(de)?;
+        let mut out = ScoreStates::default();
+        for (i, mut s) in list.into_iter().enumerate() {
+            s.contrib.sort_by_key(|c| c.0);
+            s.contrib.dedup_by_key(|c| c.0);
+            out.words.extend_from_slice(&[
+                s.value.to_bits(),
+                s.at as u64,
+                s.above,
+                s.contrib.len() as u64,
+            ]);
+            out.words
+                .extend(s.contrib.iter().map(|(j, v)| pack(*j, *v)));
+            if !s.recent.is_empty() || !s.history.is_empty() {
+                out.rare.push((
+                    i as u16,
+                    Rare {
+                        recent: s.recent,
+                        history: s.history,
+                    },
+                ));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -273,8 +443,8 @@ impl Scores {
     }
 
     /// Score `i`'s value at `now`, decayed (0 for a profile no signal reached).
-    pub fn value_at(&self, i: usize, st: Option<&ScoreState>, now: i64) -> f64 {
-        let Some(st) = st else { return 0.0 };
+    pub fn value_at(&self, i: usize, sts: &ScoreStates, now: i64) -> f64 {
+        let Some(st) = sts.get(i) else { return 0.0 };
         match self.defs.get(i).and_then(|c| c.half_life_ms) {
             Some(h) if now > st.at => st.value * 0.5f64.powf((now - st.at) as f64 / h),
             _ => st.value,
@@ -285,16 +455,10 @@ impl Scores {
     /// `level` (the value is on the far side from the next millisecond on); `None` when
     /// decay never does (no decay, or the value is already on the far side or never gets
     /// there: decay moves values towards 0 and never past it).
-    pub fn crosses_at(
-        &self,
-        i: usize,
-        st: Option<&ScoreState>,
-        level: f64,
-        now: i64,
-    ) -> Option<i64> {
-        let st = st?;
+    pub fn crosses_at(&self, i: usize, sts: &ScoreStates, level: f64, now: i64) -> Option<i64> {
+        let st = sts.get(i)?;
         let h = self.defs.get(i)?.half_life_ms?;
-        let (v, now_v) = (st.value, self.value_at(i, Some(st), now));
+        let (v, now_v) = (st.value, self.value_at(i, sts, now));
         if v == 0.0 || level == 0.0 || (v > 0.0) != (level > 0.0) || now_v.abs() <= level.abs() {
             return None;
         }
@@ -329,38 +493,53 @@ impl Scores {
         out
     }
 
-    fn decay(&self, i: usize, st: &mut ScoreState, now: i64) {
-        if now <= st.at {
+    /// Words to reserve for score `i` when a profile's first score state is made: room
+    /// for a contribution of each signal, up to 8.
+    fn room(&self, i: usize) -> usize {
+        HEAD + self.defs.get(i).map_or(0, |c| c.def.signals.len().min(8))
+    }
+
+    /// Brings score `i` (held) to `now` by decay.
+    fn decay(&self, i: usize, sts: &mut ScoreStates, now: i64) {
+        let mut st = sts.slot(i, |s| self.room(s));
+        if now <= st.at() {
             return;
         }
         if let Some(h) = self.defs[i].half_life_ms {
-            let f = 0.5f64.powf((now - st.at) as f64 / h);
-            st.value *= f;
-            for c in &mut st.contrib {
-                c.1 *= f;
-            }
+            st.scale(0.5f64.powf((now - st.at()) as f64 / h));
         }
-        st.at = now;
+        st.set_at(now);
     }
 
-    fn cross(&self, i: usize, st: &mut ScoreState, now: i64, out: &mut Vec<Crossing>) {
-        for (k, t) in self.defs[i].def.thresholds.iter().enumerate() {
-            let bit = 1u64 << k;
-            let above = st.above & bit != 0;
-            let up = !above && st.value >= t.at;
-            let down = above && st.value < t.at - t.hysteresis;
-            if up || down {
-                st.above ^= bit;
-                st.rare_mut().history.push((k as u16, up, now));
-                out.push(Crossing {
-                    score: i,
-                    threshold: k,
-                    up,
-                    at: now,
-                });
+    fn cross(&self, i: usize, sts: &mut ScoreStates, now: i64, out: &mut Vec<Crossing>) {
+        let mut changed = Vec::new();
+        {
+            let mut st = sts.slot(i, |s| self.room(s));
+            for (k, t) in self.defs[i].def.thresholds.iter().enumerate() {
+                let bit = 1u64 << k;
+                let above = st.above() & bit != 0;
+                let up = !above && st.value() >= t.at;
+                let down = above && st.value() < t.at - t.hysteresis;
+                if up || down {
+                    st.flip(bit);
+                    changed.push((k as u16, up, now));
+                }
             }
         }
-        if let Some(r) = st.rare.as_deref_mut().filter(|r| r.history.len() > HISTORY) {
+        if changed.is_empty() {
+            return;
+        }
+        let r = sts.rare_mut(i);
+        for &(k, up, at) in &changed {
+            r.history.push((k, up, at));
+            out.push(Crossing {
+                score: i,
+                threshold: k as usize,
+                up,
+                at,
+            });
+        }
+        if r.history.len() > HISTORY {
             let cut = r.history.len() - HISTORY;
             r.history.drain(..cut);
         }
@@ -369,68 +548,66 @@ impl Scores {
     /// Time reached `now`: every downward crossing decay makes by then, at its instant.
     /// Values stay as of their last change (decay is applied when they are next read or
     /// changed), so this only looks for crossings.
-    pub fn advance(&self, sts: &mut Vec<ScoreState>, now: i64, out: &mut Vec<Crossing>) {
-        sts.resize_with(self.defs.len(), Default::default);
-        for (i, st) in sts.iter_mut().enumerate() {
-            while let Some(t) = self.next_crossing(i, st).filter(|t| *t <= now) {
-                self.decay(i, st, t);
-                // The instant is rounded up, so the value is below the bound by then;
+    pub fn advance(&self, sts: &mut ScoreStates, now: i64, out: &mut Vec<Crossing>) {
+        for i in 0..sts.len().min(self.defs.len()) {
+            while let Some(t) = self.next_crossing(i, sts).filter(|t| *t <= now) {
+                // The thresholds decay takes the score below at `t` (before decaying).
+                let due: u64 = (0..self.defs[i].def.thresholds.len())
+                    .filter(|k| self.threshold_due(i, sts, *k) == Some(t))
+                    .fold(0, |m, k| m | 1 << k);
+                self.decay(i, sts, t);
+                // The instant is rounded up, so the value is below their bounds by then;
                 // rounding in the power must not leave it a hair above.
+                let mut st = sts.slot(i, |s| self.room(s));
                 for (k, th) in self.defs[i].def.thresholds.iter().enumerate() {
                     let bound = th.at - th.hysteresis;
-                    if st.above & (1 << k) != 0 && st.value >= bound && st.value > 0.0 {
+                    let v = st.value();
+                    if due & (1 << k) != 0 && v >= bound && v > 0.0 {
                         let down = bound.max(0.0) * (1.0 - 1e-12);
-                        if down < st.value {
-                            let f = down / st.value;
-                            st.value = down;
-                            for c in &mut st.contrib {
-                                c.1 *= f;
-                            }
+                        if down < v {
+                            st.scale(down / v);
                         }
                     }
                 }
-                self.cross(i, st, t, out);
+                self.cross(i, sts, t, out);
             }
         }
     }
 
-    /// The next instant decay alone takes score `i` below a threshold it is above.
-    fn next_crossing(&self, i: usize, st: &ScoreState) -> Option<i64> {
-        if st.above == 0 {
-            return None;
-        }
+    /// The instant decay alone takes score `i` below threshold `k`, if it is above it.
+    fn threshold_due(&self, i: usize, sts: &ScoreStates, k: usize) -> Option<i64> {
+        let st = sts.get(i)?;
         let h = self.defs[i].half_life_ms?;
-        if st.value <= 0.0 {
+        let t = self.defs[i].def.thresholds.get(k)?;
+        let bound = t.at - t.hysteresis;
+        if st.above & (1 << k) == 0 || st.value <= 0.0 || bound <= 0.0 {
             return None;
         }
-        self.defs[i]
-            .def
-            .thresholds
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| st.above & (1 << k) != 0)
-            .filter_map(|(_, t)| {
-                let bound = t.at - t.hysteresis;
-                (bound > 0.0).then(|| {
-                    let dt = h * (st.value / bound).log2();
-                    st.at + (dt.max(0.0).floor() as i64) + 1
-                })
-            })
+        let dt = h * (st.value / bound).log2();
+        Some(st.at + (dt.max(0.0).floor() as i64) + 1)
+    }
+
+    /// The next instant decay alone takes score `i` below a threshold it is above.
+    fn next_crossing(&self, i: usize, sts: &ScoreStates) -> Option<i64> {
+        if sts.get(i)?.above == 0 {
+            return None;
+        }
+        (0..self.defs[i].def.thresholds.len())
+            .filter_map(|k| self.threshold_due(i, sts, k))
             .min()
     }
 
     /// The next instant any score of the profile changes by time alone.
-    pub fn next_due(&self, sts: &[ScoreState]) -> Option<i64> {
-        sts.iter()
-            .enumerate()
-            .filter_map(|(i, st)| self.next_crossing(i, st))
+    pub fn next_due(&self, sts: &ScoreStates) -> Option<i64> {
+        (0..sts.len().min(self.defs.len()))
+            .filter_map(|i| self.next_crossing(i, sts))
             .min()
     }
 
     /// Signals `hits` (from [`Self::matches`]) arrived at `now`.
     pub fn on_signals(
         &self,
-        sts: &mut Vec<ScoreState>,
+        sts: &mut ScoreStates,
         hits: &[u32],
         now: i64,
         out: &mut Vec<Crossing>,
@@ -455,18 +632,17 @@ impl Scores {
                 continue;
             };
             if let Some(t) = touched.filter(|t| *t != i) {
-                self.cross(t, &mut sts[t], now, out);
+                self.cross(t, sts, now, out);
                 touched = None;
             }
-            self.decay(i, &mut sts[i], now);
-            let st = &mut sts[i];
+            self.decay(i, sts, now);
             if let (Some(n), Some(Some(w))) = (s.nth, c.within_ms.get(j)) {
-                let recent = &mut st.rare_mut().recent;
-                let k = match recent.iter().position(|r| r.0 == j as u16) {
-                    Some(k) => k,
-                    None => {
-                        recent.push((j as u16, Vec::with_capacity((n as usize + 1).min(16))));
-                        recent.len() - 1
+                let recent = &mut sts.rare_mut(i).recent;
+                let k = match recent.binary_search_by_key(&(j as u16), |r| r.0) {
+                    Ok(k) => k,
+                    Err(k) => {
+                        recent.insert(k, (j as u16, Vec::with_capacity((n as usize + 1).min(16))));
+                        k
                     }
                 };
                 let times = &mut recent[k].1;
@@ -481,21 +657,13 @@ impl Scores {
                 // Counted: the next n-th needs n new matches.
                 times.clear();
             }
-            st.value += s.points;
-            match st.contrib.iter_mut().find(|c| c.0 == j as u16) {
-                Some(c) => c.1 += s.points,
-                None => {
-                    if st.contrib.capacity() == 0 {
-                        // Room for every signal at once: one allocation per score.
-                        st.contrib.reserve_exact(c.def.signals.len().min(16));
-                    }
-                    st.contrib.push((j as u16, s.points))
-                }
-            }
+            let mut st = sts.slot(i, |s| self.room(s));
+            st.set_value(st.value() + s.points);
+            sts.add_contrib(i, j as u16, s.points);
             touched = Some(i);
         }
         if let Some(t) = touched {
-            self.cross(t, &mut sts[t], now, out);
+            self.cross(t, sts, now, out);
         }
     }
 
@@ -503,69 +671,79 @@ impl Scores {
     /// contributions add up; thresholds are crossed by the sum.
     pub fn absorb(
         &self,
-        sts: &mut Vec<ScoreState>,
-        other: &[ScoreState],
+        sts: &mut ScoreStates,
+        other: &ScoreStates,
         now: i64,
         out: &mut Vec<Crossing>,
     ) {
-        sts.resize_with(self.defs.len(), Default::default);
-        for (i, o) in other.iter().enumerate().take(self.defs.len()) {
-            let mut o = o.clone();
-            self.decay(i, &mut o, now);
-            self.decay(i, &mut sts[i], now);
-            let st = &mut sts[i];
-            st.value += o.value;
-            for (j, v) in o.contrib {
-                match st.contrib.iter_mut().find(|c| c.0 == j) {
-                    Some(c) => c.1 += v,
-                    None => st.contrib.push((j, v)),
-                }
+        for i in 0..other.len().min(self.defs.len()) {
+            let Some(o) = other.get(i) else { continue };
+            if o.value == 0.0 && o.above == 0 && o.contrib.is_empty() && o.rare.is_none() {
+                continue;
             }
-            st.contrib.sort_by_key(|c| c.0);
-            if let Some(o) = o.rare {
-                let Rare { recent, history } = *o;
-                let mine = st.rare_mut();
-                for (j, mut ts) in recent {
-                    match mine.recent.iter_mut().find(|r| r.0 == j) {
-                        Some(r) => {
-                            r.1.append(&mut ts);
-                            r.1.sort_unstable();
+            // The other profile's score, decayed to `now`.
+            let f = match self.defs[i].half_life_ms {
+                Some(h) if now > o.at => 0.5f64.powf((now - o.at) as f64 / h),
+                _ => 1.0,
+            };
+            self.decay(i, sts, now);
+            {
+                let mut st = sts.slot(i, |s| self.room(s));
+                st.set_value(st.value() + o.value * f);
+                st.0[2] |= o.above;
+            }
+            for (j, v) in o.contrib() {
+                sts.add_contrib(i, j, v * f);
+            }
+            if let Some(r) = o.rare {
+                let mine = sts.rare_mut(i);
+                for (j, ts) in &r.recent {
+                    match mine.recent.binary_search_by_key(j, |r| r.0) {
+                        Ok(k) => {
+                            mine.recent[k].1.extend_from_slice(ts);
+                            mine.recent[k].1.sort_unstable();
                         }
-                        None => mine.recent.push((j, ts)),
+                        Err(k) => mine.recent.insert(k, (*j, ts.clone())),
                     }
                 }
-                mine.recent.sort_by_key(|r| r.0);
                 // Crossings the other profile made are the customer's too.
-                mine.history.extend_from_slice(&history);
+                mine.history.extend_from_slice(&r.history);
                 mine.history.sort_by_key(|h| h.2);
             }
-            st.above |= o.above;
-            self.cross(i, st, now, out);
+            self.cross(i, sts, now, out);
         }
     }
 
     /// The profile's scores at `now` with their contributions, largest first.
-    pub fn explain(&self, sts: &[ScoreState], now: i64) -> Value {
+    pub fn explain(&self, sts: &ScoreStates, now: i64) -> Value {
         let list: Vec<Value> = self
             .defs
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut st = sts.get(i).cloned().unwrap_or_default();
-                self.decay(i, &mut st, now);
-                let mut contrib: Vec<(u16, f64)> = st.contrib.clone();
+                let f = match (sts.get(i), c.half_life_ms) {
+                    (Some(s), Some(h)) if now > s.at => 0.5f64.powf((now - s.at) as f64 / h),
+                    _ => 1.0,
+                };
+                let st = sts.get(i);
+                let value = self.value_at(i, sts, now);
+                let above = st.map_or(0, |s| s.above);
+                let mut contrib: Vec<(u16, f64)> = st
+                    .map(|s| s.contrib().map(|(j, v)| (j, v * f)).collect())
+                    .unwrap_or_default();
                 contrib.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+                let history = st.map_or(&[][..], |s| s.history());
                 serde_json::json!({
                     "score": c.def.name,
-                    "value": round(st.value),
+                    "value": round(value),
                     "above": c.def.thresholds.iter().enumerate()
-                        .filter(|(k, _)| st.above & (1 << k) != 0)
+                        .filter(|(k, _)| above & (1 << k) != 0)
                         .map(|(_, t)| t.name.clone()).collect::<Vec<_>>(),
                     "signals": contrib.iter().filter_map(|(j, v)| Some(serde_json::json!({
                         "signal": c.def.signals.get(*j as usize)?.label(),
                         "points": round(*v),
                     }))).collect::<Vec<_>>(),
-                    "crossings": st.history().iter().filter_map(|(k, up, at)| Some(serde_json::json!({
+                    "crossings": history.iter().filter_map(|(k, up, at)| Some(serde_json::json!({
                         "threshold": c.def.thresholds.get(*k as usize)?.name,
                         "direction": if *up { "up" } else { "down" },
                         "at_ms": at,
@@ -622,36 +800,49 @@ mod tests {
     }
 
     #[test]
-    fn a_score_state_is_stored_as_its_six_fields() {
+    fn score_states_are_stored_as_six_fields_each() {
         let s = lead();
-        let mut st = Vec::new();
+        let mut st = ScoreStates::default();
         let mut out = Vec::new();
         let hits = s.matches("Page Viewed", &json!({"path": "/pricing"}));
         for k in 0..9 {
             s.on_signals(&mut st, &hits, k * 1_000, &mut out);
         }
         assert_eq!(out.len(), 1, "crossed Hot Lead once: {out:?}");
-        assert_eq!(std::mem::size_of::<ScoreState>(), 56);
-        let stored = serde_json::to_value(&st[0]).unwrap();
+        let v = st.get(0).unwrap();
+        let contrib: Vec<(u16, f64)> = v.contrib().collect();
+        // One allocation: the head and a word per contributing signal.
+        assert_eq!(st.words.len(), HEAD + 2);
+        assert_eq!(contrib.len(), 2);
+        let stored = serde_json::to_value(&st).unwrap();
         assert_eq!(
             stored,
-            json!({
-                "value": st[0].value, "at": 8_000, "above": 1,
-                "contrib": [[0, st[0].contrib[0].1], [1, st[0].contrib[1].1]],
+            json!([{
+                "value": v.value, "at": 8_000, "above": 1,
+                "contrib": [[0, contrib[0].1], [1, contrib[1].1]],
                 "recent": [[1, []]],
                 "history": [[0, true, 5_000]],
-            })
+            }])
         );
-        let back: ScoreState = serde_json::from_value(stored).unwrap();
-        assert_eq!(back, st[0]);
-        // A state with no recent matches and no crossings keeps nothing behind its pointer.
-        let plain: ScoreState = serde_json::from_value(json!({
-            "value": 3.0, "at": 1, "above": 0, "contrib": [[2, 3.0]], "recent": [], "history": []
-        }))
+        let back: ScoreStates = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, st);
+        // A state with no recent matches and no crossings keeps nothing apart.
+        let plain: ScoreStates = serde_json::from_value(json!([
+            {"value": 0.0, "at": 0, "above": 0, "contrib": [], "recent": [], "history": []},
+            {"value": 3.0, "at": 1, "above": 0, "contrib": [[2, 3.0]], "recent": [], "history": []}
+        ]))
         .unwrap();
-        assert!(plain.rare.is_none());
-        assert_eq!(serde_json::to_value(&plain).unwrap()["history"], json!([]));
-        // Snapshots use postcard: the same bytes as the six plain fields.
+        assert!(plain.rare.is_empty());
+        assert_eq!(plain.len(), 2);
+        assert_eq!(
+            plain.get(1).unwrap().contrib().collect::<Vec<_>>(),
+            [(2, 3.0)]
+        );
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap()[1]["history"],
+            json!([])
+        );
+        // Snapshots use postcard: the same bytes as a list of the six plain fields.
         #[derive(Serialize)]
         struct Six<'a> {
             value: f64,
@@ -661,24 +852,24 @@ mod tests {
             recent: &'a [(u16, Vec<i64>)],
             history: &'a [(u16, bool, i64)],
         }
-        let six = Six {
-            value: st[0].value,
-            at: st[0].at,
-            above: st[0].above,
-            contrib: &st[0].contrib,
-            recent: st[0].recent(),
-            history: st[0].history(),
-        };
+        let six = [Six {
+            value: v.value,
+            at: v.at,
+            above: v.above,
+            contrib: &contrib,
+            recent: v.recent(),
+            history: v.history(),
+        }];
         assert_eq!(
-            postcard::to_allocvec(&st[0]).unwrap(),
-            postcard::to_allocvec(&six).unwrap()
+            postcard::to_allocvec(&st).unwrap(),
+            postcard::to_allocvec(&six[..]).unwrap()
         );
     }
 
     #[test]
     fn points_decay_cross_and_explain() {
         let s = lead();
-        let mut st = Vec::new();
+        let mut st = ScoreStates::default();
         let mut out = Vec::new();
         let pricing = json!({"path": "/pricing"});
         let hits = s.matches("Page Viewed", &pricing);
@@ -693,18 +884,18 @@ mod tests {
         }
         log.push((2 * 3_600_000, 20.0));
         let t = 2 * 3_600_000;
-        assert!((st[0].value - reference(&log, t)).abs() < 1e-9);
+        assert!((st.get(0).unwrap().value - reference(&log, t)).abs() < 1e-9);
         let doc = s.matches("Document Downloaded", &json!({}));
         for k in 0..2 {
             s.on_signals(&mut st, &doc, t + k, &mut out);
             log.push((t + k, 15.0));
         }
-        assert!(out.is_empty(), "{:?} below 80", st[0].value);
+        assert!(out.is_empty(), "{:?} below 80", st.get(0).unwrap().value);
         s.on_signals(&mut st, &doc, t + 2, &mut out);
         log.push((t + 2, 15.0));
         assert_eq!(out.len(), 1);
         assert!(out[0].up);
-        let v = st[0].value;
+        let v = st.get(0).unwrap().value;
         assert!(
             v >= 80.0 && (v - reference(&log, t + 2)).abs() < 1e-9,
             "{v}"
@@ -729,7 +920,7 @@ mod tests {
     fn merged_scores_add_up_whichever_survives() {
         let s = lead();
         let pricing = s.matches("Page Viewed", &json!({"path": "/pricing"}));
-        let (mut a, mut b, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut a, mut b, mut out) = (ScoreStates::default(), ScoreStates::default(), Vec::new());
         s.on_signals(&mut a, &pricing, 0, &mut out);
         s.on_signals(
             &mut b,
@@ -742,9 +933,9 @@ mod tests {
         s.advance(&mut ba, 2 * DAY, &mut out);
         s.absorb(&mut ab, &b, 2 * DAY, &mut out);
         s.absorb(&mut ba, &a, 2 * DAY, &mut out);
-        assert!((ab[0].value - ba[0].value).abs() < 1e-9);
+        assert!((ab.get(0).unwrap().value - ba.get(0).unwrap().value).abs() < 1e-9);
         let r = reference(&[(0, 10.0), (DAY, 15.0)], 2 * DAY);
-        assert!((ab[0].value - r).abs() < 1e-9);
+        assert!((ab.get(0).unwrap().value - r).abs() < 1e-9);
     }
 
     #[test]
@@ -755,5 +946,140 @@ mod tests {
         .unwrap()])
         .unwrap_err();
         assert!(e.contains("score `x`") && e.contains("within"), "{e}");
+    }
+
+    /// Three scores: with decay and a filtered, an `nth` and a negative signal; without
+    /// decay; and one whose signals are never sent (it stays at zero).
+    fn three() -> Scores {
+        Scores::new(vec![
+            serde_json::from_value(json!({
+                "name": "a", "half_life": "1d",
+                "signals": [
+                    {"event": "E0", "points": 7},
+                    {"event": "E1", "where": {"k": 1}, "points": 11},
+                    {"event": "E1", "points": 20, "nth": 2, "within": "2d"},
+                    {"event": "E2", "points": -4},
+                ],
+                "thresholds": [{"name": "a hot", "at": 25, "hysteresis": 5},
+                               {"name": "a warm", "at": 10, "hysteresis": 2}]
+            }))
+            .unwrap(),
+            serde_json::from_value(json!({
+                "name": "b",
+                "signals": [{"event": "E2", "points": 3}, {"event": "E0", "points": 1}],
+                "thresholds": [{"name": "b hot", "at": 12, "hysteresis": 0}]
+            }))
+            .unwrap(),
+            serde_json::from_value(json!({
+                "name": "c", "half_life": "3h",
+                "signals": [{"event": "E9", "points": 1}]
+            }))
+            .unwrap(),
+        ])
+        .unwrap()
+    }
+
+    /// The reference: each score's value and per-signal contributions at `t`, summed
+    /// from the list of every event `(at, name, k property)` sent, `nth` signals counted
+    /// by going through the list from the start.
+    fn reference3(s: &Scores, sent: &[(i64, &str, i64)], t: i64) -> Vec<(f64, Vec<(u16, f64)>)> {
+        (0..s.defs.len())
+            .map(|i| {
+                let c = &s.defs[i];
+                let decay = |at: i64| {
+                    c.half_life_ms
+                        .map_or(1.0, |h| 0.5f64.powf((t - at) as f64 / h))
+                };
+                let mut contrib: Vec<(u16, f64)> = Vec::new();
+                for (j, sig) in c.def.signals.iter().enumerate() {
+                    let mut total = 0.0;
+                    let mut hit = false;
+                    let mut times: Vec<i64> = Vec::new();
+                    for &(at, name, k) in sent.iter().filter(|e| e.0 <= t) {
+                        let want = sig.filter.get("k").and_then(Value::as_i64);
+                        if name != sig.event || want.is_some_and(|w| w != k) {
+                            continue;
+                        }
+                        if let (Some(n), Some(w)) = (sig.nth, c.within_ms[j]) {
+                            times.retain(|x| *x > at - w);
+                            times.push(at);
+                            if times.len() < n as usize {
+                                continue;
+                            }
+                            times.clear();
+                        }
+                        total += sig.points * decay(at);
+                        hit = true;
+                    }
+                    if hit {
+                        contrib.push((j as u16, total));
+                    }
+                }
+                (contrib.iter().map(|c| c.1).sum(), contrib)
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The packed states against the reference after every event, their stored
+        /// form read back equal, and thresholds crossed upwards exactly when the value
+        /// reaches them.
+        #[test]
+        fn packed_states_equal_the_reference(
+            steps in proptest::collection::vec((0i64..40_000_000, 0usize..4, 0i64..2), 1..60)
+        ) {
+            let s = three();
+            let mut st = ScoreStates::default();
+            let mut sent: Vec<(i64, &str, i64)> = Vec::new();
+            let mut out = Vec::new();
+            let mut t = 0;
+            for (dt, e, k) in steps {
+                t += dt;
+                let name = ["E0", "E1", "E2", "E9"][e];
+                let hits = s.matches(name, &json!({"k": k}));
+                let before: Vec<u64> = (0..3).map(|i| st.get(i).map_or(0, |v| v.above)).collect();
+                out.clear();
+                s.on_signals(&mut st, &hits, t, &mut out);
+                sent.push((t, name, k));
+                let want = reference3(&s, &sent, t);
+                for (i, (v, contrib)) in want.iter().enumerate() {
+                    let got = s.value_at(i, &st, t);
+                    proptest::prop_assert!((got - v).abs() < 1e-6 * (1.0 + v.abs()), "score {i}: {got} vs {v}");
+                    let mine: Vec<(u16, f64)> = st.get(i).map(|x| x.contrib().collect()).unwrap_or_default();
+                    proptest::prop_assert_eq!(mine.len(), contrib.len(), "score {}", i);
+                    let f = match (st.get(i), s.defs[i].half_life_ms) {
+                        (Some(x), Some(h)) => 0.5f64.powf((t - x.at) as f64 / h),
+                        _ => 1.0,
+                    };
+                    for ((j, a), (k, b)) in mine.iter().zip(contrib) {
+                        proptest::prop_assert_eq!(j, k);
+                        proptest::prop_assert!((a * f - b).abs() < 1e-4 * (1.0 + b.abs()), "score {i} signal {j}: {a} vs {b}");
+                    }
+                }
+                // Crossings alternate per threshold, end where the state says, and the
+                // event's own upward ones are at values that reach the threshold.
+                let mut above = before;
+                for c in &out {
+                    let bit = 1u64 << c.threshold;
+                    proptest::prop_assert_eq!(above[c.score] & bit == 0, c.up, "{:?}", c);
+                    above[c.score] ^= bit;
+                    proptest::prop_assert!(c.at <= t);
+                }
+                for (i, a) in above.iter().enumerate() {
+                    proptest::prop_assert_eq!(*a, st.get(i).map_or(0, |v| v.above));
+                    for (k, th) in s.defs[i].def.thresholds.iter().enumerate() {
+                        let v = s.value_at(i, &st, t);
+                        if a & (1 << k) != 0 {
+                            proptest::prop_assert!(v >= th.at - th.hysteresis - 1e-6, "{v} above {}", th.name);
+                        } else {
+                            proptest::prop_assert!(v < th.at + 1e-6, "{v} not above {}", th.name);
+                        }
+                    }
+                }
+                let back: ScoreStates = serde_json::from_value(serde_json::to_value(&st).unwrap()).unwrap();
+                proptest::prop_assert_eq!(&back, &st);
+            }
+            proptest::prop_assert_eq!(st.get(2).map_or(0.0, |v| v.value) == 0.0, !sent.iter().any(|e| e.1 == "E9"));
+        }
     }
 }

@@ -163,7 +163,7 @@ pub struct JourneyState {
     pub acted: Vec<(u16, i64)>,
     /// Intent scores, by score index.
     #[serde(default)]
-    pub scores: Vec<crate::score::ScoreState>,
+    pub scores: crate::score::ScoreStates,
 }
 
 impl JourneyState {

@@ -48,6 +48,10 @@ pub struct ActionsBench {
     /// destination; 1: a request per action).
     #[arg(long, default_value_t = 1)]
     batch: u32,
+    /// Only part of the scores and triggers in the loads with them (the report then
+    /// compares that part against none).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -74,7 +78,16 @@ struct Report {
     after_wait: Latency,
 }
 
-fn config(receiver: &str, active: bool, batch: u32) -> String {
+/// Part of the configuration with actions, to see what each costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// The 10 scores, no triggers but the probes' two.
+    Scores,
+    /// The five triggers that do not start on score crossings, no scores.
+    Triggers,
+}
+
+fn config(receiver: &str, active: bool, batch: u32, only: Option<Only>) -> String {
     let mut t = String::from("[lifecycle]\nenabled = false\n[profiles]\ntimer_lag_ms = 20\n");
     if !active {
         return t;
@@ -94,7 +107,8 @@ kind = "webhook"
 url = "{receiver}/probe"
 "#
     ));
-    for k in 0..10 {
+    let scores = only != Some(Only::Triggers);
+    for k in 0..if scores { 10 } else { 0 } {
         t.push_str(&format!(
             r#"
 [[scores]]
@@ -140,10 +154,12 @@ then = ["probe"]"#
             .to_string(),
     ]
     .into_iter()
-    .chain((0..5).map(|k| {
+    .chain((0..if scores { 5 } else { 0 }).map(|k| {
         format!("when = {{ score_crossed = \"t{k}\" }}\nthen = [\"sink\"]\nholdout_percent = 10")
     }));
-    for (k, body) in triggers.enumerate() {
+    // The probes' triggers (3 and 4) stay for the latency measurements.
+    let keep = |k: usize| only != Some(Only::Scores) || k == 3 || k == 4;
+    for (k, body) in triggers.enumerate().filter(|(k, _)| keep(*k)) {
         t.push_str(&format!("\n[[triggers]]\nname = \"trigger {k}\"\n{body}\n"));
     }
     t
@@ -354,7 +370,10 @@ async fn probe_spaced(
 pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     let t0 = niyet_model::SystemClock.now_ms() - 10 * 86_400_000;
     let (rurl, sink, keys, mut arrivals) = receiver().await?;
-    let (none, active) = (config(&rurl, false, a.batch), config(&rurl, true, a.batch));
+    let (none, active) = (
+        config(&rurl, false, a.batch, a.only),
+        config(&rurl, true, a.batch, a.only),
+    );
 
     // 1. Overhead.
     let (mut without, mut with) = (Vec::new(), Vec::new());
@@ -384,8 +403,11 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
                 (Some(a), Some(b)) => format!("{:.2} s", b - a),
                 _ => "?".into(),
             };
+            let peak =
+                crate::bench::proc_kib(&format!("/proc/{}/status", server.child.id()), "VmHWM:")
+                    .map_or(0.0, |kb| kb / 1024.0);
             eprintln!(
-                "  {:.0} events/s (processed in {:.2} s, delivered {:.2} s later; processor time: server {}, bench {})",
+                "  {:.0} events/s (processed in {:.2} s, delivered {:.2} s later; processor time: server {}, bench {}; server peak memory {peak:.0} MiB)",
                 out[out.len() - 1],
                 processed.as_secs_f64(),
                 (started.elapsed() - processed).as_secs_f64(),

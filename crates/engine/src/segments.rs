@@ -260,7 +260,7 @@ impl Segments {
     pub fn traits_scored<'a>(
         &'a self,
         p: &'a Profile,
-        scores: &'a [niyet_actions::score::ScoreState],
+        scores: &'a niyet_actions::score::ScoreStates,
     ) -> ProfileTraits<'a> {
         ProfileTraits {
             seg: self,
@@ -335,7 +335,7 @@ pub struct ProfileTraits<'a> {
     seg: &'a Segments,
     p: &'a Profile,
     /// Score states when not in `p` (taken out while a partition owner works on it).
-    scores: Option<&'a [niyet_actions::score::ScoreState]>,
+    scores: Option<&'a niyet_actions::score::ScoreStates>,
     /// By slot of [`Segments::slots`]; sized at the first read.
     seen: std::cell::RefCell<Vec<Option<Value<'a>>>>,
     /// The age last computed: `(at, age)`.
@@ -346,7 +346,7 @@ impl Traits for ProfileTraits<'_> {
     fn metric(&self, name: &str, now: i64) -> Value<'_> {
         if let Some(s) = niyet_rules::score_of(name) {
             return match self.seg.scores.index(s) {
-                Some(i) => Value::Num(self.seg.scores.value_at(i, self.score_state(i), now)),
+                Some(i) => Value::Num(self.seg.scores.value_at(i, self.score_states(), now)),
                 None => Value::Null,
             };
         }
@@ -367,7 +367,7 @@ impl Traits for ProfileTraits<'_> {
             return Some(now.saturating_add(niyet_rules::METRIC_RECHECK_MS));
         };
         let i = self.seg.scores.index(s)?;
-        let st = self.score_state(i);
+        let st = self.score_states();
         let at = |k: f64| self.seg.scores.crosses_at(i, st, k, now);
         let nums = |ls: &[Literal]| -> Vec<f64> {
             ls.iter()
@@ -416,10 +416,12 @@ impl Traits for ProfileTraits<'_> {
 }
 
 impl<'a> ProfileTraits<'a> {
-    fn score_state(&self, i: usize) -> Option<&niyet_actions::score::ScoreState> {
+    fn score_states(&self) -> &niyet_actions::score::ScoreStates {
+        static NONE: std::sync::OnceLock<niyet_actions::score::ScoreStates> =
+            std::sync::OnceLock::new();
         self.scores
-            .or_else(|| self.p.segments.as_ref().map(|s| &s.journeys.scores[..]))?
-            .get(i)
+            .or_else(|| self.p.segments.as_ref().map(|s| &s.journeys.scores))
+            .unwrap_or_else(|| NONE.get_or_init(Default::default))
     }
 
     fn read(&self, path: &str) -> Value<'a> {

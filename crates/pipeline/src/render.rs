@@ -528,11 +528,11 @@ impl ProfileQuery<'_> {
         let j = self.sh.journeys.clone();
         let scores = self
             .with_profile(id, |p| {
-                let empty = Vec::new();
+                let empty = Default::default();
                 let st = p.segments.as_ref().map_or(&empty, |s| &s.journeys.scores);
                 j.scores.explain(st, now)
             })
-            .unwrap_or_else(|| j.scores.explain(&[], now));
+            .unwrap_or_else(|| j.scores.explain(&Default::default(), now));
         Some(json!({"id": id.to_string(), "scores": scores}))
     }
 
