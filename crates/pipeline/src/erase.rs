@@ -242,9 +242,10 @@ impl Router {
         }
         let erased = self.sh.log.erase(offsets).map_err(|e| e.to_string())?;
         if !profiles.is_empty() {
-            // The older snapshots hold the profile: a new one replaces them.
+            // The older snapshots hold the profile: a new one replaces them. The caller
+            // waits for it, so it is taken at full speed.
             self.finish_snapshot_write();
-            self.snapshot();
+            self.snapshot_at(1.0);
             self.finish_snapshot_write();
         }
         Ok(serde_json::json!({

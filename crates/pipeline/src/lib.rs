@@ -90,7 +90,7 @@ pub struct PipelineConfig {
     pub snapshot_step: Duration,
     /// Share of each thread's time a snapshot taken while work goes on may use (0–1):
     /// the rest stays with the work, so a snapshot takes longer but never lets a queue
-    /// build up behind it.
+    /// build up behind it. A snapshot someone waits for (an erasure's) goes at full speed.
     pub snapshot_share: f64,
     /// Merge rules.
     pub rules: Rules,
@@ -311,9 +311,9 @@ impl std::fmt::Debug for SharedClock {
 }
 
 impl PipelineConfig {
-    /// Paces one thread's share of a snapshot taken from now on.
-    fn pacer(&self) -> snapshot::Pacer {
-        snapshot::Pacer::new(self.snapshot_share, self.snapshot_step)
+    /// Paces one thread's share (`share` of its time) of a snapshot taken from now on.
+    fn pacer(&self, share: f64) -> snapshot::Pacer {
+        snapshot::Pacer::new(share, self.snapshot_step)
     }
 
     /// Defaults for a state directory.
@@ -324,7 +324,7 @@ impl PipelineConfig {
             snapshot_every: 5_000_000,
             snapshot_chunk: 64,
             snapshot_step: Duration::from_micros(250),
-            snapshot_share: 0.2,
+            snapshot_share: 0.05,
             rules: Rules::default(),
             identity: IdentityConfig::default(),
             commerce: CommerceNames::default(),
@@ -473,10 +473,12 @@ enum Op {
     /// Encode the partition for a snapshot.
     /// (Its profiles spill to the file at the path as they are encoded; every profile of
     /// the moment has an id below the `u64`.)
+    /// The `f64` is the share of the owner's time it may use (see [`PipelineConfig`]).
     Encode(
         SyncSender<Result<snapshot::Section, PipelineError>>,
         PathBuf,
         u64,
+        f64,
     ),
     Stop,
 }
@@ -999,7 +1001,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         action_max_age_ms: sh.cfg.action_max_age_ms,
         live_from: sh.live_from,
         enc: None,
-        pace: sh.cfg.pacer(),
+        pace: sh.cfg.pacer(sh.cfg.snapshot_share),
     };
     // Whether the last turn of the loop was a snapshot step (the next one looks at the
     // queue first).
@@ -1238,7 +1240,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                 Op::Barrier(reply) => {
                     let _ = reply.send(());
                 }
-                Op::Encode(reply, spill, end) => {
+                Op::Encode(reply, spill, end, share) => {
                     // Taken while work goes on: profiles are encoded before they change
                     // and a chunk at a time between batches.
                     seg.finish_encoding(&part);
@@ -1248,7 +1250,7 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
                         spill,
                         reply,
                     ));
-                    seg.pace = sh.cfg.pacer();
+                    seg.pace = sh.cfg.pacer(share);
                 }
                 Op::Stop => {
                     seg.finish_encoding(&part);
@@ -2703,6 +2705,11 @@ impl Router {
     /// and catalogue at once; the file is written by a thread of its own once every piece
     /// is in. One snapshot at a time.
     fn snapshot(&mut self) {
+        self.snapshot_at(self.sh.cfg.snapshot_share);
+    }
+
+    /// Starts a snapshot whose encoding may use `share` of each thread's time.
+    fn snapshot_at(&mut self, share: f64) {
         self.finish_snapshot_write();
         // Let every worker finish what it was sent (no merge in flight between two
         // partitions), and the actions it took be durable.
@@ -2719,7 +2726,7 @@ impl Router {
         for i in 0..self.senders.len() {
             let (tx, rx) = mpsc::sync_channel(1);
             let spill = snapshot::spill_path(&self.sh.cfg.state_dir, self.next, i);
-            self.send_to(i, Op::Encode(tx, spill, end));
+            self.send_to(i, Op::Encode(tx, spill, end, share));
             waits.push(rx);
         }
         self.ship_all();
@@ -2761,7 +2768,7 @@ impl Router {
                     waits,
                     offset: self.next,
                     started,
-                    pace: self.sh.cfg.pacer(),
+                    pace: self.sh.cfg.pacer(share),
                 });
             }
             Err(e) => {

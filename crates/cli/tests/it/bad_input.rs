@@ -389,7 +389,7 @@ async fn oversized_bodies_get_a_413_answer_not_a_reset() {
 fn a_bad_configuration_is_named_without_a_stack_trace() {
     let tmp = tempfile::tempdir().expect("tmp");
     let p = tmp.path().join("niyet.toml");
-    std::fs::write(&p, "[profiles]\nsnapshot_every = 0\n").expect("write");
+    std::fs::write(&p, "[profiles]\nsnapshot_every = 0\nsnapshot_share = 1.5\n").expect("write");
     let data = tmp.path().join("data");
     let (p, data) = (p.to_str().expect("path"), data.to_str().expect("path"));
     for cmd in [
@@ -406,6 +406,10 @@ fn a_bad_configuration_is_named_without_a_stack_trace() {
         assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
         assert!(
             err.contains("profiles.snapshot_every must be at least 1"),
+            "{cmd:?}: {err}"
+        );
+        assert!(
+            err.contains("profiles.snapshot_share must be more than 0 and at most 1"),
             "{cmd:?}: {err}"
         );
         assert!(!err.contains("backtrace"), "{cmd:?}: {err}");
