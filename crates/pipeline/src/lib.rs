@@ -514,6 +514,8 @@ pub(crate) struct Shared {
     /// Processing time each partition's timers have fired up to.
     reached: Vec<AtomicI64>,
     queued: Vec<AtomicUsize>,
+    /// Readers waiting for each partition (see [`Shared::read_partition`]).
+    readers_waiting: Vec<AtomicUsize>,
     progress: (Mutex<()>, Condvar),
     stats: Mutex<PipelineStats>,
     outcomes: Mutex<BTreeMap<u64, Result<serde_json::Value, String>>>,
@@ -527,6 +529,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Partition `idx` for reading. The owner holds it for writing while it works
+    /// through a batch of operations, and lets waiting readers in between two of them
+    /// (an action's document, rendered from the profile, does not wait for the rest of
+    /// the batch).
+    pub(crate) fn read_partition(
+        &self,
+        idx: usize,
+    ) -> Option<std::sync::RwLockReadGuard<'_, Partition>> {
+        let waiting = &self.readers_waiting[idx];
+        waiting.fetch_add(1, Ordering::SeqCst);
+        let part = self.partitions[idx].read();
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        part.ok()
+    }
+
     pub(crate) fn partition_of(&self, id: ProfileId) -> usize {
         (id.0 % self.partitions.len() as u64) as usize
     }
@@ -689,6 +706,7 @@ impl Pipeline {
             processed: AtomicU64::new(offset),
             reached: (0..parts).map(|_| AtomicI64::new(i64::MIN)).collect(),
             queued: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
+            readers_waiting: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
             progress: (Mutex::new(()), Condvar::new()),
             stats: Mutex::new(stats),
             outcomes: Mutex::new(BTreeMap::new()),
@@ -1056,7 +1074,27 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         };
         sh.queued[idx].fetch_sub(ops.len(), Ordering::Relaxed);
         let mut queue: VecDeque<Op> = ops.into();
+        // Operations since readers were last let in.
+        let mut since_readers = 16u32;
         while let Some(o) = queue.pop_front() {
+            if since_readers >= 16 && sh.readers_waiting[idx].load(Ordering::SeqCst) > 0 {
+                // Readers wait: let them in before the next operation (the state between
+                // two operations is what they would see between two batches), waiting
+                // briefly for them to take it.
+                drop(part);
+                let t = Instant::now();
+                while sh.readers_waiting[idx].load(Ordering::SeqCst) > 0
+                    && t.elapsed() < Duration::from_micros(200)
+                {
+                    std::hint::spin_loop();
+                }
+                since_readers = 0;
+                part = match sh.partitions[idx].write() {
+                    Ok(p) => p,
+                    Err(_) => return,
+                };
+            }
+            since_readers += 1;
             // A profile waiting for a merged profile from another partition takes its
             // later operations only after that arrives, so each profile sees its
             // operations in log order whatever the partition count.

@@ -151,7 +151,7 @@ impl<'a> ProfileQuery<'a> {
     }
 
     fn with_profile<T>(&self, id: ProfileId, f: impl FnOnce(&Profile) -> T) -> Option<T> {
-        let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
+        let part = self.sh.read_partition(self.sh.partition_of(id))?;
         part.get(&id.0).map(|p| f(p))
     }
 
@@ -215,7 +215,7 @@ impl<'a> ProfileQuery<'a> {
         };
         let segs = self.sh.segments.read().ok()?.clone();
         let consent = {
-            let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
+            let part = self.sh.read_partition(self.sh.partition_of(id))?;
             let syms = self.sh.symbols.read().ok()?;
             let empty = Profile::default();
             let p = part.get(&id.0).map_or(&empty, |p| &**p);
@@ -227,7 +227,8 @@ impl<'a> ProfileQuery<'a> {
 
     fn profile_as(&self, id: ProfileId, form: TraitForm) -> Option<Value> {
         // The router writes the graph and the symbol table for every event, and the
-        // partition owner holds its partition for a whole batch: neither table is held
+        // partition owner holds its partition through a batch (letting waiting readers in
+        // between two operations): neither table is held
         // while waiting for the partition (which would stop the router meanwhile). The
         // partition is taken first and the symbols only for rendering; no other path
         // holds the symbols while it waits for a partition.
@@ -252,7 +253,7 @@ impl<'a> ProfileQuery<'a> {
         };
         let segs = self.sh.segments.read().ok()?.clone();
         let body = {
-            let part = self.sh.partitions[self.sh.partition_of(id)].read().ok()?;
+            let part = self.sh.read_partition(self.sh.partition_of(id))?;
             let syms = self.sh.symbols.read().ok()?;
             match part.get(&id.0) {
                 Some(p) => render_profile(p, &syms, &segs, form),
