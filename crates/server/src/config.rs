@@ -451,8 +451,8 @@ pub struct ProfilesSection {
     pub snapshot_every: u64,
     /// Share of each processing thread's time a snapshot may use while work goes on
     /// (more than 0, at most 1). Lower keeps event-to-segment latency lower while a
-    /// snapshot is taken, which then takes longer (about 15 s per million profiles at
-    /// the default on two cores). An erasure's snapshot always goes at full speed.
+    /// snapshot is taken, which then takes longer (11 s per million profiles at the
+    /// default under load on two cores). An erasure's snapshot always goes at full speed.
     pub snapshot_share: f64,
     /// Event name of completed orders.
     pub order_event: String,
