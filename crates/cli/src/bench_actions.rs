@@ -75,6 +75,11 @@ struct Report {
     resent_same_key: u64,
     background_events_per_s: f64,
     zero_wait: Latency,
+    /// Of which: until the probe's write was acknowledged (durable in the log).
+    zero_wait_ack: Latency,
+    /// Each zero-wait probe in the order sent, µs: `(until its request arrived, until its
+    /// ack)`.
+    zero_wait_probes_us: Vec<(u64, u64)>,
     after_wait: Latency,
 }
 
@@ -293,20 +298,22 @@ async fn send_probe(client: &IngestClient, user: &str, event: &str) -> anyhow::R
     Ok(())
 }
 
-/// Sends `probes` events named `event` one at a time; the time from each send until its
-/// request arrives, minus `wait`.
+/// Sends `probes` events named `event` one at a time; the time (µs) from each send until
+/// its request arrives, minus `wait`, and until the write was acknowledged.
 async fn probe(
     client: &IngestClient,
     arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
     event: &str,
     probes: usize,
     wait: Duration,
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
     let mut us = Vec::with_capacity(probes);
+    let mut acks = Vec::with_capacity(probes);
     for k in 0..probes {
         let user = format!("{event}-{k}");
         let t = Instant::now();
         send_probe(client, &user, event).await?;
+        acks.push(t.elapsed().as_micros() as u64);
         let at = loop {
             let (who, at) = tokio::time::timeout(wait + Duration::from_secs(10), arrivals.recv())
                 .await
@@ -319,7 +326,7 @@ async fn probe(
         us.push(at.duration_since(t).saturating_sub(wait).as_micros() as u64);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(us)
+    Ok((us, acks))
 }
 
 /// Sends `probes` events named `event`, one every `every` without waiting for answers
@@ -451,7 +458,8 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     );
     let bg_started = Instant::now();
     let bg_before = sent.load(Ordering::Relaxed);
-    let zero = probe(&client, &mut arrivals, "Probe", a.probes, Duration::ZERO).await?;
+    let (zero, zero_acks) =
+        probe(&client, &mut arrivals, "Probe", a.probes, Duration::ZERO).await?;
     let waited = probe_spaced(
         &client,
         &mut arrivals,
@@ -481,7 +489,13 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
         batch_max: a.batch,
         resent_same_key: resent,
         background_events_per_s: background,
+        zero_wait_probes_us: zero
+            .iter()
+            .copied()
+            .zip(zero_acks.iter().copied())
+            .collect(),
         zero_wait: latency(zero),
+        zero_wait_ack: latency(zero_acks),
         after_wait: latency(waited),
     };
     let fmt = |v: &[f64]| {
@@ -499,6 +513,11 @@ pub async fn run(a: ActionsBench) -> anyhow::Result<()> {
     println!(
         "  event sent → webhook request received, zero-wait trigger, {} probes under {:.0} events/s: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         a.probes, r.background_events_per_s, z.p50_ms, z.p90_ms, z.p99_ms, z.max_ms
+    );
+    let k = &r.zero_wait_ack;
+    println!(
+        "    of which until the write was acknowledged: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        k.p50_ms, k.p90_ms, k.p99_ms, k.max_ms
     );
     println!(
         "  2 s wait elapsed → webhook request received, {} probes (one every 100 ms): p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",

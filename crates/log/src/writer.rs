@@ -205,9 +205,11 @@ impl Writer {
         self.active.count = self.next_offset - self.active.base;
         self.buf.clear();
         // The next segment's file is prepared as this one fills (a log that stays small
-        // never writes one).
+        // never writes one), for buffered logs too: their `fdatasync` into a growing file
+        // commits the filesystem's journal each time, whose writes the other logs' syncs
+        // then wait behind.
         self.prep.fill(self.active.len);
-        if self.file.is_direct() && self.active.len > self.cfg.segment_bytes / 8 {
+        if self.active.len > self.cfg.segment_bytes / 8 {
             self.prep.start(&self.cfg.dir, self.cfg.segment_bytes);
         }
         if let Ok(mut segs) = self.shared.segments.write() {
