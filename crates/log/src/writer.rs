@@ -26,7 +26,7 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// The records encoded in `buf`, for [`crate::Recent`] once they are durable.
     staged: Vec<crate::Record>,
-    /// The next segment's file, written ahead (direct I/O only).
+    /// The next segment's file, written ahead.
     prep: Preparer,
 }
 
