@@ -50,6 +50,16 @@ impl Priority {
         }
         let tid = rustix::thread::gettid();
         let base = getpriority_process(Some(tid)).unwrap_or(0);
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nice).current;
+        if !can_restore(base, rustix::process::geteuid().is_root(), limit) {
+            // Lowered, the thread could never be raised back: processing would stay
+            // behind ingest for the rest of the process.
+            tracing::warn!(
+                nice = base,
+                "processing keeps its priority when behind: this process may not raise a thread's priority back (RLIMIT_NICE; run as root or raise the limit to use [profiles] nice)"
+            );
+            return;
+        }
         if let Ok(mut t) = self.threads.lock() {
             t.push((tid, base));
             if self.lowered.load(Ordering::Relaxed) {
@@ -82,6 +92,13 @@ impl Priority {
     }
 }
 
+/// Whether a thread at nice `base` may be lowered and later raised back: root may always;
+/// others only as far as `RLIMIT_NICE` allows (a soft limit of `n` permits nice values
+/// down to `20 - n`; `None` is unlimited).
+pub(crate) fn can_restore(base: i32, root: bool, limit: Option<u64>) -> bool {
+    root || limit.is_none_or(|n| 20 - (n.min(40) as i32) <= base)
+}
+
 fn set(tid: Pid, nice: i32) {
     if let Err(e) = setpriority_process(Some(tid), nice.min(19)) {
         tracing::warn!(error = %e, nice, "could not change the processing threads' priority");
@@ -90,7 +107,21 @@ fn set(tid: Pid, nice: i32) {
 
 #[cfg(test)]
 mod tests {
-    use super::lowered;
+    use super::{can_restore, lowered};
+
+    #[test]
+    fn lowering_is_used_only_where_it_can_be_undone() {
+        // Root, or an unlimited RLIMIT_NICE: always.
+        assert!(can_restore(0, true, Some(0)));
+        assert!(can_restore(0, false, None));
+        // The default soft limit 0 permits nothing below 20: a thread at 0 stays put.
+        assert!(!can_restore(0, false, Some(0)));
+        // A limit of 20 permits going back down to 0, not to -1.
+        assert!(can_restore(0, false, Some(20)));
+        assert!(!can_restore(-1, false, Some(20)));
+        assert!(can_restore(5, false, Some(15)));
+        assert!(!can_restore(5, false, Some(14)));
+    }
 
     #[test]
     fn lowered_far_behind_and_back_once_caught_up() {

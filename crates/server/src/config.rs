@@ -469,7 +469,8 @@ pub struct ProfilesSection {
     /// While processing (identity, profiles, segments, scores, triggers) is more than
     /// 50,000 records behind the log, it runs this many nice steps below ingest, so that
     /// writes are still acknowledged promptly; back at 5,000 it shares the processor
-    /// evenly again (0–19; 0 never lowers it).
+    /// evenly again (0–19; 0 never lowers it). Used only where the process may raise
+    /// its threads back (root, or `RLIMIT_NICE` permitting); otherwise a warning says so.
     pub nice: u8,
     /// Events that update the product catalogue offers read (their `sku` or
     /// `product_id`, `price`, `category`, `stock` or `inventory`).
