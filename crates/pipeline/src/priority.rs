@@ -30,6 +30,8 @@ pub(crate) struct Priority {
     /// Each registered thread with the nice value it started with.
     threads: Mutex<Vec<(Pid, i32)>>,
     lowered: AtomicBool,
+    /// Whether the warning that lowering cannot be undone was given (once per process).
+    warned: AtomicBool,
 }
 
 impl Priority {
@@ -40,6 +42,7 @@ impl Priority {
             low: low.min(high),
             threads: Mutex::new(Vec::new()),
             lowered: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -54,6 +57,9 @@ impl Priority {
         if !can_restore(base, rustix::process::geteuid().is_root(), limit) {
             // Lowered, the thread could never be raised back: processing would stay
             // behind ingest for the rest of the process.
+            if self.warned.swap(true, Ordering::Relaxed) {
+                return;
+            }
             tracing::warn!(
                 nice = base,
                 "processing keeps its priority when behind: this process may not raise a thread's priority back (RLIMIT_NICE; run as root or raise the limit to use [profiles] nice)"
