@@ -157,8 +157,11 @@ impl Slot<'_> {
     fn above(&self) -> u64 {
         self.0[2]
     }
-    fn flip(&mut self, bit: u64) {
-        self.0[2] ^= bit;
+    fn flip(&mut self, bits: u64) {
+        self.0[2] ^= bits;
+    }
+    fn raise(&mut self, bits: u64) {
+        self.0[2] |= bits;
     }
     /// Scales the value and every contribution by `f`.
     fn scale(&mut self, f: f64) {
@@ -171,6 +174,14 @@ impl Slot<'_> {
 }
 
 impl ScoreStates {
+    /// No state for any score.
+    pub const fn new() -> Self {
+        ScoreStates {
+            words: Vec::new(),
+            rare: Vec::new(),
+        }
+    }
+
     /// Whether no score has any state.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty() && self.rare.is_empty()
@@ -233,16 +244,19 @@ impl ScoreStates {
     /// Score `i`'s words, adding zeroed scores up to it; `room(s)` is the number of
     /// words to reserve for score `s` when the first scores are added.
     fn slot(&mut self, i: usize, room: impl Fn(usize) -> usize) -> Slot<'_> {
-        let held = self.len();
-        if held <= i {
-            if self.words.is_empty() {
-                self.words.reserve_exact((0..=i).map(&room).sum());
+        let (o, end) = match self.span(i) {
+            Some(span) => span,
+            None => {
+                if self.words.is_empty() {
+                    self.words.reserve_exact((0..=i).map(&room).sum());
+                }
+                for _ in self.len()..=i {
+                    self.words.extend_from_slice(&[0f64.to_bits(), 0, 0, 0]);
+                }
+                let o = self.words.len() - HEAD;
+                (o, o + HEAD)
             }
-            for _ in held..=i {
-                self.words.extend_from_slice(&[0f64.to_bits(), 0, 0, 0]);
-            }
-        }
-        let (o, end) = self.span(i).unwrap_or((0, 0));
+        };
         Slot(&mut self.words[o..end])
     }
 
@@ -442,13 +456,18 @@ impl Scores {
         self.defs.iter().position(|c| c.def.name == name)
     }
 
+    /// What decay multiplies score `i` by from `at` to `now` (1 without a half-life).
+    fn decay_factor(&self, i: usize, at: i64, now: i64) -> f64 {
+        match self.defs.get(i).and_then(|c| c.half_life_ms) {
+            Some(h) if now > at => 0.5f64.powf((now - at) as f64 / h),
+            _ => 1.0,
+        }
+    }
+
     /// Score `i`'s value at `now`, decayed (0 for a profile no signal reached).
     pub fn value_at(&self, i: usize, sts: &ScoreStates, now: i64) -> f64 {
-        let Some(st) = sts.get(i) else { return 0.0 };
-        match self.defs.get(i).and_then(|c| c.half_life_ms) {
-            Some(h) if now > st.at => st.value * 0.5f64.powf((now - st.at) as f64 / h),
-            _ => st.value,
-        }
+        sts.get(i)
+            .map_or(0.0, |st| st.value * self.decay_factor(i, st.at, now))
     }
 
     /// The last millisecond after `now` at which decay has not yet taken score `i` across
@@ -505,38 +524,40 @@ impl Scores {
         if now <= st.at() {
             return;
         }
-        if let Some(h) = self.defs[i].half_life_ms {
-            st.scale(0.5f64.powf((now - st.at()) as f64 / h));
+        let f = self.decay_factor(i, st.at(), now);
+        if f != 1.0 {
+            st.scale(f);
         }
         st.set_at(now);
     }
 
     fn cross(&self, i: usize, sts: &mut ScoreStates, now: i64, out: &mut Vec<Crossing>) {
-        let mut changed = Vec::new();
-        {
-            let mut st = sts.slot(i, |s| self.room(s));
-            for (k, t) in self.defs[i].def.thresholds.iter().enumerate() {
-                let bit = 1u64 << k;
-                let above = st.above() & bit != 0;
-                let up = !above && st.value() >= t.at;
-                let down = above && st.value() < t.at - t.hysteresis;
-                if up || down {
-                    st.flip(bit);
-                    changed.push((k as u16, up, now));
-                }
+        let thresholds = &self.defs[i].def.thresholds;
+        let mut st = sts.slot(i, |s| self.room(s));
+        // The thresholds crossed (a bit each) and, of those, the ones crossed upwards.
+        let (mut crossed, mut ups) = (0u64, 0u64);
+        for (k, t) in thresholds.iter().enumerate() {
+            let bit = 1u64 << k;
+            let above = st.above() & bit != 0;
+            if !above && st.value() >= t.at {
+                (crossed, ups) = (crossed | bit, ups | bit);
+            } else if above && st.value() < t.at - t.hysteresis {
+                crossed |= bit;
             }
         }
-        if changed.is_empty() {
+        if crossed == 0 {
             return;
         }
+        st.flip(crossed);
         let r = sts.rare_mut(i);
-        for &(k, up, at) in &changed {
-            r.history.push((k, up, at));
+        for k in (0..thresholds.len()).filter(|k| crossed & (1 << k) != 0) {
+            let up = ups & (1 << k) != 0;
+            r.history.push((k as u16, up, now));
             out.push(Crossing {
                 score: i,
-                threshold: k as usize,
+                threshold: k,
                 up,
-                at,
+                at: now,
             });
         }
         if r.history.len() > HISTORY {
@@ -682,15 +703,12 @@ impl Scores {
                 continue;
             }
             // The other profile's score, decayed to `now`.
-            let f = match self.defs[i].half_life_ms {
-                Some(h) if now > o.at => 0.5f64.powf((now - o.at) as f64 / h),
-                _ => 1.0,
-            };
+            let f = self.decay_factor(i, o.at, now);
             self.decay(i, sts, now);
             {
                 let mut st = sts.slot(i, |s| self.room(s));
                 st.set_value(st.value() + o.value * f);
-                st.0[2] |= o.above;
+                st.raise(o.above);
             }
             for (j, v) in o.contrib() {
                 sts.add_contrib(i, j, v * f);
@@ -721,11 +739,8 @@ impl Scores {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let f = match (sts.get(i), c.half_life_ms) {
-                    (Some(s), Some(h)) if now > s.at => 0.5f64.powf((now - s.at) as f64 / h),
-                    _ => 1.0,
-                };
                 let st = sts.get(i);
+                let f = st.map_or(1.0, |s| self.decay_factor(i, s.at, now));
                 let value = self.value_at(i, sts, now);
                 let above = st.map_or(0, |s| s.above);
                 let mut contrib: Vec<(u16, f64)> = st

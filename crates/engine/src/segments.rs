@@ -417,11 +417,10 @@ impl Traits for ProfileTraits<'_> {
 
 impl<'a> ProfileTraits<'a> {
     fn score_states(&self) -> &niyet_actions::score::ScoreStates {
-        static NONE: std::sync::OnceLock<niyet_actions::score::ScoreStates> =
-            std::sync::OnceLock::new();
+        static NONE: niyet_actions::score::ScoreStates = niyet_actions::score::ScoreStates::new();
         self.scores
             .or_else(|| self.p.segments.as_ref().map(|s| &s.journeys.scores))
-            .unwrap_or_else(|| NONE.get_or_init(Default::default))
+            .unwrap_or(&NONE)
     }
 
     fn read(&self, path: &str) -> Value<'a> {

@@ -544,6 +544,28 @@ impl Shared {
         part.ok()
     }
 
+    /// The owner's side of [`Self::read_partition`], between two operations: when
+    /// readers wait for partition `idx`, releases it, waits briefly for them to take it
+    /// (the state between two operations is what they would see between two batches)
+    /// and takes it back. Returns the guard and whether readers were let in; `None` if
+    /// the lock is poisoned.
+    fn let_readers_in<'a>(
+        &'a self,
+        idx: usize,
+        part: std::sync::RwLockWriteGuard<'a, Partition>,
+    ) -> Option<(std::sync::RwLockWriteGuard<'a, Partition>, bool)> {
+        let waiting = &self.readers_waiting[idx];
+        if waiting.load(Ordering::SeqCst) == 0 {
+            return Some((part, false));
+        }
+        drop(part);
+        let t = Instant::now();
+        while waiting.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_micros(200) {
+            std::hint::spin_loop();
+        }
+        Some((self.partitions[idx].write().ok()?, true))
+    }
+
     pub(crate) fn partition_of(&self, id: ProfileId) -> usize {
         (id.0 % self.partitions.len() as u64) as usize
     }
@@ -1077,21 +1099,15 @@ fn worker(sh: Arc<Shared>, idx: usize, rx: Inbox, peers: Vec<Outbox>) {
         // Operations since readers were last let in.
         let mut since_readers = 16u32;
         while let Some(o) = queue.pop_front() {
-            if since_readers >= 16 && sh.readers_waiting[idx].load(Ordering::SeqCst) > 0 {
-                // Readers wait: let them in before the next operation (the state between
-                // two operations is what they would see between two batches), waiting
-                // briefly for them to take it.
-                drop(part);
-                let t = Instant::now();
-                while sh.readers_waiting[idx].load(Ordering::SeqCst) > 0
-                    && t.elapsed() < Duration::from_micros(200)
-                {
-                    std::hint::spin_loop();
-                }
-                since_readers = 0;
-                part = match sh.partitions[idx].write() {
-                    Ok(p) => p,
-                    Err(_) => return,
+            if since_readers >= 16 {
+                part = match sh.let_readers_in(idx, part) {
+                    Some((p, let_in)) => {
+                        if let_in {
+                            since_readers = 0;
+                        }
+                        p
+                    }
+                    None => return,
                 };
             }
             since_readers += 1;
