@@ -220,7 +220,16 @@ pub(crate) struct Shared {
     pub read_hints: Mutex<[(u64, u64, u64); segment::READ_HINTS]>,
     /// The newest durable records, for readers that follow the log closely.
     pub recent: RwLock<Recent>,
+    /// Tells this log from every other in the process (a reader's kept bytes belong to
+    /// one log: see [`segment::visit`]).
+    pub id: u64,
+    /// Moves after every rewrite of bytes already durable (an erasure): bytes a reader
+    /// kept from before it are read again.
+    pub rewrites: AtomicU64,
 }
+
+/// The next [`Shared::id`].
+static NEXT_LOG_ID: AtomicU64 = AtomicU64::new(0);
 
 /// The newest durable records, in memory (see [`RECENT_BYTES`]): readers close behind
 /// the writer copy from here instead of reading the file, which with direct I/O would
@@ -346,6 +355,8 @@ impl Log {
                 first: recovered.end_offset,
                 ..Recent::default()
             }),
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
+            rewrites: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let dir = cfg.dir.clone();

@@ -349,6 +349,8 @@ pub(crate) fn visit(
             return Ok(seen);
         }
     }
+    // Read before the bytes are: an erasure meanwhile makes what is kept stale.
+    let rewrites = shared.rewrites.load(Ordering::Acquire);
     while seen < max {
         let seg = {
             let segs = shared
@@ -399,8 +401,9 @@ pub(crate) fn visit(
                 (seek_off, seek_pos) = (o, p);
             }
         }
+        let key = (shared.id, base, rewrites);
         let (end_off, end_pos) = read_segment(
-            f, &path, seek_off, seek_pos, len, next, seg_end, max, &mut seen, each,
+            f, &path, key, seek_off, seek_pos, len, next, seg_end, max, &mut seen, each,
         )?;
         if let Ok(mut h) = shared.read_hints.lock() {
             // The oldest hint, or the one this read went on from, makes way.
@@ -507,16 +510,33 @@ const READ_CHUNK: usize = 256 << 10;
 /// the log (pipeline, destinations), with room to spare.
 pub(crate) const READ_HINTS: usize = 8;
 
+/// A reading thread's chunk buffer, kept between reads (a fresh one per call costs the
+/// kernel a page clear for every 4 KiB of it), with the bytes of its last read.
+///
+/// A reader that fetches single records a little apart (a destination fetching each
+/// action's starting event) finds the next one in the bytes it already has instead of
+/// reading a chunk from the file for each. The bytes kept are durable ones, which never
+/// change but for an erasure, which moves [`Shared::rewrites`] so that they are read again.
+struct ReadBuf {
+    buf: Vec<u8>,
+    /// Whose bytes `buf[..filled]` are: `(log id, segment base, rewrites)`.
+    kept: Option<(u64, u64, u64)>,
+    /// File position of `buf[0]`.
+    pos0: u64,
+    filled: usize,
+}
+
 thread_local! {
-    /// Each reading thread's chunk buffer, kept between reads: a fresh one per call
-    /// costs the kernel a page clear for every 4 KiB of it.
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static READ_BUF: std::cell::RefCell<ReadBuf> = const {
+        std::cell::RefCell::new(ReadBuf { buf: Vec::new(), kept: None, pos0: 0, filled: 0 })
+    };
 }
 
 #[allow(clippy::too_many_arguments)]
 fn read_segment(
     f: &File,
     path: &Path,
+    key: (u64, u64, u64),
     mut offset: u64,
     pos: u64,
     len: u64,
@@ -533,12 +553,26 @@ fn read_segment(
         detail,
     };
     READ_BUF.with(|cell| {
-        let mut buf = cell.borrow_mut();
+        let mut rb = cell.borrow_mut();
+        let ReadBuf {
+            buf,
+            kept,
+            pos0,
+            filled: kept_filled,
+        } = &mut *rb;
         if buf.len() < READ_CHUNK {
             buf.resize(READ_CHUNK, 0);
         }
-        // `buf[at..filled]` holds file bytes from `file_pos - (filled - at)` on.
-        let (mut at, mut filled, mut file_pos) = (0usize, 0usize, pos);
+        // `buf[at..filled]` holds file bytes from `file_pos - (filled - at)` on: those
+        // kept from the last read when they reach `pos`.
+        let (mut at, mut filled, mut file_pos) = match *kept {
+            Some(k) if k == key && *pos0 <= pos && pos < *pos0 + *kept_filled as u64 => {
+                ((pos - *pos0) as usize, *kept_filled, *pos0 + *kept_filled as u64)
+            }
+            _ => (0usize, 0usize, pos),
+        };
+        // Nothing is kept if this read fails part way.
+        *kept = None;
         // A read of a few records (an action's starting event) reads a few KiB, not a
         // whole chunk.
         let want = if max <= 16 { 16 << 10 } else { READ_CHUNK };
@@ -574,14 +608,14 @@ fn read_segment(
             Ok(())
         };
         while offset < seg_end && *seen < max {
-            fill(&mut buf, &mut at, &mut filled, 8)?;
+            fill(buf, &mut at, &mut filled, 8)?;
             let lh = &buf[at..at + 8];
             let blen = u32::from_le_bytes([lh[0], lh[1], lh[2], lh[3]]) as usize;
             let crc = u32::from_le_bytes([lh[4], lh[5], lh[6], lh[7]]);
             if !(BODY_FIXED..=MAX_BODY).contains(&blen) {
                 return Err(corrupt(format!("implausible length at offset {offset}")));
             }
-            fill(&mut buf, &mut at, &mut filled, 8 + blen)?;
+            fill(buf, &mut at, &mut filled, 8 + blen)?;
             let body = &buf[at + 8..at + 8 + blen];
             at += 8 + blen;
             if offset < from {
@@ -609,6 +643,7 @@ fn read_segment(
             *seen += 1;
             offset += 1;
         }
+        (*kept, *pos0, *kept_filled) = (Some(key), file_pos - filled as u64, filled);
         // Where the next record starts: `buf[at..]` holds the bytes from there on.
         Ok((offset, file_pos - (filled - at) as u64))
     })

@@ -320,7 +320,11 @@ impl Writer {
             if lo == hi {
                 continue;
             }
-            let writes = segment::erase_in_segment(m, &offsets[lo..hi])?;
+            let writes = segment::erase_in_segment(m, &offsets[lo..hi]);
+            // Readers' kept bytes from before are stale now (also after a failure part
+            // way through).
+            self.shared.rewrites.fetch_add(1, Ordering::AcqRel);
+            let writes = writes?;
             n += writes.len() as u64;
             if let Ok(mut r) = self.shared.recent.write() {
                 let first = r.first;

@@ -99,3 +99,41 @@ fn erased_records_leave_every_file_and_the_rest_stays() {
     let log = Log::open(cfg, 0).expect("reopen");
     check(&log);
 }
+
+/// One record read at a time, as a destination fetches each action's starting event:
+/// each read after the first of a stretch is served from the bytes the reader kept, so
+/// an erasure in between must make it read them again.
+#[test]
+fn single_reads_see_an_erasure_made_after_them() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let cfg = LogConfig::new(dir.path());
+    let log = Log::open(cfg.clone(), 0).expect("open");
+    let secret = |i: u64| i % 7 == 3;
+    log.append_blocking((0..300u64).map(|i| rec(i, secret(i))).collect())
+        .expect("append");
+    log.close();
+    drop(log);
+    // Reopened: nothing is in memory, so reads go to the file.
+    let log = Log::open(cfg, 0).expect("reopen");
+    let one = |o: u64| {
+        let r = log.read(o, 1).expect("read");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].offset, o);
+        r[0].payload.clone()
+    };
+    // Forward a little apart, back, and the same one again: each as written.
+    for o in [3, 10, 17, 24, 24, 5, 150, 149, 299, 0] {
+        assert_eq!(one(o), rec(o, secret(o)).payload, "offset {o}");
+    }
+    // Kept from the reads just made (same thread), then erased.
+    assert_eq!(one(24), rec(24, true).payload);
+    assert_eq!(log.erase(vec![24, 31]).expect("erase"), 2);
+    for o in [24, 31, 38] {
+        let p = one(o);
+        if o == 38 {
+            assert_eq!(p, rec(o, true).payload, "not erased");
+        } else {
+            assert!(p.starts_with(ERASED), "offset {o} read as it was before the erasure");
+        }
+    }
+}
