@@ -430,6 +430,15 @@ struct Shared {
 #[derive(Clone)]
 pub struct Delivery {
     sh: Arc<Shared>,
+    /// The sending thread (see [`Delivery::start`]) and what stops it (dropped with the
+    /// last clone: stop).
+    sending: Arc<std::sync::Mutex<Option<Sending>>>,
+}
+
+/// The thread the destinations' sending tasks run on.
+struct Sending {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 const RECENT: usize = 10_000;
@@ -522,7 +531,10 @@ impl Delivery {
         std::thread::Builder::new()
             .name("niyet-outbox".into())
             .spawn(move || writer(&w, rx))?;
-        Ok(Delivery { sh })
+        Ok(Delivery {
+            sh,
+            sending: Arc::default(),
+        })
     }
 
     /// Hands an action over (quick; from any thread). A `live` action to send, for a
@@ -587,21 +599,65 @@ impl Delivery {
         }
     }
 
-    /// Starts one sending task per destination on the current tokio runtime.
-    pub fn start(&self) {
-        for i in 0..self.sh.dests.len() {
-            let sh = self.sh.clone();
-            tokio::spawn(async move { worker(sh, i).await });
+    /// Starts one sending task per destination, on a thread of their own (`niyet-send`)
+    /// with a runtime of its own; it runs until [`Delivery::close`] or until this is
+    /// dropped.
+    ///
+    /// Composing a request's documents runs without a pause (up to a batch of them), so
+    /// on the server's runtime it would hold a runtime thread while requests to acknowledge
+    /// wait behind it; on a thread of its own the operating system shares the processor
+    /// between them instead.
+    pub fn start(&self) -> std::io::Result<()> {
+        let Ok(mut sending) = self.sending.lock() else {
+            return Ok(());
+        };
+        if sending.is_some() {
+            return Ok(());
         }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("niyet-send-io")
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sh = self.sh.clone();
+        let thread = std::thread::Builder::new()
+            .name("niyet-send".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    for i in 0..sh.dests.len() {
+                        let sh = sh.clone();
+                        tokio::spawn(async move { worker(sh, i).await });
+                    }
+                    // Stopped, or the handle dropped.
+                    let _ = stopped.await;
+                });
+                // Requests still out are dropped; their actions go again after a restart
+                // (the cursor stays before them), with the same keys.
+                rt.shutdown_timeout(Duration::from_secs(5));
+            })?;
+        *sending = Some(Sending { stop, thread });
+        Ok(())
     }
 
-    /// Stops taking actions and waits for the outbox writer to finish what it has.
+    /// Stops sending, stops taking actions and waits for the outbox writer to finish what
+    /// it has.
     pub fn close(&self) {
+        self.stop_sending();
         if let Ok(mut t) = self.sh.tx.write() {
             t.take();
         }
         self.sync();
         self.sh.log.close();
+    }
+
+    fn stop_sending(&self) {
+        let s = self.sending.lock().ok().and_then(|mut s| s.take());
+        if let Some(s) = s {
+            let _ = s.stop.send(());
+            if s.thread.join().is_err() {
+                tracing::error!("the sending thread panicked");
+            }
+        }
     }
 
     /// Actions blocked for want of consent for a profile (kept in

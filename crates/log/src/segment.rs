@@ -566,9 +566,11 @@ fn read_segment(
         // `buf[at..filled]` holds file bytes from `file_pos - (filled - at)` on: those
         // kept from the last read when they reach `pos`.
         let (mut at, mut filled, mut file_pos) = match *kept {
-            Some(k) if k == key && *pos0 <= pos && pos < *pos0 + *kept_filled as u64 => {
-                ((pos - *pos0) as usize, *kept_filled, *pos0 + *kept_filled as u64)
-            }
+            Some(k) if k == key && *pos0 <= pos && pos < *pos0 + *kept_filled as u64 => (
+                (pos - *pos0) as usize,
+                *kept_filled,
+                *pos0 + *kept_filled as u64,
+            ),
             _ => (0usize, 0usize, pos),
         };
         // Nothing is kept if this read fails part way.

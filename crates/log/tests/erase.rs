@@ -133,7 +133,10 @@ fn single_reads_see_an_erasure_made_after_them() {
         if o == 38 {
             assert_eq!(p, rec(o, true).payload, "not erased");
         } else {
-            assert!(p.starts_with(ERASED), "offset {o} read as it was before the erasure");
+            assert!(
+                p.starts_with(ERASED),
+                "offset {o} read as it was before the erasure"
+            );
         }
     }
 }

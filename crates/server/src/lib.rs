@@ -439,7 +439,10 @@ impl Server {
         let retrain = tokio::spawn(intent::retrain_loop(state.clone()));
         let refit = tokio::spawn(analytics::refit_loop(state.clone()));
         if let Some(d) = &state.delivery {
-            d.start();
+            d.start().map_err(|source| ServerError::Io {
+                context: "starting the sending thread".into(),
+                source,
+            })?;
         }
         let app = router(state.clone());
         let result = serve(self.listener, app, &state.limits, self.tls, shutdown).await;
