@@ -559,9 +559,22 @@ impl Shared {
             return Some((part, false));
         }
         drop(part);
-        let t = Instant::now();
-        while waiting.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_micros(200) {
-            std::hint::spin_loop();
+        // A reader already running takes the lock within a few spins. One still to be
+        // woken needs a processor, perhaps this one: the owner gives its place instead of
+        // spinning on it (reading the clock all the while, which cost more than the wait).
+        let mut spins = 0u32;
+        let mut since: Option<Instant> = None;
+        while waiting.load(Ordering::SeqCst) > 0 {
+            if spins < 64 {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let t = *since.get_or_insert_with(Instant::now);
+            if t.elapsed() >= Duration::from_micros(200) {
+                break;
+            }
+            std::thread::yield_now();
         }
         Some((self.partitions[idx].write().ok()?, true))
     }
