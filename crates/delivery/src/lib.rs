@@ -435,6 +435,22 @@ pub struct Delivery {
     sending: Arc<std::sync::Mutex<Option<Sending>>>,
 }
 
+/// How far below the server's other threads (in nice values) the outbox writer and the
+/// sending threads run. Where the processor is short, they give way to acknowledging and
+/// processing events, whose latency decides how soon an action starts at all; they still
+/// get about a third of the time of a thread at normal priority, and all of it when the
+/// processor is free. (Lowering a thread's priority needs no privilege; it is never raised
+/// back.)
+pub const SEND_NICE: i32 = 5;
+
+/// Lowers the calling thread's priority by [`SEND_NICE`] (Linux sets it per thread).
+fn below_processing() {
+    let now = rustix::process::getpriority_process(None).unwrap_or(0);
+    if let Err(e) = rustix::process::setpriority_process(None, (now + SEND_NICE).min(19)) {
+        tracing::warn!(error = %e, "the sending threads run at the priority of the others");
+    }
+}
+
 /// The thread the destinations' sending tasks run on.
 struct Sending {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -530,7 +546,10 @@ impl Delivery {
         let w = sh.clone();
         std::thread::Builder::new()
             .name("niyet-outbox".into())
-            .spawn(move || writer(&w, rx))?;
+            .spawn(move || {
+                below_processing();
+                writer(&w, rx)
+            })?;
         Ok(Delivery {
             sh,
             sending: Arc::default(),
@@ -599,9 +618,9 @@ impl Delivery {
         }
     }
 
-    /// Starts one sending task per destination, on a thread of their own (`niyet-send`)
-    /// with a runtime of its own; it runs until [`Delivery::close`] or until this is
-    /// dropped.
+    /// Starts one sending task per destination, on threads of their own (`niyet-send`, a
+    /// runtime of their own with a thread per destination, up to four); they run until
+    /// [`Delivery::close`] or until this is dropped.
     ///
     /// Composing a request's documents runs without a pause (up to a batch of them), so
     /// on the server's runtime it would hold a runtime thread while requests to acknowledge
@@ -614,14 +633,18 @@ impl Delivery {
         if sending.is_some() {
             return Ok(());
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // A thread per destination, up to four: one composing a batch does not hold up
+        // another's live action.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.sh.dests.len().clamp(1, 4))
             .enable_all()
-            .thread_name("niyet-send-io")
+            .thread_name("niyet-send")
+            .on_thread_start(below_processing)
             .build()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sh = self.sh.clone();
         let thread = std::thread::Builder::new()
-            .name("niyet-send".into())
+            .name("niyet-send-main".into())
             .spawn(move || {
                 rt.block_on(async move {
                     for i in 0..sh.dests.len() {
@@ -1882,5 +1905,72 @@ mod tests {
             json!({"name": "m", "kind": "email", "smtp_tls": "ssl"})
         )
         .is_err());
+    }
+
+    /// Nice values of this process's threads named `name`.
+    fn nice_of(name: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // After the name in parentheses: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn sending_and_the_outbox_writer_run_below_the_other_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: DestinationConfig = serde_json::from_value(
+            json!({"name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/x"}),
+        )
+        .unwrap();
+        let base = rustix::process::getpriority_process(None).unwrap() as i64;
+        let d = Delivery::open(
+            &dir.path().join("outbox"),
+            vec![
+                cfg.clone(),
+                DestinationConfig {
+                    name: "other".into(),
+                    ..cfg
+                },
+            ],
+            Arc::new(niyet_model::ManualClock::new(0)),
+            Arc::new(|_: &Action| Document::default()),
+        )
+        .unwrap();
+        d.start().unwrap();
+        let want = (base + SEND_NICE as i64).min(19);
+        // The threads set their own priority as they start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (send, outbox) = (nice_of("niyet-send"), nice_of("niyet-outbox"));
+            if send.len() == 2
+                && send.iter().chain(&outbox).all(|&n| n == want)
+                && !outbox.is_empty()
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "send {send:?}, outbox {outbox:?}, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // This thread (and so the server's others) keeps its priority.
+        assert_eq!(
+            rustix::process::getpriority_process(None).unwrap() as i64,
+            base
+        );
+        d.close();
+        assert!(
+            nice_of("niyet-send").is_empty(),
+            "the sending threads stopped"
+        );
     }
 }
