@@ -393,7 +393,8 @@ pub const BUCKETS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000
 struct Dest {
     cfg: DestinationConfig,
     url: Option<reqwest::Url>,
-    /// Its own client when it trusts more certificates than the system's (`ca_file`).
+    /// Its own client (HTTP kinds), with its own connections: those are driven on the
+    /// destination's own thread, and trust its `ca_file` too.
     client: Option<reqwest::Client>,
     /// TLS to its SMTP server (e-mail with `smtp_tls`).
     smtp_tls: Option<tokio_rustls::TlsConnector>,
@@ -430,8 +431,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Delivery {
     sh: Arc<Shared>,
-    /// The sending thread (see [`Delivery::start`]) and what stops it (dropped with the
-    /// last clone: stop).
+    /// The sending threads (see [`Delivery::start`]) and what stops them (dropped with
+    /// the last clone: stop).
     sending: Arc<std::sync::Mutex<Option<Sending>>>,
 }
 
@@ -451,10 +452,10 @@ fn below_processing() {
     }
 }
 
-/// The thread the destinations' sending tasks run on.
+/// The destinations' sending threads.
 struct Sending {
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 const RECENT: usize = 10_000;
@@ -499,9 +500,8 @@ impl Delivery {
             clients.push(if d.kind == Kind::Email {
                 let tls = (d.smtp_tls != SmtpTls::None).then(|| smtp_connector(&extra));
                 (None, tls)
-            } else if extra.is_empty() {
-                (None, None)
             } else {
+                // Each its own connections, driven on its own thread (see `start`).
                 (Some(http_client(&extra)?), None)
             });
         }
@@ -618,14 +618,16 @@ impl Delivery {
         }
     }
 
-    /// Starts one sending task per destination, on threads of their own (`niyet-send`, a
-    /// runtime of their own with a thread per destination, up to four); they run until
-    /// [`Delivery::close`] or until this is dropped.
+    /// Starts sending: each destination on a thread of its own (`niyet-send`) with a
+    /// single-threaded runtime of its own; they run until [`Delivery::close`] or until
+    /// this is dropped.
     ///
     /// Composing a request's documents runs without a pause (up to a batch of them), so
     /// on the server's runtime it would hold a runtime thread while requests to acknowledge
-    /// wait behind it; on a thread of its own the operating system shares the processor
-    /// between them instead.
+    /// wait behind it, and on a thread shared by destinations it would hold back another
+    /// destination's live action; on threads of their own the operating system shares the
+    /// processor between them. A destination's task, its connections and the bytes its
+    /// reader keeps (see `niyet_log`) stay on one thread, with no wake-ups across threads.
     pub fn start(&self) -> std::io::Result<()> {
         let Ok(mut sending) = self.sending.lock() else {
             return Ok(());
@@ -633,32 +635,33 @@ impl Delivery {
         if sending.is_some() {
             return Ok(());
         }
-        // A thread per destination, up to four: one composing a batch does not hold up
-        // another's live action.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.sh.dests.len().clamp(1, 4))
-            .enable_all()
-            .thread_name("niyet-send")
-            .on_thread_start(below_processing)
-            .build()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let sh = self.sh.clone();
-        let thread = std::thread::Builder::new()
-            .name("niyet-send-main".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    for i in 0..sh.dests.len() {
-                        let sh = sh.clone();
-                        tokio::spawn(async move { worker(sh, i).await });
-                    }
-                    // Stopped, or the handle dropped.
-                    let _ = stopped.await;
-                });
-                // Requests still out are dropped; their actions go again after a restart
-                // (the cursor stays before them), with the same keys.
-                rt.shutdown_timeout(Duration::from_secs(5));
-            })?;
-        *sending = Some(Sending { stop, thread });
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let mut threads = Vec::with_capacity(self.sh.dests.len());
+        for i in 0..self.sh.dests.len() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_start(below_processing)
+                .build()?;
+            let (sh, mut stopped) = (self.sh.clone(), stopped.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("niyet-send".into())
+                    .spawn(move || {
+                        below_processing();
+                        rt.block_on(async move {
+                            tokio::select! {
+                                () = worker(sh, i) => {}
+                                // Stopped, or the handle dropped.
+                                _ = stopped.changed() => {}
+                            }
+                        });
+                        // Requests still out are dropped; their actions go again after a
+                        // restart (the cursor stays before them), with the same keys.
+                        rt.shutdown_timeout(Duration::from_secs(5));
+                    })?,
+            );
+        }
+        *sending = Some(Sending { stop, threads });
         Ok(())
     }
 
@@ -677,8 +680,10 @@ impl Delivery {
         let s = self.sending.lock().ok().and_then(|mut s| s.take());
         if let Some(s) = s {
             let _ = s.stop.send(());
-            if s.thread.join().is_err() {
-                tracing::error!("the sending thread panicked");
+            for t in s.threads {
+                if t.join().is_err() {
+                    tracing::error!("a sending thread panicked");
+                }
             }
         }
     }
