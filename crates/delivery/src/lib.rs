@@ -1912,20 +1912,22 @@ mod tests {
         .is_err());
     }
 
-    /// Nice values of this process's threads named `name`.
+    /// Nice values of this process's threads named `name` (Linux answers `getpriority`
+    /// for a thread id with that thread's).
     fn nice_of(name: &str) -> Vec<i64> {
-        let mut out = Vec::new();
-        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if comm.trim() != name {
-                continue;
-            }
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            // After the name in parentheses: state is field 3, nice field 19.
-            let rest = &stat[stat.rfind(')').unwrap() + 2..];
-            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
-        }
-        out
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|tid| {
+                let pid = rustix::process::Pid::from_raw(tid)?;
+                rustix::process::getpriority_process(Some(pid)).ok()
+            })
+            .map(i64::from)
+            .collect()
     }
 
     #[test]
