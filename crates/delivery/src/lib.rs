@@ -422,7 +422,6 @@ struct Shared {
     /// The outbox's end after the latest append.
     appended: tokio::sync::watch::Sender<u64>,
     recent: Mutex<VecDeque<Status>>,
-    client: reqwest::Client,
     /// Decisions per trigger, read from the outbox on demand.
     tally: Mutex<tally::Tally>,
 }
@@ -540,7 +539,6 @@ impl Delivery {
             tx: std::sync::RwLock::new(Some(tx)),
             appended: tokio::sync::watch::channel(end).0,
             recent: Mutex::new(VecDeque::new()),
-            client: http_client(&[])?,
             tally: Mutex::new(tally::Tally::default()),
         });
         let w = sh.clone();
@@ -1559,8 +1557,8 @@ async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
     loop {
         attempt += 1;
         let now = sh.clock.now_ms();
-        let result = match &ready[0].shaped {
-            Shaped::Mail(m) => send::smtp(
+        let result = match (&ready[0].shaped, &d.client) {
+            (Shaped::Mail(m), _) => send::smtp(
                 &send::SmtpServer {
                     addr: d.cfg.smtp.as_deref().unwrap_or_default(),
                     tls: d.cfg.smtp_tls,
@@ -1575,7 +1573,11 @@ async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
             )
             .await
             .map(|_| 250),
-            _ => {
+            // Every kind but e-mail has its client (see `open`).
+            (_, None) => Err(Failure::Permanent(
+                "no HTTP client for this destination".into(),
+            )),
+            (_, Some(client)) => {
                 let ts = now.div_euclid(1000);
                 let sig = d
                     .cfg
@@ -1583,7 +1585,7 @@ async fn send_request(sh: &Shared, d: &Dest, ready: &mut [Ready<'_>]) {
                     .as_ref()
                     .map(|s| niyet_actions::payload::signature(s.as_bytes(), ts, &body));
                 send::post(
-                    d.client.as_ref().unwrap_or(&sh.client),
+                    client,
                     d.url.clone(),
                     body.clone(),
                     Signed {

@@ -431,6 +431,12 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let state = self.state.clone();
+        if let Some(d) = &state.delivery {
+            d.start().map_err(|source| ServerError::Io {
+                context: "starting the sending threads".into(),
+                source,
+            })?;
+        }
         let retention = tokio::spawn(retention_loop(
             state.clone(),
             self.retention_every,
@@ -438,12 +444,6 @@ impl Server {
         ));
         let retrain = tokio::spawn(intent::retrain_loop(state.clone()));
         let refit = tokio::spawn(analytics::refit_loop(state.clone()));
-        if let Some(d) = &state.delivery {
-            d.start().map_err(|source| ServerError::Io {
-                context: "starting the sending thread".into(),
-                source,
-            })?;
-        }
         let app = router(state.clone());
         let result = serve(self.listener, app, &state.limits, self.tls, shutdown).await;
         retention.abort();
